@@ -1,0 +1,290 @@
+//! The Evidence Transparency Log as the kernel sees it: the Merkle tree over `etl.log`, which
+//! prefix of it is durable, and signed tree heads. Reads only ever see the durable prefix.
+
+use crate::error::KernelError;
+use crate::hash::{Hash, domain_hash};
+use crate::keys::{KeyId, Keyring, verify_signature};
+use crate::merkle::MerkleTree;
+use crate::request::{Response, SignedTreeHead};
+
+/// The 32-byte digest an STH signature covers: H("evidenceos:sth:v1", be64 size ‖ root).
+pub fn sth_digest(tree_size: u64, root_hash: &Hash) -> Hash {
+    domain_hash("evidenceos:sth:v1", &[&tree_size.to_be_bytes(), root_hash])
+}
+
+pub fn sign_tree_head(keyring: &Keyring, tree_size: u64, root_hash: Hash) -> SignedTreeHead {
+    let signature = keyring.sign(&sth_digest(tree_size, &root_hash));
+    SignedTreeHead {
+        tree_size,
+        root_hash,
+        key_id: keyring.active_key_id(),
+        signature,
+    }
+}
+
+/// Checks an STH against the raw public key that `key_id` names.
+pub fn verify_tree_head(public_key: &[u8; 32], sth: &SignedTreeHead) -> bool {
+    KeyId::of_public_key(public_key) == sth.key_id
+        && verify_signature(
+            public_key,
+            &sth_digest(sth.tree_size, &sth.root_hash),
+            &sth.signature,
+        )
+}
+
+#[derive(Debug, Default)]
+pub struct Etl {
+    tree: MerkleTree,
+    /// Leaves known to be on stable storage; everything signed or proven stays within this.
+    durable_size: u64,
+    /// The last STH handed out; Ed25519 is deterministic, the cache only saves the signing cost.
+    sth_cache: Option<SignedTreeHead>,
+}
+
+impl Etl {
+    /// A log whose existing leaves are already durable (recovery).
+    pub fn from_tree(tree: MerkleTree) -> Self {
+        Self {
+            durable_size: 0,
+            tree,
+            sth_cache: None,
+        }
+    }
+
+    /// Adds a leaf that is not yet durable; returns its index.
+    pub fn append(&mut self, payload: &[u8]) -> u64 {
+        let index = self.tree.len();
+        self.tree.push(crate::merkle::leaf_hash(payload));
+        index
+    }
+
+    /// All leaves up to `size` are now on stable storage.
+    pub fn mark_durable(&mut self, size: u64) {
+        assert!(size >= self.durable_size, "durable size never shrinks");
+        assert!(size <= self.tree.len(), "cannot be durable beyond the tree");
+        self.durable_size = size;
+    }
+
+    pub fn durable_size(&self) -> u64 {
+        self.durable_size
+    }
+
+    /// Total leaves, durable or not.
+    pub fn len(&self) -> u64 {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        self.tree.root_at(size)
+    }
+
+    /// STH for the durable size, signed by the active key.
+    pub fn signed_tree_head(&mut self, keyring: &Keyring) -> SignedTreeHead {
+        let size = self.durable_size;
+        if let Some(sth) = &self.sth_cache
+            && sth.tree_size == size
+            && sth.key_id == keyring.active_key_id()
+        {
+            return sth.clone();
+        }
+        let root = self
+            .tree
+            .root_at(size)
+            .expect("durable size is within the tree");
+        let sth = sign_tree_head(keyring, size, root);
+        self.sth_cache = Some(sth.clone());
+        sth
+    }
+
+    pub fn inclusion_proof(&self, leaf_index: u64) -> Result<Response, KernelError> {
+        let size = self.durable_size;
+        if leaf_index >= size {
+            return Err(KernelError::not_found(format!(
+                "leaf {leaf_index} is not in the log (size {size})"
+            )));
+        }
+        let path = self
+            .tree
+            .inclusion_proof(leaf_index, size)
+            .expect("index checked against durable size");
+        Ok(Response::InclusionProof {
+            leaf_index,
+            tree_size: size,
+            leaf_hash: self.tree.leaf(leaf_index).expect("index checked"),
+            path,
+            root_hash: self.tree.root_at(size).expect("size checked"),
+        })
+    }
+
+    /// RFC 9162 consistency proof; `second` 0 means the durable size.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Response, KernelError> {
+        let second = if second == 0 {
+            self.durable_size
+        } else {
+            second
+        };
+        if first == 0 {
+            return Err(KernelError::invalid_argument(
+                "first_tree_size must be at least 1",
+            ));
+        }
+        if first > second {
+            return Err(KernelError::invalid_argument(
+                "first_tree_size exceeds second_tree_size",
+            ));
+        }
+        if second > self.durable_size {
+            return Err(KernelError::not_found(format!(
+                "tree size {second} is beyond the log (size {})",
+                self.durable_size
+            )));
+        }
+        Ok(Response::ConsistencyProof {
+            first_tree_size: first,
+            second_tree_size: second,
+            first_root_hash: self.tree.root_at(first).expect("checked"),
+            second_root_hash: self.tree.root_at(second).expect("checked"),
+            path: self
+                .tree
+                .consistency_proof(first, second)
+                .expect("sizes checked"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyFile, key_file_name, key_id_for_seed, public_key_for_seed};
+    use crate::merkle::{verify_consistency, verify_inclusion};
+
+    fn vector() -> serde_json::Value {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/vectors/etl_sth.json"
+        ))
+        .expect("shared/vectors/etl_sth.json");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn keyring_from_hex(seed_hex: &str) -> Keyring {
+        let seed: [u8; 32] = hex::decode(seed_hex).unwrap().try_into().unwrap();
+        let id = key_id_for_seed(&seed);
+        Keyring::from_files(
+            &[KeyFile {
+                name: key_file_name(&id),
+                bytes: seed.to_vec(),
+            }],
+            id.to_hex().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn signed_tree_heads_match_the_vector_byte_for_byte() {
+        let vector = vector();
+        let keyring = keyring_from_hex(vector["signing_seed_hex"].as_str().unwrap());
+        assert_eq!(
+            keyring.active_key_id().to_hex(),
+            vector["key_id_hex"].as_str().unwrap()
+        );
+        let trees = vector["trees"].as_array().unwrap();
+        assert_eq!(trees.len(), 8);
+        for tree in trees {
+            let mut etl = Etl::default();
+            for entry in tree["entries_utf8"].as_array().unwrap() {
+                etl.append(entry.as_str().unwrap().as_bytes());
+            }
+            let size = tree["tree_size"].as_u64().unwrap();
+            etl.mark_durable(size);
+            let root = etl.root_at(size).unwrap();
+            assert_eq!(hex::encode(root), tree["root_hex"].as_str().unwrap());
+            assert_eq!(
+                hex::encode(sth_digest(size, &root)),
+                tree["sth_digest_hex"].as_str().unwrap()
+            );
+            let sth = etl.signed_tree_head(&keyring);
+            assert_eq!(
+                hex::encode(sth.signature),
+                tree["sth_signature_hex"].as_str().unwrap()
+            );
+            let public = keyring.public_key(&sth.key_id).unwrap();
+            assert!(verify_tree_head(&public, &sth));
+        }
+    }
+
+    #[test]
+    fn reads_never_see_beyond_the_durable_size() {
+        let keyring = keyring_from_hex(&"11".repeat(32));
+        let mut etl = Etl::default();
+        for n in 0..5 {
+            etl.append(format!("leaf {n}").as_bytes());
+        }
+        etl.mark_durable(3);
+        assert_eq!(etl.signed_tree_head(&keyring).tree_size, 3);
+        assert_eq!(
+            etl.inclusion_proof(3).unwrap_err().code,
+            crate::error::ErrorCode::NotFound
+        );
+        assert_eq!(
+            etl.consistency_proof(1, 4).unwrap_err().code,
+            crate::error::ErrorCode::NotFound
+        );
+        assert_eq!(
+            etl.consistency_proof(0, 3).unwrap_err().code,
+            crate::error::ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            etl.consistency_proof(3, 2).unwrap_err().code,
+            crate::error::ErrorCode::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn proofs_verify_against_the_signed_root() {
+        let seed = [0x22; 32];
+        let keyring = keyring_from_hex(&hex::encode(seed));
+        let mut etl = Etl::default();
+        for n in 0..13 {
+            etl.append(format!("leaf {n}").as_bytes());
+        }
+        etl.mark_durable(13);
+        let sth = etl.signed_tree_head(&keyring);
+        assert!(verify_tree_head(&public_key_for_seed(&seed), &sth));
+        let Response::InclusionProof {
+            leaf_index,
+            tree_size,
+            leaf_hash,
+            path,
+            root_hash,
+        } = etl.inclusion_proof(6).unwrap()
+        else {
+            panic!("inclusion proof expected")
+        };
+        assert_eq!(root_hash, sth.root_hash);
+        verify_inclusion(&leaf_hash, leaf_index, tree_size, &path, &root_hash).unwrap();
+        let Response::ConsistencyProof {
+            first_tree_size,
+            second_tree_size,
+            first_root_hash,
+            second_root_hash,
+            path,
+        } = etl.consistency_proof(5, 0).unwrap()
+        else {
+            panic!("consistency proof expected")
+        };
+        assert_eq!(second_tree_size, 13);
+        verify_consistency(
+            first_tree_size,
+            second_tree_size,
+            &first_root_hash,
+            &second_root_hash,
+            &path,
+        )
+        .unwrap();
+    }
+}

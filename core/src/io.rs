@@ -1,0 +1,141 @@
+//! The kernel's boundary: what runtimes feed in (inputs) and what they must carry out (outputs).
+//! Files are logical names; only runtimes know paths.
+
+use crate::error::KernelError;
+use crate::request::{Principal, Request, Response};
+
+/// Milliseconds since the Unix epoch, supplied by the runtime. The kernel never reads a clock.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn saturating_add_ms(self, ms: u64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+}
+
+/// Durable files the kernel writes. Each maps to one path in the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileId {
+    /// `etl.log`: the transparency log.
+    Etl,
+    /// `journal.log`: accepted commands since the last checkpoint.
+    Journal,
+    /// `state.json`: the checkpoint.
+    Checkpoint,
+}
+
+impl FileId {
+    pub const ALL: [FileId; 3] = [FileId::Etl, FileId::Journal, FileId::Checkpoint];
+
+    /// The file's name inside the data directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Etl => "etl.log",
+            Self::Journal => "journal.log",
+            Self::Checkpoint => "state.json",
+        }
+    }
+}
+
+/// Opaque id the kernel gives each effect; the runtime echoes it back in `Input::Done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EffectId(pub u64);
+
+/// Caller-chosen id correlating a request with its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Append bytes at the end of the file (creating it if absent).
+    Append { file: FileId, bytes: Vec<u8> },
+    /// Make every completed write to the file durable (`fdatasync`).
+    Sync { file: FileId },
+    /// Atomically replace the whole file: temp file, write, fsync, rename, fsync directory.
+    Replace { file: FileId, bytes: Vec<u8> },
+    /// Cut the file to `len` bytes (a later `Sync` makes it durable).
+    Truncate { file: FileId, len: u64 },
+}
+
+impl Effect {
+    pub fn file(&self) -> FileId {
+        match self {
+            Self::Append { file, .. }
+            | Self::Sync { file }
+            | Self::Replace { file, .. }
+            | Self::Truncate { file, .. } => *file,
+        }
+    }
+}
+
+/// Why a runtime could not carry out an effect. Only the description travels: after a storage
+/// failure nothing on disk can be trusted, so the kernel's reaction does not depend on the kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoFailure(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A decoded, authenticated request.
+    Request {
+        id: RequestId,
+        principal: Principal,
+        request: Request,
+    },
+    /// An effect finished.
+    Done {
+        effect: EffectId,
+        outcome: Result<(), IoFailure>,
+    },
+    /// A deadline announced by `Output::Wake` has passed (or may have).
+    Tick,
+    /// Write a checkpoint as soon as the kernel is idle (clean shutdown, operator request).
+    Checkpoint,
+}
+
+/// Structured, greppable events for the runtime to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    TornTailTruncated {
+        file: FileId,
+        valid_len: u64,
+        dropped_bytes: u64,
+    },
+    UnacknowledgedLeavesTruncated {
+        count: u64,
+    },
+    MissingLeavesReappended {
+        count: u64,
+    },
+    JournalReplayed {
+        records: u64,
+        from_seq: u64,
+        to_seq: u64,
+    },
+    Recovered {
+        tree_size: u64,
+        journal_seq: u64,
+    },
+    CheckpointWritten {
+        journal_seq: u64,
+        tree_size: u64,
+    },
+    StorageFailed {
+        file: FileId,
+        reason: String,
+    },
+    ProtocolViolation {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Effect(EffectId, Effect),
+    Reply(RequestId, Result<Response, KernelError>),
+    Event(LogEvent),
+    /// Call `handle(now, Input::Tick)` at or after this time. Only the earliest deadline is given.
+    Wake(Timestamp),
+}

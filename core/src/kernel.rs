@@ -1,0 +1,1253 @@
+//! The kernel: one input in (`handle`), outputs drained (`poll`) until there are none.
+//!
+//! Commands are applied to memory when admitted, but their replies wait in `staged` until the
+//! journal records (and ETL leaves) of everything before them are synced. Only one storage phase
+//! is in flight at a time; whatever arrives meanwhile forms the next batch, so one sync covers
+//! many commands (group commit) without timers. Reads see only the durable ETL prefix.
+
+use std::collections::VecDeque;
+
+use crate::error::KernelError;
+use crate::etl::Etl;
+use crate::frame;
+use crate::io::{
+    Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp,
+};
+use crate::journal::JournalRecord;
+use crate::keys::{KeyId, Keyring};
+use crate::request::{Command, Principal, Query, Request, Response};
+use crate::state::{Checkpoint, Policy, State};
+
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    /// Settings written into the journal header and used for commands accepted from now on.
+    pub policy: Policy,
+    /// Write a checkpoint after this many journal records.
+    pub checkpoint_every: u64,
+    /// Write a checkpoint after this long without one while records are uncovered.
+    pub checkpoint_idle_ms: u64,
+    /// Most commands in one storage batch (bounds the latency one sync adds).
+    pub max_batch_commands: usize,
+    /// Most journal + ETL bytes in one storage batch.
+    pub max_batch_bytes: usize,
+    /// Most commands waiting for a batch; beyond it new commands are refused at once.
+    pub max_staged_commands: usize,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            checkpoint_every: 4096,
+            checkpoint_idle_ms: 10_000,
+            max_batch_commands: 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            max_staged_commands: 16 * 1024,
+        }
+    }
+}
+
+impl KernelConfig {
+    /// The largest damaged tail recovery may treat as a torn write: one batch, or one
+    /// checkpoint-sized batch, plus a record's framing.
+    fn max_torn_tail(&self) -> usize {
+        self.max_batch_bytes.max(frame::MAX_PAYLOAD_BYTES) * 2 + frame::FRAME_OVERHEAD
+    }
+}
+
+/// The data directory as bytes, read by the runtime before the kernel starts.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryFiles {
+    pub keys: Vec<crate::keys::KeyFile>,
+    pub active_key_id: Vec<u8>,
+    pub etl: Vec<u8>,
+    pub journal: Vec<u8>,
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryError {
+    Keys(crate::keys::KeyError),
+    EtlCorrupt(frame::ScanError),
+    JournalCorrupt(frame::ScanError),
+    BadCheckpoint(String),
+    /// A journal record that cannot be decoded or does not follow its predecessor.
+    BadJournal {
+        record: usize,
+        reason: String,
+    },
+    /// The checkpoint covers more leaves than `etl.log` holds, or a different root.
+    CheckpointDisagreesWithLog {
+        reason: String,
+    },
+    /// Replaying the journal produced a leaf different from the one on disk.
+    LeafMismatch {
+        index: u64,
+    },
+}
+
+impl std::fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Keys(e) => write!(f, "signing keys: {e}"),
+            Self::EtlCorrupt(e) => write!(f, "etl.log: {e}"),
+            Self::JournalCorrupt(e) => write!(f, "journal.log: {e}"),
+            Self::BadCheckpoint(reason) => write!(f, "state.json: {reason}"),
+            Self::BadJournal { record, reason } => {
+                write!(f, "journal.log record {record}: {reason}")
+            }
+            Self::CheckpointDisagreesWithLog { reason } => {
+                write!(f, "state.json disagrees with etl.log: {reason}")
+            }
+            Self::LeafMismatch { index } => write!(
+                f,
+                "etl.log leaf {index} differs from the leaf the journal replay produces; refusing to start (corruption or an incompatible kernel version)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RecoveryError {}
+
+/// A reply waiting for everything before it to become durable, with the bytes its command adds.
+#[derive(Debug)]
+struct Staged {
+    request: RequestId,
+    reply: Result<Response, KernelError>,
+    journal_bytes: Vec<u8>,
+    etl_bytes: Vec<u8>,
+    leaves: u64,
+}
+
+/// State serialized at a moment when memory equals the durable journal.
+#[derive(Debug)]
+struct Snapshot {
+    journal_seq: u64,
+    tree_size: u64,
+    bytes: Vec<u8>,
+}
+
+/// What to do when every effect of the in-flight phase has completed.
+#[derive(Debug)]
+enum Completion {
+    Batch {
+        replies: Vec<(RequestId, Result<Response, KernelError>)>,
+        tree_size: u64,
+        journal_seq: u64,
+        records: u64,
+        snapshot: Option<Snapshot>,
+    },
+    Repair {
+        tree_size: u64,
+        snapshot: Snapshot,
+    },
+    Checkpoint {
+        snapshot_seq: u64,
+        tree_size: u64,
+    },
+    Compaction,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    /// Effects not yet completed, with their file (named in the failure event if one fails).
+    outstanding: Vec<(EffectId, FileId)>,
+    then: Completion,
+}
+
+#[derive(Debug)]
+pub struct Kernel {
+    config: KernelConfig,
+    keyring: Keyring,
+    state: State,
+    etl: Etl,
+    /// Seq of the last admitted command.
+    last_seq: u64,
+    /// Seq of the last command whose journal record is durable.
+    durable_seq: u64,
+    /// Durable journal records not yet covered by a checkpoint.
+    uncovered_records: u64,
+    staged: VecDeque<Staged>,
+    in_flight: Option<InFlight>,
+    next_effect: u64,
+    checkpoint_requested: bool,
+    checkpoint_deadline: Option<Timestamp>,
+    /// Set by recovery until the repaired files are durable; reads wait for it.
+    recovering: bool,
+    failed: bool,
+    outputs: VecDeque<Output>,
+}
+
+impl Kernel {
+    /// Validates and replays the data directory, returning a kernel whose first outputs are the
+    /// effects that repair the disk (torn tails, missing or unacknowledged leaves) followed by a
+    /// checkpoint and a fresh journal. Run them before serving.
+    pub fn recover(config: KernelConfig, files: RecoveryFiles) -> Result<Self, RecoveryError> {
+        let keyring = crate::keys::Keyring::from_files(&files.keys, &files.active_key_id)
+            .map_err(RecoveryError::Keys)?;
+        let mut outputs = VecDeque::new();
+        let max_tail = config.max_torn_tail();
+
+        let checkpoint = match &files.checkpoint {
+            Some(bytes) => {
+                let checkpoint: Checkpoint = serde_json::from_slice(bytes)
+                    .map_err(|e| RecoveryError::BadCheckpoint(e.to_string()))?;
+                if checkpoint.format != crate::state::CHECKPOINT_FORMAT {
+                    return Err(RecoveryError::BadCheckpoint(format!(
+                        "unknown format {:?}",
+                        checkpoint.format
+                    )));
+                }
+                Some(checkpoint)
+            }
+            None => None,
+        };
+        let (mut state, mut seq, covered_leaves) = match checkpoint {
+            Some(c) => (c.state, c.journal_seq, Some((c.tree_size, c.root_hash_hex))),
+            None => (State::default(), 0, None),
+        };
+
+        let etl_scan = frame::scan(&files.etl, max_tail).map_err(RecoveryError::EtlCorrupt)?;
+        if etl_scan.torn_bytes > 0 {
+            outputs.push_back(Output::Event(LogEvent::TornTailTruncated {
+                file: FileId::Etl,
+                valid_len: etl_scan.valid_len,
+                dropped_bytes: etl_scan.torn_bytes,
+            }));
+        }
+        let mut tree = crate::merkle::MerkleTree::new();
+        let (checkpoint_leaves, checkpoint_root) =
+            covered_leaves.unwrap_or((0, hex::encode(crate::merkle::empty_root())));
+        let on_disk = etl_scan.records.len() as u64;
+        if on_disk < checkpoint_leaves {
+            return Err(RecoveryError::CheckpointDisagreesWithLog {
+                reason: format!(
+                    "checkpoint covers {checkpoint_leaves} leaves, log holds {on_disk}"
+                ),
+            });
+        }
+        for record in &etl_scan.records[..checkpoint_leaves as usize] {
+            tree.push(crate::merkle::leaf_hash(record.payload));
+        }
+        if hex::encode(tree.root()) != checkpoint_root {
+            return Err(RecoveryError::CheckpointDisagreesWithLog {
+                reason: format!(
+                    "root of the first {checkpoint_leaves} leaves does not match the checkpoint"
+                ),
+            });
+        }
+
+        // Replay journal entries after the checkpoint, regenerating their leaves.
+        let journal_scan =
+            frame::scan(&files.journal, max_tail).map_err(RecoveryError::JournalCorrupt)?;
+        if journal_scan.torn_bytes > 0 {
+            outputs.push_back(Output::Event(LogEvent::TornTailTruncated {
+                file: FileId::Journal,
+                valid_len: journal_scan.valid_len,
+                dropped_bytes: journal_scan.torn_bytes,
+            }));
+        }
+        let mut regenerated: Vec<Vec<u8>> = Vec::new();
+        let mut policy: Option<Policy> = None;
+        let checkpoint_seq = seq;
+        for (position, record) in journal_scan.records.iter().enumerate() {
+            let bad = |reason: String| RecoveryError::BadJournal {
+                record: position,
+                reason,
+            };
+            match JournalRecord::from_payload(record.payload).map_err(bad)? {
+                JournalRecord::Header {
+                    base_seq,
+                    policy: header_policy,
+                    ..
+                } => {
+                    if position != 0 {
+                        return Err(bad("header in the middle of the journal".into()));
+                    }
+                    if base_seq > seq {
+                        return Err(bad(format!(
+                            "journal starts after seq {base_seq}, checkpoint covers only {seq}"
+                        )));
+                    }
+                    policy = Some(header_policy);
+                }
+                JournalRecord::Entry {
+                    seq: entry_seq,
+                    now_ms,
+                    principal,
+                    command,
+                } => {
+                    let Some(policy) = &policy else {
+                        return Err(bad("entry before the journal header".into()));
+                    };
+                    if entry_seq <= checkpoint_seq {
+                        continue; // covered by the checkpoint (a crash came before compaction)
+                    }
+                    if entry_seq != seq + 1 {
+                        return Err(bad(format!("expected seq {}, found {entry_seq}", seq + 1)));
+                    }
+                    let next_leaf = checkpoint_leaves + regenerated.len() as u64;
+                    let applied = state
+                        .apply(policy, &principal, Timestamp(now_ms), &command, next_leaf)
+                        .map_err(|e| bad(format!("replayed command was refused: {e}")))?;
+                    regenerated.extend(applied.leaves);
+                    seq = entry_seq;
+                }
+            }
+        }
+        if seq > checkpoint_seq {
+            let records = seq - checkpoint_seq;
+            outputs.push_back(Output::Event(LogEvent::JournalReplayed {
+                records,
+                from_seq: checkpoint_seq + 1,
+                to_seq: seq,
+            }));
+        }
+
+        // Compare regenerated leaves with the log; re-append missing ones, drop unacknowledged ones.
+        let beyond_checkpoint = &etl_scan.records[checkpoint_leaves as usize..];
+        let mut repair = Vec::new();
+        for (i, payload) in regenerated.iter().enumerate() {
+            if let Some(record) = beyond_checkpoint.get(i)
+                && record.payload != payload.as_slice()
+            {
+                return Err(RecoveryError::LeafMismatch {
+                    index: checkpoint_leaves + i as u64,
+                });
+            }
+            tree.push(crate::merkle::leaf_hash(payload));
+        }
+        let keep = beyond_checkpoint.len().min(regenerated.len());
+        let keep_len = match beyond_checkpoint.get(keep) {
+            Some(first_dropped) => first_dropped.offset,
+            None => etl_scan.valid_len,
+        };
+        let unacknowledged = (beyond_checkpoint.len() - keep) as u64;
+        if unacknowledged > 0 {
+            outputs.push_back(Output::Event(LogEvent::UnacknowledgedLeavesTruncated {
+                count: unacknowledged,
+            }));
+        }
+        if keep_len != files.etl.len() as u64 {
+            repair.push(Effect::Truncate {
+                file: FileId::Etl,
+                len: keep_len,
+            });
+        }
+        let missing = &regenerated[keep..];
+        if !missing.is_empty() {
+            let mut bytes = Vec::new();
+            for payload in missing {
+                frame::encode_into(payload, &mut bytes);
+            }
+            repair.push(Effect::Append {
+                file: FileId::Etl,
+                bytes,
+            });
+            outputs.push_back(Output::Event(LogEvent::MissingLeavesReappended {
+                count: missing.len() as u64,
+            }));
+        }
+        repair.push(Effect::Sync { file: FileId::Etl });
+
+        let mut kernel = Self {
+            config,
+            keyring,
+            state,
+            etl: Etl::from_tree(tree),
+            last_seq: seq,
+            durable_seq: seq,
+            uncovered_records: 0,
+            staged: VecDeque::new(),
+            in_flight: None,
+            next_effect: 0,
+            checkpoint_requested: false,
+            checkpoint_deadline: None,
+            recovering: true,
+            failed: false,
+            outputs,
+        };
+        // Every boot ends with a checkpoint and a fresh journal whose header carries the policy
+        // now in force, so a changed flag never alters how older records replay.
+        let snapshot = kernel.snapshot();
+        let tree_size = kernel.etl.len();
+        kernel.start(
+            repair,
+            Completion::Repair {
+                tree_size,
+                snapshot,
+            },
+        );
+        Ok(kernel)
+    }
+
+    pub fn handle(&mut self, now: Timestamp, input: Input) {
+        match input {
+            Input::Request {
+                id,
+                principal,
+                request,
+            } => match request {
+                Request::Query(query) => {
+                    let reply = self.answer(&principal, query);
+                    self.outputs.push_back(Output::Reply(id, reply));
+                }
+                Request::Command(command) => self.admit(now, id, principal, command),
+            },
+            Input::Done { effect, outcome } => self.complete(now, effect, outcome),
+            Input::Tick => {
+                if self
+                    .checkpoint_deadline
+                    .is_some_and(|deadline| now >= deadline)
+                {
+                    self.checkpoint_deadline = None;
+                    self.checkpoint_requested = true;
+                }
+            }
+            Input::Checkpoint => self.checkpoint_requested = true,
+        }
+        self.pump();
+    }
+
+    pub fn poll(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Nothing staged, nothing in flight: safe to stop.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_none() && self.staged.is_empty()
+    }
+
+    /// After a storage failure the kernel refuses commands; the runtime should exit non-zero.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    pub fn is_recovering(&self) -> bool {
+        self.recovering
+    }
+
+    pub fn active_key_id(&self) -> KeyId {
+        self.keyring.active_key_id()
+    }
+
+    pub fn durable_tree_size(&self) -> u64 {
+        self.etl.durable_size()
+    }
+
+    pub fn durable_journal_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// The state as of the last admitted command (read-only; for inspection and tests).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn answer(&mut self, principal: &Principal, query: Query) -> Result<Response, KernelError> {
+        if self.recovering {
+            return Err(KernelError::unavailable("kernel is recovering"));
+        }
+        match query {
+            Query::GetPublicKey { key_id } => {
+                let key_id = if key_id.is_empty() {
+                    self.keyring.active_key_id()
+                } else {
+                    let bytes: [u8; 32] = key_id
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| KernelError::invalid_argument("key_id must be 32 bytes"))?;
+                    KeyId(bytes)
+                };
+                let public_key = self
+                    .keyring
+                    .public_key(&key_id)
+                    .ok_or_else(|| KernelError::not_found("unknown key_id"))?;
+                Ok(Response::PublicKey { key_id, public_key })
+            }
+            Query::GetSignedTreeHead => Ok(Response::SignedTreeHead(
+                self.etl.signed_tree_head(&self.keyring),
+            )),
+            Query::GetInclusionProof { leaf_index } => {
+                require_auditor(principal)?;
+                self.etl.inclusion_proof(leaf_index)
+            }
+            Query::GetConsistencyProof {
+                first_tree_size,
+                second_tree_size,
+            } => {
+                require_auditor(principal)?;
+                self.etl
+                    .consistency_proof(first_tree_size, second_tree_size)
+            }
+        }
+    }
+
+    fn admit(&mut self, now: Timestamp, id: RequestId, principal: Principal, command: Command) {
+        if self.failed {
+            self.outputs
+                .push_back(Output::Reply(id, Err(storage_failed())));
+            return;
+        }
+        if self.staged.len() >= self.config.max_staged_commands {
+            let busy = KernelError::resource_exhausted("kernel queue is full; retry later");
+            self.outputs.push_back(Output::Reply(id, Err(busy)));
+            return;
+        }
+        let checked = command
+            .validate()
+            .and_then(|()| command.authorize(&principal));
+        let applied = checked.and_then(|()| {
+            self.state.apply(
+                &self.config.policy,
+                &principal,
+                now,
+                &command,
+                self.etl.len(),
+            )
+        });
+        // Even a refusal waits its turn: it was decided on state that earlier, not yet durable,
+        // commands produced.
+        let staged = match applied {
+            Ok(applied) => {
+                self.last_seq += 1;
+                let journal_bytes =
+                    JournalRecord::entry(self.last_seq, now, &principal, &command).to_frame();
+                let mut etl_bytes = Vec::new();
+                for leaf in &applied.leaves {
+                    self.etl.append(leaf);
+                    frame::encode_into(leaf, &mut etl_bytes);
+                }
+                Staged {
+                    request: id,
+                    reply: Ok(applied.response),
+                    journal_bytes,
+                    etl_bytes,
+                    leaves: applied.leaves.len() as u64,
+                }
+            }
+            Err(error) => Staged {
+                request: id,
+                reply: Err(error),
+                journal_bytes: Vec::new(),
+                etl_bytes: Vec::new(),
+                leaves: 0,
+            },
+        };
+        self.staged.push_back(staged);
+    }
+
+    fn complete(&mut self, now: Timestamp, effect: EffectId, outcome: Result<(), IoFailure>) {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return self.fail_protocol(format!("completion for {effect:?} with nothing in flight"));
+        };
+        let Some(position) = in_flight
+            .outstanding
+            .iter()
+            .position(|(id, _)| *id == effect)
+        else {
+            return self.fail_protocol(format!("completion for unknown {effect:?}"));
+        };
+        let (_, file) = in_flight.outstanding.remove(position);
+        if let Err(IoFailure(reason)) = outcome {
+            return self.fail_storage(file, reason);
+        }
+        if !in_flight.outstanding.is_empty() {
+            return;
+        }
+        let finished = self.in_flight.take().expect("checked above");
+        match finished.then {
+            Completion::Batch {
+                replies,
+                tree_size,
+                journal_seq,
+                records,
+                snapshot,
+            } => {
+                self.etl.mark_durable(tree_size);
+                self.durable_seq = journal_seq;
+                self.uncovered_records += records;
+                for (request, reply) in replies {
+                    self.outputs.push_back(Output::Reply(request, reply));
+                }
+                if let Some(snapshot) = snapshot {
+                    self.start_checkpoint(snapshot);
+                } else if self.uncovered_records > 0 && self.checkpoint_deadline.is_none() {
+                    let deadline = now.saturating_add_ms(self.config.checkpoint_idle_ms);
+                    self.checkpoint_deadline = Some(deadline);
+                    self.outputs.push_back(Output::Wake(deadline));
+                }
+            }
+            Completion::Repair {
+                tree_size,
+                snapshot,
+            } => {
+                self.etl.mark_durable(tree_size);
+                self.recovering = false;
+                self.outputs.push_back(Output::Event(LogEvent::Recovered {
+                    tree_size,
+                    journal_seq: self.durable_seq,
+                }));
+                self.start_checkpoint(snapshot);
+            }
+            Completion::Checkpoint {
+                snapshot_seq,
+                tree_size,
+            } => {
+                self.outputs
+                    .push_back(Output::Event(LogEvent::CheckpointWritten {
+                        journal_seq: snapshot_seq,
+                        tree_size,
+                    }));
+                // The journal holds nothing past the snapshot: later commands are still staged.
+                debug_assert_eq!(self.durable_seq, snapshot_seq);
+                let header = JournalRecord::header(snapshot_seq, &self.config.policy).to_frame();
+                self.start(
+                    vec![Effect::Replace {
+                        file: FileId::Journal,
+                        bytes: header,
+                    }],
+                    Completion::Compaction,
+                );
+            }
+            Completion::Compaction => {
+                self.uncovered_records = 0;
+                self.checkpoint_deadline = None;
+            }
+        }
+    }
+
+    /// Starts the next storage phase if none is running.
+    fn pump(&mut self) {
+        if self.failed || self.in_flight.is_some() || self.recovering {
+            return;
+        }
+        // Refusals at the front depend only on durable state now: release them.
+        while self
+            .staged
+            .front()
+            .is_some_and(|s| s.journal_bytes.is_empty())
+        {
+            let staged = self.staged.pop_front().expect("checked");
+            self.outputs
+                .push_back(Output::Reply(staged.request, staged.reply));
+        }
+        if !self.staged.is_empty() {
+            self.start_batch();
+        } else if self.checkpoint_requested {
+            self.checkpoint_requested = false;
+            if self.uncovered_records > 0 {
+                let snapshot = self.snapshot();
+                self.start_checkpoint(snapshot);
+            }
+        }
+    }
+
+    fn start_batch(&mut self) {
+        let checkpoint_due =
+            self.checkpoint_requested || self.uncovered_records >= self.config.checkpoint_every;
+        let (mut journal, mut etl) = (Vec::new(), Vec::new());
+        let mut replies = Vec::new();
+        let (mut leaves, mut records) = (0u64, 0u64);
+        while let Some(next) = self.staged.front() {
+            let over_limit = replies.len() >= self.config.max_batch_commands
+                || journal.len() + etl.len() + next.journal_bytes.len() + next.etl_bytes.len()
+                    > self.config.max_batch_bytes;
+            // A due checkpoint needs memory to equal the journal, so it takes everything staged.
+            if !replies.is_empty() && over_limit && !checkpoint_due {
+                break;
+            }
+            let staged = self.staged.pop_front().expect("checked");
+            records += u64::from(!staged.journal_bytes.is_empty());
+            leaves += staged.leaves;
+            journal.extend_from_slice(&staged.journal_bytes);
+            etl.extend_from_slice(&staged.etl_bytes);
+            replies.push((staged.request, staged.reply));
+        }
+        let tree_size = self.etl.durable_size() + leaves;
+        let journal_seq = self.durable_seq + records;
+        debug_assert!(journal_seq <= self.last_seq && tree_size <= self.etl.len());
+        let snapshot = (checkpoint_due && self.staged.is_empty()).then(|| {
+            self.checkpoint_requested = false;
+            self.snapshot()
+        });
+        let mut effects = Vec::with_capacity(4);
+        if !journal.is_empty() {
+            effects.push(Effect::Append {
+                file: FileId::Journal,
+                bytes: journal,
+            });
+        }
+        if !etl.is_empty() {
+            effects.push(Effect::Append {
+                file: FileId::Etl,
+                bytes: etl,
+            });
+        }
+        if records > 0 {
+            effects.push(Effect::Sync {
+                file: FileId::Journal,
+            });
+        }
+        if leaves > 0 {
+            effects.push(Effect::Sync { file: FileId::Etl });
+        }
+        self.start(
+            effects,
+            Completion::Batch {
+                replies,
+                tree_size,
+                journal_seq,
+                records,
+                snapshot,
+            },
+        );
+    }
+
+    fn start_checkpoint(&mut self, snapshot: Snapshot) {
+        let then = Completion::Checkpoint {
+            snapshot_seq: snapshot.journal_seq,
+            tree_size: snapshot.tree_size,
+        };
+        self.start(
+            vec![Effect::Replace {
+                file: FileId::Checkpoint,
+                bytes: snapshot.bytes,
+            }],
+            then,
+        );
+    }
+
+    /// Emits `effects` and waits for all of them before running `then`.
+    fn start(&mut self, effects: Vec<Effect>, then: Completion) {
+        assert!(self.in_flight.is_none(), "one storage phase at a time");
+        assert!(
+            !effects.is_empty(),
+            "every phase writes something, or its completion would never come"
+        );
+        let mut outstanding = Vec::with_capacity(effects.len());
+        for effect in effects {
+            let id = EffectId(self.next_effect);
+            self.next_effect += 1;
+            outstanding.push((id, effect.file()));
+            self.outputs.push_back(Output::Effect(id, effect));
+        }
+        self.in_flight = Some(InFlight { outstanding, then });
+    }
+
+    /// State as of the last admitted command. Callers ensure that equals the durable journal.
+    fn snapshot(&self) -> Snapshot {
+        let tree_size = self.etl.len();
+        let checkpoint = Checkpoint {
+            format: crate::state::CHECKPOINT_FORMAT.to_string(),
+            kernel_version: crate::KERNEL_VERSION.to_string(),
+            journal_seq: self.last_seq,
+            tree_size,
+            root_hash_hex: hex::encode(self.etl.root_at(tree_size).expect("whole tree")),
+            state: self.state.clone(),
+        };
+        let bytes = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
+        Snapshot {
+            journal_seq: self.last_seq,
+            tree_size,
+            bytes,
+        }
+    }
+
+    fn fail_storage(&mut self, file: FileId, reason: String) {
+        self.outputs
+            .push_back(Output::Event(LogEvent::StorageFailed { file, reason }));
+        self.enter_failed_state();
+    }
+
+    fn fail_protocol(&mut self, reason: String) {
+        self.outputs
+            .push_back(Output::Event(LogEvent::ProtocolViolation { reason }));
+        self.enter_failed_state();
+    }
+
+    /// After a failed write or sync nothing on disk can be trusted: refuse everything pending.
+    fn enter_failed_state(&mut self) {
+        self.failed = true;
+        if let Some(InFlight {
+            then: Completion::Batch { replies, .. },
+            ..
+        }) = self.in_flight.take()
+        {
+            for (request, _) in replies {
+                self.outputs
+                    .push_back(Output::Reply(request, Err(storage_failed())));
+            }
+        }
+        for staged in self.staged.drain(..) {
+            self.outputs
+                .push_back(Output::Reply(staged.request, Err(storage_failed())));
+        }
+    }
+}
+
+fn storage_failed() -> KernelError {
+    KernelError::unavailable("storage failure; the kernel must restart")
+}
+
+fn require_auditor(principal: &Principal) -> Result<(), KernelError> {
+    if principal.is_auditor_or_operator() {
+        Ok(())
+    } else {
+        Err(KernelError::permission_denied(
+            "auditor or operator role required",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etl::verify_tree_head;
+    use crate::keys::{KeyFile, key_file_name, key_id_for_seed, public_key_for_seed};
+    use crate::memdisk::MemDisk;
+    use crate::request::{Role, SignedTreeHead};
+
+    const SEED: [u8; 32] = [7; 32];
+    const NOW: Timestamp = Timestamp(1_750_000_000_000);
+
+    fn keys() -> (Vec<KeyFile>, Vec<u8>) {
+        let id = key_id_for_seed(&SEED);
+        (
+            vec![KeyFile {
+                name: key_file_name(&id),
+                bytes: SEED.to_vec(),
+            }],
+            format!("{id}\n").into_bytes(),
+        )
+    }
+
+    fn config() -> KernelConfig {
+        KernelConfig {
+            checkpoint_every: 1000,
+            ..KernelConfig::default()
+        }
+    }
+
+    fn boot(disk: &mut MemDisk, config: KernelConfig) -> Kernel {
+        let (keys, active) = keys();
+        let mut kernel = Kernel::recover(config, disk.recovery_files(keys, active)).unwrap();
+        disk.drive(&mut kernel, NOW);
+        assert!(!kernel.is_recovering() && kernel.is_idle());
+        kernel
+    }
+
+    fn operator() -> Principal {
+        Principal::new("op", Role::Operator)
+    }
+
+    fn leaf(payload: &str) -> Request {
+        Request::Command(Command::TestLeaf {
+            payload: payload.into(),
+        })
+    }
+
+    fn grant(amount: u64) -> Request {
+        Request::Command(Command::GrantCredit {
+            principal_id: "agent".into(),
+            amount,
+            reason: "r".into(),
+        })
+    }
+
+    fn send(kernel: &mut Kernel, id: u64, request: Request) {
+        kernel.handle(
+            NOW,
+            Input::Request {
+                id: RequestId(id),
+                principal: operator(),
+                request,
+            },
+        );
+    }
+
+    fn replies(outputs: &[Output]) -> Vec<(u64, Result<Response, KernelError>)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Reply(id, reply) => Some((id.0, reply.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sth(kernel: &mut Kernel) -> SignedTreeHead {
+        kernel.handle(
+            NOW,
+            Input::Request {
+                id: RequestId(999),
+                principal: operator(),
+                request: Request::Query(Query::GetSignedTreeHead),
+            },
+        );
+        match kernel.poll() {
+            Some(Output::Reply(_, Ok(Response::SignedTreeHead(sth)))) => sth,
+            other => panic!("expected an STH, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fresh_start_writes_checkpoint_and_journal_header_and_signs_size_zero() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        assert!(!disk.contents(FileId::Checkpoint).is_empty());
+        let journal = frame::scan(disk.contents(FileId::Journal), 0).unwrap();
+        assert_eq!(journal.records.len(), 1, "header only");
+        let head = sth(&mut kernel);
+        assert_eq!(head.tree_size, 0);
+        assert!(verify_tree_head(&public_key_for_seed(&SEED), &head));
+    }
+
+    #[test]
+    fn a_command_is_answered_only_after_its_records_are_synced() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, leaf("a"));
+        let mut effects = Vec::new();
+        while let Some(output) = kernel.poll() {
+            match output {
+                Output::Effect(id, effect) => effects.push((id, effect)),
+                Output::Reply(..) => panic!("reply before durability"),
+                _ => {}
+            }
+        }
+        let kinds: Vec<String> = effects
+            .iter()
+            .map(|(_, e)| format!("{:?}", std::mem::discriminant(e)))
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            4,
+            "append journal, append etl, sync both: {effects:?}"
+        );
+        assert_eq!(
+            sth(&mut kernel).tree_size,
+            0,
+            "reads see only durable leaves"
+        );
+        for (id, effect) in effects {
+            disk.apply(&effect).unwrap();
+            kernel.handle(
+                NOW,
+                Input::Done {
+                    effect: id,
+                    outcome: Ok(()),
+                },
+            );
+        }
+        let outputs = disk.drive(&mut kernel, NOW);
+        assert_eq!(
+            replies(&outputs),
+            vec![(1, Ok(Response::LeafAppended { etl_index: 0 }))]
+        );
+        assert_eq!(sth(&mut kernel).tree_size, 1);
+    }
+
+    #[test]
+    fn commands_arriving_during_a_sync_share_the_next_one() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, leaf("first"));
+        let first_batch: Vec<Output> = std::iter::from_fn(|| kernel.poll()).collect();
+        for id in 2..=5 {
+            send(&mut kernel, id, leaf(&format!("leaf {id}")));
+        }
+        assert!(
+            kernel.poll().is_none(),
+            "nothing more is written while a batch is in flight"
+        );
+        for output in first_batch {
+            if let Output::Effect(id, effect) = output {
+                disk.apply(&effect).unwrap();
+                kernel.handle(
+                    NOW,
+                    Input::Done {
+                        effect: id,
+                        outcome: Ok(()),
+                    },
+                );
+            }
+        }
+        let outputs = disk.drive(&mut kernel, NOW);
+        let journal_syncs = outputs
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Effect(
+                        _,
+                        Effect::Sync {
+                            file: FileId::Journal
+                        }
+                    )
+                )
+            })
+            .count();
+        assert_eq!(journal_syncs, 1, "four commands, one sync");
+        let ids: Vec<u64> = replies(&outputs).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5], "replies in admission order");
+        assert_eq!(sth(&mut kernel).tree_size, 5);
+    }
+
+    #[test]
+    fn refusals_wait_behind_earlier_commands_and_change_nothing() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(
+            &mut kernel,
+            1,
+            Request::Command(Command::SetCreditLimit {
+                principal_id: "agent".into(),
+                limit: 5,
+            }),
+        );
+        send(&mut kernel, 2, grant(6));
+        let outputs = disk.drive(&mut kernel, NOW);
+        let got = replies(&outputs);
+        assert_eq!(got[0], (1, Ok(Response::CreditLimit { credit_limit: 5 })));
+        assert_eq!(
+            got[1].1.as_ref().unwrap_err().code,
+            crate::ErrorCode::ResourceExhausted
+        );
+        kernel.handle(
+            NOW,
+            Input::Request {
+                id: RequestId(3),
+                principal: Principal::anonymous(),
+                request: grant(1),
+            },
+        );
+        let got = replies(&disk.drive(&mut kernel, NOW));
+        assert_eq!(
+            got[0].1.as_ref().unwrap_err().code,
+            crate::ErrorCode::PermissionDenied
+        );
+        assert_eq!(kernel.state().credits["agent"].balance, 0);
+    }
+
+    #[test]
+    fn a_storage_failure_fails_pending_and_later_commands() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        disk.fail_effect(1);
+        send(&mut kernel, 1, leaf("x"));
+        let outputs = disk.drive(&mut kernel, NOW);
+        assert!(kernel.is_failed());
+        assert!(
+            outputs
+                .iter()
+                .any(|o| matches!(o, Output::Event(LogEvent::StorageFailed { .. })))
+        );
+        assert_eq!(
+            replies(&outputs)[0].1.as_ref().unwrap_err().code,
+            crate::ErrorCode::Unavailable
+        );
+        send(&mut kernel, 2, leaf("y"));
+        assert_eq!(
+            replies(&disk.drive(&mut kernel, NOW))[0]
+                .1
+                .as_ref()
+                .unwrap_err()
+                .code,
+            crate::ErrorCode::Unavailable
+        );
+    }
+
+    #[test]
+    fn forged_completions_fail_the_kernel() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        kernel.handle(
+            NOW,
+            Input::Done {
+                effect: EffectId(12345),
+                outcome: Ok(()),
+            },
+        );
+        assert!(kernel.is_failed());
+    }
+
+    #[test]
+    fn restart_replays_the_journal_to_the_same_state_and_tree() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        for id in 0..7 {
+            send(&mut kernel, id, leaf(&format!("leaf {id}")));
+            send(&mut kernel, 100 + id, grant(1 + id));
+        }
+        disk.drive(&mut kernel, NOW);
+        let head = sth(&mut kernel);
+        let state = kernel.state().clone();
+        disk.crash();
+        let mut again = boot(&mut disk, config());
+        assert_eq!(again.state(), &state);
+        assert_eq!(sth(&mut again), head);
+    }
+
+    #[test]
+    fn checkpoints_compact_the_journal_and_recover_identically() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(
+            &mut disk,
+            KernelConfig {
+                checkpoint_every: 3,
+                ..config()
+            },
+        );
+        for id in 0..10 {
+            send(&mut kernel, id, leaf(&format!("leaf {id}")));
+            disk.drive(&mut kernel, NOW);
+        }
+        let journal = frame::scan(disk.contents(FileId::Journal), 0).unwrap();
+        assert!(
+            journal.records.len() <= 4,
+            "journal compacted: {} records",
+            journal.records.len()
+        );
+        let head = sth(&mut kernel);
+        disk.crash();
+        let mut again = boot(&mut disk, config());
+        assert_eq!(sth(&mut again), head);
+        assert_eq!(again.durable_journal_seq(), 10);
+    }
+
+    #[test]
+    fn idle_checkpoint_fires_on_tick_after_the_deadline() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, leaf("a"));
+        let outputs = disk.drive(&mut kernel, NOW);
+        let wake = outputs
+            .iter()
+            .find_map(|o| {
+                if let Output::Wake(at) = o {
+                    Some(*at)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(wake, NOW.saturating_add_ms(config().checkpoint_idle_ms));
+        kernel.handle(NOW, Input::Tick);
+        assert!(kernel.poll().is_none(), "deadline not reached");
+        kernel.handle(wake, Input::Tick);
+        let outputs = disk.drive(&mut kernel, wake);
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Event(LogEvent::CheckpointWritten { journal_seq: 1, .. })
+        )));
+    }
+
+    #[test]
+    fn unacknowledged_leaves_are_truncated_and_missing_ones_reappended() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, leaf("kept"));
+        disk.drive(&mut kernel, NOW);
+        let head = sth(&mut kernel);
+        let before_restart = disk.clone();
+        // A leaf whose journal record never made it: never acknowledged, never signed.
+        let mut etl = disk.contents(FileId::Etl).to_vec();
+        frame::encode_into(b"orphan", &mut etl);
+        let (keys, active) = keys();
+        let mut files = disk.recovery_files(keys.clone(), active.clone());
+        files.etl = etl;
+        let mut again = Kernel::recover(config(), files).unwrap();
+        let outputs = disk.drive(&mut again, NOW);
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Event(LogEvent::UnacknowledgedLeavesTruncated { count: 1 })
+        )));
+        assert_eq!(sth(&mut again), head);
+        // A journaled leaf missing from the log is regenerated byte for byte.
+        let mut disk = before_restart;
+        let mut files = disk.recovery_files(keys, active);
+        files.etl.clear();
+        let mut third = Kernel::recover(config(), files).unwrap();
+        let outputs = disk.drive(&mut third, NOW);
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Event(LogEvent::MissingLeavesReappended { count: 1 })
+        )));
+        assert_eq!(sth(&mut third), head);
+    }
+
+    #[test]
+    fn a_leaf_that_differs_from_its_replay_refuses_to_start() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, leaf("genuine"));
+        disk.drive(&mut kernel, NOW);
+        let (keys, active) = keys();
+        let mut files = disk.recovery_files(keys, active);
+        files.etl = frame::encode(b"tampered");
+        assert_eq!(
+            Kernel::recover(config(), files).unwrap_err(),
+            RecoveryError::LeafMismatch { index: 0 }
+        );
+    }
+
+    #[test]
+    fn replay_uses_the_policy_recorded_in_the_journal() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(
+            &mut disk,
+            KernelConfig {
+                policy: Policy {
+                    default_credit_limit: Some(10),
+                },
+                ..config()
+            },
+        );
+        send(
+            &mut kernel,
+            1,
+            Request::Command(Command::SetCreditLimit {
+                principal_id: "agent".into(),
+                limit: 20,
+            }),
+        );
+        send(&mut kernel, 2, grant(4));
+        disk.drive(&mut kernel, NOW);
+        let state = kernel.state().clone();
+        assert_eq!(state.credits["agent"].balance, 14);
+        disk.crash();
+        let again = boot(&mut disk, config());
+        assert_eq!(
+            again.state(),
+            &state,
+            "a restart without the flag replays under the recorded policy"
+        );
+    }
+
+    #[test]
+    fn reads_are_refused_until_recovery_is_durable() {
+        let disk = MemDisk::new();
+        let (keys, active) = keys();
+        let mut kernel = Kernel::recover(config(), disk.recovery_files(keys, active)).unwrap();
+        kernel.handle(
+            NOW,
+            Input::Request {
+                id: RequestId(1),
+                principal: operator(),
+                request: Request::Query(Query::GetSignedTreeHead),
+            },
+        );
+        let reply = std::iter::from_fn(|| kernel.poll()).find_map(|o| {
+            if let Output::Reply(_, r) = o {
+                Some(r)
+            } else {
+                None
+            }
+        });
+        assert_eq!(
+            reply.unwrap().unwrap_err().code,
+            crate::ErrorCode::Unavailable
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! EvidenceOS kernel: every judgement of the daemon, pure and deterministic.
+//!
+//! No files, sockets, clocks, threads or randomness: runtimes feed [`Input`]s to
+//! [`Kernel::handle`] and carry out the [`Output`]s drained from [`Kernel::poll`].
+#![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod error;
+pub mod etl;
+pub mod frame;
+pub mod hash;
+pub mod io;
+pub mod journal;
+pub mod kernel;
+pub mod keys;
+pub mod memdisk;
+pub mod merkle;
+pub mod request;
+pub mod state;
+
+pub use error::{ErrorCode, KernelError};
+pub use io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp};
+pub use kernel::{Kernel, KernelConfig, RecoveryError, RecoveryFiles};
+pub use request::{Command, Principal, Query, Request, Response, Role, SignedTreeHead};
+
+/// Written into journal headers and checkpoints; replay across versions is allowed only while
+/// regenerated ETL leaves match the log.
+pub const KERNEL_VERSION: &str = env!("CARGO_PKG_VERSION");

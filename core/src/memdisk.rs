@@ -1,0 +1,103 @@
+//! An in-memory disk that carries out kernel effects: the reference executor for tests and the
+//! conformance harness. Each file has a durable image and a volatile one; `crash` keeps only
+//! what a completed sync (or atomic replace) made durable.
+
+use std::collections::BTreeMap;
+
+use crate::io::{Effect, FileId, Input, IoFailure, Output, Timestamp};
+use crate::kernel::{Kernel, RecoveryFiles};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MemFile {
+    durable: Vec<u8>,
+    volatile: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemDisk {
+    files: BTreeMap<FileId, MemFile>,
+    /// When set, the effect with this ordinal (0-based, counted over all effects) fails.
+    fail_at: Option<u64>,
+    effects_applied: u64,
+}
+
+impl MemDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the `n`th effect from now on fail, as an fsync error would.
+    pub fn fail_effect(&mut self, n: u64) {
+        self.fail_at = Some(self.effects_applied + n);
+    }
+
+    pub fn apply(&mut self, effect: &Effect) -> Result<(), IoFailure> {
+        let ordinal = self.effects_applied;
+        self.effects_applied += 1;
+        if self.fail_at == Some(ordinal) {
+            return Err(IoFailure(format!("injected failure of effect {ordinal}")));
+        }
+        let file = self.files.entry(effect.file()).or_default();
+        match effect {
+            Effect::Append { bytes, .. } => file.volatile.extend_from_slice(bytes),
+            Effect::Sync { .. } => file.durable.clone_from(&file.volatile),
+            Effect::Replace { bytes, .. } => {
+                file.durable.clone_from(bytes);
+                file.volatile.clone_from(bytes);
+            }
+            Effect::Truncate { len, .. } => file.volatile.truncate(*len as usize),
+        }
+        Ok(())
+    }
+
+    /// Current contents as a reader (and the next recovery after a clean stop) would see them.
+    pub fn contents(&self, file: FileId) -> &[u8] {
+        self.files.get(&file).map_or(&[], |f| f.volatile.as_slice())
+    }
+
+    /// Loses everything not made durable.
+    pub fn crash(&mut self) {
+        for file in self.files.values_mut() {
+            file.volatile.clone_from(&file.durable);
+        }
+    }
+
+    /// The files as `Kernel::recover` wants them, with the given keys.
+    pub fn recovery_files(
+        &self,
+        keys: Vec<crate::keys::KeyFile>,
+        active_key_id: Vec<u8>,
+    ) -> RecoveryFiles {
+        let checkpoint = self
+            .files
+            .get(&FileId::Checkpoint)
+            .map(|f| f.volatile.clone());
+        RecoveryFiles {
+            keys,
+            active_key_id,
+            etl: self.contents(FileId::Etl).to_vec(),
+            journal: self.contents(FileId::Journal).to_vec(),
+            checkpoint,
+        }
+    }
+
+    /// Drains the kernel, carrying out each effect at once and reporting it done.
+    /// Returns every output in order (effects included) for inspection.
+    pub fn drive(&mut self, kernel: &mut Kernel, now: Timestamp) -> Vec<Output> {
+        let mut seen = Vec::new();
+        while let Some(output) = kernel.poll() {
+            if let Output::Effect(id, effect) = &output {
+                let outcome = self.apply(effect);
+                kernel.handle(
+                    now,
+                    Input::Done {
+                        effect: *id,
+                        outcome,
+                    },
+                );
+            }
+            seen.push(output);
+        }
+        seen
+    }
+}

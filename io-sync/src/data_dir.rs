@@ -1,0 +1,291 @@
+//! The data directory: created if absent, locked for one writer, signing key provisioned, and
+//! read into bytes for `Kernel::recover`.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use evidenceos_core::keys::{KeyFile, KeyId, key_file_name, key_id_for_seed};
+use evidenceos_core::{FileId, RecoveryFiles};
+
+pub(crate) const LOCK_FILE: &str = "kernel.lock";
+pub(crate) const KEYS_DIR: &str = "keys";
+pub(crate) const ACTIVE_KEY_FILE: &str = "active_key_id";
+
+#[derive(Debug)]
+pub enum DataDirError {
+    /// Another process holds `kernel.lock`.
+    Locked(PathBuf),
+    /// A key file readable by others than its owner.
+    KeyModeTooOpen {
+        path: PathBuf,
+        mode: u32,
+    },
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for DataDirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Locked(path) => write!(
+                f,
+                "{} is locked by another running evidenceosd; stop it first (one daemon per data directory)",
+                path.display()
+            ),
+            Self::KeyModeTooOpen { path, mode } => write!(
+                f,
+                "{} has mode {mode:04o}; signing keys must be private: chmod 600 {}",
+                path.display(),
+                path.display()
+            ),
+            Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for DataDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKeyStatus {
+    Existing(KeyId),
+    Generated(KeyId),
+}
+
+impl SigningKeyStatus {
+    pub fn key_id(&self) -> KeyId {
+        match self {
+            Self::Existing(id) | Self::Generated(id) => *id,
+        }
+    }
+}
+
+/// An open, exclusively locked data directory. The lock is an advisory `flock` released by the
+/// OS when the process exits in any way, so a crash never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct DataDir {
+    root: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, DataDirError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io_error(&root))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(DataDirError::Locked(lock_path)),
+            Err(TryLockError::Error(source)) => {
+                return Err(DataDirError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        Ok(Self { root, _lock: lock })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path_of(&self, file: FileId) -> PathBuf {
+        self.root.join(file.file_name())
+    }
+
+    /// Makes sure an active signing key exists. A missing one is generated from OS randomness
+    /// and written durably (key file first, then `active_key_id`) before the kernel boots.
+    pub fn ensure_signing_key(&self) -> Result<SigningKeyStatus, DataDirError> {
+        let keys_dir = self.root.join(KEYS_DIR);
+        let active_path = keys_dir.join(ACTIVE_KEY_FILE);
+        if active_path.exists() {
+            let text = fs::read_to_string(&active_path).map_err(io_error(&active_path))?;
+            let id = evidenceos_core::hash::parse_hash_hex(text.trim_end())
+                .map(KeyId)
+                .ok_or_else(|| DataDirError::Io {
+                    path: active_path.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "expected 64 hex characters",
+                    ),
+                })?;
+            return Ok(SigningKeyStatus::Existing(id));
+        }
+        fs::create_dir_all(&keys_dir).map_err(io_error(&keys_dir))?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| DataDirError::Io {
+            path: keys_dir.clone(),
+            source: io::Error::other(format!("no OS randomness for a signing key: {e}")),
+        })?;
+        let key_id = key_id_for_seed(&seed);
+        write_atomically(&keys_dir.join(key_file_name(&key_id)), &seed)?;
+        write_atomically(&active_path, format!("{key_id}\n").as_bytes())?;
+        Ok(SigningKeyStatus::Generated(key_id))
+    }
+
+    /// Reads everything `Kernel::recover` needs. Key files must be mode 0600 or stricter.
+    pub fn read_recovery_files(&self) -> Result<RecoveryFiles, DataDirError> {
+        let keys_dir = self.root.join(KEYS_DIR);
+        let mut keys = Vec::new();
+        let entries = fs::read_dir(&keys_dir).map_err(io_error(&keys_dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(&keys_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".key") {
+                continue;
+            }
+            let path = entry.path();
+            let mode = entry
+                .metadata()
+                .map_err(io_error(&path))?
+                .permissions()
+                .mode()
+                & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(DataDirError::KeyModeTooOpen { path, mode });
+            }
+            let bytes = fs::read(&path).map_err(io_error(&path))?;
+            keys.push(KeyFile { name, bytes });
+        }
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        let active_path = keys_dir.join(ACTIVE_KEY_FILE);
+        let active_key_id = fs::read(&active_path).map_err(io_error(&active_path))?;
+        Ok(RecoveryFiles {
+            keys,
+            active_key_id,
+            etl: read_or_empty(&self.path_of(FileId::Etl))?,
+            journal: read_or_empty(&self.path_of(FileId::Journal))?,
+            checkpoint: read_optional(&self.path_of(FileId::Checkpoint))?,
+        })
+    }
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, DataDirError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DataDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read_or_empty(path: &Path) -> Result<Vec<u8>, DataDirError> {
+    Ok(read_optional(path)?.unwrap_or_default())
+}
+
+/// Durable atomic replace: write a temporary file, fsync it, rename over the target, fsync the
+/// directory. Only one process writes a data directory (the lock), so one temp name suffices.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    let tmp = temp_path(path);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_error(&tmp))?;
+    file.write_all(bytes).map_err(io_error(&tmp))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_error(path))?;
+    sync_parent(path)
+}
+
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().expect("a file path").to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+pub(crate) fn sync_parent(path: &Path) -> Result<(), DataDirError> {
+    let parent = path.parent().expect("a file inside a directory");
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(parent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_open_generates_a_private_key_and_reopen_reuses_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let status = {
+            let dir = DataDir::open(tmp.path().join("data")).unwrap();
+            dir.ensure_signing_key().unwrap()
+        };
+        let SigningKeyStatus::Generated(id) = status else {
+            panic!("expected a new key")
+        };
+        let key_path = tmp.path().join("data/keys").join(key_file_name(&id));
+        let mode = fs::metadata(&key_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read(&key_path).unwrap().len(), 32);
+        let dir = DataDir::open(tmp.path().join("data")).unwrap();
+        assert_eq!(
+            dir.ensure_signing_key().unwrap(),
+            SigningKeyStatus::Existing(id)
+        );
+        let files = dir.read_recovery_files().unwrap();
+        assert_eq!(files.keys.len(), 1);
+        assert!(files.checkpoint.is_none() && files.etl.is_empty());
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_with_a_clear_message() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = DataDir::open(tmp.path()).unwrap();
+        let err = DataDir::open(tmp.path()).unwrap_err();
+        assert!(matches!(err, DataDirError::Locked(_)));
+        assert!(
+            err.to_string()
+                .contains("locked by another running evidenceosd")
+        );
+    }
+
+    #[test]
+    fn the_lock_is_released_when_the_holder_goes_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(DataDir::open(tmp.path()).unwrap());
+        assert!(DataDir::open(tmp.path()).is_ok());
+    }
+
+    #[test]
+    fn group_readable_keys_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let id = dir.ensure_signing_key().unwrap().key_id();
+        let key_path = tmp.path().join("keys").join(key_file_name(&id));
+        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = dir.read_recovery_files().unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}

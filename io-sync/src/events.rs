@@ -1,0 +1,80 @@
+//! One place that turns kernel events into structured log lines, for every runtime.
+//! Each line carries `event=<snake_case name>` so operators can grep for it.
+
+use evidenceos_core::LogEvent;
+
+pub fn log_event(event: &LogEvent) {
+    match event {
+        LogEvent::TornTailTruncated {
+            file,
+            valid_len,
+            dropped_bytes,
+        } => tracing::warn!(
+            event = "torn_tail_truncated",
+            file = file.file_name(),
+            valid_len,
+            dropped_bytes,
+            "truncated a torn final record left by a crash"
+        ),
+        LogEvent::UnacknowledgedLeavesTruncated { count } => tracing::warn!(
+            event = "unacknowledged_leaves_truncated",
+            count,
+            "dropped ETL leaves that were never acknowledged or signed"
+        ),
+        LogEvent::MissingLeavesReappended { count } => {
+            tracing::warn!(
+                event = "missing_leaves_reappended",
+                count,
+                "re-appended ETL leaves regenerated from the journal"
+            )
+        }
+        LogEvent::JournalReplayed {
+            records,
+            from_seq,
+            to_seq,
+        } => {
+            tracing::info!(
+                event = "journal_replayed",
+                records,
+                from_seq,
+                to_seq,
+                "replayed journal records"
+            )
+        }
+        LogEvent::Recovered {
+            tree_size,
+            journal_seq,
+        } => {
+            tracing::info!(
+                event = "recovered",
+                tree_size,
+                journal_seq,
+                "data directory recovered and durable"
+            )
+        }
+        LogEvent::CheckpointWritten {
+            journal_seq,
+            tree_size,
+        } => {
+            tracing::debug!(
+                event = "checkpoint_written",
+                journal_seq,
+                tree_size,
+                "checkpoint written"
+            )
+        }
+        LogEvent::StorageFailed { file, reason } => tracing::error!(
+            event = "storage_failed",
+            file = file.file_name(),
+            reason = reason.as_str(),
+            "storage failure; refusing further commands"
+        ),
+        LogEvent::ProtocolViolation { reason } => {
+            tracing::error!(
+                event = "runtime_protocol_violation",
+                reason = reason.as_str(),
+                "runtime bug"
+            )
+        }
+    }
+}

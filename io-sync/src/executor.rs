@@ -1,0 +1,173 @@
+//! Carries out kernel effects with blocking `std::fs` calls, in the order given.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use evidenceos_core::{Effect, FileId, Input, IoFailure, Kernel, Output, Timestamp};
+
+use crate::data_dir::{DataDir, DataDirError, write_atomically};
+
+/// Wall-clock time for the kernel's `now`.
+pub fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Open append handles for the two logs; the checkpoint is only ever replaced whole.
+#[derive(Debug)]
+pub struct FileExecutor {
+    etl_path: PathBuf,
+    journal_path: PathBuf,
+    checkpoint_path: PathBuf,
+    etl: File,
+    journal: File,
+}
+
+fn open_log(path: &PathBuf) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl FileExecutor {
+    pub fn new(dir: &DataDir) -> Result<Self, DataDirError> {
+        let etl_path = dir.path_of(FileId::Etl);
+        let journal_path = dir.path_of(FileId::Journal);
+        let open = |path: &PathBuf| {
+            open_log(path).map_err(|source| DataDirError::Io {
+                path: path.clone(),
+                source,
+            })
+        };
+        Ok(Self {
+            etl: open(&etl_path)?,
+            journal: open(&journal_path)?,
+            checkpoint_path: dir.path_of(FileId::Checkpoint),
+            etl_path,
+            journal_path,
+        })
+    }
+
+    fn log(&mut self, file: FileId) -> &mut File {
+        match file {
+            FileId::Etl => &mut self.etl,
+            FileId::Journal => &mut self.journal,
+            FileId::Checkpoint => {
+                unreachable!("the checkpoint is never appended, synced or truncated")
+            }
+        }
+    }
+
+    fn path(&self, file: FileId) -> &PathBuf {
+        match file {
+            FileId::Etl => &self.etl_path,
+            FileId::Journal => &self.journal_path,
+            FileId::Checkpoint => &self.checkpoint_path,
+        }
+    }
+
+    pub fn execute(&mut self, effect: &Effect) -> Result<(), IoFailure> {
+        let file = effect.file();
+        let failure = |e: &dyn std::fmt::Display| IoFailure(format!("{}: {e}", file.file_name()));
+        match effect {
+            Effect::Append { file, bytes } => {
+                self.log(*file).write_all(bytes).map_err(|e| failure(&e))
+            }
+            Effect::Sync { file } => self.log(*file).sync_data().map_err(|e| failure(&e)),
+            Effect::Truncate { file, len } => {
+                self.log(*file).set_len(*len).map_err(|e| failure(&e))
+            }
+            Effect::Replace { file, bytes } => {
+                let path = self.path(*file).clone();
+                write_atomically(&path, bytes).map_err(|e| failure(&e))?;
+                // The append handle still points at the replaced inode: reopen it.
+                if *file != FileId::Checkpoint {
+                    *self.log(*file) = open_log(&path).map_err(|e| failure(&e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Drains the kernel, executing every effect inline. Returns the outputs that are not effects
+/// (replies, events, wake-ups), in order.
+pub fn drive(kernel: &mut Kernel, executor: &mut FileExecutor, now: Timestamp) -> Vec<Output> {
+    let mut rest = Vec::new();
+    while let Some(output) = kernel.poll() {
+        match output {
+            Output::Effect(id, effect) => {
+                let outcome = executor.execute(&effect);
+                kernel.handle(
+                    now,
+                    Input::Done {
+                        effect: id,
+                        outcome,
+                    },
+                );
+            }
+            other => rest.push(other),
+        }
+    }
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evidenceos_core::{Command, KernelConfig, Principal, Request, RequestId, Response, Role};
+
+    fn boot(dir: &DataDir) -> (Kernel, FileExecutor) {
+        dir.ensure_signing_key().unwrap();
+        let mut kernel =
+            Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut executor = FileExecutor::new(dir).unwrap();
+        drive(&mut kernel, &mut executor, now());
+        assert!(!kernel.is_recovering());
+        (kernel, executor)
+    }
+
+    #[test]
+    fn effects_land_on_disk_and_survive_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let (mut kernel, mut executor) = boot(&dir);
+        for n in 0..3 {
+            let request = Request::Command(Command::TestLeaf {
+                payload: format!("leaf {n}"),
+            });
+            kernel.handle(
+                now(),
+                Input::Request {
+                    id: RequestId(n),
+                    principal: Principal::new("op", Role::Operator),
+                    request,
+                },
+            );
+        }
+        let outputs = drive(&mut kernel, &mut executor, now());
+        let replies = outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Reply(_, Ok(Response::LeafAppended { .. }))))
+            .count();
+        assert_eq!(replies, 3);
+        let etl = std::fs::read(tmp.path().join("etl.log")).unwrap();
+        assert_eq!(
+            evidenceos_core::frame::scan(&etl, 0).unwrap().records.len(),
+            3
+        );
+        kernel.handle(now(), Input::Checkpoint);
+        drive(&mut kernel, &mut executor, now());
+        drop((kernel, executor, dir));
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let (kernel, _) = boot(&dir);
+        assert_eq!(kernel.durable_tree_size(), 3);
+        assert!(!tmp.path().join("state.json.tmp").exists());
+    }
+}

@@ -1,0 +1,11 @@
+//! Blocking IO for the EvidenceOS kernel: the data directory (one writer, keys, loading) and an
+//! executor that carries out kernel effects with plain `std::fs` calls, one at a time.
+#![forbid(unsafe_code)]
+
+mod data_dir;
+mod events;
+mod executor;
+
+pub use data_dir::{DataDir, DataDirError, SigningKeyStatus};
+pub use events::log_event;
+pub use executor::{FileExecutor, drive, now};

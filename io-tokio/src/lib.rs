@@ -1,0 +1,296 @@
+//! Async runtime for the EvidenceOS kernel.
+//!
+//! One task owns the kernel. Callers send requests over a channel and await their reply. Effects
+//! run in order on one dedicated blocking thread (never an fsync on a tokio worker) while the
+//! kernel task keeps admitting requests: the next batch builds while the current one syncs.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::mpsc as std_mpsc;
+
+use evidenceos_core::{
+    Effect, EffectId, Input, IoFailure, Kernel, KernelError, Output, Principal, Request, RequestId,
+    Response, Timestamp,
+};
+use evidenceos_io_sync::{FileExecutor, log_event, now};
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests waiting for the kernel task; beyond this, callers wait (backpressure).
+const REQUEST_QUEUE: usize = 4096;
+
+enum Message {
+    Request {
+        principal: Principal,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, KernelError>>,
+    },
+    Shutdown,
+}
+
+/// Cheap to clone; every gRPC handler holds one.
+#[derive(Debug, Clone)]
+pub struct KernelHandle {
+    tx: mpsc::Sender<Message>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Request { .. } => "Request",
+            Self::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl KernelHandle {
+    /// Sends a request and waits for its reply (for commands: until durable).
+    pub async fn call(
+        &self,
+        principal: Principal,
+        request: Request,
+    ) -> Result<Response, KernelError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Message::Request {
+                principal,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| KernelError::unavailable("kernel is shutting down"))?;
+        rx.await
+            .map_err(|_| KernelError::unavailable("kernel stopped before replying"))?
+    }
+
+    /// Asks the kernel task to finish in-flight work, checkpoint and stop.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Message::Shutdown).await;
+    }
+}
+
+/// Why the kernel task stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// Shut down on request after a final checkpoint.
+    Clean,
+    /// A storage effect failed; the process should exit non-zero so it restarts into recovery.
+    StorageFailed,
+}
+
+/// Starts the kernel task and its effect thread. The kernel must have finished recovery.
+pub fn spawn(
+    kernel: Kernel,
+    executor: FileExecutor,
+) -> (KernelHandle, tokio::task::JoinHandle<Stopped>) {
+    assert!(
+        !kernel.is_recovering(),
+        "run recovery effects before spawning"
+    );
+    let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+    let (effect_tx, effect_rx) = std_mpsc::channel::<(EffectId, Effect)>();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("evidenceos-effects".into())
+        .spawn(move || run_effects(executor, effect_rx, done_tx))
+        .expect("spawn the effect thread");
+    let task = tokio::spawn(run_kernel(kernel, rx, effect_tx, done_rx));
+    (KernelHandle { tx }, task)
+}
+
+/// Executes effects strictly in order, so effects on one file complete in order.
+fn run_effects(
+    mut executor: FileExecutor,
+    effects: std_mpsc::Receiver<(EffectId, Effect)>,
+    done: mpsc::UnboundedSender<(EffectId, Result<(), IoFailure>)>,
+) {
+    while let Ok((id, effect)) = effects.recv() {
+        let outcome = executor.execute(&effect);
+        if done.send((id, outcome)).is_err() {
+            return;
+        }
+    }
+}
+
+struct Driver {
+    kernel: Kernel,
+    effects: std_mpsc::Sender<(EffectId, Effect)>,
+    waiting: HashMap<RequestId, oneshot::Sender<Result<Response, KernelError>>>,
+    next_request: u64,
+    wake_at: Option<Timestamp>,
+}
+
+impl Driver {
+    fn drain(&mut self) {
+        while let Some(output) = self.kernel.poll() {
+            match output {
+                Output::Effect(id, effect) => {
+                    if self.effects.send((id, effect)).is_err() {
+                        // The effect thread is gone: report it as a storage failure.
+                        let failure = IoFailure("effect thread stopped".into());
+                        self.kernel.handle(
+                            now(),
+                            Input::Done {
+                                effect: id,
+                                outcome: Err(failure),
+                            },
+                        );
+                    }
+                }
+                Output::Reply(id, reply) => {
+                    if let Some(waiter) = self.waiting.remove(&id) {
+                        let _ = waiter.send(reply);
+                    }
+                }
+                Output::Event(event) => log_event(&event),
+                Output::Wake(at) => {
+                    self.wake_at = Some(self.wake_at.map_or(at, |current| current.min(at)))
+                }
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        principal: Principal,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, KernelError>>,
+    ) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.waiting.insert(id, reply);
+        self.kernel.handle(
+            now(),
+            Input::Request {
+                id,
+                principal,
+                request,
+            },
+        );
+    }
+}
+
+fn sleep_until(at: Option<Timestamp>) -> tokio::time::Sleep {
+    let wait_ms = at.map_or(u64::MAX / 4, |at| at.0.saturating_sub(now().0));
+    tokio::time::sleep(std::time::Duration::from_millis(wait_ms))
+}
+
+async fn run_kernel(
+    kernel: Kernel,
+    mut requests: mpsc::Receiver<Message>,
+    effects: std_mpsc::Sender<(EffectId, Effect)>,
+    mut done: mpsc::UnboundedReceiver<(EffectId, Result<(), IoFailure>)>,
+) -> Stopped {
+    let mut driver = Driver {
+        kernel,
+        effects,
+        waiting: HashMap::new(),
+        next_request: 0,
+        wake_at: None,
+    };
+    let mut shutting_down = false;
+    loop {
+        driver.drain();
+        if driver.kernel.is_failed() {
+            // Replies for everything pending were emitted by the kernel; anything still waiting
+            // (a request admitted as the failure landed) is refused here.
+            for (_, waiter) in driver.waiting.drain() {
+                let _ = waiter.send(Err(KernelError::unavailable(
+                    "storage failure; the kernel must restart",
+                )));
+            }
+            return Stopped::StorageFailed;
+        }
+        if shutting_down && driver.kernel.is_idle() {
+            return Stopped::Clean;
+        }
+        let sleep = sleep_until(driver.wake_at);
+        tokio::select! {
+            biased;
+            Some((effect, outcome)) = done.recv() => driver.kernel.handle(now(), Input::Done { effect, outcome }),
+            message = requests.recv(), if !shutting_down => match message {
+                Some(Message::Request { principal, request, reply }) => driver.request(principal, request, reply),
+                Some(Message::Shutdown) | None => {
+                    shutting_down = true;
+                    requests.close();
+                    // Requests already queued are still answered before the checkpoint.
+                    while let Ok(Message::Request { principal, request, reply }) = requests.try_recv() {
+                        driver.request(principal, request, reply);
+                    }
+                    driver.kernel.handle(now(), Input::Checkpoint);
+                }
+            },
+            () = sleep, if driver.wake_at.is_some() => {
+                driver.wake_at = None;
+                driver.kernel.handle(now(), Input::Tick);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evidenceos_core::{Command, KernelConfig, Query, Role};
+    use evidenceos_io_sync::{DataDir, drive};
+
+    fn boot(dir: &DataDir) -> (Kernel, FileExecutor) {
+        dir.ensure_signing_key().unwrap();
+        let mut kernel =
+            Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut executor = FileExecutor::new(dir).unwrap();
+        drive(&mut kernel, &mut executor, now());
+        (kernel, executor)
+    }
+
+    #[tokio::test]
+    async fn concurrent_commands_are_durable_when_answered_and_shutdown_checkpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let (kernel, executor) = boot(&dir);
+        let (handle, task) = spawn(kernel, executor);
+        let operator = Principal::new("op", Role::Operator);
+        let mut calls = Vec::new();
+        for n in 0..50 {
+            let handle = handle.clone();
+            let operator = operator.clone();
+            calls.push(tokio::spawn(async move {
+                let request = Request::Command(Command::TestLeaf {
+                    payload: format!("leaf {n}"),
+                });
+                handle.call(operator, request).await
+            }));
+        }
+        for call in calls {
+            assert!(matches!(
+                call.await.unwrap(),
+                Ok(Response::LeafAppended { .. })
+            ));
+        }
+        let sth = handle
+            .call(operator.clone(), Request::Query(Query::GetSignedTreeHead))
+            .await
+            .unwrap();
+        let Response::SignedTreeHead(sth) = sth else {
+            panic!("STH expected")
+        };
+        assert_eq!(sth.tree_size, 50);
+        handle.shutdown().await;
+        assert_eq!(task.await.unwrap(), Stopped::Clean);
+        let journal = std::fs::read(tmp.path().join("journal.log")).unwrap();
+        assert_eq!(
+            evidenceos_core::frame::scan(&journal, 0)
+                .unwrap()
+                .records
+                .len(),
+            1,
+            "compacted at shutdown"
+        );
+        let refused = handle
+            .call(operator, Request::Query(Query::GetSignedTreeHead))
+            .await;
+        assert_eq!(
+            refused.unwrap_err().code,
+            evidenceos_core::ErrorCode::Unavailable
+        );
+    }
+}
