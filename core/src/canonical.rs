@@ -38,8 +38,7 @@ pub fn value_to_vec(value: &Value) -> Result<Vec<u8>, CanonicalError> {
 fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     match value {
         Value::Null | Value::Bool(_) | Value::String(_) | Value::Number(_) => {
-            serde_json::to_writer(&mut *out, value)
-                .map_err(|e| CanonicalError::NotJson(e.to_string()))
+            serde_json::to_writer(&mut *out, value).map_err(|e| CanonicalError::NotJson(e.to_string()))
         }
         Value::Array(items) => {
             out.push(b'[');
@@ -60,8 +59,7 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
                 if i > 0 {
                     out.push(b',');
                 }
-                serde_json::to_writer(&mut *out, key)
-                    .map_err(|e| CanonicalError::NotJson(e.to_string()))?;
+                serde_json::to_writer(&mut *out, key).map_err(|e| CanonicalError::NotJson(e.to_string()))?;
                 out.push(b':');
                 write_value(item, out)?;
             }
@@ -80,10 +78,7 @@ mod tests {
     fn sorts_keys_at_every_depth_and_is_compact() {
         let value = json!({"b": 1, "a": {"z": [true, null], "y": "s"}, "A": 2.5});
         let bytes = value_to_vec(&value).unwrap();
-        assert_eq!(
-            String::from_utf8(bytes).unwrap(),
-            r#"{"A":2.5,"a":{"y":"s","z":[true,null]},"b":1}"#
-        );
+        assert_eq!(String::from_utf8(bytes).unwrap(), r#"{"A":2.5,"a":{"y":"s","z":[true,null]},"b":1}"#);
     }
 
     #[test]
@@ -95,9 +90,6 @@ mod tests {
     #[test]
     fn escapes_strings_like_json() {
         let bytes = value_to_vec(&json!({"k": "a\"b\n\u{e9}"})).unwrap();
-        assert_eq!(
-            String::from_utf8(bytes).unwrap(),
-            "{\"k\":\"a\\\"b\\n\u{e9}\"}"
-        );
+        assert_eq!(String::from_utf8(bytes).unwrap(), "{\"k\":\"a\\\"b\\n\u{e9}\"}");
     }
 }

@@ -24,10 +24,7 @@ pub struct KernelError {
 
 impl KernelError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {

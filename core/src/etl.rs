@@ -14,22 +14,13 @@ pub fn sth_digest(tree_size: u64, root_hash: &Hash) -> Hash {
 
 pub fn sign_tree_head(keyring: &Keyring, tree_size: u64, root_hash: Hash) -> SignedTreeHead {
     let signature = keyring.sign(&sth_digest(tree_size, &root_hash));
-    SignedTreeHead {
-        tree_size,
-        root_hash,
-        key_id: keyring.active_key_id(),
-        signature,
-    }
+    SignedTreeHead { tree_size, root_hash, key_id: keyring.active_key_id(), signature }
 }
 
 /// Checks an STH against the raw public key that `key_id` names.
 pub fn verify_tree_head(public_key: &[u8; 32], sth: &SignedTreeHead) -> bool {
     KeyId::of_public_key(public_key) == sth.key_id
-        && verify_signature(
-            public_key,
-            &sth_digest(sth.tree_size, &sth.root_hash),
-            &sth.signature,
-        )
+        && verify_signature(public_key, &sth_digest(sth.tree_size, &sth.root_hash), &sth.signature)
 }
 
 #[derive(Debug, Default)]
@@ -44,11 +35,7 @@ pub struct Etl {
 impl Etl {
     /// A log whose existing leaves are already durable (recovery).
     pub fn from_tree(tree: MerkleTree) -> Self {
-        Self {
-            durable_size: 0,
-            tree,
-            sth_cache: None,
-        }
+        Self { durable_size: 0, tree, sth_cache: None }
     }
 
     /// Adds a leaf that is not yet durable; returns its index.
@@ -91,10 +78,7 @@ impl Etl {
         {
             return sth.clone();
         }
-        let root = self
-            .tree
-            .root_at(size)
-            .expect("durable size is within the tree");
+        let root = self.tree.root_at(size).expect("durable size is within the tree");
         let sth = sign_tree_head(keyring, size, root);
         self.sth_cache = Some(sth.clone());
         sth
@@ -103,14 +87,9 @@ impl Etl {
     pub fn inclusion_proof(&self, leaf_index: u64) -> Result<Response, KernelError> {
         let size = self.durable_size;
         if leaf_index >= size {
-            return Err(KernelError::not_found(format!(
-                "leaf {leaf_index} is not in the log (size {size})"
-            )));
+            return Err(KernelError::not_found(format!("leaf {leaf_index} is not in the log (size {size})")));
         }
-        let path = self
-            .tree
-            .inclusion_proof(leaf_index, size)
-            .expect("index checked against durable size");
+        let path = self.tree.inclusion_proof(leaf_index, size).expect("index checked against durable size");
         Ok(Response::InclusionProof {
             leaf_index,
             tree_size: size,
@@ -122,20 +101,12 @@ impl Etl {
 
     /// RFC 9162 consistency proof; `second` 0 means the durable size.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Response, KernelError> {
-        let second = if second == 0 {
-            self.durable_size
-        } else {
-            second
-        };
+        let second = if second == 0 { self.durable_size } else { second };
         if first == 0 {
-            return Err(KernelError::invalid_argument(
-                "first_tree_size must be at least 1",
-            ));
+            return Err(KernelError::invalid_argument("first_tree_size must be at least 1"));
         }
         if first > second {
-            return Err(KernelError::invalid_argument(
-                "first_tree_size exceeds second_tree_size",
-            ));
+            return Err(KernelError::invalid_argument("first_tree_size exceeds second_tree_size"));
         }
         if second > self.durable_size {
             return Err(KernelError::not_found(format!(
@@ -148,10 +119,7 @@ impl Etl {
             second_tree_size: second,
             first_root_hash: self.tree.root_at(first).expect("checked"),
             second_root_hash: self.tree.root_at(second).expect("checked"),
-            path: self
-                .tree
-                .consistency_proof(first, second)
-                .expect("sizes checked"),
+            path: self.tree.consistency_proof(first, second).expect("sizes checked"),
         })
     }
 }
@@ -163,35 +131,23 @@ mod tests {
     use crate::merkle::{verify_consistency, verify_inclusion};
 
     fn vector() -> serde_json::Value {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/etl_sth.json"
-        ))
-        .expect("shared/vectors/etl_sth.json");
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/etl_sth.json"))
+            .expect("shared/vectors/etl_sth.json");
         serde_json::from_str(&text).unwrap()
     }
 
     fn keyring_from_hex(seed_hex: &str) -> Keyring {
         let seed: [u8; 32] = hex::decode(seed_hex).unwrap().try_into().unwrap();
         let id = key_id_for_seed(&seed);
-        Keyring::from_files(
-            &[KeyFile {
-                name: key_file_name(&id),
-                bytes: seed.to_vec(),
-            }],
-            id.to_hex().as_bytes(),
-        )
-        .unwrap()
+        Keyring::from_files(&[KeyFile { name: key_file_name(&id), bytes: seed.to_vec() }], id.to_hex().as_bytes())
+            .unwrap()
     }
 
     #[test]
     fn signed_tree_heads_match_the_vector_byte_for_byte() {
         let vector = vector();
         let keyring = keyring_from_hex(vector["signing_seed_hex"].as_str().unwrap());
-        assert_eq!(
-            keyring.active_key_id().to_hex(),
-            vector["key_id_hex"].as_str().unwrap()
-        );
+        assert_eq!(keyring.active_key_id().to_hex(), vector["key_id_hex"].as_str().unwrap());
         let trees = vector["trees"].as_array().unwrap();
         assert_eq!(trees.len(), 8);
         for tree in trees {
@@ -203,15 +159,9 @@ mod tests {
             etl.mark_durable(size);
             let root = etl.root_at(size).unwrap();
             assert_eq!(hex::encode(root), tree["root_hex"].as_str().unwrap());
-            assert_eq!(
-                hex::encode(sth_digest(size, &root)),
-                tree["sth_digest_hex"].as_str().unwrap()
-            );
+            assert_eq!(hex::encode(sth_digest(size, &root)), tree["sth_digest_hex"].as_str().unwrap());
             let sth = etl.signed_tree_head(&keyring);
-            assert_eq!(
-                hex::encode(sth.signature),
-                tree["sth_signature_hex"].as_str().unwrap()
-            );
+            assert_eq!(hex::encode(sth.signature), tree["sth_signature_hex"].as_str().unwrap());
             let public = keyring.public_key(&sth.key_id).unwrap();
             assert!(verify_tree_head(&public, &sth));
         }
@@ -226,22 +176,10 @@ mod tests {
         }
         etl.mark_durable(3);
         assert_eq!(etl.signed_tree_head(&keyring).tree_size, 3);
-        assert_eq!(
-            etl.inclusion_proof(3).unwrap_err().code,
-            crate::error::ErrorCode::NotFound
-        );
-        assert_eq!(
-            etl.consistency_proof(1, 4).unwrap_err().code,
-            crate::error::ErrorCode::NotFound
-        );
-        assert_eq!(
-            etl.consistency_proof(0, 3).unwrap_err().code,
-            crate::error::ErrorCode::InvalidArgument
-        );
-        assert_eq!(
-            etl.consistency_proof(3, 2).unwrap_err().code,
-            crate::error::ErrorCode::InvalidArgument
-        );
+        assert_eq!(etl.inclusion_proof(3).unwrap_err().code, crate::error::ErrorCode::NotFound);
+        assert_eq!(etl.consistency_proof(1, 4).unwrap_err().code, crate::error::ErrorCode::NotFound);
+        assert_eq!(etl.consistency_proof(0, 3).unwrap_err().code, crate::error::ErrorCode::InvalidArgument);
+        assert_eq!(etl.consistency_proof(3, 2).unwrap_err().code, crate::error::ErrorCode::InvalidArgument);
     }
 
     #[test]
@@ -255,36 +193,19 @@ mod tests {
         etl.mark_durable(13);
         let sth = etl.signed_tree_head(&keyring);
         assert!(verify_tree_head(&public_key_for_seed(&seed), &sth));
-        let Response::InclusionProof {
-            leaf_index,
-            tree_size,
-            leaf_hash,
-            path,
-            root_hash,
-        } = etl.inclusion_proof(6).unwrap()
+        let Response::InclusionProof { leaf_index, tree_size, leaf_hash, path, root_hash } =
+            etl.inclusion_proof(6).unwrap()
         else {
             panic!("inclusion proof expected")
         };
         assert_eq!(root_hash, sth.root_hash);
         verify_inclusion(&leaf_hash, leaf_index, tree_size, &path, &root_hash).unwrap();
-        let Response::ConsistencyProof {
-            first_tree_size,
-            second_tree_size,
-            first_root_hash,
-            second_root_hash,
-            path,
-        } = etl.consistency_proof(5, 0).unwrap()
+        let Response::ConsistencyProof { first_tree_size, second_tree_size, first_root_hash, second_root_hash, path } =
+            etl.consistency_proof(5, 0).unwrap()
         else {
             panic!("consistency proof expected")
         };
         assert_eq!(second_tree_size, 13);
-        verify_consistency(
-            first_tree_size,
-            second_tree_size,
-            &first_root_hash,
-            &second_root_hash,
-            &path,
-        )
-        .unwrap();
+        verify_consistency(first_tree_size, second_tree_size, &first_root_hash, &second_root_hash, &path).unwrap();
     }
 }

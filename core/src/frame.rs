@@ -14,10 +14,7 @@ pub const FRAME_OVERHEAD: usize = 8;
 
 /// Appends one framed record to `out`.
 pub fn encode_into(payload: &[u8], out: &mut Vec<u8>) {
-    assert!(
-        payload.len() <= MAX_PAYLOAD_BYTES,
-        "record payload over limit"
-    );
+    assert!(payload.len() <= MAX_PAYLOAD_BYTES, "record payload over limit");
     let len = (payload.len() as u32).to_le_bytes();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len);
@@ -128,10 +125,7 @@ pub fn scan(bytes: &[u8], max_torn_tail: usize) -> Result<Scan<'_>, ScanError> {
     while offset < bytes.len() {
         match record_at(bytes, offset) {
             Ok(payload) => {
-                records.push(Record {
-                    offset: offset as u64,
-                    payload,
-                });
+                records.push(Record { offset: offset as u64, payload });
                 offset += FRAME_OVERHEAD + payload.len();
             }
             Err(reason) => {
@@ -139,24 +133,13 @@ pub fn scan(bytes: &[u8], max_torn_tail: usize) -> Result<Scan<'_>, ScanError> {
                 // An intact record later on, or more damage than one write could leave, means
                 // this is not a cut-short append (zero-filled tails still count as torn).
                 if tail > max_torn_tail || intact_record_after(bytes, offset + 1) {
-                    return Err(ScanError::Corrupt {
-                        offset: offset as u64,
-                        reason,
-                    });
+                    return Err(ScanError::Corrupt { offset: offset as u64, reason });
                 }
-                return Ok(Scan {
-                    records,
-                    valid_len: offset as u64,
-                    torn_bytes: tail as u64,
-                });
+                return Ok(Scan { records, valid_len: offset as u64, torn_bytes: tail as u64 });
             }
         }
     }
-    Ok(Scan {
-        records,
-        valid_len: offset as u64,
-        torn_bytes: 0,
-    })
+    Ok(Scan { records, valid_len: offset as u64, torn_bytes: 0 })
 }
 
 #[cfg(test)]
@@ -167,9 +150,7 @@ mod tests {
     const VECTOR_LOG_HEX: &str = "180000007b226b696e64223a226578616d706c65222c226e223a307d055fa6db180000007b226b696e64223a226578616d706c65222c226e223a317d446ebdc2180000007b226b696e64223a226578616d706c65222c226e223a327d873d90e9";
 
     fn vector_payloads() -> Vec<Vec<u8>> {
-        (0..3)
-            .map(|n| format!(r#"{{"kind":"example","n":{n}}}"#).into_bytes())
-            .collect()
+        (0..3).map(|n| format!(r#"{{"kind":"example","n":{n}}}"#).into_bytes()).collect()
     }
 
     #[test]
@@ -202,13 +183,7 @@ mod tests {
         let mut log = hex::decode(VECTOR_LOG_HEX).unwrap();
         log[40] ^= 0x01; // inside the second record's payload
         let err = scan(&log, 1 << 20).unwrap_err();
-        assert_eq!(
-            err,
-            ScanError::Corrupt {
-                offset: 32,
-                reason: DamageReason::BadChecksum
-            }
-        );
+        assert_eq!(err, ScanError::Corrupt { offset: 32, reason: DamageReason::BadChecksum });
         assert!(err.to_string().contains("offset 32"));
     }
 
@@ -216,10 +191,7 @@ mod tests {
     fn corrupted_length_in_the_middle_is_not_mistaken_for_a_tear() {
         let mut log = hex::decode(VECTOR_LOG_HEX).unwrap();
         log[32] = 0xff; // second record now claims to run past the end of the file
-        assert!(matches!(
-            scan(&log, 1 << 20),
-            Err(ScanError::Corrupt { offset: 32, .. })
-        ));
+        assert!(matches!(scan(&log, 1 << 20), Err(ScanError::Corrupt { offset: 32, .. })));
     }
 
     #[test]

@@ -31,10 +31,7 @@ mod tests {
 
     #[test]
     fn empty_digest_is_the_rfc6962_empty_root() {
-        assert_eq!(
-            hex::encode(sha256(b"")),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(hex::encode(sha256(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]

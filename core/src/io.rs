@@ -5,9 +5,7 @@ use crate::error::KernelError;
 use crate::request::{Principal, Request, Response};
 
 /// Milliseconds since the Unix epoch, supplied by the runtime. The kernel never reads a clock.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
@@ -79,16 +77,9 @@ pub struct IoFailure(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// A decoded, authenticated request.
-    Request {
-        id: RequestId,
-        principal: Principal,
-        request: Request,
-    },
+    Request { id: RequestId, principal: Principal, request: Request },
     /// An effect finished.
-    Done {
-        effect: EffectId,
-        outcome: Result<(), IoFailure>,
-    },
+    Done { effect: EffectId, outcome: Result<(), IoFailure> },
     /// A deadline announced by `Output::Wake` has passed (or may have).
     Tick,
     /// Write a checkpoint as soon as the kernel is idle (clean shutdown, operator request).
@@ -98,37 +89,14 @@ pub enum Input {
 /// Structured, greppable events for the runtime to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
-    TornTailTruncated {
-        file: FileId,
-        valid_len: u64,
-        dropped_bytes: u64,
-    },
-    UnacknowledgedLeavesTruncated {
-        count: u64,
-    },
-    MissingLeavesReappended {
-        count: u64,
-    },
-    JournalReplayed {
-        records: u64,
-        from_seq: u64,
-        to_seq: u64,
-    },
-    Recovered {
-        tree_size: u64,
-        journal_seq: u64,
-    },
-    CheckpointWritten {
-        journal_seq: u64,
-        tree_size: u64,
-    },
-    StorageFailed {
-        file: FileId,
-        reason: String,
-    },
-    ProtocolViolation {
-        reason: String,
-    },
+    TornTailTruncated { file: FileId, valid_len: u64, dropped_bytes: u64 },
+    UnacknowledgedLeavesTruncated { count: u64 },
+    MissingLeavesReappended { count: u64 },
+    JournalReplayed { records: u64, from_seq: u64, to_seq: u64 },
+    Recovered { tree_size: u64, journal_seq: u64 },
+    CheckpointWritten { journal_seq: u64, tree_size: u64 },
+    StorageFailed { file: FileId, reason: String },
+    ProtocolViolation { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

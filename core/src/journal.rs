@@ -41,12 +41,7 @@ impl JournalRecord {
     }
 
     pub fn entry(seq: u64, now: Timestamp, principal: &Principal, command: &Command) -> Self {
-        Self::Entry {
-            seq,
-            now_ms: now.0,
-            principal: principal.clone(),
-            command: command.clone(),
-        }
+        Self::Entry { seq, now_ms: now.0, principal: principal.clone(), command: command.clone() }
     }
 
     /// The framed bytes of this record, ready to append.
@@ -68,20 +63,12 @@ mod tests {
     #[test]
     fn records_round_trip_through_frames() {
         let records = [
-            JournalRecord::header(
-                7,
-                &Policy {
-                    default_credit_limit: Some(3),
-                },
-            ),
+            JournalRecord::header(7, &Policy { default_credit_limit: Some(3) }),
             JournalRecord::entry(
                 8,
                 Timestamp(1_700_000_000_000),
                 &Principal::new("op", Role::Operator),
-                &Command::SetCreditLimit {
-                    principal_id: "a".into(),
-                    limit: 9,
-                },
+                &Command::SetCreditLimit { principal_id: "a".into(), limit: 9 },
             ),
         ];
         let mut log = Vec::new();
@@ -89,11 +76,8 @@ mod tests {
             log.extend(record.to_frame());
         }
         let scan = frame::scan(&log, 0).unwrap();
-        let decoded: Vec<JournalRecord> = scan
-            .records
-            .iter()
-            .map(|r| JournalRecord::from_payload(r.payload).unwrap())
-            .collect();
+        let decoded: Vec<JournalRecord> =
+            scan.records.iter().map(|r| JournalRecord::from_payload(r.payload).unwrap()).collect();
         assert_eq!(decoded, records);
     }
 
@@ -103,10 +87,7 @@ mod tests {
             1,
             Timestamp(5),
             &Principal::new("op", Role::Operator),
-            &Command::SetCreditLimit {
-                principal_id: "a".into(),
-                limit: 9,
-            },
+            &Command::SetCreditLimit { principal_id: "a".into(), limit: 9 },
         );
         let frame = entry.to_frame();
         assert_eq!(

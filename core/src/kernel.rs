@@ -10,9 +10,7 @@ use std::collections::VecDeque;
 use crate::error::KernelError;
 use crate::etl::Etl;
 use crate::frame;
-use crate::io::{
-    Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp,
-};
+use crate::io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp};
 use crate::journal::JournalRecord;
 use crate::keys::{KeyId, Keyring};
 use crate::request::{Command, Principal, Query, Request, Response};
@@ -183,20 +181,17 @@ impl Kernel {
     /// effects that repair the disk (torn tails, missing or unacknowledged leaves) followed by a
     /// checkpoint and a fresh journal. Run them before serving.
     pub fn recover(config: KernelConfig, files: RecoveryFiles) -> Result<Self, RecoveryError> {
-        let keyring = crate::keys::Keyring::from_files(&files.keys, &files.active_key_id)
-            .map_err(RecoveryError::Keys)?;
+        let keyring =
+            crate::keys::Keyring::from_files(&files.keys, &files.active_key_id).map_err(RecoveryError::Keys)?;
         let mut outputs = VecDeque::new();
         let max_tail = config.max_torn_tail();
 
         let checkpoint = match &files.checkpoint {
             Some(bytes) => {
-                let checkpoint: Checkpoint = serde_json::from_slice(bytes)
-                    .map_err(|e| RecoveryError::BadCheckpoint(e.to_string()))?;
+                let checkpoint: Checkpoint =
+                    serde_json::from_slice(bytes).map_err(|e| RecoveryError::BadCheckpoint(e.to_string()))?;
                 if checkpoint.format != crate::state::CHECKPOINT_FORMAT {
-                    return Err(RecoveryError::BadCheckpoint(format!(
-                        "unknown format {:?}",
-                        checkpoint.format
-                    )));
+                    return Err(RecoveryError::BadCheckpoint(format!("unknown format {:?}", checkpoint.format)));
                 }
                 Some(checkpoint)
             }
@@ -221,9 +216,7 @@ impl Kernel {
         let on_disk = etl_scan.records.len() as u64;
         if on_disk < checkpoint_leaves {
             return Err(RecoveryError::CheckpointDisagreesWithLog {
-                reason: format!(
-                    "checkpoint covers {checkpoint_leaves} leaves, log holds {on_disk}"
-                ),
+                reason: format!("checkpoint covers {checkpoint_leaves} leaves, log holds {on_disk}"),
             });
         }
         for record in &etl_scan.records[..checkpoint_leaves as usize] {
@@ -231,15 +224,12 @@ impl Kernel {
         }
         if hex::encode(tree.root()) != checkpoint_root {
             return Err(RecoveryError::CheckpointDisagreesWithLog {
-                reason: format!(
-                    "root of the first {checkpoint_leaves} leaves does not match the checkpoint"
-                ),
+                reason: format!("root of the first {checkpoint_leaves} leaves does not match the checkpoint"),
             });
         }
 
         // Replay journal entries after the checkpoint, regenerating their leaves.
-        let journal_scan =
-            frame::scan(&files.journal, max_tail).map_err(RecoveryError::JournalCorrupt)?;
+        let journal_scan = frame::scan(&files.journal, max_tail).map_err(RecoveryError::JournalCorrupt)?;
         if journal_scan.torn_bytes > 0 {
             outputs.push_back(Output::Event(LogEvent::TornTailTruncated {
                 file: FileId::Journal,
@@ -251,32 +241,18 @@ impl Kernel {
         let mut policy: Option<Policy> = None;
         let checkpoint_seq = seq;
         for (position, record) in journal_scan.records.iter().enumerate() {
-            let bad = |reason: String| RecoveryError::BadJournal {
-                record: position,
-                reason,
-            };
+            let bad = |reason: String| RecoveryError::BadJournal { record: position, reason };
             match JournalRecord::from_payload(record.payload).map_err(bad)? {
-                JournalRecord::Header {
-                    base_seq,
-                    policy: header_policy,
-                    ..
-                } => {
+                JournalRecord::Header { base_seq, policy: header_policy, .. } => {
                     if position != 0 {
                         return Err(bad("header in the middle of the journal".into()));
                     }
                     if base_seq > seq {
-                        return Err(bad(format!(
-                            "journal starts after seq {base_seq}, checkpoint covers only {seq}"
-                        )));
+                        return Err(bad(format!("journal starts after seq {base_seq}, checkpoint covers only {seq}")));
                     }
                     policy = Some(header_policy);
                 }
-                JournalRecord::Entry {
-                    seq: entry_seq,
-                    now_ms,
-                    principal,
-                    command,
-                } => {
+                JournalRecord::Entry { seq: entry_seq, now_ms, principal, command } => {
                     let Some(policy) = &policy else {
                         return Err(bad("entry before the journal header".into()));
                     };
@@ -311,9 +287,7 @@ impl Kernel {
             if let Some(record) = beyond_checkpoint.get(i)
                 && record.payload != payload.as_slice()
             {
-                return Err(RecoveryError::LeafMismatch {
-                    index: checkpoint_leaves + i as u64,
-                });
+                return Err(RecoveryError::LeafMismatch { index: checkpoint_leaves + i as u64 });
             }
             tree.push(crate::merkle::leaf_hash(payload));
         }
@@ -324,15 +298,10 @@ impl Kernel {
         };
         let unacknowledged = (beyond_checkpoint.len() - keep) as u64;
         if unacknowledged > 0 {
-            outputs.push_back(Output::Event(LogEvent::UnacknowledgedLeavesTruncated {
-                count: unacknowledged,
-            }));
+            outputs.push_back(Output::Event(LogEvent::UnacknowledgedLeavesTruncated { count: unacknowledged }));
         }
         if keep_len != files.etl.len() as u64 {
-            repair.push(Effect::Truncate {
-                file: FileId::Etl,
-                len: keep_len,
-            });
+            repair.push(Effect::Truncate { file: FileId::Etl, len: keep_len });
         }
         let missing = &regenerated[keep..];
         if !missing.is_empty() {
@@ -340,13 +309,8 @@ impl Kernel {
             for payload in missing {
                 frame::encode_into(payload, &mut bytes);
             }
-            repair.push(Effect::Append {
-                file: FileId::Etl,
-                bytes,
-            });
-            outputs.push_back(Output::Event(LogEvent::MissingLeavesReappended {
-                count: missing.len() as u64,
-            }));
+            repair.push(Effect::Append { file: FileId::Etl, bytes });
+            outputs.push_back(Output::Event(LogEvent::MissingLeavesReappended { count: missing.len() as u64 }));
         }
         repair.push(Effect::Sync { file: FileId::Etl });
 
@@ -371,23 +335,13 @@ impl Kernel {
         // now in force, so a changed flag never alters how older records replay.
         let snapshot = kernel.snapshot();
         let tree_size = kernel.etl.len();
-        kernel.start(
-            repair,
-            Completion::Repair {
-                tree_size,
-                snapshot,
-            },
-        );
+        kernel.start(repair, Completion::Repair { tree_size, snapshot });
         Ok(kernel)
     }
 
     pub fn handle(&mut self, now: Timestamp, input: Input) {
         match input {
-            Input::Request {
-                id,
-                principal,
-                request,
-            } => match request {
+            Input::Request { id, principal, request } => match request {
                 Request::Query(query) => {
                     let reply = self.answer(&principal, query);
                     self.outputs.push_back(Output::Reply(id, reply));
@@ -396,10 +350,7 @@ impl Kernel {
             },
             Input::Done { effect, outcome } => self.complete(now, effect, outcome),
             Input::Tick => {
-                if self
-                    .checkpoint_deadline
-                    .is_some_and(|deadline| now >= deadline)
-                {
+                if self.checkpoint_deadline.is_some_and(|deadline| now >= deadline) {
                     self.checkpoint_deadline = None;
                     self.checkpoint_requested = true;
                 }
@@ -459,34 +410,25 @@ impl Kernel {
                         .map_err(|_| KernelError::invalid_argument("key_id must be 32 bytes"))?;
                     KeyId(bytes)
                 };
-                let public_key = self
-                    .keyring
-                    .public_key(&key_id)
-                    .ok_or_else(|| KernelError::not_found("unknown key_id"))?;
+                let public_key =
+                    self.keyring.public_key(&key_id).ok_or_else(|| KernelError::not_found("unknown key_id"))?;
                 Ok(Response::PublicKey { key_id, public_key })
             }
-            Query::GetSignedTreeHead => Ok(Response::SignedTreeHead(
-                self.etl.signed_tree_head(&self.keyring),
-            )),
+            Query::GetSignedTreeHead => Ok(Response::SignedTreeHead(self.etl.signed_tree_head(&self.keyring))),
             Query::GetInclusionProof { leaf_index } => {
                 require_auditor(principal)?;
                 self.etl.inclusion_proof(leaf_index)
             }
-            Query::GetConsistencyProof {
-                first_tree_size,
-                second_tree_size,
-            } => {
+            Query::GetConsistencyProof { first_tree_size, second_tree_size } => {
                 require_auditor(principal)?;
-                self.etl
-                    .consistency_proof(first_tree_size, second_tree_size)
+                self.etl.consistency_proof(first_tree_size, second_tree_size)
             }
         }
     }
 
     fn admit(&mut self, now: Timestamp, id: RequestId, principal: Principal, command: Command) {
         if self.failed {
-            self.outputs
-                .push_back(Output::Reply(id, Err(storage_failed())));
+            self.outputs.push_back(Output::Reply(id, Err(storage_failed())));
             return;
         }
         if self.staged.len() >= self.config.max_staged_commands {
@@ -494,25 +436,15 @@ impl Kernel {
             self.outputs.push_back(Output::Reply(id, Err(busy)));
             return;
         }
-        let checked = command
-            .validate()
-            .and_then(|()| command.authorize(&principal));
-        let applied = checked.and_then(|()| {
-            self.state.apply(
-                &self.config.policy,
-                &principal,
-                now,
-                &command,
-                self.etl.len(),
-            )
-        });
+        let checked = command.validate().and_then(|()| command.authorize(&principal));
+        let applied =
+            checked.and_then(|()| self.state.apply(&self.config.policy, &principal, now, &command, self.etl.len()));
         // Even a refusal waits its turn: it was decided on state that earlier, not yet durable,
         // commands produced.
         let staged = match applied {
             Ok(applied) => {
                 self.last_seq += 1;
-                let journal_bytes =
-                    JournalRecord::entry(self.last_seq, now, &principal, &command).to_frame();
+                let journal_bytes = JournalRecord::entry(self.last_seq, now, &principal, &command).to_frame();
                 let mut etl_bytes = Vec::new();
                 for leaf in &applied.leaves {
                     self.etl.append(leaf);
@@ -526,13 +458,9 @@ impl Kernel {
                     leaves: applied.leaves.len() as u64,
                 }
             }
-            Err(error) => Staged {
-                request: id,
-                reply: Err(error),
-                journal_bytes: Vec::new(),
-                etl_bytes: Vec::new(),
-                leaves: 0,
-            },
+            Err(error) => {
+                Staged { request: id, reply: Err(error), journal_bytes: Vec::new(), etl_bytes: Vec::new(), leaves: 0 }
+            }
         };
         self.staged.push_back(staged);
     }
@@ -541,11 +469,7 @@ impl Kernel {
         let Some(in_flight) = self.in_flight.as_mut() else {
             return self.fail_protocol(format!("completion for {effect:?} with nothing in flight"));
         };
-        let Some(position) = in_flight
-            .outstanding
-            .iter()
-            .position(|(id, _)| *id == effect)
-        else {
+        let Some(position) = in_flight.outstanding.iter().position(|(id, _)| *id == effect) else {
             return self.fail_protocol(format!("completion for unknown {effect:?}"));
         };
         let (_, file) = in_flight.outstanding.remove(position);
@@ -557,13 +481,7 @@ impl Kernel {
         }
         let finished = self.in_flight.take().expect("checked above");
         match finished.then {
-            Completion::Batch {
-                replies,
-                tree_size,
-                journal_seq,
-                records,
-                snapshot,
-            } => {
+            Completion::Batch { replies, tree_size, journal_seq, records, snapshot } => {
                 self.etl.mark_durable(tree_size);
                 self.durable_seq = journal_seq;
                 self.uncovered_records += records;
@@ -578,37 +496,19 @@ impl Kernel {
                     self.outputs.push_back(Output::Wake(deadline));
                 }
             }
-            Completion::Repair {
-                tree_size,
-                snapshot,
-            } => {
+            Completion::Repair { tree_size, snapshot } => {
                 self.etl.mark_durable(tree_size);
                 self.recovering = false;
-                self.outputs.push_back(Output::Event(LogEvent::Recovered {
-                    tree_size,
-                    journal_seq: self.durable_seq,
-                }));
+                self.outputs.push_back(Output::Event(LogEvent::Recovered { tree_size, journal_seq: self.durable_seq }));
                 self.start_checkpoint(snapshot);
             }
-            Completion::Checkpoint {
-                snapshot_seq,
-                tree_size,
-            } => {
+            Completion::Checkpoint { snapshot_seq, tree_size } => {
                 self.outputs
-                    .push_back(Output::Event(LogEvent::CheckpointWritten {
-                        journal_seq: snapshot_seq,
-                        tree_size,
-                    }));
+                    .push_back(Output::Event(LogEvent::CheckpointWritten { journal_seq: snapshot_seq, tree_size }));
                 // The journal holds nothing past the snapshot: later commands are still staged.
                 debug_assert_eq!(self.durable_seq, snapshot_seq);
                 let header = JournalRecord::header(snapshot_seq, &self.config.policy).to_frame();
-                self.start(
-                    vec![Effect::Replace {
-                        file: FileId::Journal,
-                        bytes: header,
-                    }],
-                    Completion::Compaction,
-                );
+                self.start(vec![Effect::Replace { file: FileId::Journal, bytes: header }], Completion::Compaction);
             }
             Completion::Compaction => {
                 self.uncovered_records = 0;
@@ -623,14 +523,9 @@ impl Kernel {
             return;
         }
         // Refusals at the front depend only on durable state now: release them.
-        while self
-            .staged
-            .front()
-            .is_some_and(|s| s.journal_bytes.is_empty())
-        {
+        while self.staged.front().is_some_and(|s| s.journal_bytes.is_empty()) {
             let staged = self.staged.pop_front().expect("checked");
-            self.outputs
-                .push_back(Output::Reply(staged.request, staged.reply));
+            self.outputs.push_back(Output::Reply(staged.request, staged.reply));
         }
         if !self.staged.is_empty() {
             self.start_batch();
@@ -644,8 +539,7 @@ impl Kernel {
     }
 
     fn start_batch(&mut self) {
-        let checkpoint_due =
-            self.checkpoint_requested || self.uncovered_records >= self.config.checkpoint_every;
+        let checkpoint_due = self.checkpoint_requested || self.uncovered_records >= self.config.checkpoint_every;
         let (mut journal, mut etl) = (Vec::new(), Vec::new());
         let mut replies = Vec::new();
         let (mut leaves, mut records) = (0u64, 0u64);
@@ -673,58 +567,29 @@ impl Kernel {
         });
         let mut effects = Vec::with_capacity(4);
         if !journal.is_empty() {
-            effects.push(Effect::Append {
-                file: FileId::Journal,
-                bytes: journal,
-            });
+            effects.push(Effect::Append { file: FileId::Journal, bytes: journal });
         }
         if !etl.is_empty() {
-            effects.push(Effect::Append {
-                file: FileId::Etl,
-                bytes: etl,
-            });
+            effects.push(Effect::Append { file: FileId::Etl, bytes: etl });
         }
         if records > 0 {
-            effects.push(Effect::Sync {
-                file: FileId::Journal,
-            });
+            effects.push(Effect::Sync { file: FileId::Journal });
         }
         if leaves > 0 {
             effects.push(Effect::Sync { file: FileId::Etl });
         }
-        self.start(
-            effects,
-            Completion::Batch {
-                replies,
-                tree_size,
-                journal_seq,
-                records,
-                snapshot,
-            },
-        );
+        self.start(effects, Completion::Batch { replies, tree_size, journal_seq, records, snapshot });
     }
 
     fn start_checkpoint(&mut self, snapshot: Snapshot) {
-        let then = Completion::Checkpoint {
-            snapshot_seq: snapshot.journal_seq,
-            tree_size: snapshot.tree_size,
-        };
-        self.start(
-            vec![Effect::Replace {
-                file: FileId::Checkpoint,
-                bytes: snapshot.bytes,
-            }],
-            then,
-        );
+        let then = Completion::Checkpoint { snapshot_seq: snapshot.journal_seq, tree_size: snapshot.tree_size };
+        self.start(vec![Effect::Replace { file: FileId::Checkpoint, bytes: snapshot.bytes }], then);
     }
 
     /// Emits `effects` and waits for all of them before running `then`.
     fn start(&mut self, effects: Vec<Effect>, then: Completion) {
         assert!(self.in_flight.is_none(), "one storage phase at a time");
-        assert!(
-            !effects.is_empty(),
-            "every phase writes something, or its completion would never come"
-        );
+        assert!(!effects.is_empty(), "every phase writes something, or its completion would never come");
         let mut outstanding = Vec::with_capacity(effects.len());
         for effect in effects {
             let id = EffectId(self.next_effect);
@@ -747,41 +612,29 @@ impl Kernel {
             state: self.state.clone(),
         };
         let bytes = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
-        Snapshot {
-            journal_seq: self.last_seq,
-            tree_size,
-            bytes,
-        }
+        Snapshot { journal_seq: self.last_seq, tree_size, bytes }
     }
 
     fn fail_storage(&mut self, file: FileId, reason: String) {
-        self.outputs
-            .push_back(Output::Event(LogEvent::StorageFailed { file, reason }));
+        self.outputs.push_back(Output::Event(LogEvent::StorageFailed { file, reason }));
         self.enter_failed_state();
     }
 
     fn fail_protocol(&mut self, reason: String) {
-        self.outputs
-            .push_back(Output::Event(LogEvent::ProtocolViolation { reason }));
+        self.outputs.push_back(Output::Event(LogEvent::ProtocolViolation { reason }));
         self.enter_failed_state();
     }
 
     /// After a failed write or sync nothing on disk can be trusted: refuse everything pending.
     fn enter_failed_state(&mut self) {
         self.failed = true;
-        if let Some(InFlight {
-            then: Completion::Batch { replies, .. },
-            ..
-        }) = self.in_flight.take()
-        {
+        if let Some(InFlight { then: Completion::Batch { replies, .. }, .. }) = self.in_flight.take() {
             for (request, _) in replies {
-                self.outputs
-                    .push_back(Output::Reply(request, Err(storage_failed())));
+                self.outputs.push_back(Output::Reply(request, Err(storage_failed())));
             }
         }
         for staged in self.staged.drain(..) {
-            self.outputs
-                .push_back(Output::Reply(staged.request, Err(storage_failed())));
+            self.outputs.push_back(Output::Reply(staged.request, Err(storage_failed())));
         }
     }
 }
@@ -794,9 +647,7 @@ fn require_auditor(principal: &Principal) -> Result<(), KernelError> {
     if principal.is_auditor_or_operator() {
         Ok(())
     } else {
-        Err(KernelError::permission_denied(
-            "auditor or operator role required",
-        ))
+        Err(KernelError::permission_denied("auditor or operator role required"))
     }
 }
 
@@ -813,20 +664,11 @@ mod tests {
 
     fn keys() -> (Vec<KeyFile>, Vec<u8>) {
         let id = key_id_for_seed(&SEED);
-        (
-            vec![KeyFile {
-                name: key_file_name(&id),
-                bytes: SEED.to_vec(),
-            }],
-            format!("{id}\n").into_bytes(),
-        )
+        (vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }], format!("{id}\n").into_bytes())
     }
 
     fn config() -> KernelConfig {
-        KernelConfig {
-            checkpoint_every: 1000,
-            ..KernelConfig::default()
-        }
+        KernelConfig { checkpoint_every: 1000, ..KernelConfig::default() }
     }
 
     fn boot(disk: &mut MemDisk, config: KernelConfig) -> Kernel {
@@ -842,28 +684,15 @@ mod tests {
     }
 
     fn leaf(payload: &str) -> Request {
-        Request::Command(Command::TestLeaf {
-            payload: payload.into(),
-        })
+        Request::Command(Command::TestLeaf { payload: payload.into() })
     }
 
     fn grant(amount: u64) -> Request {
-        Request::Command(Command::GrantCredit {
-            principal_id: "agent".into(),
-            amount,
-            reason: "r".into(),
-        })
+        Request::Command(Command::GrantCredit { principal_id: "agent".into(), amount, reason: "r".into() })
     }
 
     fn send(kernel: &mut Kernel, id: u64, request: Request) {
-        kernel.handle(
-            NOW,
-            Input::Request {
-                id: RequestId(id),
-                principal: operator(),
-                request,
-            },
-        );
+        kernel.handle(NOW, Input::Request { id: RequestId(id), principal: operator(), request });
     }
 
     fn replies(outputs: &[Output]) -> Vec<(u64, Result<Response, KernelError>)> {
@@ -916,35 +745,15 @@ mod tests {
                 _ => {}
             }
         }
-        let kinds: Vec<String> = effects
-            .iter()
-            .map(|(_, e)| format!("{:?}", std::mem::discriminant(e)))
-            .collect();
-        assert_eq!(
-            kinds.len(),
-            4,
-            "append journal, append etl, sync both: {effects:?}"
-        );
-        assert_eq!(
-            sth(&mut kernel).tree_size,
-            0,
-            "reads see only durable leaves"
-        );
+        let kinds: Vec<String> = effects.iter().map(|(_, e)| format!("{:?}", std::mem::discriminant(e))).collect();
+        assert_eq!(kinds.len(), 4, "append journal, append etl, sync both: {effects:?}");
+        assert_eq!(sth(&mut kernel).tree_size, 0, "reads see only durable leaves");
         for (id, effect) in effects {
             disk.apply(&effect).unwrap();
-            kernel.handle(
-                NOW,
-                Input::Done {
-                    effect: id,
-                    outcome: Ok(()),
-                },
-            );
+            kernel.handle(NOW, Input::Done { effect: id, outcome: Ok(()) });
         }
         let outputs = disk.drive(&mut kernel, NOW);
-        assert_eq!(
-            replies(&outputs),
-            vec![(1, Ok(Response::LeafAppended { etl_index: 0 }))]
-        );
+        assert_eq!(replies(&outputs), vec![(1, Ok(Response::LeafAppended { etl_index: 0 }))]);
         assert_eq!(sth(&mut kernel).tree_size, 1);
     }
 
@@ -957,37 +766,16 @@ mod tests {
         for id in 2..=5 {
             send(&mut kernel, id, leaf(&format!("leaf {id}")));
         }
-        assert!(
-            kernel.poll().is_none(),
-            "nothing more is written while a batch is in flight"
-        );
+        assert!(kernel.poll().is_none(), "nothing more is written while a batch is in flight");
         for output in first_batch {
             if let Output::Effect(id, effect) = output {
                 disk.apply(&effect).unwrap();
-                kernel.handle(
-                    NOW,
-                    Input::Done {
-                        effect: id,
-                        outcome: Ok(()),
-                    },
-                );
+                kernel.handle(NOW, Input::Done { effect: id, outcome: Ok(()) });
             }
         }
         let outputs = disk.drive(&mut kernel, NOW);
-        let journal_syncs = outputs
-            .iter()
-            .filter(|o| {
-                matches!(
-                    o,
-                    Output::Effect(
-                        _,
-                        Effect::Sync {
-                            file: FileId::Journal
-                        }
-                    )
-                )
-            })
-            .count();
+        let journal_syncs =
+            outputs.iter().filter(|o| matches!(o, Output::Effect(_, Effect::Sync { file: FileId::Journal }))).count();
         assert_eq!(journal_syncs, 1, "four commands, one sync");
         let ids: Vec<u64> = replies(&outputs).into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![1, 2, 3, 4, 5], "replies in admission order");
@@ -998,35 +786,15 @@ mod tests {
     fn refusals_wait_behind_earlier_commands_and_change_nothing() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        send(
-            &mut kernel,
-            1,
-            Request::Command(Command::SetCreditLimit {
-                principal_id: "agent".into(),
-                limit: 5,
-            }),
-        );
+        send(&mut kernel, 1, Request::Command(Command::SetCreditLimit { principal_id: "agent".into(), limit: 5 }));
         send(&mut kernel, 2, grant(6));
         let outputs = disk.drive(&mut kernel, NOW);
         let got = replies(&outputs);
         assert_eq!(got[0], (1, Ok(Response::CreditLimit { credit_limit: 5 })));
-        assert_eq!(
-            got[1].1.as_ref().unwrap_err().code,
-            crate::ErrorCode::ResourceExhausted
-        );
-        kernel.handle(
-            NOW,
-            Input::Request {
-                id: RequestId(3),
-                principal: Principal::anonymous(),
-                request: grant(1),
-            },
-        );
+        assert_eq!(got[1].1.as_ref().unwrap_err().code, crate::ErrorCode::ResourceExhausted);
+        kernel.handle(NOW, Input::Request { id: RequestId(3), principal: Principal::anonymous(), request: grant(1) });
         let got = replies(&disk.drive(&mut kernel, NOW));
-        assert_eq!(
-            got[0].1.as_ref().unwrap_err().code,
-            crate::ErrorCode::PermissionDenied
-        );
+        assert_eq!(got[0].1.as_ref().unwrap_err().code, crate::ErrorCode::PermissionDenied);
         assert_eq!(kernel.state().credits["agent"].balance, 0);
     }
 
@@ -1038,22 +806,11 @@ mod tests {
         send(&mut kernel, 1, leaf("x"));
         let outputs = disk.drive(&mut kernel, NOW);
         assert!(kernel.is_failed());
-        assert!(
-            outputs
-                .iter()
-                .any(|o| matches!(o, Output::Event(LogEvent::StorageFailed { .. })))
-        );
-        assert_eq!(
-            replies(&outputs)[0].1.as_ref().unwrap_err().code,
-            crate::ErrorCode::Unavailable
-        );
+        assert!(outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::StorageFailed { .. }))));
+        assert_eq!(replies(&outputs)[0].1.as_ref().unwrap_err().code, crate::ErrorCode::Unavailable);
         send(&mut kernel, 2, leaf("y"));
         assert_eq!(
-            replies(&disk.drive(&mut kernel, NOW))[0]
-                .1
-                .as_ref()
-                .unwrap_err()
-                .code,
+            replies(&disk.drive(&mut kernel, NOW))[0].1.as_ref().unwrap_err().code,
             crate::ErrorCode::Unavailable
         );
     }
@@ -1062,13 +819,7 @@ mod tests {
     fn forged_completions_fail_the_kernel() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        kernel.handle(
-            NOW,
-            Input::Done {
-                effect: EffectId(12345),
-                outcome: Ok(()),
-            },
-        );
+        kernel.handle(NOW, Input::Done { effect: EffectId(12345), outcome: Ok(()) });
         assert!(kernel.is_failed());
     }
 
@@ -1092,23 +843,13 @@ mod tests {
     #[test]
     fn checkpoints_compact_the_journal_and_recover_identically() {
         let mut disk = MemDisk::new();
-        let mut kernel = boot(
-            &mut disk,
-            KernelConfig {
-                checkpoint_every: 3,
-                ..config()
-            },
-        );
+        let mut kernel = boot(&mut disk, KernelConfig { checkpoint_every: 3, ..config() });
         for id in 0..10 {
             send(&mut kernel, id, leaf(&format!("leaf {id}")));
             disk.drive(&mut kernel, NOW);
         }
         let journal = frame::scan(disk.contents(FileId::Journal), 0).unwrap();
-        assert!(
-            journal.records.len() <= 4,
-            "journal compacted: {} records",
-            journal.records.len()
-        );
+        assert!(journal.records.len() <= 4, "journal compacted: {} records", journal.records.len());
         let head = sth(&mut kernel);
         disk.crash();
         let mut again = boot(&mut disk, config());
@@ -1122,25 +863,13 @@ mod tests {
         let mut kernel = boot(&mut disk, config());
         send(&mut kernel, 1, leaf("a"));
         let outputs = disk.drive(&mut kernel, NOW);
-        let wake = outputs
-            .iter()
-            .find_map(|o| {
-                if let Output::Wake(at) = o {
-                    Some(*at)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let wake = outputs.iter().find_map(|o| if let Output::Wake(at) = o { Some(*at) } else { None }).unwrap();
         assert_eq!(wake, NOW.saturating_add_ms(config().checkpoint_idle_ms));
         kernel.handle(NOW, Input::Tick);
         assert!(kernel.poll().is_none(), "deadline not reached");
         kernel.handle(wake, Input::Tick);
         let outputs = disk.drive(&mut kernel, wake);
-        assert!(outputs.iter().any(|o| matches!(
-            o,
-            Output::Event(LogEvent::CheckpointWritten { journal_seq: 1, .. })
-        )));
+        assert!(outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::CheckpointWritten { journal_seq: 1, .. }))));
     }
 
     #[test]
@@ -1159,10 +888,9 @@ mod tests {
         files.etl = etl;
         let mut again = Kernel::recover(config(), files).unwrap();
         let outputs = disk.drive(&mut again, NOW);
-        assert!(outputs.iter().any(|o| matches!(
-            o,
-            Output::Event(LogEvent::UnacknowledgedLeavesTruncated { count: 1 })
-        )));
+        assert!(
+            outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::UnacknowledgedLeavesTruncated { count: 1 })))
+        );
         assert_eq!(sth(&mut again), head);
         // A journaled leaf missing from the log is regenerated byte for byte.
         let mut disk = before_restart;
@@ -1170,10 +898,7 @@ mod tests {
         files.etl.clear();
         let mut third = Kernel::recover(config(), files).unwrap();
         let outputs = disk.drive(&mut third, NOW);
-        assert!(outputs.iter().any(|o| matches!(
-            o,
-            Output::Event(LogEvent::MissingLeavesReappended { count: 1 })
-        )));
+        assert!(outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::MissingLeavesReappended { count: 1 }))));
         assert_eq!(sth(&mut third), head);
     }
 
@@ -1186,43 +911,22 @@ mod tests {
         let (keys, active) = keys();
         let mut files = disk.recovery_files(keys, active);
         files.etl = frame::encode(b"tampered");
-        assert_eq!(
-            Kernel::recover(config(), files).unwrap_err(),
-            RecoveryError::LeafMismatch { index: 0 }
-        );
+        assert_eq!(Kernel::recover(config(), files).unwrap_err(), RecoveryError::LeafMismatch { index: 0 });
     }
 
     #[test]
     fn replay_uses_the_policy_recorded_in_the_journal() {
         let mut disk = MemDisk::new();
-        let mut kernel = boot(
-            &mut disk,
-            KernelConfig {
-                policy: Policy {
-                    default_credit_limit: Some(10),
-                },
-                ..config()
-            },
-        );
-        send(
-            &mut kernel,
-            1,
-            Request::Command(Command::SetCreditLimit {
-                principal_id: "agent".into(),
-                limit: 20,
-            }),
-        );
+        let mut kernel =
+            boot(&mut disk, KernelConfig { policy: Policy { default_credit_limit: Some(10) }, ..config() });
+        send(&mut kernel, 1, Request::Command(Command::SetCreditLimit { principal_id: "agent".into(), limit: 20 }));
         send(&mut kernel, 2, grant(4));
         disk.drive(&mut kernel, NOW);
         let state = kernel.state().clone();
         assert_eq!(state.credits["agent"].balance, 14);
         disk.crash();
         let again = boot(&mut disk, config());
-        assert_eq!(
-            again.state(),
-            &state,
-            "a restart without the flag replays under the recorded policy"
-        );
+        assert_eq!(again.state(), &state, "a restart without the flag replays under the recorded policy");
     }
 
     #[test]
@@ -1238,16 +942,8 @@ mod tests {
                 request: Request::Query(Query::GetSignedTreeHead),
             },
         );
-        let reply = std::iter::from_fn(|| kernel.poll()).find_map(|o| {
-            if let Output::Reply(_, r) = o {
-                Some(r)
-            } else {
-                None
-            }
-        });
-        assert_eq!(
-            reply.unwrap().unwrap_err().code,
-            crate::ErrorCode::Unavailable
-        );
+        let reply =
+            std::iter::from_fn(|| kernel.poll()).find_map(|o| if let Output::Reply(_, r) = o { Some(r) } else { None });
+        assert_eq!(reply.unwrap().unwrap_err().code, crate::ErrorCode::Unavailable);
     }
 }

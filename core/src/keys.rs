@@ -75,22 +75,13 @@ impl std::fmt::Display for KeyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::BadSeedLength { file, len } => {
-                write!(
-                    f,
-                    "keys/{file}: expected a raw 32-byte Ed25519 seed, found {len} bytes"
-                )
+                write!(f, "keys/{file}: expected a raw 32-byte Ed25519 seed, found {len} bytes")
             }
             Self::NameMismatch { file, key_id } => {
-                write!(
-                    f,
-                    "keys/{file}: file name does not match its key id {key_id}"
-                )
+                write!(f, "keys/{file}: file name does not match its key id {key_id}")
             }
             Self::BadActiveKeyId => f.write_str("keys/active_key_id: expected 64 hex characters"),
-            Self::ActiveKeyMissing(id) => write!(
-                f,
-                "keys/active_key_id names {id}, but keys/{id}.key is missing"
-            ),
+            Self::ActiveKeyMissing(id) => write!(f, "keys/active_key_id names {id}, but keys/{id}.key is missing"),
         }
     }
 }
@@ -125,21 +116,15 @@ impl Keyring {
     pub fn from_files(files: &[KeyFile], active_key_id: &[u8]) -> Result<Self, KeyError> {
         let mut keys = BTreeMap::new();
         for file in files.iter().filter(|f| f.name.ends_with(".key")) {
-            let seed: [u8; 32] =
-                file.bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| KeyError::BadSeedLength {
-                        file: file.name.clone(),
-                        len: file.bytes.len(),
-                    })?;
+            let seed: [u8; 32] = file
+                .bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyError::BadSeedLength { file: file.name.clone(), len: file.bytes.len() })?;
             let key = SigningKey::from_bytes(&seed);
             let key_id = KeyId::of_public_key(&key.verifying_key().to_bytes());
             if file.name != key_file_name(&key_id) {
-                return Err(KeyError::NameMismatch {
-                    file: file.name.clone(),
-                    key_id,
-                });
+                return Err(KeyError::NameMismatch { file: file.name.clone(), key_id });
             }
             keys.insert(key_id, key);
         }
@@ -158,9 +143,7 @@ impl Keyring {
     }
 
     pub fn public_key(&self, key_id: &KeyId) -> Option<[u8; 32]> {
-        self.keys
-            .get(key_id)
-            .map(|key| key.verifying_key().to_bytes())
+        self.keys.get(key_id).map(|key| key.verifying_key().to_bytes())
     }
 
     pub fn key_ids(&self) -> impl Iterator<Item = &KeyId> {
@@ -184,10 +167,7 @@ mod tests {
     }
 
     fn file_for(seed: [u8; 32]) -> KeyFile {
-        KeyFile {
-            name: key_file_name(&key_id_for_seed(&seed)),
-            bytes: seed.to_vec(),
-        }
+        KeyFile { name: key_file_name(&key_id_for_seed(&seed)), bytes: seed.to_vec() }
     }
 
     #[test]
@@ -197,10 +177,7 @@ mod tests {
             hex::encode(public_key_for_seed(&seed)),
             "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
         );
-        assert_eq!(
-            key_id_for_seed(&seed).to_hex(),
-            "56475aa75463474c0285df5dbf2bcab73da651358839e9b77481b2eab107708c"
-        );
+        assert_eq!(key_id_for_seed(&seed).to_hex(), "56475aa75463474c0285df5dbf2bcab73da651358839e9b77481b2eab107708c");
     }
 
     #[test]
@@ -212,41 +189,22 @@ mod tests {
         assert_eq!(ring.key_ids().count(), 2);
         let signature = ring.sign(b"m");
         assert!(verify_signature(&public_key_for_seed(&b), b"m", &signature));
-        assert!(!verify_signature(
-            &public_key_for_seed(&a),
-            b"m",
-            &signature
-        ));
-        assert_eq!(
-            ring.public_key(&key_id_for_seed(&a)),
-            Some(public_key_for_seed(&a))
-        );
+        assert!(!verify_signature(&public_key_for_seed(&a), b"m", &signature));
+        assert_eq!(ring.public_key(&key_id_for_seed(&a)), Some(public_key_for_seed(&a)));
     }
 
     #[test]
     fn rejects_bad_files_with_named_errors() {
         let a = seed(1);
         let active = key_id_for_seed(&a).to_hex();
-        let short = KeyFile {
-            name: key_file_name(&key_id_for_seed(&a)),
-            bytes: vec![0; 31],
-        };
+        let short = KeyFile { name: key_file_name(&key_id_for_seed(&a)), bytes: vec![0; 31] };
         assert!(matches!(
             Keyring::from_files(&[short], active.as_bytes()),
             Err(KeyError::BadSeedLength { len: 31, .. })
         ));
-        let misnamed = KeyFile {
-            name: "other.key".into(),
-            bytes: a.to_vec(),
-        };
-        assert!(matches!(
-            Keyring::from_files(&[misnamed], active.as_bytes()),
-            Err(KeyError::NameMismatch { .. })
-        ));
-        assert_eq!(
-            Keyring::from_files(&[file_for(a)], b"xyz").unwrap_err(),
-            KeyError::BadActiveKeyId
-        );
+        let misnamed = KeyFile { name: "other.key".into(), bytes: a.to_vec() };
+        assert!(matches!(Keyring::from_files(&[misnamed], active.as_bytes()), Err(KeyError::NameMismatch { .. })));
+        assert_eq!(Keyring::from_files(&[file_for(a)], b"xyz").unwrap_err(), KeyError::BadActiveKeyId);
         let missing = key_id_for_seed(&seed(9));
         assert_eq!(
             Keyring::from_files(&[file_for(a)], missing.to_hex().as_bytes()).unwrap_err(),
@@ -257,8 +215,7 @@ mod tests {
     #[test]
     fn debug_output_never_contains_the_seed() {
         let a = seed(0xab);
-        let ring =
-            Keyring::from_files(&[file_for(a)], key_id_for_seed(&a).to_hex().as_bytes()).unwrap();
+        let ring = Keyring::from_files(&[file_for(a)], key_id_for_seed(&a).to_hex().as_bytes()).unwrap();
         assert!(!format!("{ring:?}").contains(&"ab".repeat(32)));
     }
 }

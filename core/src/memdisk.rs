@@ -63,15 +63,8 @@ impl MemDisk {
     }
 
     /// The files as `Kernel::recover` wants them, with the given keys.
-    pub fn recovery_files(
-        &self,
-        keys: Vec<crate::keys::KeyFile>,
-        active_key_id: Vec<u8>,
-    ) -> RecoveryFiles {
-        let checkpoint = self
-            .files
-            .get(&FileId::Checkpoint)
-            .map(|f| f.volatile.clone());
+    pub fn recovery_files(&self, keys: Vec<crate::keys::KeyFile>, active_key_id: Vec<u8>) -> RecoveryFiles {
+        let checkpoint = self.files.get(&FileId::Checkpoint).map(|f| f.volatile.clone());
         RecoveryFiles {
             keys,
             active_key_id,
@@ -88,13 +81,7 @@ impl MemDisk {
         while let Some(output) = kernel.poll() {
             if let Output::Effect(id, effect) = &output {
                 let outcome = self.apply(effect);
-                kernel.handle(
-                    now,
-                    Input::Done {
-                        effect: *id,
-                        outcome,
-                    },
-                );
+                kernel.handle(now, Input::Done { effect: *id, outcome });
             }
             seen.push(output);
         }

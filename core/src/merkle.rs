@@ -12,21 +12,12 @@ pub type Hash = [u8; 32];
 
 /// RFC 6962 leaf hash: SHA-256(0x00 ‖ leaf).
 pub fn leaf_hash(leaf: &[u8]) -> Hash {
-    Sha256::new()
-        .chain_update([0x00])
-        .chain_update(leaf)
-        .finalize()
-        .into()
+    Sha256::new().chain_update([0x00]).chain_update(leaf).finalize().into()
 }
 
 /// RFC 6962 interior node hash: SHA-256(0x01 ‖ left ‖ right).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    Sha256::new()
-        .chain_update([0x01])
-        .chain_update(left)
-        .chain_update(right)
-        .finalize()
-        .into()
+    Sha256::new().chain_update([0x01]).chain_update(left).chain_update(right).finalize().into()
 }
 
 /// Root of the empty tree: SHA-256("").
@@ -64,9 +55,7 @@ impl Default for MerkleTree {
 impl MerkleTree {
     /// An empty tree.
     pub fn new() -> Self {
-        Self {
-            levels: vec![Vec::new()],
-        }
+        Self { levels: vec![Vec::new()] }
     }
 
     /// Number of leaves.
@@ -118,8 +107,7 @@ impl MerkleTree {
 
     /// Root of the whole tree ([`empty_root`] when empty).
     pub fn root(&self) -> Hash {
-        self.root_at(self.len())
-            .expect("merkle: the current length is always a valid prefix")
+        self.root_at(self.len()).expect("merkle: the current length is always a valid prefix")
     }
 
     /// Root of the prefix of `size` leaves; `None` if `size > len`. O(log n).
@@ -192,11 +180,7 @@ impl MerkleTree {
     /// Approximate heap bytes held by the tree (capacity based).
     pub fn memory_bytes(&self) -> usize {
         self.levels.capacity() * std::mem::size_of::<Vec<Hash>>()
-            + self
-                .levels
-                .iter()
-                .map(|level| level.capacity() * std::mem::size_of::<Hash>())
-                .sum::<usize>()
+            + self.levels.iter().map(|level| level.capacity() * std::mem::size_of::<Hash>()).sum::<usize>()
     }
 
     /// MTH of leaves [start, start + n). Every range visited by the RFC recursion has `start`
@@ -210,17 +194,11 @@ impl MerkleTree {
         );
         if n.is_power_of_two() {
             let h = n.trailing_zeros() as usize;
-            debug_assert!(
-                start & (n - 1) == 0,
-                "merkle: complete subtree at {start} of {n} leaves is not aligned"
-            );
+            debug_assert!(start & (n - 1) == 0, "merkle: complete subtree at {start} of {n} leaves is not aligned");
             return self.levels[h][to_usize(start >> h)];
         }
         let k = split_point(n);
-        node_hash(
-            &self.subtree_hash(start, k),
-            &self.subtree_hash(start + k, n - k),
-        )
+        node_hash(&self.subtree_hash(start, k), &self.subtree_hash(start + k, n - k))
     }
 
     /// Checks the storage invariants (debug builds only).
@@ -228,11 +206,7 @@ impl MerkleTree {
         if cfg!(debug_assertions) {
             let len = self.len();
             let want_levels = (64 - len.leading_zeros() as usize).max(1);
-            debug_assert_eq!(
-                self.levels.len(),
-                want_levels,
-                "merkle: wrong number of levels for {len} leaves"
-            );
+            debug_assert_eq!(self.levels.len(), want_levels, "merkle: wrong number of levels for {len} leaves");
             for (h, level) in self.levels.iter().enumerate() {
                 debug_assert_eq!(
                     level.len() as u64,
@@ -316,11 +290,7 @@ pub fn verify_inclusion(
         if sn == 0 {
             return Err(ProofError::WrongProofLength);
         }
-        r = if walk_step(&mut fn_, &mut sn) {
-            node_hash(p, &r)
-        } else {
-            node_hash(&r, p)
-        };
+        r = if walk_step(&mut fn_, &mut sn) { node_hash(p, &r) } else { node_hash(&r, p) };
     }
     if sn != 0 {
         return Err(ProofError::WrongProofLength);
@@ -470,9 +440,7 @@ mod tests {
     }
 
     fn test_leaves(seed: u64, n: usize) -> Vec<Hash> {
-        (0..n as u64)
-            .map(|i| leaf_hash(&[seed.to_le_bytes(), i.to_le_bytes()].concat()))
-            .collect()
+        (0..n as u64).map(|i| leaf_hash(&[seed.to_le_bytes(), i.to_le_bytes()].concat())).collect()
     }
 
     fn tree_of(leaves: &[Hash]) -> MerkleTree {
@@ -524,9 +492,9 @@ mod tests {
 
     fn vector_bytes(field: Option<&str>) -> Vec<u8> {
         match field {
-            Some(s) => base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .unwrap_or_else(|e| panic!("bad base64 {s:?}: {e}")),
+            Some(s) => {
+                base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_else(|e| panic!("bad base64 {s:?}: {e}"))
+            }
             None => Vec::new(),
         }
     }
@@ -555,16 +523,12 @@ mod tests {
     }
 
     fn vector_proof(proof: &Option<Vec<Option<String>>>) -> Option<Vec<Hash>> {
-        proof
-            .iter()
-            .flatten()
-            .map(|p| vector_hash_strict(p.as_deref()))
-            .collect()
+        proof.iter().flatten().map(|p| vector_hash_strict(p.as_deref())).collect()
     }
 
     fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
-        let entries = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("cannot read vector dir {}: {e}", dir.display()));
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read vector dir {}: {e}", dir.display()));
         for entry in entries {
             let path = entry.expect("dir entry").path();
             if path.is_dir() {
@@ -585,11 +549,7 @@ mod tests {
     }
 
     fn vector_proof_tolerant(proof: &Option<Vec<Option<String>>>, odd: &mut usize) -> Vec<Hash> {
-        proof
-            .iter()
-            .flatten()
-            .map(|p| vector_root(p.as_deref(), odd))
-            .collect()
+        proof.iter().flatten().map(|p| vector_root(p.as_deref(), odd)).collect()
     }
 
     #[test]
@@ -609,13 +569,12 @@ mod tests {
             let (outcome, want_err, desc) = match kind {
                 Some("inclusion") => {
                     inclusion += 1;
-                    let v: InclusionVector = serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+                    let v: InclusionVector =
+                        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
                     let root = vector_root(v.root.as_deref(), &mut odd_roots);
                     let leaf = vector_hash_strict(v.leaf_hash.as_deref());
                     let proof = vector_proof(&v.proof);
-                    let (index, size) =
-                        (v.leaf_idx.expect("leafIdx"), v.tree_size.expect("treeSize"));
+                    let (index, size) = (v.leaf_idx.expect("leafIdx"), v.tree_size.expect("treeSize"));
                     let outcome = match (leaf, proof) {
                         (Some(leaf), Some(proof)) => {
                             Outcome::Verified(verify_inclusion(&leaf, index, size, &proof, &root))
@@ -624,29 +583,23 @@ mod tests {
                             let mut ignored = 0;
                             let leaf = vector_root(v.leaf_hash.as_deref(), &mut ignored);
                             let proof = vector_proof_tolerant(&v.proof, &mut ignored);
-                            Outcome::RejectedAtDecode(verify_inclusion(
-                                &leaf, index, size, &proof, &root,
-                            ))
+                            Outcome::RejectedAtDecode(verify_inclusion(&leaf, index, size, &proof, &root))
                         }
                     };
                     (outcome, v.want_err, v.desc)
                 }
                 Some("consistency") => {
                     consistency += 1;
-                    let v: ConsistencyVector = serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+                    let v: ConsistencyVector =
+                        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
                     let root1 = vector_root(v.root1.as_deref(), &mut odd_roots);
                     let root2 = vector_root(v.root2.as_deref(), &mut odd_roots);
                     let (size1, size2) = (v.size1.expect("size1"), v.size2.expect("size2"));
                     let outcome = match vector_proof(&v.proof) {
-                        Some(proof) => Outcome::Verified(verify_consistency(
-                            size1, size2, &root1, &root2, &proof,
-                        )),
+                        Some(proof) => Outcome::Verified(verify_consistency(size1, size2, &root1, &root2, &proof)),
                         None => {
                             let proof = vector_proof_tolerant(&v.proof, &mut 0);
-                            Outcome::RejectedAtDecode(verify_consistency(
-                                size1, size2, &root1, &root2, &proof,
-                            ))
+                            Outcome::RejectedAtDecode(verify_consistency(size1, size2, &root1, &root2, &proof))
                         }
                     };
                     (outcome, v.want_err, v.desc)
@@ -662,9 +615,7 @@ mod tests {
                     // stand-ins collude: root and leaf are both the empty string, which the
                     // reference only rejects because of the leaf hash length.
                     let name = rel.display().to_string();
-                    if with_stand_ins.is_ok()
-                        && name != "inclusion/single-entry/empty-root-and-leaf.json"
-                    {
+                    if with_stand_ins.is_ok() && name != "inclusion/single-entry/empty-root-and-leaf.json" {
                         failures.push(format!("{name}: verifier accepts it with stand-ins"));
                     }
                     decode_rejects.push(name);
@@ -680,20 +631,10 @@ mod tests {
                 ));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "vector failures:\n{}",
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "vector failures:\n{}", failures.join("\n"));
         let checked = inclusion + consistency;
-        assert!(
-            checked > 150,
-            "only {checked} vector files found under {VECTOR_DIR}"
-        );
-        assert!(
-            inclusion > 50 && consistency > 50,
-            "{inclusion} inclusion, {consistency} consistency"
-        );
+        assert!(checked > 150, "only {checked} vector files found under {VECTOR_DIR}");
+        assert!(inclusion > 50 && consistency > 50, "{inclusion} inclusion, {consistency} consistency");
         assert!(happy >= 10, "only {happy} happy-path vectors");
         eprintln!(
             "vectors: {checked} files ({inclusion} inclusion, {consistency} consistency, \
@@ -713,18 +654,13 @@ mod tests {
 
     #[test]
     fn etl_known_roots() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/etl_sth.json"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/etl_sth.json");
         let text = std::fs::read_to_string(path).expect("read etl_sth.json");
         let v: serde_json::Value = serde_json::from_str(&text).expect("parse etl_sth.json");
         let trees = v["trees"].as_array().expect("trees array");
         assert_eq!(trees.len(), 8, "expected trees for 0..=7 entries");
 
-        let entries: Vec<String> = (0..7)
-            .map(|i| format!(r#"{{"kind":"example","n":{i}}}"#))
-            .collect();
+        let entries: Vec<String> = (0..7).map(|i| format!(r#"{{"kind":"example","n":{i}}}"#)).collect();
         let mut full = MerkleTree::new();
         for e in &entries {
             full.push(leaf_hash(e.as_bytes()));
@@ -733,29 +669,14 @@ mod tests {
             assert_eq!(t["tree_size"].as_u64(), Some(k as u64));
             if let Some(listed) = t["entries_utf8"].as_array() {
                 let listed: Vec<&str> = listed.iter().filter_map(|e| e.as_str()).collect();
-                assert_eq!(
-                    listed,
-                    entries[..k].iter().map(String::as_str).collect::<Vec<_>>()
-                );
+                assert_eq!(listed, entries[..k].iter().map(String::as_str).collect::<Vec<_>>());
             }
             let want = t["root_hex"].as_str().expect("root_hex");
-            let tree = tree_of(
-                &entries[..k]
-                    .iter()
-                    .map(|e| leaf_hash(e.as_bytes()))
-                    .collect::<Vec<_>>(),
-            );
+            let tree = tree_of(&entries[..k].iter().map(|e| leaf_hash(e.as_bytes())).collect::<Vec<_>>());
             assert_eq!(hex(&tree.root()), want, "root of {k} entries");
-            assert_eq!(
-                hex(&full.root_at(k as u64).expect("prefix")),
-                want,
-                "root_at({k})"
-            );
+            assert_eq!(hex(&full.root_at(k as u64).expect("prefix")), want, "root_at({k})");
         }
-        assert_eq!(
-            hex(&empty_root()),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(hex(&empty_root()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     // ---------------------------------------------------------------------------------------
@@ -771,8 +692,7 @@ mod tests {
     fn tree_size() -> impl Strategy<Value = usize> {
         prop_oneof![
             1usize..=4096,
-            (0u32..=12, 0usize..3)
-                .prop_map(|(e, d)| ((1usize << e) + d).saturating_sub(1).clamp(1, 4096)),
+            (0u32..=12, 0usize..3).prop_map(|(e, d)| ((1usize << e) + d).saturating_sub(1).clamp(1, 4096)),
         ]
     }
 
@@ -940,10 +860,7 @@ mod tests {
             for i in 0..n {
                 let proof = tree.inclusion_proof(i as u64, n64).expect("inclusion");
                 assert_eq!(proof, naive_path(i, &d[..n]), "PATH({i}, {n})");
-                assert_eq!(
-                    verify_inclusion(&d[i], i as u64, n64, &proof, &prefix_roots[n]),
-                    Ok(())
-                );
+                assert_eq!(verify_inclusion(&d[i], i as u64, n64, &proof, &prefix_roots[n]), Ok(()));
             }
             for m in 1..=n {
                 let proof = tree.consistency_proof(m as u64, n64).expect("consistency");
@@ -1008,48 +925,18 @@ mod tests {
     fn verify_edge_cases() {
         let (a, b) = (leaf_hash(b"a"), leaf_hash(b"b"));
         assert_eq!(verify_consistency(1, 1, &a, &a, &[]), Ok(()));
-        assert_eq!(
-            verify_consistency(1, 1, &a, &b, &[]),
-            Err(ProofError::RootMismatch)
-        );
-        assert_eq!(
-            verify_consistency(1, 1, &a, &a, &[a]),
-            Err(ProofError::WrongProofLength)
-        );
-        assert_eq!(
-            verify_consistency(2, 1, &a, &a, &[]),
-            Err(ProofError::SizeOutOfRange)
-        );
+        assert_eq!(verify_consistency(1, 1, &a, &b, &[]), Err(ProofError::RootMismatch));
+        assert_eq!(verify_consistency(1, 1, &a, &a, &[a]), Err(ProofError::WrongProofLength));
+        assert_eq!(verify_consistency(2, 1, &a, &a, &[]), Err(ProofError::SizeOutOfRange));
         // Size 0 never verifies (matches the transparency-dev "additional" vectors).
-        assert_eq!(
-            verify_consistency(0, 0, &a, &a, &[]),
-            Err(ProofError::SizeOutOfRange)
-        );
-        assert_eq!(
-            verify_consistency(0, 1, &a, &b, &[]),
-            Err(ProofError::SizeOutOfRange)
-        );
-        assert_eq!(
-            verify_consistency(1, 2, &a, &b, &[]),
-            Err(ProofError::WrongProofLength)
-        );
+        assert_eq!(verify_consistency(0, 0, &a, &a, &[]), Err(ProofError::SizeOutOfRange));
+        assert_eq!(verify_consistency(0, 1, &a, &b, &[]), Err(ProofError::SizeOutOfRange));
+        assert_eq!(verify_consistency(1, 2, &a, &b, &[]), Err(ProofError::WrongProofLength));
         assert_eq!(verify_inclusion(&a, 0, 1, &[], &a), Ok(()));
-        assert_eq!(
-            verify_inclusion(&a, 0, 1, &[], &b),
-            Err(ProofError::RootMismatch)
-        );
-        assert_eq!(
-            verify_inclusion(&a, 0, 0, &[], &a),
-            Err(ProofError::IndexOutOfRange)
-        );
-        assert_eq!(
-            verify_inclusion(&a, u64::MAX, 1, &[], &a),
-            Err(ProofError::IndexOutOfRange)
-        );
-        assert_eq!(
-            verify_inclusion(&a, 0, 2, &[], &a),
-            Err(ProofError::WrongProofLength)
-        );
+        assert_eq!(verify_inclusion(&a, 0, 1, &[], &b), Err(ProofError::RootMismatch));
+        assert_eq!(verify_inclusion(&a, 0, 0, &[], &a), Err(ProofError::IndexOutOfRange));
+        assert_eq!(verify_inclusion(&a, u64::MAX, 1, &[], &a), Err(ProofError::IndexOutOfRange));
+        assert_eq!(verify_inclusion(&a, 0, 2, &[], &a), Err(ProofError::WrongProofLength));
         assert_eq!(ProofError::RootMismatch.to_string(), "root mismatch");
         let e: Box<dyn std::error::Error> = Box::new(ProofError::WrongProofLength);
         assert_eq!(e.to_string(), "wrong proof length");
@@ -1066,10 +953,7 @@ mod tests {
         let root3 = t.root_at(3).expect("root");
         assert_eq!(verify_inclusion(&d[0], 0, 4, &proof, &root3), Ok(()));
         let root4 = t.root_at(4).expect("root");
-        assert_eq!(
-            verify_inclusion(&d[0], 0, 4, &proof, &root4),
-            Err(ProofError::RootMismatch)
-        );
+        assert_eq!(verify_inclusion(&d[0], 0, 4, &proof, &root4), Err(ProofError::RootMismatch));
     }
 
     #[test]
@@ -1083,10 +967,7 @@ mod tests {
         assert_eq!(stored as u64, 2 * n - 1);
         assert_eq!(t.levels.len(), 13);
         let bytes = t.memory_bytes();
-        assert!(
-            bytes >= stored * 32 && bytes <= 4 * stored * 32 + 4096,
-            "{bytes} bytes"
-        );
+        assert!(bytes >= stored * 32 && bytes <= 4 * stored * 32 + 4096, "{bytes} bytes");
         t.truncate(n - 1);
         assert_eq!(t.levels.len(), 12);
         assert_eq!(t.root(), naive_mth(&test_leaves_from(&t)));

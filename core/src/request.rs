@@ -25,10 +25,7 @@ pub struct Principal {
 
 impl Principal {
     pub fn new(id: impl Into<String>, role: Role) -> Self {
-        Self {
-            id: id.into(),
-            role,
-        }
+        Self { id: id.into(), role }
     }
 
     /// The caller of a daemon with no authentication configured (development only).
@@ -132,40 +129,26 @@ pub enum Response {
 
 /// Names and refs: 1..128 chars of `[A-Za-z0-9._:/-]` (SPEC §1 field limits).
 pub fn validate_name(field: &str, value: &str) -> Result<(), KernelError> {
-    let ok = (1..=128).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
+    let ok =
+        (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(KernelError::invalid_argument(format!(
-            "{field} must be 1..128 chars of [A-Za-z0-9._:/-]"
-        )))
+        Err(KernelError::invalid_argument(format!("{field} must be 1..128 chars of [A-Za-z0-9._:/-]")))
     }
 }
 
 /// Reasons: 1..256 bytes of printable text.
 pub fn validate_reason(value: &str) -> Result<(), KernelError> {
     let ok = (1..=256).contains(&value.len()) && !value.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(KernelError::invalid_argument(
-            "reason must be 1..256 printable characters",
-        ))
-    }
+    if ok { Ok(()) } else { Err(KernelError::invalid_argument("reason must be 1..256 printable characters")) }
 }
 
 impl Command {
     /// Stateless field checks, run before the command is admitted.
     pub fn validate(&self) -> Result<(), KernelError> {
         match self {
-            Self::GrantCredit {
-                principal_id,
-                amount,
-                reason,
-            } => {
+            Self::GrantCredit { principal_id, amount, reason } => {
                 validate_name("principal_id", principal_id)?;
                 validate_reason(reason)?;
                 if *amount == 0 {
@@ -173,15 +156,11 @@ impl Command {
                 }
                 Ok(())
             }
-            Self::SetCreditLimit { principal_id, .. } => {
-                validate_name("principal_id", principal_id)
-            }
+            Self::SetCreditLimit { principal_id, .. } => validate_name("principal_id", principal_id),
             #[cfg(any(test, feature = "test-commands"))]
             Self::TestLeaf { payload } => {
                 if payload.is_empty() || payload.len() > 4096 {
-                    return Err(KernelError::invalid_argument(
-                        "test leaf payload must be 1..4096 bytes",
-                    ));
+                    return Err(KernelError::invalid_argument("test leaf payload must be 1..4096 bytes"));
                 }
                 Ok(())
             }
@@ -218,27 +197,15 @@ mod tests {
 
     #[test]
     fn credit_commands_need_an_operator() {
-        let grant = Command::GrantCredit {
-            principal_id: "p".into(),
-            amount: 1,
-            reason: "r".into(),
-        };
-        assert!(
-            grant
-                .authorize(&Principal::new("op", Role::Operator))
-                .is_ok()
-        );
+        let grant = Command::GrantCredit { principal_id: "p".into(), amount: 1, reason: "r".into() };
+        assert!(grant.authorize(&Principal::new("op", Role::Operator)).is_ok());
         let err = grant.authorize(&Principal::anonymous()).unwrap_err();
         assert_eq!(err.code, crate::error::ErrorCode::PermissionDenied);
     }
 
     #[test]
     fn command_journal_shape_is_stable() {
-        let grant = Command::GrantCredit {
-            principal_id: "p".into(),
-            amount: 5,
-            reason: "r".into(),
-        };
+        let grant = Command::GrantCredit { principal_id: "p".into(), amount: 5, reason: "r".into() };
         assert_eq!(
             String::from_utf8(crate::canonical::to_vec(&grant).unwrap()).unwrap(),
             r#"{"amount":5,"principal_id":"p","reason":"r","type":"grant_credit"}"#

@@ -26,10 +26,7 @@ pub struct CreditAccount {
 impl CreditAccount {
     fn opened_under(policy: &Policy) -> Self {
         match policy.default_credit_limit {
-            Some(limit) => Self {
-                balance: limit,
-                limit: Some(limit),
-            },
+            Some(limit) => Self { balance: limit, limit: Some(limit) },
             None => Self::default(),
         }
     }
@@ -63,54 +60,27 @@ impl State {
     ) -> Result<Applied, KernelError> {
         let _ = next_leaf_index;
         match command {
-            Command::GrantCredit {
-                principal_id,
-                amount,
-                ..
-            } => {
+            Command::GrantCredit { principal_id, amount, .. } => {
                 let account = self.account(policy, principal_id)?;
-                let balance = account.balance.checked_add(*amount).ok_or_else(|| {
-                    KernelError::resource_exhausted("credit balance would overflow")
-                })?;
+                let balance = account
+                    .balance
+                    .checked_add(*amount)
+                    .ok_or_else(|| KernelError::resource_exhausted("credit balance would overflow"))?;
                 if account.limit.is_some_and(|limit| balance > limit) {
-                    return Err(KernelError::resource_exhausted(
-                        "grant exceeds the principal's credit limit",
-                    ));
+                    return Err(KernelError::resource_exhausted("grant exceeds the principal's credit limit"));
                 }
-                self.credits
-                    .insert(principal_id.clone(), CreditAccount { balance, ..account });
-                Ok(Applied {
-                    response: Response::CreditBalance {
-                        credit_balance: balance,
-                    },
-                    leaves: vec![],
-                })
+                self.credits.insert(principal_id.clone(), CreditAccount { balance, ..account });
+                Ok(Applied { response: Response::CreditBalance { credit_balance: balance }, leaves: vec![] })
             }
-            Command::SetCreditLimit {
-                principal_id,
-                limit,
-            } => {
+            Command::SetCreditLimit { principal_id, limit } => {
                 let account = self.account(policy, principal_id)?;
                 let balance = account.balance.min(*limit);
-                self.credits.insert(
-                    principal_id.clone(),
-                    CreditAccount {
-                        balance,
-                        limit: Some(*limit),
-                    },
-                );
-                Ok(Applied {
-                    response: Response::CreditLimit {
-                        credit_limit: *limit,
-                    },
-                    leaves: vec![],
-                })
+                self.credits.insert(principal_id.clone(), CreditAccount { balance, limit: Some(*limit) });
+                Ok(Applied { response: Response::CreditLimit { credit_limit: *limit }, leaves: vec![] })
             }
             #[cfg(any(test, feature = "test-commands"))]
             Command::TestLeaf { payload } => Ok(Applied {
-                response: Response::LeafAppended {
-                    etl_index: next_leaf_index,
-                },
+                response: Response::LeafAppended { etl_index: next_leaf_index },
                 leaves: vec![payload.as_bytes().to_vec()],
             }),
         }
@@ -154,83 +124,41 @@ mod tests {
     }
 
     fn grant(amount: u64) -> Command {
-        Command::GrantCredit {
-            principal_id: "agent".into(),
-            amount,
-            reason: "test".into(),
-        }
+        Command::GrantCredit { principal_id: "agent".into(), amount, reason: "test".into() }
     }
 
     #[test]
     fn grants_accumulate_and_respect_the_limit() {
         let mut state = State::default();
         let policy = Policy::default();
-        let applied = state
-            .apply(&policy, &operator(), Timestamp(0), &grant(5), 0)
-            .unwrap();
-        assert_eq!(
-            applied.response,
-            Response::CreditBalance { credit_balance: 5 }
-        );
-        let limit = Command::SetCreditLimit {
-            principal_id: "agent".into(),
-            limit: 7,
-        };
-        state
-            .apply(&policy, &operator(), Timestamp(0), &limit, 0)
-            .unwrap();
+        let applied = state.apply(&policy, &operator(), Timestamp(0), &grant(5), 0).unwrap();
+        assert_eq!(applied.response, Response::CreditBalance { credit_balance: 5 });
+        let limit = Command::SetCreditLimit { principal_id: "agent".into(), limit: 7 };
+        state.apply(&policy, &operator(), Timestamp(0), &limit, 0).unwrap();
         let before = state.clone();
-        let err = state
-            .apply(&policy, &operator(), Timestamp(0), &grant(3), 0)
-            .unwrap_err();
+        let err = state.apply(&policy, &operator(), Timestamp(0), &grant(3), 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::ResourceExhausted);
         assert_eq!(state, before, "a refused command changes nothing");
-        let applied = state
-            .apply(&policy, &operator(), Timestamp(0), &grant(2), 0)
-            .unwrap();
-        assert_eq!(
-            applied.response,
-            Response::CreditBalance { credit_balance: 7 }
-        );
+        let applied = state.apply(&policy, &operator(), Timestamp(0), &grant(2), 0).unwrap();
+        assert_eq!(applied.response, Response::CreditBalance { credit_balance: 7 });
     }
 
     #[test]
     fn lowering_the_limit_clamps_the_balance() {
         let mut state = State::default();
         let policy = Policy::default();
-        state
-            .apply(&policy, &operator(), Timestamp(0), &grant(10), 0)
-            .unwrap();
-        let limit = Command::SetCreditLimit {
-            principal_id: "agent".into(),
-            limit: 4,
-        };
-        state
-            .apply(&policy, &operator(), Timestamp(0), &limit, 0)
-            .unwrap();
-        assert_eq!(
-            state.credits["agent"],
-            CreditAccount {
-                balance: 4,
-                limit: Some(4)
-            }
-        );
+        state.apply(&policy, &operator(), Timestamp(0), &grant(10), 0).unwrap();
+        let limit = Command::SetCreditLimit { principal_id: "agent".into(), limit: 4 };
+        state.apply(&policy, &operator(), Timestamp(0), &limit, 0).unwrap();
+        assert_eq!(state.credits["agent"], CreditAccount { balance: 4, limit: Some(4) });
     }
 
     #[test]
     fn new_accounts_open_under_the_default_limit() {
         let mut state = State::default();
-        let policy = Policy {
-            default_credit_limit: Some(100),
-        };
-        let err = state
-            .apply(&policy, &operator(), Timestamp(0), &grant(1), 0)
-            .unwrap_err();
-        assert_eq!(
-            err.code,
-            ErrorCode::ResourceExhausted,
-            "starts full: balance = limit = 100"
-        );
+        let policy = Policy { default_credit_limit: Some(100) };
+        let err = state.apply(&policy, &operator(), Timestamp(0), &grant(1), 0).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ResourceExhausted, "starts full: balance = limit = 100");
         assert!(state.credits.is_empty());
     }
 
@@ -238,13 +166,7 @@ mod tests {
     fn overflow_is_refused() {
         let mut state = State::default();
         let policy = Policy::default();
-        state
-            .apply(&policy, &operator(), Timestamp(0), &grant(u64::MAX), 0)
-            .unwrap();
-        assert!(
-            state
-                .apply(&policy, &operator(), Timestamp(0), &grant(1), 0)
-                .is_err()
-        );
+        state.apply(&policy, &operator(), Timestamp(0), &grant(u64::MAX), 0).unwrap();
+        assert!(state.apply(&policy, &operator(), Timestamp(0), &grant(1), 0).is_err());
     }
 }

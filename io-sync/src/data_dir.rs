@@ -57,10 +57,7 @@ impl std::error::Error for DataDirError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
-    move |source| DataDirError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| DataDirError::Io { path: path.to_path_buf(), source }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +98,7 @@ impl DataDir {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(DataDirError::Locked(lock_path)),
             Err(TryLockError::Error(source)) => {
-                return Err(DataDirError::Io {
-                    path: lock_path,
-                    source,
-                });
+                return Err(DataDirError::Io { path: lock_path, source });
             }
         }
         Ok(Self { root, _lock: lock })
@@ -125,14 +119,10 @@ impl DataDir {
         let active_path = keys_dir.join(ACTIVE_KEY_FILE);
         if active_path.exists() {
             let text = fs::read_to_string(&active_path).map_err(io_error(&active_path))?;
-            let id = evidenceos_core::hash::parse_hash_hex(text.trim_end())
-                .map(KeyId)
-                .ok_or_else(|| DataDirError::Io {
+            let id =
+                evidenceos_core::hash::parse_hash_hex(text.trim_end()).map(KeyId).ok_or_else(|| DataDirError::Io {
                     path: active_path.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "expected 64 hex characters",
-                    ),
+                    source: io::Error::new(io::ErrorKind::InvalidData, "expected 64 hex characters"),
                 })?;
             return Ok(SigningKeyStatus::Existing(id));
         }
@@ -160,12 +150,7 @@ impl DataDir {
                 continue;
             }
             let path = entry.path();
-            let mode = entry
-                .metadata()
-                .map_err(io_error(&path))?
-                .permissions()
-                .mode()
-                & 0o777;
+            let mode = entry.metadata().map_err(io_error(&path))?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(DataDirError::KeyModeTooOpen { path, mode });
             }
@@ -189,10 +174,7 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, DataDirError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DataDirError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(DataDirError::Io { path: path.to_path_buf(), source }),
     }
 }
 
@@ -204,13 +186,8 @@ fn read_or_empty(path: &Path) -> Result<Vec<u8>, DataDirError> {
 /// directory. Only one process writes a data directory (the lock), so one temp name suffices.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     let tmp = temp_path(path);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_error(&tmp))?;
+    let mut file =
+        OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_error(&tmp))?;
     file.write_all(bytes).map_err(io_error(&tmp))?;
     file.sync_all().map_err(io_error(&tmp))?;
     drop(file);
@@ -226,9 +203,7 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 
 pub(crate) fn sync_parent(path: &Path) -> Result<(), DataDirError> {
     let parent = path.parent().expect("a file inside a directory");
-    File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error(parent))
+    File::open(parent).and_then(|dir| dir.sync_all()).map_err(io_error(parent))
 }
 
 #[cfg(test)]
@@ -242,18 +217,13 @@ mod tests {
             let dir = DataDir::open(tmp.path().join("data")).unwrap();
             dir.ensure_signing_key().unwrap()
         };
-        let SigningKeyStatus::Generated(id) = status else {
-            panic!("expected a new key")
-        };
+        let SigningKeyStatus::Generated(id) = status else { panic!("expected a new key") };
         let key_path = tmp.path().join("data/keys").join(key_file_name(&id));
         let mode = fs::metadata(&key_path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(fs::read(&key_path).unwrap().len(), 32);
         let dir = DataDir::open(tmp.path().join("data")).unwrap();
-        assert_eq!(
-            dir.ensure_signing_key().unwrap(),
-            SigningKeyStatus::Existing(id)
-        );
+        assert_eq!(dir.ensure_signing_key().unwrap(), SigningKeyStatus::Existing(id));
         let files = dir.read_recovery_files().unwrap();
         assert_eq!(files.keys.len(), 1);
         assert!(files.checkpoint.is_none() && files.etl.is_empty());
@@ -265,10 +235,7 @@ mod tests {
         let _first = DataDir::open(tmp.path()).unwrap();
         let err = DataDir::open(tmp.path()).unwrap_err();
         assert!(matches!(err, DataDirError::Locked(_)));
-        assert!(
-            err.to_string()
-                .contains("locked by another running evidenceosd")
-        );
+        assert!(err.to_string().contains("locked by another running evidenceosd"));
     }
 
     #[test]

@@ -11,9 +11,7 @@ use crate::data_dir::{DataDir, DataDirError, write_atomically};
 
 /// Wall-clock time for the kernel's `now`.
 pub fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -28,23 +26,14 @@ pub struct FileExecutor {
 }
 
 fn open_log(path: &PathBuf) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 impl FileExecutor {
     pub fn new(dir: &DataDir) -> Result<Self, DataDirError> {
         let etl_path = dir.path_of(FileId::Etl);
         let journal_path = dir.path_of(FileId::Journal);
-        let open = |path: &PathBuf| {
-            open_log(path).map_err(|source| DataDirError::Io {
-                path: path.clone(),
-                source,
-            })
-        };
+        let open = |path: &PathBuf| open_log(path).map_err(|source| DataDirError::Io { path: path.clone(), source });
         Ok(Self {
             etl: open(&etl_path)?,
             journal: open(&journal_path)?,
@@ -76,13 +65,9 @@ impl FileExecutor {
         let file = effect.file();
         let failure = |e: &dyn std::fmt::Display| IoFailure(format!("{}: {e}", file.file_name()));
         match effect {
-            Effect::Append { file, bytes } => {
-                self.log(*file).write_all(bytes).map_err(|e| failure(&e))
-            }
+            Effect::Append { file, bytes } => self.log(*file).write_all(bytes).map_err(|e| failure(&e)),
             Effect::Sync { file } => self.log(*file).sync_data().map_err(|e| failure(&e)),
-            Effect::Truncate { file, len } => {
-                self.log(*file).set_len(*len).map_err(|e| failure(&e))
-            }
+            Effect::Truncate { file, len } => self.log(*file).set_len(*len).map_err(|e| failure(&e)),
             Effect::Replace { file, bytes } => {
                 let path = self.path(*file).clone();
                 write_atomically(&path, bytes).map_err(|e| failure(&e))?;
@@ -104,13 +89,7 @@ pub fn drive(kernel: &mut Kernel, executor: &mut FileExecutor, now: Timestamp) -
         match output {
             Output::Effect(id, effect) => {
                 let outcome = executor.execute(&effect);
-                kernel.handle(
-                    now,
-                    Input::Done {
-                        effect: id,
-                        outcome,
-                    },
-                );
+                kernel.handle(now, Input::Done { effect: id, outcome });
             }
             other => rest.push(other),
         }
@@ -125,8 +104,7 @@ mod tests {
 
     fn boot(dir: &DataDir) -> (Kernel, FileExecutor) {
         dir.ensure_signing_key().unwrap();
-        let mut kernel =
-            Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut kernel = Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
         let mut executor = FileExecutor::new(dir).unwrap();
         drive(&mut kernel, &mut executor, now());
         assert!(!kernel.is_recovering());
@@ -139,29 +117,18 @@ mod tests {
         let dir = DataDir::open(tmp.path()).unwrap();
         let (mut kernel, mut executor) = boot(&dir);
         for n in 0..3 {
-            let request = Request::Command(Command::TestLeaf {
-                payload: format!("leaf {n}"),
-            });
+            let request = Request::Command(Command::TestLeaf { payload: format!("leaf {n}") });
             kernel.handle(
                 now(),
-                Input::Request {
-                    id: RequestId(n),
-                    principal: Principal::new("op", Role::Operator),
-                    request,
-                },
+                Input::Request { id: RequestId(n), principal: Principal::new("op", Role::Operator), request },
             );
         }
         let outputs = drive(&mut kernel, &mut executor, now());
-        let replies = outputs
-            .iter()
-            .filter(|o| matches!(o, Output::Reply(_, Ok(Response::LeafAppended { .. }))))
-            .count();
+        let replies =
+            outputs.iter().filter(|o| matches!(o, Output::Reply(_, Ok(Response::LeafAppended { .. })))).count();
         assert_eq!(replies, 3);
         let etl = std::fs::read(tmp.path().join("etl.log")).unwrap();
-        assert_eq!(
-            evidenceos_core::frame::scan(&etl, 0).unwrap().records.len(),
-            3
-        );
+        assert_eq!(evidenceos_core::frame::scan(&etl, 0).unwrap().records.len(), 3);
         kernel.handle(now(), Input::Checkpoint);
         drive(&mut kernel, &mut executor, now());
         drop((kernel, executor, dir));
