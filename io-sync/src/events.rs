@@ -5,11 +5,7 @@ use evidenceos_core::LogEvent;
 
 pub fn log_event(event: &LogEvent) {
     match event {
-        LogEvent::TornTailTruncated {
-            file,
-            valid_len,
-            dropped_bytes,
-        } => tracing::warn!(
+        LogEvent::TornTailTruncated { file, valid_len, dropped_bytes } => tracing::warn!(
             event = "torn_tail_truncated",
             file = file.file_name(),
             valid_len,
@@ -28,40 +24,14 @@ pub fn log_event(event: &LogEvent) {
                 "re-appended ETL leaves regenerated from the journal"
             )
         }
-        LogEvent::JournalReplayed {
-            records,
-            from_seq,
-            to_seq,
-        } => {
-            tracing::info!(
-                event = "journal_replayed",
-                records,
-                from_seq,
-                to_seq,
-                "replayed journal records"
-            )
+        LogEvent::JournalReplayed { records, from_seq, to_seq } => {
+            tracing::info!(event = "journal_replayed", records, from_seq, to_seq, "replayed journal records")
         }
-        LogEvent::Recovered {
-            tree_size,
-            journal_seq,
-        } => {
-            tracing::info!(
-                event = "recovered",
-                tree_size,
-                journal_seq,
-                "data directory recovered and durable"
-            )
+        LogEvent::Recovered { tree_size, journal_seq } => {
+            tracing::info!(event = "recovered", tree_size, journal_seq, "data directory recovered and durable")
         }
-        LogEvent::CheckpointWritten {
-            journal_seq,
-            tree_size,
-        } => {
-            tracing::debug!(
-                event = "checkpoint_written",
-                journal_seq,
-                tree_size,
-                "checkpoint written"
-            )
+        LogEvent::CheckpointWritten { journal_seq, tree_size } => {
+            tracing::debug!(event = "checkpoint_written", journal_seq, tree_size, "checkpoint written")
         }
         LogEvent::StorageFailed { file, reason } => tracing::error!(
             event = "storage_failed",
@@ -70,11 +40,7 @@ pub fn log_event(event: &LogEvent) {
             "storage failure; refusing further commands"
         ),
         LogEvent::ProtocolViolation { reason } => {
-            tracing::error!(
-                event = "runtime_protocol_violation",
-                reason = reason.as_str(),
-                "runtime bug"
-            )
+            tracing::error!(event = "runtime_protocol_violation", reason = reason.as_str(), "runtime bug")
         }
     }
 }

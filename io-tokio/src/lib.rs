@@ -9,21 +9,25 @@ use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 
 use evidenceos_core::{
-    Effect, EffectId, Input, IoFailure, Kernel, KernelError, Output, Principal, Request, RequestId,
-    Response, Timestamp,
+    Effect, EffectId, Input, IoFailure, Kernel, KernelError, Output, Principal, Request, RequestId, Response, Timestamp,
 };
-use evidenceos_io_sync::{FileExecutor, log_event, now};
+use evidenceos_io_sync::{FileExecutor, log_event};
 use tokio::sync::{mpsc, oneshot};
+
+/// Where the kernel's `now` comes from: the wall clock in the daemon, a scripted clock in
+/// conformance runs (so both runtimes journal identical bytes).
+pub type Clock = std::sync::Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The wall clock.
+pub fn wall_clock() -> Clock {
+    std::sync::Arc::new(evidenceos_io_sync::now)
+}
 
 /// Requests waiting for the kernel task; beyond this, callers wait (backpressure).
 const REQUEST_QUEUE: usize = 4096;
 
 enum Message {
-    Request {
-        principal: Principal,
-        request: Request,
-        reply: oneshot::Sender<Result<Response, KernelError>>,
-    },
+    Request { principal: Principal, request: Request, reply: oneshot::Sender<Result<Response, KernelError>> },
     Shutdown,
 }
 
@@ -44,22 +48,13 @@ impl std::fmt::Debug for Message {
 
 impl KernelHandle {
     /// Sends a request and waits for its reply (for commands: until durable).
-    pub async fn call(
-        &self,
-        principal: Principal,
-        request: Request,
-    ) -> Result<Response, KernelError> {
+    pub async fn call(&self, principal: Principal, request: Request) -> Result<Response, KernelError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Message::Request {
-                principal,
-                request,
-                reply,
-            })
+            .send(Message::Request { principal, request, reply })
             .await
             .map_err(|_| KernelError::unavailable("kernel is shutting down"))?;
-        rx.await
-            .map_err(|_| KernelError::unavailable("kernel stopped before replying"))?
+        rx.await.map_err(|_| KernelError::unavailable("kernel stopped before replying"))?
     }
 
     /// Asks the kernel task to finish in-flight work, checkpoint and stop.
@@ -78,14 +73,8 @@ pub enum Stopped {
 }
 
 /// Starts the kernel task and its effect thread. The kernel must have finished recovery.
-pub fn spawn(
-    kernel: Kernel,
-    executor: FileExecutor,
-) -> (KernelHandle, tokio::task::JoinHandle<Stopped>) {
-    assert!(
-        !kernel.is_recovering(),
-        "run recovery effects before spawning"
-    );
+pub fn spawn(kernel: Kernel, executor: FileExecutor, clock: Clock) -> (KernelHandle, tokio::task::JoinHandle<Stopped>) {
+    assert!(!kernel.is_recovering(), "run recovery effects before spawning");
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let (effect_tx, effect_rx) = std_mpsc::channel::<(EffectId, Effect)>();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -93,7 +82,7 @@ pub fn spawn(
         .name("evidenceos-effects".into())
         .spawn(move || run_effects(executor, effect_rx, done_tx))
         .expect("spawn the effect thread");
-    let task = tokio::spawn(run_kernel(kernel, rx, effect_tx, done_rx));
+    let task = tokio::spawn(run_kernel(kernel, clock, rx, effect_tx, done_rx));
     (KernelHandle { tx }, task)
 }
 
@@ -113,6 +102,7 @@ fn run_effects(
 
 struct Driver {
     kernel: Kernel,
+    clock: Clock,
     effects: std_mpsc::Sender<(EffectId, Effect)>,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Response, KernelError>>>,
     next_request: u64,
@@ -127,13 +117,7 @@ impl Driver {
                     if self.effects.send((id, effect)).is_err() {
                         // The effect thread is gone: report it as a storage failure.
                         let failure = IoFailure("effect thread stopped".into());
-                        self.kernel.handle(
-                            now(),
-                            Input::Done {
-                                effect: id,
-                                outcome: Err(failure),
-                            },
-                        );
+                        self.input(Input::Done { effect: id, outcome: Err(failure) });
                     }
                 }
                 Output::Reply(id, reply) => {
@@ -142,9 +126,7 @@ impl Driver {
                     }
                 }
                 Output::Event(event) => log_event(&event),
-                Output::Wake(at) => {
-                    self.wake_at = Some(self.wake_at.map_or(at, |current| current.min(at)))
-                }
+                Output::Wake(at) => self.wake_at = Some(self.wake_at.map_or(at, |current| current.min(at))),
             }
         }
     }
@@ -158,35 +140,27 @@ impl Driver {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.waiting.insert(id, reply);
-        self.kernel.handle(
-            now(),
-            Input::Request {
-                id,
-                principal,
-                request,
-            },
-        );
+        self.input(Input::Request { id, principal, request });
     }
-}
 
-fn sleep_until(at: Option<Timestamp>) -> tokio::time::Sleep {
-    let wait_ms = at.map_or(u64::MAX / 4, |at| at.0.saturating_sub(now().0));
-    tokio::time::sleep(std::time::Duration::from_millis(wait_ms))
+    fn input(&mut self, input: Input) {
+        self.kernel.handle((self.clock)(), input);
+    }
+
+    fn sleep_until_wake(&self) -> tokio::time::Sleep {
+        let wait_ms = self.wake_at.map_or(u64::MAX / 4, |at| at.0.saturating_sub((self.clock)().0));
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms))
+    }
 }
 
 async fn run_kernel(
     kernel: Kernel,
+    clock: Clock,
     mut requests: mpsc::Receiver<Message>,
     effects: std_mpsc::Sender<(EffectId, Effect)>,
     mut done: mpsc::UnboundedReceiver<(EffectId, Result<(), IoFailure>)>,
 ) -> Stopped {
-    let mut driver = Driver {
-        kernel,
-        effects,
-        waiting: HashMap::new(),
-        next_request: 0,
-        wake_at: None,
-    };
+    let mut driver = Driver { kernel, clock, effects, waiting: HashMap::new(), next_request: 0, wake_at: None };
     let mut shutting_down = false;
     loop {
         driver.drain();
@@ -194,19 +168,17 @@ async fn run_kernel(
             // Replies for everything pending were emitted by the kernel; anything still waiting
             // (a request admitted as the failure landed) is refused here.
             for (_, waiter) in driver.waiting.drain() {
-                let _ = waiter.send(Err(KernelError::unavailable(
-                    "storage failure; the kernel must restart",
-                )));
+                let _ = waiter.send(Err(KernelError::unavailable("storage failure; the kernel must restart")));
             }
             return Stopped::StorageFailed;
         }
         if shutting_down && driver.kernel.is_idle() {
             return Stopped::Clean;
         }
-        let sleep = sleep_until(driver.wake_at);
+        let sleep = driver.sleep_until_wake();
         tokio::select! {
             biased;
-            Some((effect, outcome)) = done.recv() => driver.kernel.handle(now(), Input::Done { effect, outcome }),
+            Some((effect, outcome)) = done.recv() => driver.input(Input::Done { effect, outcome }),
             message = requests.recv(), if !shutting_down => match message {
                 Some(Message::Request { principal, request, reply }) => driver.request(principal, request, reply),
                 Some(Message::Shutdown) | None => {
@@ -216,12 +188,12 @@ async fn run_kernel(
                     while let Ok(Message::Request { principal, request, reply }) = requests.try_recv() {
                         driver.request(principal, request, reply);
                     }
-                    driver.kernel.handle(now(), Input::Checkpoint);
+                    driver.input(Input::Checkpoint);
                 }
             },
             () = sleep, if driver.wake_at.is_some() => {
                 driver.wake_at = None;
-                driver.kernel.handle(now(), Input::Tick);
+                driver.input(Input::Tick);
             }
         }
     }
@@ -231,12 +203,11 @@ async fn run_kernel(
 mod tests {
     use super::*;
     use evidenceos_core::{Command, KernelConfig, Query, Role};
-    use evidenceos_io_sync::{DataDir, drive};
+    use evidenceos_io_sync::{DataDir, drive, now};
 
     fn boot(dir: &DataDir) -> (Kernel, FileExecutor) {
         dir.ensure_signing_key().unwrap();
-        let mut kernel =
-            Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut kernel = Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
         let mut executor = FileExecutor::new(dir).unwrap();
         drive(&mut kernel, &mut executor, now());
         (kernel, executor)
@@ -247,50 +218,28 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::open(tmp.path()).unwrap();
         let (kernel, executor) = boot(&dir);
-        let (handle, task) = spawn(kernel, executor);
+        let (handle, task) = spawn(kernel, executor, wall_clock());
         let operator = Principal::new("op", Role::Operator);
         let mut calls = Vec::new();
         for n in 0..50 {
             let handle = handle.clone();
             let operator = operator.clone();
             calls.push(tokio::spawn(async move {
-                let request = Request::Command(Command::TestLeaf {
-                    payload: format!("leaf {n}"),
-                });
+                let request = Request::Command(Command::TestLeaf { payload: format!("leaf {n}") });
                 handle.call(operator, request).await
             }));
         }
         for call in calls {
-            assert!(matches!(
-                call.await.unwrap(),
-                Ok(Response::LeafAppended { .. })
-            ));
+            assert!(matches!(call.await.unwrap(), Ok(Response::LeafAppended { .. })));
         }
-        let sth = handle
-            .call(operator.clone(), Request::Query(Query::GetSignedTreeHead))
-            .await
-            .unwrap();
-        let Response::SignedTreeHead(sth) = sth else {
-            panic!("STH expected")
-        };
+        let sth = handle.call(operator.clone(), Request::Query(Query::GetSignedTreeHead)).await.unwrap();
+        let Response::SignedTreeHead(sth) = sth else { panic!("STH expected") };
         assert_eq!(sth.tree_size, 50);
         handle.shutdown().await;
         assert_eq!(task.await.unwrap(), Stopped::Clean);
         let journal = std::fs::read(tmp.path().join("journal.log")).unwrap();
-        assert_eq!(
-            evidenceos_core::frame::scan(&journal, 0)
-                .unwrap()
-                .records
-                .len(),
-            1,
-            "compacted at shutdown"
-        );
-        let refused = handle
-            .call(operator, Request::Query(Query::GetSignedTreeHead))
-            .await;
-        assert_eq!(
-            refused.unwrap_err().code,
-            evidenceos_core::ErrorCode::Unavailable
-        );
+        assert_eq!(evidenceos_core::frame::scan(&journal, 0).unwrap().records.len(), 1, "compacted at shutdown");
+        let refused = handle.call(operator, Request::Query(Query::GetSignedTreeHead)).await;
+        assert_eq!(refused.unwrap_err().code, evidenceos_core::ErrorCode::Unavailable);
     }
 }
