@@ -1,0 +1,29 @@
+//! The EvidenceOS wire protocol (SPEC §1): generated protobuf types for `evidenceos.v2` and
+//! `evidenceos.v1`, the mapping between them and the kernel's types, and (feature `server`) the
+//! tonic services that serve both packages plus `grpc.health.v1` and server reflection.
+#![forbid(unsafe_code)]
+
+/// Package `evidenceos.v2`: every message and enum, plus the v2 service.
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub, missing_debug_implementations)]
+pub mod v2 {
+    include!(concat!(env!("OUT_DIR"), "/evidenceos.v2.rs"));
+}
+
+/// Package `evidenceos.v1`: the legacy service over the [`v2`] message types (identical on the wire).
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub, missing_debug_implementations)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/evidenceos.v1.rs"));
+}
+
+/// Encoded `FileDescriptorSet` of both proto files, for server reflection and `proto_hash`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/evidenceos_descriptor.bin"));
+
+/// Protocol version this daemon speaks (SPEC §1).
+pub const PROTOCOL_SEMVER: &str = "2.1.0";
+
+pub mod mapping;
+
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod service;

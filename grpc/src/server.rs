@@ -1,0 +1,64 @@
+//! Assembles the gRPC server: EvidenceOS v2 and v1, `grpc.health.v1`, and server reflection,
+//! on one listener.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::service::EvidenceService;
+use crate::{v1, v2};
+
+/// Largest request message accepted (SPEC §2.5 default; configurable with the operations issue).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug)]
+pub enum ServeError {
+    Reflection(String),
+    Transport(tonic::transport::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reflection(e) => write!(f, "server reflection: {e}"),
+            Self::Transport(e) => write!(f, "gRPC transport: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight RPCs finish.
+pub async fn serve(
+    listener: TcpListener,
+    service: EvidenceService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<v2::evidence_os_server::EvidenceOsServer<EvidenceService>>().await;
+    health_reporter.set_serving::<v1::evidence_os_server::EvidenceOsServer<EvidenceService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let v2_server = v2::evidence_os_server::EvidenceOsServer::new(service.clone())
+        .max_decoding_message_size(DEFAULT_MAX_REQUEST_BYTES);
+    let v1_server =
+        v1::evidence_os_server::EvidenceOsServer::new(service).max_decoding_message_size(DEFAULT_MAX_REQUEST_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(v2_server)
+        .add_service(v1_server)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(ServeError::Transport)
+}
