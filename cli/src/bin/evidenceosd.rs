@@ -1,0 +1,220 @@
+//! `evidenceosd`: the EvidenceOS verification kernel daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use evidenceos_core::state::Policy;
+use evidenceos_core::{Kernel, KernelConfig};
+use evidenceos_grpc::service::{EvidenceService, ServerFacts};
+use evidenceos_io_sync::{DataDir, FileExecutor, SigningKeyStatus, drive, log_event, now};
+use evidenceos_io_tokio::Stopped;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// Multi-threaded async runtime (tokio) serving gRPC.
+    Tokio,
+    /// Single-threaded blocking runtime serving the Connect protocol over HTTP/1.1.
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// EvidenceOS verification kernel daemon.
+///
+/// Serves the EvidenceOS gRPC API (packages evidenceos.v2 and evidenceos.v1, grpc.health.v1 and
+/// server reflection) from one listener. All state lives in the data directory: the
+/// transparency log (etl.log), the journal of accepted commands (journal.log), the checkpoint
+/// (state.json) and the signing keys (keys/). A missing signing key is generated on first start.
+/// One daemon per data directory: a second one is refused.
+///
+/// Logs go to stderr (filter with EVIDENCEOS_LOG, e.g. EVIDENCEOS_LOG=debug). Once serving, one
+/// line on stdout says where it listens and which key signs tree heads. SIGTERM or SIGINT stops
+/// accepting, finishes in-flight requests, writes a checkpoint and exits 0.
+#[derive(Debug, Parser)]
+#[command(name = "evidenceosd", version, about, long_about)]
+struct Args {
+    /// Address to listen on (use port 0 to pick a free port; the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:50051", env = "EVIDENCEOS_LISTEN")]
+    listen: SocketAddr,
+
+    /// Data directory; created if absent.
+    #[arg(long, default_value = "./evidenceos-data", env = "EVIDENCEOS_DATA_DIR")]
+    data_dir: PathBuf,
+
+    /// Which runtime serves requests.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
+    runtime: RuntimeKind,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "EVIDENCEOS_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    /// Enforce principal access credit: each new principal starts with balance = limit = N.
+    /// Off when not given (no credit is charged).
+    #[arg(long, value_name = "N")]
+    default_credit_limit: Option<u64>,
+
+    /// On SIGTERM/SIGINT, how long in-flight RPCs may take before open connections are cut.
+    /// The kernel's own work (journal, ETL, checkpoint) always completes.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    shutdown_grace_secs: u64,
+
+    /// Write a checkpoint after this many journal records (bounds replay time at restart).
+    #[arg(long, default_value_t = 4096, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: u64,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVIDENCEOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args) {
+        Ok(code) => code,
+        Err(message) => {
+            tracing::error!(event = "startup_failed", "{message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, String> {
+    if args.runtime == RuntimeKind::Sync {
+        return Err("--runtime sync (Connect over HTTP/1.1, no tokio) is not available in this version yet; use --runtime tokio".into());
+    }
+    let dir = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
+    match dir.ensure_signing_key().map_err(|e| e.to_string())? {
+        SigningKeyStatus::Generated(id) => {
+            tracing::info!(event = "signing_key_generated", key_id = %id, "generated a new ETL signing key")
+        }
+        SigningKeyStatus::Existing(id) => {
+            tracing::info!(event = "signing_key_loaded", key_id = %id, "using the existing ETL signing key")
+        }
+    }
+    let config = KernelConfig {
+        policy: Policy { default_credit_limit: args.default_credit_limit },
+        checkpoint_every: args.checkpoint_every,
+        ..KernelConfig::default()
+    };
+    match args.default_credit_limit {
+        Some(limit) => tracing::info!(
+            event = "credit_enforcement",
+            enabled = true,
+            default_limit = limit,
+            "principal credit is enforced"
+        ),
+        None => tracing::info!(
+            event = "credit_enforcement",
+            enabled = false,
+            "principal credit is not enforced (no --default-credit-limit)"
+        ),
+    }
+
+    let files = dir.read_recovery_files().map_err(|e| e.to_string())?;
+    let mut kernel =
+        Kernel::recover(config, files).map_err(|e| format!("recovery of {} failed: {e}", args.data_dir.display()))?;
+    let mut executor = FileExecutor::new(&dir).map_err(|e| e.to_string())?;
+    for output in drive(&mut kernel, &mut executor, now()) {
+        if let evidenceos_core::Output::Event(event) = output {
+            log_event(&event);
+        }
+    }
+    if kernel.is_failed() || kernel.is_recovering() {
+        return Err("could not make the recovered data directory durable (see storage_failed above)".into());
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(serve(args, kernel, executor, dir))
+}
+
+async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir) -> Result<ExitCode, String> {
+    let key_id = kernel.active_key_id();
+    let tree_size = kernel.durable_tree_size();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (handle, kernel_task) = evidenceos_io_tokio::spawn(kernel, executor, evidenceos_io_tokio::wall_clock());
+    let facts = ServerFacts {
+        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+        build_git_commit: env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
+        build_time_utc: env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
+        feature_flags: Default::default(),
+    };
+    let service = EvidenceService::new(handle.clone(), facts);
+
+    // The kernel task ends early only on a storage failure; that also stops the server.
+    let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(None::<Stopped>);
+    tokio::spawn(async move {
+        let stopped = kernel_task.await.unwrap_or(Stopped::StorageFailed);
+        let _ = stopped_tx.send(Some(stopped));
+    });
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut kernel_watch = stopped_rx.clone();
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(event = "shutdown_requested", signal = "SIGTERM", "draining"),
+            _ = interrupt.recv() => tracing::info!(event = "shutdown_requested", signal = "SIGINT", "draining"),
+            _ = kernel_watch.wait_for(Option::is_some) => {}
+        }
+        let _ = draining_tx.send(());
+    };
+
+    tracing::info!(event = "listening", addr = %local, key_id = %key_id, tree_size, data_dir = %dir.root().display(), "evidenceosd is serving");
+    #[allow(clippy::print_stdout)]
+    {
+        println!("evidenceosd listening on {local} (signing key id {key_id}, data dir {})", dir.root().display());
+    }
+    // Graceful shutdown waits for clients to close their connections; idle HTTP/2 clients may
+    // never do so, so the drain is bounded.
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    let drain_deadline = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = evidenceos_grpc::server::serve(listener, service, shutdown) => served.map_err(|e| e.to_string())?,
+        () = drain_deadline => tracing::warn!(event = "drain_timeout", grace_secs = args.shutdown_grace_secs, "closing connections still open after the grace period"),
+    }
+
+    handle.shutdown().await;
+    let stopped = stopped_rx.wait_for(Option::is_some).await.map(|s| s.clone()).ok().flatten();
+    drop(dir); // releases the data directory lock last
+    match stopped {
+        Some(Stopped::Clean) => {
+            tracing::info!(event = "stopped", "checkpoint written; exiting");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            tracing::error!(
+                event = "stopped",
+                reason = "storage_failed",
+                "exiting non-zero so a supervisor restarts into recovery"
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! EvidenceOS command-line binaries; see `src/bin/`.
+#![forbid(unsafe_code)]

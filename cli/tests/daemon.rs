@@ -1,0 +1,238 @@
+//! Starts the real `evidenceosd` on loopback with a temporary data directory and talks to it as a
+//! client would. Every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use evidenceos_core::SignedTreeHead;
+use evidenceos_core::etl::verify_tree_head;
+use evidenceos_core::keys::{KeyId, key_file_name, key_id_for_seed};
+use evidenceos_grpc::{v1, v2};
+use tonic::Code;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Daemon {
+    child: Child,
+    addr: String,
+    key_id: String,
+    stderr: PathBuf,
+}
+
+/// Starts the daemon and waits for its "listening" line on stdout.
+fn start(data_dir: &Path, log_dir: &Path) -> Daemon {
+    let stderr = log_dir.join(format!("daemon-{}.log", unique()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
+        .args(["--listen", "127.0.0.1:0", "--shutdown-grace-secs", "2", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn evidenceosd");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+    // "evidenceosd listening on ADDR (signing key id HEX, data dir PATH)"
+    let mut words = line.split_whitespace();
+    let addr = words.nth(3).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("no listening line; stderr:\n{}", std::fs::read_to_string(&stderr).unwrap_or_default())
+    });
+    let key_id = line.split("signing key id ").nth(1).and_then(|rest| rest.split(',').next()).unwrap();
+    Daemon { addr: format!("http://{addr}"), key_id: key_id.to_string(), child, stderr }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+impl Daemon {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and expect a clean exit.
+    fn stop(mut self) {
+        self.signal("TERM");
+        let status = self.wait();
+        assert!(status.success(), "exit {status:?}; stderr:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    async fn client(&self) -> v2::evidence_os_client::EvidenceOsClient<tonic::transport::Channel> {
+        v2::evidence_os_client::EvidenceOsClient::connect(self.addr.clone()).await.expect("connect")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn signed_tree_head(daemon: &Daemon) -> SignedTreeHead {
+    let sth = daemon.client().await.get_signed_tree_head(v2::GetSignedTreeHeadRequest {}).await.unwrap().into_inner();
+    SignedTreeHead {
+        tree_size: sth.tree_size,
+        root_hash: sth.root_hash.try_into().unwrap(),
+        key_id: KeyId(sth.key_id.try_into().unwrap()),
+        signature: sth.signature.try_into().unwrap(),
+    }
+}
+
+async fn public_key(daemon: &Daemon, key_id: &[u8]) -> Result<[u8; 32], tonic::Status> {
+    let reply = daemon.client().await.get_public_key(v2::GetPublicKeyRequest { key_id: key_id.to_vec() }).await?;
+    let reply = reply.into_inner();
+    assert_eq!(KeyId::of_public_key(&reply.ed25519_public_key.clone().try_into().unwrap()).0.to_vec(), reply.key_id);
+    Ok(reply.ed25519_public_key.try_into().unwrap())
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn first_start_creates_keys_and_serves_a_verifiable_empty_tree_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let daemon = start(&data, tmp.path());
+
+    let key_file = data.join("keys").join(format!("{}.key", daemon.key_id));
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(std::fs::read(&key_file).unwrap().len(), 32);
+    assert_eq!(std::fs::read_to_string(data.join("keys/active_key_id")).unwrap(), format!("{}\n", daemon.key_id));
+
+    let sth = signed_tree_head(&daemon).await;
+    assert_eq!(sth.tree_size, 0);
+    assert_eq!(sth.root_hash, evidenceos_core::hash::sha256(b""));
+    assert_eq!(sth.key_id.to_hex(), daemon.key_id);
+    let public = public_key(&daemon, &[]).await.unwrap();
+    assert!(verify_tree_head(&public, &sth), "STH must verify with the key from GetPublicKey");
+    assert_eq!(public_key(&daemon, &sth.key_id.0).await.unwrap(), public);
+    assert_eq!(public_key(&daemon, &[9; 32]).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(public_key(&daemon, &[9; 3]).await.unwrap_err().code(), Code::InvalidArgument);
+
+    let mut client = daemon.client().await;
+    let info = client.get_server_info(v2::GetServerInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.protocol_semver, "2.1.0");
+    assert_eq!(info.proto_hash.len(), 64);
+    assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
+    let status = client.create_claim(v2::CreateClaimRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    // No authentication configured: the caller is the anonymous agent, never an operator or auditor.
+    let grant = v2::GrantCreditRequest { principal_id: "p".into(), amount: 1, reason: "r".into() };
+    assert_eq!(client.grant_credit(grant).await.unwrap_err().code(), Code::PermissionDenied);
+    let proof = v2::GetInclusionProofRequest { leaf_index: 0 };
+    assert_eq!(client.get_inclusion_proof(proof).await.unwrap_err().code(), Code::PermissionDenied);
+
+    let mut legacy = v1::evidence_os_client::EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
+    assert_eq!(legacy.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
+    let legacy_sth = legacy.get_signed_tree_head(v2::GetSignedTreeHeadRequest {}).await.unwrap().into_inner();
+    assert_eq!(legacy_sth.signature, sth.signature.to_vec());
+
+    let channel = tonic::transport::Endpoint::from_shared(daemon.addr.clone()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let service = "evidenceos.v2.EvidenceOS".to_string();
+    let serving = health.check(tonic_health::pb::HealthCheckRequest { service }).await.unwrap().into_inner();
+    assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    daemon.stop();
+    assert!(data.join("state.json").exists());
+}
+
+#[tokio::test]
+async fn one_daemon_per_directory_and_a_killed_one_leaves_no_stale_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut first = start(&data, tmp.path());
+
+    let log = tmp.path().join("second.log");
+    let second = Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(!second.success());
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(message.contains("locked by another running evidenceosd"), "{message}");
+
+    first.signal("KILL");
+    first.wait();
+    let restarted = start(&data, tmp.path());
+    assert_eq!(restarted.key_id, first.key_id, "the existing key is reused");
+    let sth = signed_tree_head(&restarted).await;
+    assert!(verify_tree_head(&public_key(&restarted, &[]).await.unwrap(), &sth));
+    restarted.stop();
+}
+
+#[tokio::test]
+async fn rotated_out_keys_stay_available_after_activating_a_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let daemon = start(&data, tmp.path());
+    let old_sth = signed_tree_head(&daemon).await;
+    let old_public = public_key(&daemon, &[]).await.unwrap();
+    daemon.stop();
+
+    // Operator guide, "Daemon ETL signing keys": new seed, key file named by key id, active_key_id.
+    let seed = [0x5a; 32];
+    let new_id = key_id_for_seed(&seed);
+    let key_path = data.join("keys").join(key_file_name(&new_id));
+    std::fs::write(&key_path, seed).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(data.join("keys/active_key_id"), format!("{new_id}\n")).unwrap();
+
+    let daemon = start(&data, tmp.path());
+    assert_eq!(daemon.key_id, new_id.to_hex());
+    let new_sth = signed_tree_head(&daemon).await;
+    assert_eq!(new_sth.key_id, new_id);
+    assert!(verify_tree_head(&public_key(&daemon, &[]).await.unwrap(), &new_sth));
+    let served_old = public_key(&daemon, &old_sth.key_id.0).await.unwrap();
+    assert_eq!(served_old, old_public);
+    assert!(verify_tree_head(&served_old, &old_sth), "old tree heads stay verifiable");
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn a_world_readable_key_is_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let daemon = start(&data, tmp.path());
+    let key_path = data.join("keys").join(format!("{}.key", daemon.key_id));
+    daemon.stop();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
+}
