@@ -102,6 +102,12 @@ impl Etl {
     /// RFC 9162 consistency proof; `second` 0 means the durable size.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Response, KernelError> {
         let second = if second == 0 { self.durable_size } else { second };
+        if first > self.durable_size {
+            return Err(KernelError::not_found(format!(
+                "tree size {first} is beyond the log (size {})",
+                self.durable_size
+            )));
+        }
         if first == 0 {
             return Err(KernelError::invalid_argument("first_tree_size must be at least 1"));
         }

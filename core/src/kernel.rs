@@ -539,7 +539,11 @@ impl Kernel {
     }
 
     fn start_batch(&mut self) {
-        let checkpoint_due = self.checkpoint_requested || self.uncovered_records >= self.config.checkpoint_every;
+        // Due once the records this batch makes durable reach the interval; a due batch takes
+        // everything staged, so count all of it.
+        let staged_records = self.staged.iter().filter(|s| !s.journal_bytes.is_empty()).count() as u64;
+        let checkpoint_due =
+            self.checkpoint_requested || self.uncovered_records + staged_records >= self.config.checkpoint_every;
         let (mut journal, mut etl) = (Vec::new(), Vec::new());
         let mut replies = Vec::new();
         let (mut leaves, mut records) = (0u64, 0u64);
