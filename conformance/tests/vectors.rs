@@ -1,0 +1,180 @@
+//! Every vector through the MemDisk reference: transcript and final files snapshot-tested, plus
+//! checks of what the snapshots must show (durability order, verifiable STHs and proofs) and the
+//! shared ETL vector.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use evidenceos_conformance::{ReferenceRun, StepRequest, VECTORS_DIR, Vector, load_dir, run_reference};
+use evidenceos_core::etl::verify_tree_head;
+use evidenceos_core::keys::public_key_for_seed;
+use evidenceos_core::merkle::{leaf_hash, verify_consistency, verify_inclusion};
+use evidenceos_core::{Effect, FileId, Output, Response};
+
+const SHARED_ETL_VECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/etl_sth.json");
+const SNAPSHOTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots");
+
+fn vectors() -> Vec<Vector> {
+    let vectors = load_dir(Path::new(VECTORS_DIR)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(vectors.len() >= 4, "expected at least 4 vectors in {VECTORS_DIR}, found {}", vectors.len());
+    vectors
+}
+
+fn reference_runs() -> Vec<ReferenceRun> {
+    vectors().iter().map(|vector| run_reference(vector).unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+#[test]
+fn every_vector_matches_its_snapshots() {
+    for run in reference_runs() {
+        let name = &run.vector.name;
+        let mut settings = insta::Settings::clone_current();
+        settings.set_description(format!("vectors/{name}.json: {}", run.vector.description));
+        settings.set_omit_expression(true);
+        settings.bind(|| {
+            insta::assert_snapshot!(format!("{name}_transcript"), run.transcript());
+            insta::assert_snapshot!(format!("{name}_files"), run.files());
+        });
+    }
+}
+
+#[test]
+fn every_snapshot_belongs_to_a_vector() {
+    let expected: BTreeSet<String> = vectors()
+        .iter()
+        .flat_map(|v| ["transcript", "files"].map(|kind| format!("vectors__{}_{kind}.snap", v.name)))
+        .collect();
+    let stored: BTreeSet<String> = std::fs::read_dir(SNAPSHOTS_DIR)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("vectors__") && name.ends_with(".snap"))
+        .collect();
+    let orphans: Vec<&String> = stored.difference(&expected).collect();
+    assert!(orphans.is_empty(), "snapshots without a vector (delete them): {orphans:?}");
+}
+
+/// Queries are answered at once; accepted commands only after the syncs that make their journal
+/// record (and leaves) durable; refused commands without writing anything.
+#[test]
+fn replies_follow_the_durability_rules() {
+    let mut commands_checked = 0;
+    for run in reference_runs() {
+        for (index, (step, outputs)) in run.vector.steps.iter().zip(&run.steps).enumerate() {
+            let context = format!("{} step {index}", run.vector.name);
+            let reply_at = outputs
+                .iter()
+                .position(|o| matches!(o, Output::Reply(id, _) if id.0 == index as u64))
+                .unwrap_or_else(|| panic!("{context}: no reply"));
+            let before = &outputs[..reply_at];
+            let synced = |file: FileId| {
+                before.iter().any(|o| matches!(o, Output::Effect(_, Effect::Sync { file: f }) if *f == file))
+            };
+            let wrote = before.iter().any(|o| matches!(o, Output::Effect(..)));
+            match (&step.request, &run.replies[index]) {
+                (request, _) if !request.is_command() => assert_eq!(reply_at, 0, "{context}: a query waited"),
+                (_, Err(_)) => assert!(!wrote, "{context}: a refused command wrote {before:?}"),
+                (request, Ok(_)) => {
+                    commands_checked += 1;
+                    assert!(synced(FileId::Journal), "{context}: answered before its journal sync");
+                    if matches!(request, StepRequest::TestLeaf { .. }) {
+                        assert!(synced(FileId::Etl), "{context}: leaf answered before the ETL sync");
+                    }
+                }
+            }
+        }
+    }
+    assert!(commands_checked > 20, "only {commands_checked} accepted commands checked");
+}
+
+/// Every STH verifies under the vector's key, and every proof verifies against the leaves the
+/// vector appended and the STH of the same size.
+#[test]
+fn tree_heads_and_proofs_verify() {
+    let mut verified = 0;
+    for run in reference_runs() {
+        let public_key = public_key_for_seed(&run.vector.signing_seed);
+        let leaves: Vec<&str> = run
+            .vector
+            .steps
+            .iter()
+            .zip(&run.replies)
+            .filter_map(|(step, reply)| match (&step.request, reply) {
+                (StepRequest::TestLeaf { payload }, Ok(Response::LeafAppended { .. })) => Some(payload.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut roots = std::collections::BTreeMap::new();
+        for reply in run.replies.iter().flatten() {
+            if let Response::SignedTreeHead(sth) = reply {
+                assert!(verify_tree_head(&public_key, sth), "{}: STH {sth:?} does not verify", run.vector.name);
+                roots.insert(sth.tree_size, sth.root_hash);
+                verified += 1;
+            }
+        }
+        for reply in run.replies.iter().flatten() {
+            match reply {
+                Response::InclusionProof { leaf_index, tree_size, leaf_hash: hash, path, root_hash } => {
+                    assert_eq!(*hash, leaf_hash(leaves[*leaf_index as usize].as_bytes()));
+                    verify_inclusion(hash, *leaf_index, *tree_size, path, root_hash).unwrap();
+                    if let Some(root) = roots.get(tree_size) {
+                        assert_eq!(root, root_hash, "{}: proof root differs from the STH", run.vector.name);
+                    }
+                    verified += 1;
+                }
+                Response::ConsistencyProof {
+                    first_tree_size,
+                    second_tree_size,
+                    first_root_hash,
+                    second_root_hash,
+                    path,
+                } => {
+                    verify_consistency(*first_tree_size, *second_tree_size, first_root_hash, second_root_hash, path)
+                        .unwrap();
+                    for (size, root) in [(first_tree_size, first_root_hash), (second_tree_size, second_root_hash)] {
+                        if let Some(signed) = roots.get(size) {
+                            assert_eq!(signed, root, "{}: consistency root differs from the STH", run.vector.name);
+                        }
+                    }
+                    verified += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(verified >= 20, "only {verified} STHs and proofs verified");
+}
+
+#[test]
+fn etl_sth_vector_matches_the_shared_vector() {
+    let shared: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(SHARED_ETL_VECTOR).unwrap()).unwrap();
+    let text = |value: &serde_json::Value| value.as_str().unwrap().to_string();
+    let vector = Vector::load(&Path::new(VECTORS_DIR).join("etl_sth_vector.json")).unwrap();
+    assert_eq!(hex::encode(vector.signing_seed), text(&shared["signing_seed_hex"]));
+    let run = run_reference(&vector).unwrap();
+
+    let mut sizes_seen = Vec::new();
+    for reply in run.replies.iter().flatten() {
+        match reply {
+            Response::SignedTreeHead(sth) => {
+                let tree = &shared["trees"][sth.tree_size as usize];
+                assert_eq!(tree["tree_size"].as_u64(), Some(sth.tree_size));
+                assert_eq!(hex::encode(sth.root_hash), text(&tree["root_hex"]), "root at size {}", sth.tree_size);
+                assert_eq!(
+                    hex::encode(sth.signature),
+                    text(&tree["sth_signature_hex"]),
+                    "signature at size {}",
+                    sth.tree_size
+                );
+                assert_eq!(sth.key_id.to_hex(), text(&shared["key_id_hex"]));
+                sizes_seen.push(sth.tree_size);
+            }
+            Response::PublicKey { key_id, public_key } => {
+                assert_eq!(key_id.to_hex(), text(&shared["key_id_hex"]));
+                assert_eq!(hex::encode(public_key), text(&shared["public_key_hex"]));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(sizes_seen, vec![0, 1, 2, 3]);
+    assert_eq!(hex::encode(run.disk.contents(FileId::Etl)), text(&shared["etl_log_hex_for_3_entries"]));
+}
