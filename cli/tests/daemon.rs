@@ -143,7 +143,7 @@ async fn first_start_creates_keys_and_serves_a_verifiable_empty_tree_head() {
     assert_eq!(info.proto_hash.len(), 64);
     assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
     let status = client.create_claim(v2::CreateClaimRequest::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(status.code(), Code::InvalidArgument, "empty ids are malformed");
     // No authentication configured: the caller is the anonymous agent, never an operator or auditor.
     let grant = v2::GrantCreditRequest { principal_id: "p".into(), amount: 1, reason: "r".into() };
     assert_eq!(client.grant_credit(grant).await.unwrap_err().code(), Code::PermissionDenied);

@@ -20,7 +20,33 @@ pub fn render_output(output: &Output) -> String {
         Output::Reply(id, reply) => format!("reply {} {}", id.0, render_reply(reply)),
         Output::Event(event) => format!("event {event:?}"),
         Output::Wake(at) => format!("wake {}", at.0),
+        Output::Notify(evidenceos_core::Notification::Revocation(feed)) => {
+            format!("notify revocation {}", render_feed(feed))
+        }
     }
+}
+
+fn render_feed(feed: &evidenceos_core::request::RevocationFeed) -> String {
+    let entries: Vec<String> = feed
+        .entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{{ capsule_hash: {}, timestamp_unix: {}, reason: {:?} }}",
+                hex::encode(e.capsule_hash),
+                e.timestamp_unix,
+                e.reason
+            )
+        })
+        .collect();
+    format!(
+        "{{ entries: [{}], tree_size: {}, root_hash: {}, key_id: {}, signature: {} }}",
+        entries.join(", "),
+        feed.sth.tree_size,
+        hex::encode(feed.sth.root_hash),
+        feed.sth.key_id,
+        hex::encode(feed.signature)
+    )
 }
 
 pub fn render_effect(effect: &Effect) -> String {
@@ -82,6 +108,50 @@ pub fn render_response(response: &Response) -> String {
         Response::CreditBalance { credit_balance } => format!("CreditBalance {{ credit_balance: {credit_balance} }}"),
         Response::CreditLimit { credit_limit } => format!("CreditLimit {{ credit_limit: {credit_limit} }}"),
         Response::LeafAppended { etl_index } => format!("LeafAppended {{ etl_index: {etl_index} }}"),
+        Response::ClaimCreated { claim_id, topic_id, state } => format!(
+            "ClaimCreated {{ claim_id: {}, topic_id: {}, state: {} }}",
+            hex::encode(claim_id),
+            hex::encode(topic_id),
+            state.name()
+        ),
+        Response::ClaimState { state } => format!("ClaimState {{ state: {} }}", state.name()),
+        Response::Executed(e) => format!(
+            "Executed {{ state: {}, decision: {:?}, reason_codes: {:?}, canonical_output: {}, e_value: {:?}, \
+             certified: {}, capsule_hash: {}, etl_index: {} }}",
+            e.state.name(),
+            e.decision,
+            e.reason_codes,
+            hex::encode(&e.canonical_output),
+            e.e_value,
+            e.certified,
+            hex::encode(e.capsule_hash),
+            e.etl_index
+        ),
+        Response::Capsule { capsule, capsule_hash, etl_index } => format!(
+            "Capsule {{ capsule: {}, capsule_hash: {}, etl_index: {etl_index} }}",
+            render_text_or_hex(capsule),
+            hex::encode(capsule_hash)
+        ),
+        Response::FetchedCapsule(f) => format!(
+            "FetchedCapsule {{ capsule_hash: {}, etl_index: {}, tree_size: {}, root_hash: {}, signature: {}, \
+             leaf_hash: {}, inclusion_path: {}, consistency_path: {} }}",
+            hex::encode(f.capsule_hash),
+            f.etl_index,
+            f.sth.tree_size,
+            hex::encode(f.sth.root_hash),
+            hex::encode(f.sth.signature),
+            hex::encode(f.leaf_hash),
+            render_path(&f.inclusion_path),
+            render_path(&f.consistency_path)
+        ),
+        Response::Revoked { state, timestamp_unix } => {
+            format!("Revoked {{ state: {}, timestamp_unix: {timestamp_unix} }}", state.name())
+        }
+        Response::RevocationFeed(feed) => format!("RevocationFeed {}", render_feed(feed)),
+        Response::PoolBudgets { holdout_id, scope, k_bits_budget, access_credit_budget } => format!(
+            "PoolBudgets {{ holdout_id: {holdout_id}, scope: {scope}, k_bits_budget: {k_bits_budget:?}, \
+             access_credit_budget: {access_credit_budget:?} }}"
+        ),
     }
 }
 

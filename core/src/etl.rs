@@ -12,6 +12,25 @@ pub fn sth_digest(tree_size: u64, root_hash: &Hash) -> Hash {
     domain_hash("evidenceos:sth:v1", &[&tree_size.to_be_bytes(), root_hash])
 }
 
+/// The digest a revocation feed signature covers (SPEC §3):
+/// H("evidenceos:revocations:v1", Σ[be64 len(id) ‖ id ‖ be64 ts ‖ be64 len(reason) ‖ reason]
+///   ‖ be64 tree_size ‖ root ‖ be64 len(key_id) ‖ key_id), with id the revoked capsule hash.
+pub fn revocation_feed_digest(entries: &[crate::request::RevocationEntry], sth: &SignedTreeHead) -> Hash {
+    let mut body = Vec::with_capacity(entries.len() * 96 + 80);
+    for entry in entries {
+        body.extend_from_slice(&(entry.capsule_hash.len() as u64).to_be_bytes());
+        body.extend_from_slice(&entry.capsule_hash);
+        body.extend_from_slice(&entry.timestamp_unix.to_be_bytes());
+        body.extend_from_slice(&(entry.reason.len() as u64).to_be_bytes());
+        body.extend_from_slice(entry.reason.as_bytes());
+    }
+    body.extend_from_slice(&sth.tree_size.to_be_bytes());
+    body.extend_from_slice(&sth.root_hash);
+    body.extend_from_slice(&(sth.key_id.0.len() as u64).to_be_bytes());
+    body.extend_from_slice(&sth.key_id.0);
+    domain_hash("evidenceos:revocations:v1", &[&body])
+}
+
 pub fn sign_tree_head(keyring: &Keyring, tree_size: u64, root_hash: Hash) -> SignedTreeHead {
     let signature = keyring.sign(&sth_digest(tree_size, &root_hash));
     SignedTreeHead { tree_size, root_hash, key_id: keyring.active_key_id(), signature }

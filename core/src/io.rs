@@ -74,7 +74,7 @@ impl Effect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IoFailure(pub String);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// A decoded, authenticated request.
     Request { id: RequestId, principal: Principal, request: Request },
@@ -99,8 +99,16 @@ pub enum LogEvent {
     ProtocolViolation { reason: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something subscribers want to hear about, released only once durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    /// One revocation, signed as a one-entry feed under the head that covers it.
+    Revocation(Box<crate::request::RevocationFeed>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
+    Notify(Notification),
     Effect(EffectId, Effect),
     Reply(RequestId, Result<Response, KernelError>),
     Event(LogEvent),

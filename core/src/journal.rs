@@ -12,7 +12,7 @@ use crate::state::Policy;
 
 pub const JOURNAL_FORMAT: &str = "evidenceos.journal.v1";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JournalRecord {
     /// First record of the file: entries that follow start at `base_seq + 1`.

@@ -20,6 +20,8 @@ use crate::state::{Checkpoint, Policy, State};
 pub struct KernelConfig {
     /// Settings written into the journal header and used for commands accepted from now on.
     pub policy: Policy,
+    /// Holdouts, NullSpecs and kernel settings the claims are judged with.
+    pub environment: crate::environment::Environment,
     /// Write a checkpoint after this many journal records.
     pub checkpoint_every: u64,
     /// Write a checkpoint after this long without one while records are uncovered.
@@ -36,6 +38,7 @@ impl Default for KernelConfig {
     fn default() -> Self {
         Self {
             policy: Policy::default(),
+            environment: crate::environment::Environment::default(),
             checkpoint_every: 4096,
             checkpoint_idle_ms: 10_000,
             max_batch_commands: 1024,
@@ -170,6 +173,8 @@ pub struct Kernel {
     next_effect: u64,
     checkpoint_requested: bool,
     checkpoint_deadline: Option<Timestamp>,
+    /// Revocations already announced through `Output::Notify`.
+    notified_revocations: usize,
     /// Set by recovery until the repaired files are durable; reads wait for it.
     recovering: bool,
     failed: bool,
@@ -264,7 +269,7 @@ impl Kernel {
                     }
                     let next_leaf = checkpoint_leaves + regenerated.len() as u64;
                     let applied = state
-                        .apply(policy, &principal, Timestamp(now_ms), &command, next_leaf)
+                        .apply(&config.environment, policy, &principal, Timestamp(now_ms), &command, next_leaf)
                         .map_err(|e| bad(format!("replayed command was refused: {e}")))?;
                     regenerated.extend(applied.leaves);
                     seq = entry_seq;
@@ -327,6 +332,7 @@ impl Kernel {
             next_effect: 0,
             checkpoint_requested: false,
             checkpoint_deadline: None,
+            notified_revocations: 0,
             recovering: true,
             failed: false,
             outputs,
@@ -423,6 +429,62 @@ impl Kernel {
                 require_auditor(principal)?;
                 self.etl.consistency_proof(first_tree_size, second_tree_size)
             }
+            Query::GetCapsule { claim_id } => {
+                let durable = self.etl.durable_size();
+                let (capsule_hash, record) = self.state.claims.durable_capsule(principal, &claim_id, durable)?;
+                Ok(Response::Capsule {
+                    capsule: record.bytes.clone().into_bytes(),
+                    capsule_hash,
+                    etl_index: record.etl_index,
+                })
+            }
+            Query::FetchCapsule { claim_id } => {
+                let durable = self.etl.durable_size();
+                let (capsule_hash, record) = self.state.claims.durable_capsule(principal, &claim_id, durable)?;
+                let (capsule, etl_index) = (record.bytes.clone().into_bytes(), record.etl_index);
+                let sth = self.etl.signed_tree_head(&self.keyring);
+                let Response::InclusionProof { path: inclusion_path, leaf_hash, .. } =
+                    self.etl.inclusion_proof(etl_index)?
+                else {
+                    unreachable!("inclusion_proof answers with an inclusion proof")
+                };
+                let Response::ConsistencyProof { path: consistency_path, .. } =
+                    self.etl.consistency_proof(etl_index + 1, sth.tree_size)?
+                else {
+                    unreachable!("consistency_proof answers with a consistency proof")
+                };
+                Ok(Response::FetchedCapsule(Box::new(crate::request::FetchedCapsule {
+                    capsule,
+                    capsule_hash,
+                    etl_index,
+                    sth,
+                    inclusion_path,
+                    leaf_hash,
+                    consistency_path,
+                })))
+            }
+            Query::GetRevocationFeed => {
+                let durable = self.etl.durable_size();
+                let entries: Vec<crate::request::RevocationEntry> = self
+                    .state
+                    .claims
+                    .revocations
+                    .iter()
+                    .filter(|r| r.etl_index < durable)
+                    .map(|r| crate::request::RevocationEntry {
+                        capsule_hash: crate::hash::parse_hash_hex(&r.capsule_hash_hex).expect("stored as hex"),
+                        timestamp_unix: r.timestamp_unix,
+                        reason: r.reason.clone(),
+                    })
+                    .collect();
+                let sth = self.etl.signed_tree_head(&self.keyring);
+                let signature = self.keyring.sign(&crate::etl::revocation_feed_digest(&entries, &sth));
+                Ok(Response::RevocationFeed(Box::new(crate::request::RevocationFeed { entries, sth, signature })))
+            }
+            Query::GetHoldoutPoolBudgets { holdout_id, scope } => {
+                require_auditor(principal)?;
+                self.state.claims.pool_budgets(&self.config.environment, &holdout_id, &scope)
+            }
         }
     }
 
@@ -437,8 +499,9 @@ impl Kernel {
             return;
         }
         let checked = command.validate().and_then(|()| command.authorize(&principal));
-        let applied =
-            checked.and_then(|()| self.state.apply(&self.config.policy, &principal, now, &command, self.etl.len()));
+        let applied = checked.and_then(|()| {
+            self.state.apply(&self.config.environment, &self.config.policy, &principal, now, &command, self.etl.len())
+        });
         // Even a refusal waits its turn: it was decided on state that earlier, not yet durable,
         // commands produced.
         let staged = match applied {
@@ -452,7 +515,7 @@ impl Kernel {
                 }
                 Staged {
                     request: id,
-                    reply: Ok(applied.response),
+                    reply: applied.response,
                     journal_bytes,
                     etl_bytes,
                     leaves: applied.leaves.len() as u64,
@@ -483,6 +546,7 @@ impl Kernel {
         match finished.then {
             Completion::Batch { replies, tree_size, journal_seq, records, snapshot } => {
                 self.etl.mark_durable(tree_size);
+                self.notify_durable_revocations();
                 self.durable_seq = journal_seq;
                 self.uncovered_records += records;
                 for (request, reply) in replies {
@@ -498,6 +562,8 @@ impl Kernel {
             }
             Completion::Repair { tree_size, snapshot } => {
                 self.etl.mark_durable(tree_size);
+                // Revocations from before this boot were announced by the previous process.
+                self.notified_revocations = self.state.claims.revocations.len();
                 self.recovering = false;
                 self.outputs.push_back(Output::Event(LogEvent::Recovered { tree_size, journal_seq: self.durable_seq }));
                 self.start_checkpoint(snapshot);
@@ -514,6 +580,27 @@ impl Kernel {
                 self.uncovered_records = 0;
                 self.checkpoint_deadline = None;
             }
+        }
+    }
+
+    /// Announces revocations whose leaves just became durable, each signed as a one-entry feed.
+    fn notify_durable_revocations(&mut self) {
+        let durable = self.etl.durable_size();
+        while let Some(record) = self.state.claims.revocations.get(self.notified_revocations) {
+            if record.etl_index >= durable {
+                break;
+            }
+            let entry = crate::request::RevocationEntry {
+                capsule_hash: crate::hash::parse_hash_hex(&record.capsule_hash_hex).expect("stored as hex"),
+                timestamp_unix: record.timestamp_unix,
+                reason: record.reason.clone(),
+            };
+            let sth = self.etl.signed_tree_head(&self.keyring);
+            let entries = vec![entry];
+            let signature = self.keyring.sign(&crate::etl::revocation_feed_digest(&entries, &sth));
+            let feed = crate::request::RevocationFeed { entries, sth, signature };
+            self.outputs.push_back(Output::Notify(crate::io::Notification::Revocation(Box::new(feed))));
+            self.notified_revocations += 1;
         }
     }
 

@@ -5,21 +5,33 @@
 #![forbid(unsafe_code)]
 
 pub mod canonical;
+pub mod capsule;
+pub mod claim;
+pub mod claims;
+pub mod environment;
 pub mod error;
 pub mod etl;
+pub mod evalue;
 pub mod frame;
+pub mod guest;
 pub mod hash;
+pub mod hexbytes;
+pub mod holdout;
 pub mod io;
 pub mod journal;
 pub mod kernel;
 pub mod keys;
+pub mod ledger;
 pub mod memdisk;
 pub mod merkle;
+pub mod nullspec;
+pub mod oracle;
+pub mod pool;
 pub mod request;
 pub mod state;
 
 pub use error::{ErrorCode, KernelError};
-pub use io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp};
+pub use io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Notification, Output, RequestId, Timestamp};
 pub use kernel::{Kernel, KernelConfig, RecoveryError, RecoveryFiles};
 pub use request::{Command, Principal, Query, Request, Response, Role, SignedTreeHead};
 

@@ -57,13 +57,83 @@ pub enum Query {
         first_tree_size: u64,
         second_tree_size: u64,
     },
+    GetCapsule {
+        claim_id: Vec<u8>,
+    },
+    FetchCapsule {
+        claim_id: Vec<u8>,
+    },
+    GetRevocationFeed,
+    GetHoldoutPoolBudgets {
+        holdout_id: String,
+        scope: String,
+    },
+}
+
+/// One artifact named by CommitArtifacts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInput {
+    pub kind: String,
+    #[serde(with = "crate::hexbytes")]
+    pub hash: Vec<u8>,
 }
 
 /// A state change. Exactly these values are written to the journal, so their serde shape is a
 /// storage format: add variants, never change existing ones.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
+    /// v1 claim: the client names topic, holdout handle and hints directly.
+    CreateClaim {
+        #[serde(with = "crate::hexbytes")]
+        topic_id: Vec<u8>,
+        #[serde(with = "crate::hexbytes")]
+        holdout_handle_id: Vec<u8>,
+        #[serde(with = "crate::hexbytes")]
+        phys_hir_hash: Vec<u8>,
+        epoch_size: u64,
+        oracle_num_symbols: u32,
+        alpha: f64,
+        access_credit: u64,
+    },
+    CreateClaimV2(Box<CreateClaimV2>),
+    CommitArtifacts {
+        #[serde(with = "crate::hexbytes")]
+        claim_id: Vec<u8>,
+        artifacts: Vec<ArtifactInput>,
+        #[serde(with = "crate::hexbytes")]
+        wasm_module: Vec<u8>,
+    },
+    /// FreezeGates and its alias Freeze.
+    FreezeGates {
+        #[serde(with = "crate::hexbytes")]
+        claim_id: Vec<u8>,
+    },
+    /// SealClaim and its alias Seal.
+    SealClaim {
+        #[serde(with = "crate::hexbytes")]
+        claim_id: Vec<u8>,
+    },
+    ExecuteClaimV2 {
+        #[serde(with = "crate::hexbytes")]
+        claim_id: Vec<u8>,
+    },
+    /// Legacy execution with a client-supplied decision; refused unless insecure v1 is enabled.
+    ExecuteClaim {
+        #[serde(with = "crate::hexbytes")]
+        claim_id: Vec<u8>,
+    },
+    RevokeClaim {
+        #[serde(with = "crate::hexbytes")]
+        claim_id: Vec<u8>,
+        reason: String,
+    },
+    SetHoldoutPoolBudgets {
+        holdout_id: String,
+        scope: String,
+        k_bits_budget: Option<f64>,
+        access_credit_budget: Option<f64>,
+    },
     GrantCredit {
         principal_id: String,
         amount: u64,
@@ -80,7 +150,31 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// CreateClaimV2's fields (boxed in `Command` to keep the enum small).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateClaimV2 {
+    pub claim_name: String,
+    pub lane: String,
+    pub alpha_micros: u32,
+    pub epoch_config_ref: String,
+    pub output_schema_id: String,
+    #[serde(with = "crate::hexbytes")]
+    pub semantic_hash: Vec<u8>,
+    #[serde(with = "crate::hexbytes")]
+    pub phys_hir_signature_hash: Vec<u8>,
+    #[serde(with = "crate::hexbytes")]
+    pub dependency_merkle_root: Vec<u8>,
+    pub holdout_ref: String,
+    pub epoch_size: u64,
+    pub oracle_num_symbols: u32,
+    pub access_credit: u64,
+    pub oracle_id: String,
+    pub nullspec_id: String,
+    pub dp_epsilon_budget: Option<f64>,
+    pub dp_delta_budget: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     Query(Query),
     Command(Command),
@@ -94,7 +188,7 @@ pub struct SignedTreeHead {
     pub signature: [u8; 64],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Response {
     PublicKey {
         key_id: KeyId,
@@ -118,6 +212,32 @@ pub enum Response {
     CreditBalance {
         credit_balance: u64,
     },
+    ClaimCreated {
+        claim_id: Hash,
+        topic_id: Hash,
+        state: crate::claim::ClaimState,
+    },
+    ClaimState {
+        state: crate::claim::ClaimState,
+    },
+    Executed(Box<Execution>),
+    Capsule {
+        capsule: Vec<u8>,
+        capsule_hash: Hash,
+        etl_index: u64,
+    },
+    FetchedCapsule(Box<FetchedCapsule>),
+    Revoked {
+        state: crate::claim::ClaimState,
+        timestamp_unix: u64,
+    },
+    RevocationFeed(Box<RevocationFeed>),
+    PoolBudgets {
+        holdout_id: String,
+        scope: String,
+        k_bits_budget: Option<f64>,
+        access_credit_budget: Option<f64>,
+    },
     CreditLimit {
         credit_limit: u64,
     },
@@ -125,6 +245,47 @@ pub enum Response {
     LeafAppended {
         etl_index: u64,
     },
+}
+
+/// What ExecuteClaimV2 answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub state: crate::claim::ClaimState,
+    pub decision: crate::claim::Decision,
+    pub reason_codes: Vec<u32>,
+    pub canonical_output: Vec<u8>,
+    pub e_value: f64,
+    pub certified: bool,
+    pub capsule_hash: Hash,
+    pub etl_index: u64,
+}
+
+/// A capsule with everything needed to verify it against a signed head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedCapsule {
+    pub capsule: Vec<u8>,
+    pub capsule_hash: Hash,
+    pub etl_index: u64,
+    pub sth: SignedTreeHead,
+    pub inclusion_path: Vec<Hash>,
+    pub leaf_hash: Hash,
+    /// Consistency from size `etl_index + 1` to `sth.tree_size`.
+    pub consistency_path: Vec<Hash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEntry {
+    /// The revoked capsule's hash (SPEC §3: the id the feed signature covers).
+    pub capsule_hash: Hash,
+    pub timestamp_unix: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationFeed {
+    pub entries: Vec<RevocationEntry>,
+    pub sth: SignedTreeHead,
+    pub signature: [u8; 64],
 }
 
 /// Names and refs: 1..128 chars of `[A-Za-z0-9._:/-]` (SPEC §1 field limits).
@@ -157,6 +318,16 @@ impl Command {
                 Ok(())
             }
             Self::SetCreditLimit { principal_id, .. } => validate_name("principal_id", principal_id),
+            // Claim commands are checked in `claims`, next to the state their rules depend on.
+            Self::CreateClaim { .. }
+            | Self::CreateClaimV2(_)
+            | Self::CommitArtifacts { .. }
+            | Self::FreezeGates { .. }
+            | Self::SealClaim { .. }
+            | Self::ExecuteClaimV2 { .. }
+            | Self::ExecuteClaim { .. }
+            | Self::RevokeClaim { .. }
+            | Self::SetHoldoutPoolBudgets { .. } => Ok(()),
             #[cfg(any(test, feature = "test-commands"))]
             Self::TestLeaf { payload } => {
                 if payload.is_empty() || payload.len() > 4096 {
@@ -170,13 +341,22 @@ impl Command {
     /// Authorization per SPEC §2.4.
     pub fn authorize(&self, principal: &Principal) -> Result<(), KernelError> {
         match self {
-            Self::GrantCredit { .. } | Self::SetCreditLimit { .. } => {
+            Self::GrantCredit { .. } | Self::SetCreditLimit { .. } | Self::SetHoldoutPoolBudgets { .. } => {
                 if principal.is_operator() {
                     Ok(())
                 } else {
                     Err(KernelError::permission_denied("operator role required"))
                 }
             }
+            // Owner-or-operator rules need the claim: checked in `claims`.
+            Self::CreateClaim { .. }
+            | Self::CreateClaimV2(_)
+            | Self::CommitArtifacts { .. }
+            | Self::FreezeGates { .. }
+            | Self::SealClaim { .. }
+            | Self::ExecuteClaimV2 { .. }
+            | Self::ExecuteClaim { .. }
+            | Self::RevokeClaim { .. } => Ok(()),
             #[cfg(any(test, feature = "test-commands"))]
             Self::TestLeaf { .. } => Ok(()),
         }

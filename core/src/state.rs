@@ -35,16 +35,25 @@ impl CreditAccount {
 /// Limits on state size (TigerBeetle style: every collection has a bound).
 pub const MAX_CREDIT_ACCOUNTS: usize = 1_000_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub credits: BTreeMap<String, CreditAccount>,
+    pub claims: crate::claims::Claims,
 }
 
-/// What an accepted command produced: its reply and the ETL leaves it appends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
+/// command may still answer with an error: e.g. claim code that queried the oracle and then
+/// trapped is refused, but the bits it saw are charged, so the change is journaled.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
-    pub response: Response,
+    pub response: Result<Response, KernelError>,
     pub leaves: Vec<Vec<u8>>,
+}
+
+impl Applied {
+    pub fn reply(response: Response) -> Self {
+        Self { response: Ok(response), leaves: Vec::new() }
+    }
 }
 
 impl State {
@@ -52,14 +61,62 @@ impl State {
     /// `next_leaf_index` is the ETL index the first leaf of this command will get.
     pub fn apply(
         &mut self,
+        env: &crate::environment::Environment,
         policy: &Policy,
-        _principal: &Principal,
-        _now: Timestamp,
+        principal: &Principal,
+        now: Timestamp,
         command: &Command,
         next_leaf_index: u64,
     ) -> Result<Applied, KernelError> {
-        let _ = next_leaf_index;
+        let cx = crate::claims::Context { env, principal, now, next_leaf_index, credit_balance: None };
+        let claims = &mut self.claims;
         match command {
+            Command::CreateClaim {
+                topic_id,
+                holdout_handle_id,
+                phys_hir_hash,
+                epoch_size,
+                oracle_num_symbols,
+                alpha,
+                access_credit,
+            } => claims.create_v1(
+                &cx,
+                topic_id,
+                holdout_handle_id,
+                phys_hir_hash,
+                *epoch_size,
+                *oracle_num_symbols,
+                *alpha,
+                *access_credit,
+            ),
+            Command::CreateClaimV2(request) => claims.create_v2(&cx, request),
+            Command::CommitArtifacts { claim_id, artifacts, wasm_module } => {
+                claims.commit(&cx, claim_id, artifacts, wasm_module)
+            }
+            Command::FreezeGates { claim_id } => claims.freeze(&cx, claim_id),
+            Command::SealClaim { claim_id } => claims.seal(&cx, claim_id),
+            Command::ExecuteClaimV2 { claim_id } => {
+                // Credit is enforced only with a default limit (SPEC §5.3).
+                let account = match policy.default_credit_limit {
+                    Some(_) => Some(self.credits_account(policy, &principal.id)?),
+                    None => None,
+                };
+                let cx = crate::claims::Context { credit_balance: account.as_ref().map(|a| a.balance), ..cx };
+                let (applied, credit_used) = self.claims.execute(&cx, claim_id)?;
+                if let Some(mut account) = account {
+                    account.balance = account.balance.saturating_sub(credit_used);
+                    self.credits.insert(principal.id.clone(), account);
+                }
+                Ok(applied)
+            }
+            Command::ExecuteClaim { .. } => Err(KernelError::new(
+                crate::error::ErrorCode::FailedPrecondition,
+                "ExecuteClaim (client-supplied decision) is disabled; use ExecuteClaimV2",
+            )),
+            Command::RevokeClaim { claim_id, reason } => claims.revoke(&cx, claim_id, reason),
+            Command::SetHoldoutPoolBudgets { holdout_id, scope, k_bits_budget, access_credit_budget } => {
+                claims.set_pool_budgets(env, holdout_id, scope, *k_bits_budget, *access_credit_budget)
+            }
             Command::GrantCredit { principal_id, amount, .. } => {
                 let account = self.account(policy, principal_id)?;
                 let balance = account
@@ -70,23 +127,27 @@ impl State {
                     return Err(KernelError::resource_exhausted("grant exceeds the principal's credit limit"));
                 }
                 self.credits.insert(principal_id.clone(), CreditAccount { balance, ..account });
-                Ok(Applied { response: Response::CreditBalance { credit_balance: balance }, leaves: vec![] })
+                Ok(Applied::reply(Response::CreditBalance { credit_balance: balance }))
             }
             Command::SetCreditLimit { principal_id, limit } => {
                 let account = self.account(policy, principal_id)?;
                 let balance = account.balance.min(*limit);
                 self.credits.insert(principal_id.clone(), CreditAccount { balance, limit: Some(*limit) });
-                Ok(Applied { response: Response::CreditLimit { credit_limit: *limit }, leaves: vec![] })
+                Ok(Applied::reply(Response::CreditLimit { credit_limit: *limit }))
             }
             #[cfg(any(test, feature = "test-commands"))]
             Command::TestLeaf { payload } => Ok(Applied {
-                response: Response::LeafAppended { etl_index: next_leaf_index },
+                response: Ok(Response::LeafAppended { etl_index: next_leaf_index }),
                 leaves: vec![payload.as_bytes().to_vec()],
             }),
         }
     }
 
     /// The account of `principal_id`, opened under `policy` if new (not yet inserted).
+    fn credits_account(&self, policy: &Policy, principal_id: &str) -> Result<CreditAccount, KernelError> {
+        self.account(policy, principal_id)
+    }
+
     fn account(&self, policy: &Policy, principal_id: &str) -> Result<CreditAccount, KernelError> {
         match self.credits.get(principal_id) {
             Some(account) => Ok(account.clone()),
@@ -101,7 +162,7 @@ impl State {
 pub const CHECKPOINT_FORMAT: &str = "evidenceos.checkpoint.v1";
 
 /// `state.json`: the state after journal record `journal_seq`, and the ETL prefix it covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     pub format: String,
@@ -116,6 +177,7 @@ pub struct Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::environment::Environment;
     use crate::error::ErrorCode;
     use crate::request::Role;
 
@@ -131,25 +193,25 @@ mod tests {
     fn grants_accumulate_and_respect_the_limit() {
         let mut state = State::default();
         let policy = Policy::default();
-        let applied = state.apply(&policy, &operator(), Timestamp(0), &grant(5), 0).unwrap();
-        assert_eq!(applied.response, Response::CreditBalance { credit_balance: 5 });
+        let applied = state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(5), 0).unwrap();
+        assert_eq!(applied.response, Ok(Response::CreditBalance { credit_balance: 5 }));
         let limit = Command::SetCreditLimit { principal_id: "agent".into(), limit: 7 };
-        state.apply(&policy, &operator(), Timestamp(0), &limit, 0).unwrap();
+        state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &limit, 0).unwrap();
         let before = state.clone();
-        let err = state.apply(&policy, &operator(), Timestamp(0), &grant(3), 0).unwrap_err();
+        let err = state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(3), 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::ResourceExhausted);
         assert_eq!(state, before, "a refused command changes nothing");
-        let applied = state.apply(&policy, &operator(), Timestamp(0), &grant(2), 0).unwrap();
-        assert_eq!(applied.response, Response::CreditBalance { credit_balance: 7 });
+        let applied = state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(2), 0).unwrap();
+        assert_eq!(applied.response, Ok(Response::CreditBalance { credit_balance: 7 }));
     }
 
     #[test]
     fn lowering_the_limit_clamps_the_balance() {
         let mut state = State::default();
         let policy = Policy::default();
-        state.apply(&policy, &operator(), Timestamp(0), &grant(10), 0).unwrap();
+        state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(10), 0).unwrap();
         let limit = Command::SetCreditLimit { principal_id: "agent".into(), limit: 4 };
-        state.apply(&policy, &operator(), Timestamp(0), &limit, 0).unwrap();
+        state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &limit, 0).unwrap();
         assert_eq!(state.credits["agent"], CreditAccount { balance: 4, limit: Some(4) });
     }
 
@@ -157,7 +219,7 @@ mod tests {
     fn new_accounts_open_under_the_default_limit() {
         let mut state = State::default();
         let policy = Policy { default_credit_limit: Some(100) };
-        let err = state.apply(&policy, &operator(), Timestamp(0), &grant(1), 0).unwrap_err();
+        let err = state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(1), 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::ResourceExhausted, "starts full: balance = limit = 100");
         assert!(state.credits.is_empty());
     }
@@ -166,7 +228,7 @@ mod tests {
     fn overflow_is_refused() {
         let mut state = State::default();
         let policy = Policy::default();
-        state.apply(&policy, &operator(), Timestamp(0), &grant(u64::MAX), 0).unwrap();
-        assert!(state.apply(&policy, &operator(), Timestamp(0), &grant(1), 0).is_err());
+        state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(u64::MAX), 0).unwrap();
+        assert!(state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(1), 0).is_err());
     }
 }

@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
-use evidenceos_core::{Command, KernelError, Principal, Query, Request as KernelRequest, Response as KernelResponse};
+use evidenceos_core::request::{ArtifactInput, CreateClaimV2};
+use evidenceos_core::{
+    Command, KernelError, Notification, Principal, Query, Request as KernelRequest, Response as KernelResponse,
+};
 use evidenceos_io_tokio::KernelHandle;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
@@ -16,10 +20,8 @@ pub fn status(error: KernelError) -> Status {
     Status::new(Code::from(mapping::grpc_code(error.code)), error.message)
 }
 
-/// Answer for RPCs whose kernel support has not landed yet: explicit, never a fake success.
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!("{method} is not implemented by this daemon version"))
-}
+/// Messages a WatchRevocations stream may hold before its subscriber reads them.
+const WATCH_BUFFER: usize = 64;
 
 /// Static facts for GetServerInfo, fixed at start-up.
 #[derive(Debug, Clone, Default)]
@@ -80,60 +82,122 @@ impl V2 for EvidenceService {
 
     async fn create_claim(
         &self,
-        _: Request<v2::CreateClaimRequest>,
+        request: Request<v2::CreateClaimRequest>,
     ) -> Result<Response<v2::CreateClaimResponse>, Status> {
-        Err(not_yet("CreateClaim"))
+        let r = request.get_ref().clone();
+        let command = Command::CreateClaim {
+            topic_id: r.topic_id,
+            holdout_handle_id: r.holdout_handle_id,
+            phys_hir_hash: r.phys_hir_hash,
+            epoch_size: r.epoch_size,
+            oracle_num_symbols: r.oracle_num_symbols,
+            alpha: r.alpha,
+            access_credit: r.access_credit,
+        };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::claim_created(answer).map(|(claim_id, _, state)| v2::CreateClaimResponse { claim_id, state }))
     }
 
     async fn create_claim_v2(
         &self,
-        _: Request<v2::CreateClaimV2Request>,
+        request: Request<v2::CreateClaimV2Request>,
     ) -> Result<Response<v2::CreateClaimV2Response>, Status> {
-        Err(not_yet("CreateClaimV2"))
+        let r = request.get_ref().clone();
+        let metadata = r.metadata.unwrap_or_default();
+        let signals = r.signals.unwrap_or_default();
+        let command = Command::CreateClaimV2(Box::new(CreateClaimV2 {
+            claim_name: r.claim_name,
+            lane: metadata.lane,
+            alpha_micros: metadata.alpha_micros,
+            epoch_config_ref: metadata.epoch_config_ref,
+            output_schema_id: metadata.output_schema_id,
+            semantic_hash: signals.semantic_hash,
+            phys_hir_signature_hash: signals.phys_hir_signature_hash,
+            dependency_merkle_root: signals.dependency_merkle_root,
+            holdout_ref: r.holdout_ref,
+            epoch_size: r.epoch_size,
+            oracle_num_symbols: r.oracle_num_symbols,
+            access_credit: r.access_credit,
+            oracle_id: r.oracle_id,
+            nullspec_id: r.nullspec_id,
+            dp_epsilon_budget: r.dp_epsilon_budget,
+            dp_delta_budget: r.dp_delta_budget,
+        }));
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::claim_created(answer).map(|(claim_id, topic_id, state)| v2::CreateClaimV2Response {
+            claim_id,
+            topic_id,
+            state,
+        }))
     }
 
     async fn commit_artifacts(
         &self,
-        _: Request<v2::CommitArtifactsRequest>,
+        request: Request<v2::CommitArtifactsRequest>,
     ) -> Result<Response<v2::CommitArtifactsResponse>, Status> {
-        Err(not_yet("CommitArtifacts"))
+        let r = request.get_ref().clone();
+        let artifacts =
+            r.artifacts.into_iter().map(|a| ArtifactInput { kind: a.kind, hash: a.artifact_hash }).collect();
+        let command = Command::CommitArtifacts { claim_id: r.claim_id, artifacts, wasm_module: r.wasm_module };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::claim_state(answer).map(|state| v2::CommitArtifactsResponse { state }))
     }
 
-    async fn freeze(&self, _: Request<v2::FreezeRequest>) -> Result<Response<v2::FreezeResponse>, Status> {
-        Err(not_yet("Freeze"))
+    async fn freeze(&self, request: Request<v2::FreezeRequest>) -> Result<Response<v2::FreezeResponse>, Status> {
+        let command = Command::FreezeGates { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::claim_state(answer).map(|state| v2::FreezeResponse { state }))
     }
 
     async fn freeze_gates(
         &self,
-        _: Request<v2::FreezeGatesRequest>,
+        request: Request<v2::FreezeGatesRequest>,
     ) -> Result<Response<v2::FreezeGatesResponse>, Status> {
-        Err(not_yet("FreezeGates"))
+        let command = Command::FreezeGates { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::claim_state(answer).map(|state| v2::FreezeGatesResponse { state }))
     }
 
-    async fn seal(&self, _: Request<v2::SealRequest>) -> Result<Response<v2::SealResponse>, Status> {
-        Err(not_yet("Seal"))
+    async fn seal(&self, request: Request<v2::SealRequest>) -> Result<Response<v2::SealResponse>, Status> {
+        let command = Command::SealClaim { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::claim_state(answer).map(|state| v2::SealResponse { state }))
     }
 
-    async fn seal_claim(&self, _: Request<v2::SealClaimRequest>) -> Result<Response<v2::SealClaimResponse>, Status> {
-        Err(not_yet("SealClaim"))
+    async fn seal_claim(
+        &self,
+        request: Request<v2::SealClaimRequest>,
+    ) -> Result<Response<v2::SealClaimResponse>, Status> {
+        let command = Command::SealClaim { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::claim_state(answer).map(|state| v2::SealClaimResponse { state }))
     }
 
     async fn execute_claim(
         &self,
-        _: Request<v2::ExecuteClaimRequest>,
+        request: Request<v2::ExecuteClaimRequest>,
     ) -> Result<Response<v2::ExecuteClaimResponse>, Status> {
-        Err(not_yet("ExecuteClaim"))
+        let command = Command::ExecuteClaim { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        Err(status(mapping::unexpected(&answer)))
     }
 
     async fn execute_claim_v2(
         &self,
-        _: Request<v2::ExecuteClaimV2Request>,
+        request: Request<v2::ExecuteClaimV2Request>,
     ) -> Result<Response<v2::ExecuteClaimV2Response>, Status> {
-        Err(not_yet("ExecuteClaimV2"))
+        let command = Command::ExecuteClaimV2 { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::executed(answer))
     }
 
-    async fn get_capsule(&self, _: Request<v2::GetCapsuleRequest>) -> Result<Response<v2::GetCapsuleResponse>, Status> {
-        Err(not_yet("GetCapsule"))
+    async fn get_capsule(
+        &self,
+        request: Request<v2::GetCapsuleRequest>,
+    ) -> Result<Response<v2::GetCapsuleResponse>, Status> {
+        let query = Query::GetCapsule { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Query(query)).await?;
+        reply(mapping::capsule(answer))
     }
 
     async fn get_public_key(
@@ -174,23 +238,28 @@ impl V2 for EvidenceService {
 
     async fn get_revocation_feed(
         &self,
-        _: Request<v2::GetRevocationFeedRequest>,
+        request: Request<v2::GetRevocationFeedRequest>,
     ) -> Result<Response<v2::GetRevocationFeedResponse>, Status> {
-        Err(not_yet("GetRevocationFeed"))
+        let answer = self.call(&request, KernelRequest::Query(Query::GetRevocationFeed)).await?;
+        reply(mapping::revocation_feed(answer))
     }
 
     async fn fetch_capsule(
         &self,
-        _: Request<v2::FetchCapsuleRequest>,
+        request: Request<v2::FetchCapsuleRequest>,
     ) -> Result<Response<v2::FetchCapsuleResponse>, Status> {
-        Err(not_yet("FetchCapsule"))
+        let query = Query::FetchCapsule { claim_id: request.get_ref().claim_id.clone() };
+        let answer = self.call(&request, KernelRequest::Query(query)).await?;
+        reply(mapping::fetched_capsule(answer))
     }
 
     async fn revoke_claim(
         &self,
-        _: Request<v2::RevokeClaimRequest>,
+        request: Request<v2::RevokeClaimRequest>,
     ) -> Result<Response<v2::RevokeClaimResponse>, Status> {
-        Err(not_yet("RevokeClaim"))
+        let v2::RevokeClaimRequest { claim_id, reason } = request.get_ref().clone();
+        let answer = self.call(&request, KernelRequest::Command(Command::RevokeClaim { claim_id, reason })).await?;
+        reply(mapping::revoked(answer))
     }
 
     async fn grant_credit(
@@ -215,25 +284,54 @@ impl V2 for EvidenceService {
 
     async fn set_holdout_pool_budgets(
         &self,
-        _: Request<v2::SetHoldoutPoolBudgetsRequest>,
+        request: Request<v2::SetHoldoutPoolBudgetsRequest>,
     ) -> Result<Response<v2::SetHoldoutPoolBudgetsResponse>, Status> {
-        Err(not_yet("SetHoldoutPoolBudgets"))
+        let r = request.get_ref().clone();
+        let command = Command::SetHoldoutPoolBudgets {
+            holdout_id: r.holdout_id,
+            scope: r.scope,
+            k_bits_budget: r.new_k_bits_budget,
+            access_credit_budget: r.new_access_credit_budget,
+        };
+        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        reply(mapping::pool_budgets(answer).map(|budgets| v2::SetHoldoutPoolBudgetsResponse { budgets: Some(budgets) }))
     }
 
     async fn get_holdout_pool_budgets(
         &self,
-        _: Request<v2::GetHoldoutPoolBudgetsRequest>,
+        request: Request<v2::GetHoldoutPoolBudgetsRequest>,
     ) -> Result<Response<v2::GetHoldoutPoolBudgetsResponse>, Status> {
-        Err(not_yet("GetHoldoutPoolBudgets"))
+        let v2::GetHoldoutPoolBudgetsRequest { holdout_id, scope } = request.get_ref().clone();
+        let answer =
+            self.call(&request, KernelRequest::Query(Query::GetHoldoutPoolBudgets { holdout_id, scope })).await?;
+        reply(mapping::pool_budgets(answer).map(|budgets| v2::GetHoldoutPoolBudgetsResponse { budgets: Some(budgets) }))
     }
 
     type WatchRevocationsStream = ReceiverStream<Result<v2::WatchRevocationsResponse, Status>>;
 
     async fn watch_revocations(
         &self,
-        _: Request<v2::WatchRevocationsRequest>,
+        _request: Request<v2::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(not_yet("WatchRevocations"))
+        let mut notifications = self.kernel.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let message = match notifications.recv().await {
+                    Ok(Notification::Revocation(feed)) => Ok(mapping::watch_message(&feed)),
+                    // Never skip silently: a subscriber that fell behind is told and dropped.
+                    Err(RecvError::Lagged(missed)) => Err(Status::resource_exhausted(format!(
+                        "subscriber fell {missed} revocations behind; reconnect and read GetRevocationFeed"
+                    ))),
+                    Err(RecvError::Closed) => Err(Status::unavailable("daemon is shutting down")),
+                };
+                let last = message.is_err();
+                if tx.send(message).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 
 use evidenceos_core::{
-    Effect, EffectId, Input, IoFailure, Kernel, KernelError, Output, Principal, Request, RequestId, Response, Timestamp,
+    Effect, EffectId, Input, IoFailure, Kernel, KernelError, Notification, Output, Principal, Request, RequestId,
+    Response, Timestamp,
 };
 use evidenceos_io_sync::{FileExecutor, log_event};
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +26,8 @@ pub fn wall_clock() -> Clock {
 
 /// Requests waiting for the kernel task; beyond this, callers wait (backpressure).
 const REQUEST_QUEUE: usize = 4096;
+/// Notifications a subscriber may fall behind by before it is disconnected.
+pub const NOTIFICATION_BACKLOG: usize = 1024;
 
 enum Message {
     Request { principal: Principal, request: Request, reply: oneshot::Sender<Result<Response, KernelError>> },
@@ -35,6 +38,7 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct KernelHandle {
     tx: mpsc::Sender<Message>,
+    notifications: tokio::sync::broadcast::Sender<Notification>,
 }
 
 impl std::fmt::Debug for Message {
@@ -55,6 +59,12 @@ impl KernelHandle {
             .await
             .map_err(|_| KernelError::unavailable("kernel is shutting down"))?;
         rx.await.map_err(|_| KernelError::unavailable("kernel stopped before replying"))?
+    }
+
+    /// Durable notifications from now on. A receiver that falls more than
+    /// [`NOTIFICATION_BACKLOG`] behind gets `RecvError::Lagged` and must be disconnected.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notification> {
+        self.notifications.subscribe()
     }
 
     /// Asks the kernel task to finish in-flight work, checkpoint and stop.
@@ -82,8 +92,9 @@ pub fn spawn(kernel: Kernel, executor: FileExecutor, clock: Clock) -> (KernelHan
         .name("evidenceos-effects".into())
         .spawn(move || run_effects(executor, effect_rx, done_tx))
         .expect("spawn the effect thread");
-    let task = tokio::spawn(run_kernel(kernel, clock, rx, effect_tx, done_rx));
-    (KernelHandle { tx }, task)
+    let (notifications, _) = tokio::sync::broadcast::channel(NOTIFICATION_BACKLOG);
+    let task = tokio::spawn(run_kernel(kernel, clock, rx, effect_tx, done_rx, notifications.clone()));
+    (KernelHandle { tx, notifications }, task)
 }
 
 /// Executes effects strictly in order, so effects on one file complete in order.
@@ -103,6 +114,7 @@ fn run_effects(
 struct Driver {
     kernel: Kernel,
     clock: Clock,
+    notifications: tokio::sync::broadcast::Sender<Notification>,
     effects: std_mpsc::Sender<(EffectId, Effect)>,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Response, KernelError>>>,
     next_request: u64,
@@ -127,6 +139,8 @@ impl Driver {
                 }
                 Output::Event(event) => log_event(&event),
                 Output::Wake(at) => self.wake_at = Some(self.wake_at.map_or(at, |current| current.min(at))),
+                // No subscriber is not an error.
+                Output::Notify(notification) => drop(self.notifications.send(notification)),
             }
         }
     }
@@ -159,8 +173,10 @@ async fn run_kernel(
     mut requests: mpsc::Receiver<Message>,
     effects: std_mpsc::Sender<(EffectId, Effect)>,
     mut done: mpsc::UnboundedReceiver<(EffectId, Result<(), IoFailure>)>,
+    notifications: tokio::sync::broadcast::Sender<Notification>,
 ) -> Stopped {
-    let mut driver = Driver { kernel, clock, effects, waiting: HashMap::new(), next_request: 0, wake_at: None };
+    let mut driver =
+        Driver { kernel, clock, notifications, effects, waiting: HashMap::new(), next_request: 0, wake_at: None };
     let mut shutting_down = false;
     loop {
         driver.drain();

@@ -1,0 +1,887 @@
+//! The claim lifecycle (SPEC §5): create → commit → freeze/seal → execute → capsule, revocation
+//! and taint. Every rule that depends on a claim's state lives here; `State::apply` dispatches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::capsule::{Capsule, CodeManifest, LedgerSnapshot, RevocationLeaf, capsule_hash};
+use crate::claim::{
+    ArtifactRecord, ClaimState, DEPENDENCY_ARTIFACT_KIND, Decision, Lane, TopicInputs, WASM_ARTIFACT_KIND, parse_id,
+    reason,
+};
+use crate::environment::{Environment, ResolvedNullSpec};
+use crate::error::{ErrorCode, KernelError};
+use crate::guest::{GuestError, GuestLimits};
+use crate::hash::{Hash, sha256};
+use crate::holdout::{Holdout, PoolScope};
+use crate::io::Timestamp;
+use crate::ledger::Ledger;
+use crate::oracle::{AccuracyOracle, OracleResolution};
+use crate::pool::Pool;
+use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response, validate_name, validate_reason};
+use crate::state::Applied;
+
+/// Bounds on what one claim may carry (TigerBeetle style).
+pub const MAX_ARTIFACTS: usize = 128;
+pub const MAX_CLAIMS: usize = 1_000_000;
+pub const MAX_NUM_SYMBOLS: u32 = 1 << 16;
+
+/// What freezing pins for the claim's lifetime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub resolution_hash_hex: String,
+    pub epoch: u64,
+    pub ttl_epochs: u64,
+    pub delta_sigma: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapsuleRecord {
+    pub hash_hex: String,
+    pub etl_index: u64,
+    /// Canonical capsule JSON (the ETL payload).
+    pub bytes: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub claim_id_hex: String,
+    pub topic_id_hex: String,
+    pub owner: String,
+    pub claim_name: String,
+    pub holdout_ref: String,
+    pub oracle_id: String,
+    /// NullSpec id the client asked for ("" = whatever is active).
+    pub requested_nullspec_id: String,
+    pub lane: Lane,
+    pub output_schema_id: String,
+    pub num_symbols: u32,
+    pub access_credit: u64,
+    pub state: ClaimState,
+    pub ledger: Ledger,
+    pub artifacts: Vec<ArtifactRecord>,
+    pub dependencies: Vec<String>,
+    #[serde(with = "crate::hexbytes")]
+    pub wasm: Vec<u8>,
+    pub pin: Option<Pin>,
+    /// Worst-case charge reserved in the topic and holdout pools (0 for v1 claims).
+    pub reserved_bits: f64,
+    /// Keys of the pools holding this claim's reservation.
+    pub pools: Vec<String>,
+    pub reservation_expires_at_ms: u64,
+    pub capsule: Option<CapsuleRecord>,
+    /// Set by RevokeClaim (REJECT also ends in REVOKED, without a revocation record).
+    pub revoked: bool,
+}
+
+impl Claim {
+    /// The state as seen at `now`: a claim whose reservation expired unused is STALE.
+    pub fn effective_state(&self, now: Timestamp, epoch: u64) -> ClaimState {
+        let pre_execution = matches!(self.state, ClaimState::Uncommitted | ClaimState::Committed | ClaimState::Sealed);
+        let reservation_expired = self.reserved_bits > 0.0 && now.0 >= self.reservation_expires_at_ms;
+        let ttl_passed = self.state == ClaimState::Sealed
+            && self.pin.as_ref().is_some_and(|pin| epoch.saturating_sub(pin.epoch) > pin.ttl_epochs);
+        if pre_execution && (reservation_expired || ttl_passed) { ClaimState::Stale } else { self.state }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub e_drift: f64,
+    pub last_check_epoch: Option<u64>,
+    pub frozen: bool,
+}
+
+impl Default for Canary {
+    fn default() -> Self {
+        Self { e_drift: 1.0, last_check_epoch: None, frozen: false }
+    }
+}
+
+pub const CANARY_CHECK_EVERY_EPOCHS: u64 = 1;
+pub const CANARY_MAX_STALENESS_EPOCHS: u64 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub capsule_hash_hex: String,
+    pub claim_id_hex: String,
+    pub timestamp_unix: u64,
+    pub reason: String,
+    pub etl_index: u64,
+}
+
+/// Everything the claim lifecycle keeps (part of the checkpoint).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub claims: BTreeMap<String, Claim>,
+    pub topic_pools: BTreeMap<String, Pool>,
+    pub holdout_pools: BTreeMap<String, Pool>,
+    pub canaries: BTreeMap<String, Canary>,
+    pub revocations: Vec<RevocationRecord>,
+    /// Capsule hash hex → claim id hex, for dependencies and revocation.
+    pub capsule_claims: BTreeMap<String, String>,
+}
+
+/// Execution context a command needs beyond the claim state.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub env: &'a Environment,
+    pub principal: &'a Principal,
+    pub now: Timestamp,
+    pub next_leaf_index: u64,
+    /// The caller's access-credit balance when credit is enforced.
+    pub credit_balance: Option<u64>,
+}
+
+/// Principal credit an execution costs: ΔC = ceil(Δk) + fuel + 1000 · memory pages (SPEC §5.3).
+fn credit_cost(charge: f64, fuel: u64, pages: u32) -> u64 {
+    (charge.ceil() as u64).saturating_add(fuel).saturating_add(1000 * u64::from(pages))
+}
+
+fn precondition(message: impl Into<String>) -> KernelError {
+    KernelError::new(ErrorCode::FailedPrecondition, message)
+}
+
+fn owner_or_operator(claim: &Claim, principal: &Principal) -> Result<(), KernelError> {
+    if claim.owner == principal.id || principal.is_operator() {
+        Ok(())
+    } else {
+        Err(KernelError::permission_denied("only the claim's owner or an operator may do this"))
+    }
+}
+
+fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
+    let global = format!("global/{}", holdout.holdout_ref);
+    let personal = format!("principal/{}/{}", holdout.holdout_ref, principal);
+    match holdout.pool_scope {
+        PoolScope::Global => vec![global],
+        PoolScope::PerPrincipal => vec![personal],
+        PoolScope::Both => vec![global, personal],
+    }
+}
+
+fn canary_key(claim_name: &str, holdout_ref: &str) -> String {
+    format!("{claim_name}/{holdout_ref}")
+}
+
+/// Worst-case bits one execution of this claim can be charged: R = ceil(log2 N · C_max · τ).
+fn worst_case_bits(num_symbols: u32, lane: Lane, tax: f64) -> f64 {
+    (crate::oracle::leakage_bits(num_symbols) * f64::from(lane.max_oracle_calls()) * tax).ceil()
+}
+
+fn validate_num_symbols(num_symbols: u32) -> Result<(), KernelError> {
+    if (2..=MAX_NUM_SYMBOLS).contains(&num_symbols) {
+        Ok(())
+    } else {
+        Err(KernelError::invalid_argument(format!("oracle_num_symbols must be 2..{MAX_NUM_SYMBOLS}")))
+    }
+}
+
+impl Claims {
+    fn claim(&self, claim_id: &[u8]) -> Result<&Claim, KernelError> {
+        let id = parse_id("claim_id", claim_id)?;
+        self.claims.get(&hex::encode(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
+    }
+
+    fn claim_mut(&mut self, claim_id: &[u8]) -> Result<&mut Claim, KernelError> {
+        let id = parse_id("claim_id", claim_id)?;
+        self.claims.get_mut(&hex::encode(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
+    }
+
+    fn check_capacity(&self) -> Result<(), KernelError> {
+        if self.claims.len() >= MAX_CLAIMS {
+            Err(KernelError::resource_exhausted("claim table is full"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// v1 CreateClaim: the holdout is named by its handle; no shared pools (the v1 protocol has
+    /// no reservation step); the claim's own budget is `access_credit`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_v1(
+        &mut self,
+        cx: &Context<'_>,
+        topic_id: &[u8],
+        holdout_handle: &[u8],
+        phys_hir_hash: &[u8],
+        epoch_size: u64,
+        num_symbols: u32,
+        alpha: f64,
+        access_credit: u64,
+    ) -> Result<Applied, KernelError> {
+        let topic = parse_id("topic_id", topic_id)?;
+        let handle = parse_id("holdout_handle_id", holdout_handle)?;
+        let phys = parse_id("phys_hir_hash", phys_hir_hash)?;
+        validate_num_symbols(num_symbols)?;
+        if !(alpha.is_finite() && alpha > 0.0 && alpha < 1.0) {
+            return Err(KernelError::invalid_argument("alpha must be in (0, 1)"));
+        }
+        if access_credit == 0 {
+            return Err(KernelError::invalid_argument("access_credit must be positive"));
+        }
+        let holdout =
+            cx.env.holdout_by_handle(&handle).ok_or_else(|| KernelError::not_found("unknown holdout handle"))?;
+        let id = crate::claim::claim_id(&topic, &handle, &phys, epoch_size, num_symbols);
+        let id_hex = hex::encode(id);
+        if let Some(existing) = self.claims.get(&id_hex) {
+            return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: existing.state }));
+        }
+        self.check_capacity()?;
+        let budget = access_credit as f64;
+        let ledger =
+            Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
+        let claim = Claim {
+            claim_id_hex: id_hex.clone(),
+            topic_id_hex: hex::encode(topic),
+            owner: cx.principal.id.clone(),
+            claim_name: id_hex.clone(),
+            holdout_ref: holdout.holdout_ref.clone(),
+            oracle_id: "default".into(),
+            requested_nullspec_id: String::new(),
+            lane: Lane::Fast,
+            output_schema_id: "legacy/v1".into(),
+            num_symbols,
+            access_credit,
+            state: ClaimState::Uncommitted,
+            ledger,
+            artifacts: Vec::new(),
+            dependencies: Vec::new(),
+            wasm: Vec::new(),
+            pin: None,
+            reserved_bits: 0.0,
+            pools: Vec::new(),
+            reservation_expires_at_ms: 0,
+            capsule: None,
+            revoked: false,
+        };
+        self.claims.insert(id_hex, claim);
+        Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: ClaimState::Uncommitted }))
+    }
+
+    /// CreateClaimV2: topic derived server-side; the worst case is reserved in the topic and
+    /// holdout pools up front, or the claim is refused without touching them.
+    pub fn create_v2(&mut self, cx: &Context<'_>, request: &CreateClaimV2) -> Result<Applied, KernelError> {
+        validate_name("claim_name", &request.claim_name)?;
+        validate_name("holdout_ref", &request.holdout_ref)?;
+        if !request.epoch_config_ref.is_empty() {
+            validate_name("epoch_config_ref", &request.epoch_config_ref)?;
+        }
+        let oracle_id = if request.oracle_id.is_empty() { "default" } else { request.oracle_id.as_str() };
+        validate_name("oracle_id", oracle_id)?;
+        if !request.nullspec_id.is_empty() && crate::hash::parse_hash_hex(&request.nullspec_id).is_none() {
+            return Err(KernelError::invalid_argument("nullspec_id must be 64 hex characters"));
+        }
+        let lane = Lane::parse(&request.lane)?;
+        crate::claim::validate_output_schema(&request.output_schema_id)?;
+        validate_num_symbols(request.oracle_num_symbols)?;
+        if !(1..1_000_000).contains(&request.alpha_micros) {
+            return Err(KernelError::invalid_argument("alpha_micros must be 1..999999"));
+        }
+        if request.access_credit == 0 {
+            return Err(KernelError::invalid_argument("access_credit must be positive"));
+        }
+        for budget in [request.dp_epsilon_budget, request.dp_delta_budget].into_iter().flatten() {
+            if !budget.is_finite() || budget < 0.0 {
+                return Err(KernelError::invalid_argument("dp budgets must be finite and >= 0"));
+            }
+        }
+        let holdout =
+            cx.env.holdouts.get(&request.holdout_ref).ok_or_else(|| KernelError::not_found("unknown holdout_ref"))?;
+        let topic = crate::claim::topic_id(&TopicInputs {
+            claim_name: &request.claim_name,
+            epoch_config_ref: &request.epoch_config_ref,
+            output_schema_id: &request.output_schema_id,
+            holdout_ref: &request.holdout_ref,
+            holdout_handle: &holdout.handle,
+            oracle_num_symbols: request.oracle_num_symbols,
+            epoch_size: request.epoch_size,
+        });
+        let signals = crate::claim::signals_hash(
+            &request.semantic_hash,
+            &request.phys_hir_signature_hash,
+            &request.dependency_merkle_root,
+        );
+        let id =
+            crate::claim::claim_id(&topic, &holdout.handle, &signals, request.epoch_size, request.oracle_num_symbols);
+        let id_hex = hex::encode(id);
+        if let Some(existing) = self.claims.get(&id_hex) {
+            let state = existing.effective_state(cx.now, cx.env.epoch);
+            return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state }));
+        }
+        self.check_capacity()?;
+
+        let settings = &cx.env.settings;
+        let reserve = worst_case_bits(request.oracle_num_symbols, lane, settings.dependence_tax);
+        let topic_hex = hex::encode(topic);
+        let pool_keys = holdout_pool_keys(holdout, &cx.principal.id);
+        let topic_pool = self.topic_pools.get(&topic_hex).cloned().unwrap_or_else(default_pool);
+        topic_pool.check_reserve(&id_hex, reserve, cx.now.0)?;
+        for key in &pool_keys {
+            let pool = self.holdout_pools.get(key).cloned().unwrap_or_else(|| holdout_pool(holdout));
+            pool.check_reserve(&id_hex, reserve, cx.now.0)?;
+        }
+        let alpha = f64::from(request.alpha_micros) / 1e6;
+        let budget = request.access_credit as f64;
+        let ledger =
+            Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
+
+        self.topic_pools.entry(topic_hex.clone()).or_insert_with(default_pool).reserve(
+            &id_hex,
+            reserve,
+            cx.now.0,
+            settings.reservation_ttl_ms,
+        );
+        for key in &pool_keys {
+            self.holdout_pools.entry(key.clone()).or_insert_with(|| holdout_pool(holdout)).reserve(
+                &id_hex,
+                reserve,
+                cx.now.0,
+                settings.reservation_ttl_ms,
+            );
+        }
+        let claim = Claim {
+            claim_id_hex: id_hex.clone(),
+            topic_id_hex: topic_hex,
+            owner: cx.principal.id.clone(),
+            claim_name: request.claim_name.clone(),
+            holdout_ref: request.holdout_ref.clone(),
+            oracle_id: oracle_id.to_string(),
+            requested_nullspec_id: request.nullspec_id.to_ascii_lowercase(),
+            lane,
+            output_schema_id: request.output_schema_id.clone(),
+            num_symbols: request.oracle_num_symbols,
+            access_credit: request.access_credit,
+            state: ClaimState::Uncommitted,
+            ledger,
+            artifacts: Vec::new(),
+            dependencies: Vec::new(),
+            wasm: Vec::new(),
+            pin: None,
+            reserved_bits: reserve,
+            pools: pool_keys,
+            reservation_expires_at_ms: cx.now.0.saturating_add(settings.reservation_ttl_ms),
+            capsule: None,
+            revoked: false,
+        };
+        self.claims.insert(id_hex, claim);
+        Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: ClaimState::Uncommitted }))
+    }
+
+    pub fn commit(
+        &mut self,
+        cx: &Context<'_>,
+        claim_id: &[u8],
+        artifacts: &[ArtifactInput],
+        wasm_module: &[u8],
+    ) -> Result<Applied, KernelError> {
+        if !(1..=MAX_ARTIFACTS).contains(&artifacts.len()) {
+            return Err(KernelError::invalid_argument(format!("artifacts must number 1..{MAX_ARTIFACTS}")));
+        }
+        let mut records = Vec::with_capacity(artifacts.len());
+        for artifact in artifacts {
+            validate_name("artifact kind", &artifact.kind)?;
+            let hash = parse_id("artifact_hash", &artifact.hash)?;
+            records.push(ArtifactRecord { kind: artifact.kind.clone(), hash_hex: hex::encode(hash) });
+        }
+        let wasm_hash = hex::encode(sha256(wasm_module));
+        if !records.iter().any(|a| a.kind == WASM_ARTIFACT_KIND && a.hash_hex == wasm_hash) {
+            return Err(KernelError::invalid_argument("an artifact of kind wasm must carry SHA-256 of wasm_module"));
+        }
+        crate::guest::validate_module(wasm_module)
+            .map_err(|e| KernelError::invalid_argument(format!("wasm_module: {e}")))?;
+        let mut dependencies = BTreeSet::new();
+        for artifact in records.iter().filter(|a| a.kind == DEPENDENCY_ARTIFACT_KIND) {
+            if !self.capsule_claims.contains_key(&artifact.hash_hex) {
+                return Err(KernelError::not_found("dependency capsule is not in the log"));
+            }
+            dependencies.insert(artifact.hash_hex.clone());
+        }
+        let (now, epoch) = (cx.now, cx.env.epoch);
+        let claim = self.claim_mut(claim_id)?;
+        owner_or_operator(claim, cx.principal)?;
+        let state = claim.effective_state(now, epoch);
+        if state != ClaimState::Uncommitted {
+            return Err(precondition(format!("claim is {}; CommitArtifacts needs UNCOMMITTED", state.name())));
+        }
+        records.sort();
+        records.dedup();
+        claim.artifacts = records;
+        claim.dependencies = dependencies.into_iter().collect();
+        claim.wasm = wasm_module.to_vec();
+        claim.state = ClaimState::Committed;
+        Ok(Applied::reply(Response::ClaimState { state: ClaimState::Committed }))
+    }
+
+    /// FreezeGates: pins the oracle resolution and epoch. Also re-freezes a STALE claim,
+    /// renewing its reservation if the pools still have room.
+    pub fn freeze(&mut self, cx: &Context<'_>, claim_id: &[u8]) -> Result<Applied, KernelError> {
+        let (now, env) = (cx.now, cx.env);
+        let claim = self.claim(claim_id)?.clone();
+        owner_or_operator(&claim, cx.principal)?;
+        let state = claim.effective_state(now, env.epoch);
+        let renewing = match state {
+            ClaimState::Committed => claim.reserved_bits > 0.0 && now.0 >= claim.reservation_expires_at_ms,
+            ClaimState::Stale if !claim.wasm.is_empty() => claim.reserved_bits > 0.0,
+            ClaimState::Sealed => return Ok(Applied::reply(Response::ClaimState { state })),
+            _ => return Err(precondition(format!("claim is {}; FreezeGates needs COMMITTED or STALE", state.name()))),
+        };
+        if renewing {
+            for key in &claim.pools {
+                if let Some(pool) = self.holdout_pools.get(key) {
+                    pool.check_reserve(&claim.claim_id_hex, claim.reserved_bits, now.0)?;
+                }
+            }
+            if let Some(pool) = self.topic_pools.get(&claim.topic_id_hex) {
+                pool.check_reserve(&claim.claim_id_hex, claim.reserved_bits, now.0)?;
+            }
+            for key in &claim.pools {
+                if let Some(pool) = self.holdout_pools.get_mut(key) {
+                    pool.reserve(&claim.claim_id_hex, claim.reserved_bits, now.0, env.settings.reservation_ttl_ms);
+                }
+            }
+            if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
+                pool.reserve(&claim.claim_id_hex, claim.reserved_bits, now.0, env.settings.reservation_ttl_ms);
+            }
+        }
+        let lane_delta = match claim.lane {
+            Lane::Fast => crate::oracle::DELTA_SIGMA_FAST,
+            Lane::Heavy => crate::oracle::DELTA_SIGMA_HEAVY,
+        };
+        let resolution = OracleResolution::new(
+            claim.num_symbols,
+            None,
+            env.epoch,
+            env.settings.default_oracle_ttl_epochs,
+            lane_delta,
+        )
+        .map_err(|e| KernelError::new(ErrorCode::Internal, format!("oracle resolution: {e}")))?;
+        let claim = self.claim_mut(claim_id)?;
+        if renewing {
+            claim.reservation_expires_at_ms = now.0.saturating_add(env.settings.reservation_ttl_ms);
+        }
+        claim.pin = Some(Pin {
+            resolution_hash_hex: hex::encode(resolution.hash()),
+            epoch: env.epoch,
+            ttl_epochs: env.settings.default_oracle_ttl_epochs,
+            delta_sigma: lane_delta,
+        });
+        claim.state = ClaimState::Sealed;
+        Ok(Applied::reply(Response::ClaimState { state: ClaimState::Sealed }))
+    }
+
+    /// SealClaim: a COMMITTED claim is frozen and sealed in one step; SEALED stays SEALED.
+    pub fn seal(&mut self, cx: &Context<'_>, claim_id: &[u8]) -> Result<Applied, KernelError> {
+        self.freeze(cx, claim_id)
+    }
+
+    /// ExecuteClaimV2: runs the claim's code against the holdout through the oracle, charges the
+    /// ledger, decides, and appends the capsule. Also returns the principal credit it used.
+    pub fn execute(&mut self, cx: &Context<'_>, claim_id: &[u8]) -> Result<(Applied, u64), KernelError> {
+        let env = cx.env;
+        let claim = self.claim(claim_id)?.clone();
+        owner_or_operator(&claim, cx.principal)?;
+        let state = claim.effective_state(cx.now, env.epoch);
+        if state != ClaimState::Sealed {
+            return Err(precondition(format!("claim is {}; ExecuteClaimV2 needs SEALED", state.name())));
+        }
+        let pin = claim.pin.clone().ok_or_else(|| precondition("claim has no pinned oracle resolution"))?;
+        let holdout = env.holdouts.get(&claim.holdout_ref).ok_or_else(|| precondition("holdout is not loaded"))?;
+        let nullspec = self.nullspec(env, &claim, holdout)?;
+
+        let limits = match claim.lane {
+            Lane::Fast => GuestLimits::FAST,
+            Lane::Heavy => GuestLimits::HEAVY,
+        };
+        let tax = env.settings.dependence_tax;
+        let worst_charge = worst_case_bits(claim.num_symbols, claim.lane, tax);
+        let worst_credit = credit_cost(worst_charge, limits.fuel, limits.memory_pages);
+        if cx.credit_balance.is_some_and(|balance| balance < worst_credit) {
+            return Err(KernelError::resource_exhausted("insufficient access credit for this execution"));
+        }
+        let mut oracle =
+            AccuracyOracle::new(holdout.labels.clone(), claim.num_symbols, pin.delta_sigma, limits.max_oracle_calls)
+                .map_err(|e| KernelError::new(ErrorCode::Internal, format!("oracle: {e}")))?;
+        // A frozen ledger grants no more oracle access: the claim DEFERs without running.
+        let run = if claim.ledger.frozen {
+            Ok(crate::guest::GuestRun {
+                output: crate::oracle::encode_symbol(0, claim.num_symbols),
+                oracle_calls: 0,
+                fuel_used: 0,
+                memory_pages: 0,
+            })
+        } else {
+            crate::guest::execute(&claim.wasm, &limits, &mut OracleAdapter(&mut oracle))
+        };
+        let calls = oracle.calls();
+        let charge = crate::ledger::execution_charge(tax, claim.num_symbols, calls, 0.0)
+            .map_err(|e| KernelError::new(ErrorCode::Internal, e.to_string()))?;
+
+        // Output must be one canonical symbol; anything else is refused.
+        let output = run.and_then(|run| {
+            crate::oracle::decode_symbol(&run.output, claim.num_symbols)
+                .map(|_| run)
+                .map_err(|_| GuestError::Trap("output is not a canonical oracle symbol".into()))
+        });
+        let run = match output {
+            Ok(run) => run,
+            Err(error) => {
+                let refusal = guest_refusal(&error);
+                if calls == 0 {
+                    return Err(refusal);
+                }
+                // The code saw oracle answers before failing: what it saw is charged (fail
+                // closed), or a failing probe could be retried for free.
+                let claim = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+                let _ = claim.ledger.charge(charge, charge);
+                self.settle_pools(&claim_key(claim_id), charge);
+                return Ok((Applied { response: Err(refusal), leaves: Vec::new() }, worst_credit));
+            }
+        };
+
+        let mut ledger = claim.ledger.clone();
+        if !ledger.frozen {
+            // Over budget freezes the ledger (handled below); any other refusal is a bug.
+            let refused = ledger.charge(charge, charge).is_err();
+            if refused && !ledger.frozen {
+                return Err(KernelError::new(ErrorCode::Internal, "ledger refused a finite charge"));
+            }
+        }
+        let frozen_now = ledger.frozen && !claim.ledger.frozen;
+        let mut numeric_guard = false;
+        let e_value = match crate::evalue::e_value(&nullspec.kind, &nullspec.eprocess, oracle.buckets()) {
+            Ok(e) => e,
+            Err(_) => {
+                numeric_guard = true;
+                1.0
+            }
+        };
+        if !ledger.frozen && ledger.apply_e_value(e_value).is_err() {
+            numeric_guard = true;
+        }
+        if frozen_now {
+            // The charge exceeded the claim's budget: the ledger is now frozen (sticky) and this
+            // execution fails; later ones DEFER.
+            let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+            stored.ledger = ledger;
+            self.settle_pools(&claim_key(claim_id), 0.0);
+            let refusal = KernelError::resource_exhausted("charge exceeds the claim's budget; ledger frozen");
+            return Ok((
+                Applied { response: Err(refusal), leaves: Vec::new() },
+                credit_cost(charge, run.fuel_used, run.memory_pages),
+            ));
+        }
+
+        // Canary: decided on its state before this execution, then updated (SPEC §5.8).
+        let key = canary_key(&claim.claim_name, &claim.holdout_ref);
+        let mut canary = self.canaries.get(&key).cloned().unwrap_or_default();
+        let canary_was_frozen = canary.frozen;
+        let barrier = 1e6 / f64::from(env.settings.canary_alpha_drift_micros.max(1));
+        let mut leaves = Vec::new();
+        let mut capsule_index = cx.next_leaf_index;
+        if !canary.frozen {
+            let due = canary.last_check_epoch.is_none_or(|last| env.epoch >= last + CANARY_CHECK_EVERY_EPOCHS);
+            let stale = canary.last_check_epoch.is_some_and(|last| env.epoch > last + CANARY_MAX_STALENESS_EPOCHS);
+            if due && e_value.is_finite() {
+                canary.e_drift *= e_value;
+                canary.last_check_epoch = Some(env.epoch);
+            }
+            if stale || !canary.e_drift.is_finite() || canary.e_drift >= barrier {
+                canary.frozen = true;
+                let incident = serde_json::json!({
+                    "kind": "canary_incident",
+                    "claim_name": claim.claim_name,
+                    "holdout_ref": claim.holdout_ref,
+                    "e_drift": if canary.e_drift.is_finite() { canary.e_drift } else { 0.0 },
+                    "barrier": barrier,
+                    "epoch": env.epoch,
+                    "reason": if stale { "staleness" } else { "drift" },
+                });
+                leaves.push(crate::canonical::value_to_vec(&incident).expect("plain JSON"));
+                capsule_index += 1;
+            }
+        }
+
+        let mut reason_codes = Vec::new();
+        let decision = if ledger.frozen || numeric_guard || claim.lane == Lane::Heavy {
+            if numeric_guard {
+                reason_codes.push(reason::NUMERIC_GUARD);
+            }
+            Decision::Defer
+        } else if canary_was_frozen {
+            reason_codes.push(reason::CANARY_FROZEN);
+            Decision::Reject
+        } else if ledger.certifies() {
+            Decision::Approve
+        } else {
+            Decision::Reject
+        };
+        reason_codes.insert(0, decision.wire());
+        let new_state = match decision {
+            Decision::Approve => ClaimState::Certified,
+            Decision::Reject => ClaimState::Revoked,
+            Decision::Defer => ClaimState::Frozen,
+        };
+        let certified = decision == Decision::Approve;
+        let reported_e = if certified { e_value } else { e_value.min(1.0) };
+
+        let mut manifests: Vec<CodeManifest> = claim
+            .artifacts
+            .iter()
+            .map(|a| CodeManifest { kind: a.kind.clone(), hash_hex: a.hash_hex.clone() })
+            .collect();
+        manifests.sort();
+        let capsule = Capsule {
+            schema: crate::capsule::CAPSULE_SCHEMA.into(),
+            claim_id_hex: claim.claim_id_hex.clone(),
+            topic_id_hex: claim.topic_id_hex.clone(),
+            output_schema_id: claim.output_schema_id.clone(),
+            code_ir_manifests: manifests,
+            dependency_capsule_hashes: claim.dependencies.clone(),
+            canonical_output_hash_hex: hex::encode(sha256(&run.output)),
+            wasm_hash_hex: hex::encode(sha256(&claim.wasm)),
+            holdout_ref: claim.holdout_ref.clone(),
+            holdout_commitment_hex: hex::encode(holdout.commitment()),
+            ledger: LedgerSnapshot {
+                alpha: ledger.alpha,
+                alpha_prime: ledger.alpha_prime(),
+                k_bits_total: ledger.k_bits_total,
+                barrier: ledger.barrier(),
+                wealth: ledger.wealth,
+                w_max: ledger.w_max,
+                access_credit_spent: ledger.access_credit_spent,
+            },
+            e_value: reported_e,
+            certified,
+            decision: format!("{decision:?}").to_ascii_uppercase(),
+            reason_codes: reason_codes.clone(),
+            nullspec_id_hex: nullspec.id_hex.clone(),
+            oracle_resolution_hash_hex: pin.resolution_hash_hex.clone(),
+            eprocess_kind: nullspec.eprocess.kind_name().to_string(),
+            epoch: env.epoch,
+            state: new_state.name().to_string(),
+        };
+        let bytes = capsule.to_bytes();
+        let hash = capsule_hash(&bytes);
+        let hash_hex = hex::encode(hash);
+        leaves.push(bytes.clone());
+
+        self.canaries.insert(key, canary);
+        self.settle_pools(&claim_key(claim_id), charge);
+        self.capsule_claims.insert(hash_hex.clone(), claim.claim_id_hex.clone());
+        let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+        stored.ledger = ledger;
+        stored.state = new_state;
+        stored.capsule = Some(CapsuleRecord {
+            hash_hex,
+            etl_index: capsule_index,
+            bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8"),
+        });
+        let execution = Execution {
+            state: new_state,
+            decision,
+            reason_codes,
+            canonical_output: run.output,
+            e_value: reported_e,
+            certified,
+            capsule_hash: hash,
+            etl_index: capsule_index,
+        };
+        let credit = credit_cost(charge, run.fuel_used, run.memory_pages);
+        Ok((Applied { response: Ok(Response::Executed(Box::new(execution))), leaves }, credit))
+    }
+
+    fn nullspec(&self, env: &Environment, claim: &Claim, holdout: &Holdout) -> Result<ResolvedNullSpec, KernelError> {
+        let resolved = env
+            .nullspec_for(&claim.oracle_id, holdout, claim.num_symbols)
+            .ok_or_else(|| precondition("no active, valid NullSpec for this oracle and holdout"))?;
+        if !claim.requested_nullspec_id.is_empty() && claim.requested_nullspec_id != resolved.id_hex {
+            return Err(precondition("the requested NullSpec is not the one active for this oracle and holdout"));
+        }
+        Ok(resolved)
+    }
+
+    /// Releases the claim's reservations and books the actual charge in every pool it holds.
+    fn settle_pools(&mut self, claim_id_hex: &str, charge: f64) {
+        let Some(claim) = self.claims.get_mut(claim_id_hex) else { return };
+        if claim.reserved_bits <= 0.0 {
+            return;
+        }
+        if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
+            pool.settle(claim_id_hex, charge, charge);
+        }
+        for key in &claim.pools {
+            if let Some(pool) = self.holdout_pools.get_mut(key) {
+                pool.settle(claim_id_hex, charge, charge);
+            }
+        }
+        claim.reserved_bits = 0.0;
+    }
+
+    /// RevokeClaim: marks the claim REVOKED, logs the revocation, and taints every claim whose
+    /// capsule depends on it, transitively.
+    pub fn revoke(&mut self, cx: &Context<'_>, claim_id: &[u8], reason: &str) -> Result<Applied, KernelError> {
+        validate_reason(reason)?;
+        let claim = self.claim(claim_id)?.clone();
+        owner_or_operator(&claim, cx.principal)?;
+        let Some(capsule) = &claim.capsule else {
+            return Err(precondition("claim has no capsule to revoke"));
+        };
+        if claim.revoked {
+            return Err(precondition("claim is already revoked"));
+        }
+        let leaf = RevocationLeaf {
+            capsule_hash_hex: capsule.hash_hex.clone(),
+            reason: reason.to_string(),
+            revoked_at_index: cx.next_leaf_index,
+        };
+        let timestamp_unix = cx.now.0 / 1000;
+        self.revocations.push(RevocationRecord {
+            capsule_hash_hex: capsule.hash_hex.clone(),
+            claim_id_hex: claim.claim_id_hex.clone(),
+            timestamp_unix,
+            reason: reason.to_string(),
+            etl_index: cx.next_leaf_index,
+        });
+        let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+        stored.state = ClaimState::Revoked;
+        stored.revoked = true;
+        self.taint_dependents(&capsule.hash_hex);
+        Ok(Applied {
+            response: Ok(Response::Revoked { state: ClaimState::Revoked, timestamp_unix }),
+            leaves: vec![leaf.to_bytes()],
+        })
+    }
+
+    fn taint_dependents(&mut self, revoked_capsule: &str) {
+        let mut frontier = vec![revoked_capsule.to_string()];
+        let mut seen = BTreeSet::new();
+        while let Some(capsule) = frontier.pop() {
+            if !seen.insert(capsule.clone()) {
+                continue;
+            }
+            for claim in self.claims.values_mut() {
+                if claim.dependencies.contains(&capsule) && claim.state != ClaimState::Revoked {
+                    claim.state = ClaimState::Tainted;
+                    if let Some(record) = &claim.capsule {
+                        frontier.push(record.hash_hex.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn set_pool_budgets(
+        &mut self,
+        env: &Environment,
+        holdout_id: &str,
+        scope: &str,
+        k_bits_budget: Option<f64>,
+        access_credit_budget: Option<f64>,
+    ) -> Result<Applied, KernelError> {
+        let key = self.pool_key(env, holdout_id, scope)?;
+        for budget in [k_bits_budget, access_credit_budget].into_iter().flatten() {
+            if !budget.is_finite() || budget < 0.0 {
+                return Err(KernelError::invalid_argument("budgets must be finite and >= 0"));
+            }
+        }
+        let holdout = &env.holdouts[holdout_id];
+        let pool = self.holdout_pools.entry(key).or_insert_with(|| holdout_pool(holdout));
+        if let Some(k) = k_bits_budget {
+            pool.k_bits_budget = k;
+        }
+        if let Some(access) = access_credit_budget {
+            pool.access_credit_budget = access;
+        }
+        Ok(Applied::reply(Response::PoolBudgets {
+            holdout_id: holdout_id.to_string(),
+            scope: scope.to_string(),
+            k_bits_budget: Some(pool.k_bits_budget),
+            access_credit_budget: Some(pool.access_credit_budget),
+        }))
+    }
+
+    /// Pool key for (holdout, scope): `global`, or `principal:<id>` for one principal's pool.
+    pub fn pool_key(&self, env: &Environment, holdout_id: &str, scope: &str) -> Result<String, KernelError> {
+        validate_name("holdout_id", holdout_id)?;
+        if !env.holdouts.contains_key(holdout_id) {
+            return Err(KernelError::not_found("unknown holdout"));
+        }
+        match scope {
+            "" | "global" => Ok(format!("global/{holdout_id}")),
+            other => match other.strip_prefix("principal:") {
+                Some(principal) if validate_name("scope principal", principal).is_ok() => {
+                    Ok(format!("principal/{holdout_id}/{principal}"))
+                }
+                _ => Err(KernelError::invalid_argument("scope must be global or principal:<principal id>")),
+            },
+        }
+    }
+
+    pub fn pool_budgets(&self, env: &Environment, holdout_id: &str, scope: &str) -> Result<Response, KernelError> {
+        let key = self.pool_key(env, holdout_id, scope)?;
+        let default = holdout_pool(&env.holdouts[holdout_id]);
+        let pool = self.holdout_pools.get(&key).unwrap_or(&default);
+        Ok(Response::PoolBudgets {
+            holdout_id: holdout_id.to_string(),
+            scope: scope.to_string(),
+            k_bits_budget: Some(pool.k_bits_budget),
+            access_credit_budget: Some(pool.access_credit_budget),
+        })
+    }
+
+    /// The capsule of a claim, if its leaf is within `durable_size`.
+    pub fn durable_capsule(
+        &self,
+        principal: &Principal,
+        claim_id: &[u8],
+        durable_size: u64,
+    ) -> Result<(Hash, &CapsuleRecord), KernelError> {
+        let claim = self.claim(claim_id)?;
+        let owner_auditor = claim.owner == principal.id && principal.role == crate::request::Role::Auditor;
+        if !(owner_auditor || principal.is_auditor_or_operator()) {
+            return Err(KernelError::permission_denied("auditor or operator role required"));
+        }
+        let record = claim
+            .capsule
+            .as_ref()
+            .filter(|c| c.etl_index < durable_size)
+            .ok_or_else(|| KernelError::not_found("claim has no capsule yet"))?;
+        let hash = crate::hash::parse_hash_hex(&record.hash_hex).expect("stored as hex");
+        Ok((hash, record))
+    }
+}
+
+fn claim_key(claim_id: &[u8]) -> String {
+    hex::encode(claim_id)
+}
+
+fn default_pool() -> Pool {
+    Pool::new(crate::pool::DEFAULT_POOL_K_BITS, crate::pool::DEFAULT_POOL_ACCESS_CREDIT)
+}
+
+fn holdout_pool(holdout: &Holdout) -> Pool {
+    Pool::new(
+        holdout.k_bits_budget.unwrap_or(crate::pool::DEFAULT_POOL_K_BITS),
+        holdout.access_credit_budget.unwrap_or(crate::pool::DEFAULT_POOL_ACCESS_CREDIT),
+    )
+}
+
+fn guest_refusal(error: &GuestError) -> KernelError {
+    let code = if error.is_resource_exhausted() { ErrorCode::ResourceExhausted } else { ErrorCode::FailedPrecondition };
+    KernelError::new(code, format!("claim code: {error}"))
+}
+
+/// Lets the guest ask the accuracy oracle; malformed submissions get a negative ABI code.
+struct OracleAdapter<'a>(&'a mut AccuracyOracle);
+
+impl crate::guest::Oracle for OracleAdapter<'_> {
+    fn query(&mut self, predictions: &[u8]) -> i32 {
+        match self.0.query(predictions) {
+            Ok(bucket) => i32::try_from(bucket).unwrap_or(i32::MAX),
+            Err(crate::oracle::OracleError::TooManyCalls) => crate::guest::abi_error::TOO_MANY_CALLS,
+            Err(_) => crate::guest::abi_error::BAD_PREDICTIONS,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The claim lifecycle through the kernel's public interface, on the in-memory disk.
+
+use evidenceos_core::claim::{ClaimState, Decision};
+use evidenceos_core::environment::Environment;
+use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
+use evidenceos_core::hash::sha256;
+use evidenceos_core::holdout::holdout_files;
+use evidenceos_core::keys::{KeyFile, key_file_name, key_id_for_seed, public_key_for_seed, verify_signature};
+use evidenceos_core::memdisk::MemDisk;
+use evidenceos_core::merkle::{leaf_hash, verify_consistency, verify_inclusion};
+use evidenceos_core::request::{ArtifactInput, CreateClaimV2, Execution};
+use evidenceos_core::{
+    Command, ErrorCode, Input, Kernel, KernelConfig, KernelError, Output, Principal, Query, Request, RequestId,
+    Response, Role, Timestamp,
+};
+
+const SEED: [u8; 32] = [9; 32];
+const NOW: Timestamp = Timestamp(1_760_000_000_000);
+
+fn demo_labels() -> Vec<u8> {
+    (0..64).map(|i| u8::from(i % 3 == 0)).collect()
+}
+
+fn environment() -> Environment {
+    Environment::default().with_holdouts(&[holdout_files("demo", [0xd0; 32], &demo_labels(), 1_700_000_000)]).unwrap()
+}
+
+struct Harness {
+    kernel: Kernel,
+    disk: MemDisk,
+    next: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let id = key_id_for_seed(&SEED);
+        let keys = vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }];
+        let mut disk = MemDisk::new();
+        let config = KernelConfig { environment: environment(), ..KernelConfig::default() };
+        let mut kernel = Kernel::recover(config, disk.recovery_files(keys, id.to_hex().into_bytes())).unwrap();
+        disk.drive(&mut kernel, NOW);
+        Self { kernel, disk, next: 0 }
+    }
+
+    fn call(&mut self, principal: &Principal, request: Request) -> Result<Response, KernelError> {
+        self.next += 1;
+        let id = RequestId(self.next);
+        self.kernel.handle(NOW, Input::Request { id, principal: principal.clone(), request });
+        let outputs = self.disk.drive(&mut self.kernel, NOW);
+        outputs
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Reply(reply_id, reply) if reply_id == id => Some(reply),
+                _ => None,
+            })
+            .expect("every request is answered once durable")
+    }
+
+    fn command(&mut self, principal: &Principal, command: Command) -> Result<Response, KernelError> {
+        self.call(principal, Request::Command(command))
+    }
+}
+
+fn agent() -> Principal {
+    Principal::new("agent-a", Role::Agent)
+}
+
+fn auditor() -> Principal {
+    Principal::new("auditor-1", Role::Auditor)
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = format!("{}/../examples/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    wat::parse_file(path).unwrap()
+}
+
+fn create(h: &mut Harness, principal: &Principal, name: &str, lane: &str) -> Vec<u8> {
+    create_with_signal(h, principal, name, lane, 1)
+}
+
+/// `signal` varies the client's semantic hash: same topic, different claim id.
+fn create_with_signal(h: &mut Harness, principal: &Principal, name: &str, lane: &str, signal: u8) -> Vec<u8> {
+    let request = CreateClaimV2 {
+        claim_name: name.into(),
+        lane: lane.into(),
+        alpha_micros: 50_000,
+        epoch_config_ref: "epoch/v1".into(),
+        output_schema_id: "EVIDENCEOS_SC_V0".into(),
+        semantic_hash: vec![signal; 32],
+        phys_hir_signature_hash: vec![2; 32],
+        dependency_merkle_root: vec![3; 32],
+        holdout_ref: "demo".into(),
+        epoch_size: 1,
+        oracle_num_symbols: 4,
+        access_credit: 64,
+        oracle_id: "accuracy".into(),
+        nullspec_id: String::new(),
+        dp_epsilon_budget: None,
+        dp_delta_budget: None,
+    };
+    match h.command(principal, Command::CreateClaimV2(Box::new(request))).unwrap() {
+        Response::ClaimCreated { claim_id, state, .. } => {
+            assert_eq!(state, ClaimState::Uncommitted);
+            claim_id.to_vec()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn commit(h: &mut Harness, principal: &Principal, claim_id: &[u8], module: &[u8], deps: &[[u8; 32]]) {
+    let mut artifacts = vec![ArtifactInput { kind: "wasm".into(), hash: sha256(module).to_vec() }];
+    artifacts.extend(deps.iter().map(|d| ArtifactInput { kind: "capsule".into(), hash: d.to_vec() }));
+    let reply = h.command(
+        principal,
+        Command::CommitArtifacts { claim_id: claim_id.to_vec(), artifacts, wasm_module: module.to_vec() },
+    );
+    assert_eq!(reply.unwrap(), Response::ClaimState { state: ClaimState::Committed });
+}
+
+fn run_to_capsule(h: &mut Harness, principal: &Principal, claim_id: &[u8]) -> Execution {
+    let freeze = h.command(principal, Command::FreezeGates { claim_id: claim_id.to_vec() }).unwrap();
+    assert_eq!(freeze, Response::ClaimState { state: ClaimState::Sealed });
+    let seal = h.command(principal, Command::SealClaim { claim_id: claim_id.to_vec() }).unwrap();
+    assert_eq!(seal, Response::ClaimState { state: ClaimState::Sealed });
+    match h.command(principal, Command::ExecuteClaimV2 { claim_id: claim_id.to_vec() }).unwrap() {
+        Response::Executed(execution) => *execution,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn certify_reject_defer_then_revoke_and_taint() {
+    let mut h = Harness::new();
+    let owner = agent();
+
+    let good = create(&mut h, &owner, "mod3-hypothesis", "fast");
+    commit(&mut h, &owner, &good, &wasm("claim_mod3"), &[]);
+    let certified = run_to_capsule(&mut h, &owner, &good);
+    assert_eq!(
+        (certified.state, certified.decision, certified.certified),
+        (ClaimState::Certified, Decision::Approve, true)
+    );
+    assert_eq!(certified.reason_codes, vec![1]);
+    assert_eq!(certified.canonical_output, vec![3], "top bucket of 4");
+    // k = τ·log2(4)·1 = 4 bits; barrier 2^4 / 0.05 = 320.
+    assert!(certified.e_value >= 320.0, "e = {}", certified.e_value);
+
+    let weak = create(&mut h, &owner, "all-zero", "fast");
+    commit(&mut h, &owner, &weak, &wasm("claim_all_zero"), &[]);
+    let rejected = run_to_capsule(&mut h, &owner, &weak);
+    assert_eq!((rejected.state, rejected.decision), (ClaimState::Revoked, Decision::Reject));
+    assert!(rejected.e_value <= 1.0);
+
+    let heavy = create(&mut h, &owner, "mod3-heavy", "heavy");
+    commit(&mut h, &owner, &heavy, &wasm("claim_mod3"), &[]);
+    let deferred = run_to_capsule(&mut h, &owner, &heavy);
+    assert_eq!((deferred.state, deferred.decision), (ClaimState::Frozen, Decision::Defer));
+
+    // The certification's e-value tripped the canary of (mod3-hypothesis, demo): a second claim
+    // under that name is rejected with reason 91 whatever its evidence.
+    let incidents = h.kernel.state().claims.canaries.values().filter(|c| c.frozen).count();
+    assert_eq!(incidents, 2, "mod3-hypothesis and mod3-heavy canaries froze");
+    let retry = create_with_signal(&mut h, &owner, "mod3-hypothesis", "fast", 7);
+    commit(&mut h, &owner, &retry, &wasm("claim_mod3"), &[]);
+    let blocked = run_to_capsule(&mut h, &owner, &retry);
+    assert_eq!((blocked.state, blocked.decision), (ClaimState::Revoked, Decision::Reject));
+    assert_eq!(blocked.reason_codes, vec![2, 91]);
+
+    // A claim built on the certified capsule, then the parent is revoked.
+    let child = create(&mut h, &owner, "builds-on-mod3", "fast");
+    commit(&mut h, &owner, &child, &wasm("claim_mod3"), &[certified.capsule_hash]);
+    assert_eq!(run_to_capsule(&mut h, &owner, &child).state, ClaimState::Certified);
+    let revoked = h.command(&owner, Command::RevokeClaim { claim_id: good.clone(), reason: "retracted".into() });
+    assert!(
+        matches!(revoked.unwrap(), Response::Revoked { state: ClaimState::Revoked, timestamp_unix } if timestamp_unix == NOW.0 / 1000)
+    );
+    let child_state = h.kernel.state().claims.claims[&hex::encode(&child)].state;
+    assert_eq!(child_state, ClaimState::Tainted);
+
+    let Response::RevocationFeed(feed) = h.call(&owner, Request::Query(Query::GetRevocationFeed)).unwrap() else {
+        panic!("feed expected")
+    };
+    assert_eq!(feed.entries.len(), 1);
+    assert_eq!(feed.entries[0].capsule_hash, certified.capsule_hash);
+    let public = public_key_for_seed(&SEED);
+    assert!(verify_tree_head(&public, &feed.sth));
+    assert!(verify_signature(&public, &revocation_feed_digest(&feed.entries, &feed.sth), &feed.signature));
+}
+
+#[test]
+fn fetched_capsules_verify_against_the_signed_head() {
+    let mut h = Harness::new();
+    let owner = agent();
+    let claim = create(&mut h, &owner, "mod3-hypothesis", "fast");
+    commit(&mut h, &owner, &claim, &wasm("claim_mod3"), &[]);
+    let execution = run_to_capsule(&mut h, &owner, &claim);
+    // Grow the log afterwards so the consistency proof is not trivial.
+    for name in ["later-1", "later-2", "later-3"] {
+        let other = create(&mut h, &owner, name, "fast");
+        commit(&mut h, &owner, &other, &wasm("claim_all_zero"), &[]);
+        run_to_capsule(&mut h, &owner, &other);
+    }
+    let denied = h.call(&owner, Request::Query(Query::FetchCapsule { claim_id: claim.clone() })).unwrap_err();
+    assert_eq!(denied.code, ErrorCode::PermissionDenied, "agents cannot read capsules");
+    let Response::FetchedCapsule(fetched) =
+        h.call(&auditor(), Request::Query(Query::FetchCapsule { claim_id: claim.clone() })).unwrap()
+    else {
+        panic!("capsule expected")
+    };
+    assert_eq!(fetched.capsule_hash, sha256(&fetched.capsule));
+    assert_eq!(fetched.capsule_hash, execution.capsule_hash);
+    assert_eq!(fetched.leaf_hash, leaf_hash(&fetched.capsule));
+    let sth = &fetched.sth;
+    // e ≈ 1e8 exceeds the canary barrier (1000): one canary_incident leaf precedes the capsule.
+    assert_eq!((fetched.etl_index, sth.tree_size), (1, 5));
+    assert!(verify_tree_head(&public_key_for_seed(&SEED), sth));
+    verify_inclusion(&fetched.leaf_hash, fetched.etl_index, sth.tree_size, &fetched.inclusion_path, &sth.root_hash)
+        .unwrap();
+    let old_size = fetched.etl_index + 1;
+    let Response::ConsistencyProof { first_root_hash, .. } = h
+        .call(&auditor(), Request::Query(Query::GetConsistencyProof { first_tree_size: old_size, second_tree_size: 0 }))
+        .unwrap()
+    else {
+        panic!("consistency expected")
+    };
+    verify_consistency(old_size, sth.tree_size, &first_root_hash, &sth.root_hash, &fetched.consistency_path).unwrap();
+    let capsule: serde_json::Value = serde_json::from_slice(&fetched.capsule).unwrap();
+    assert_eq!(capsule["state"], "CERTIFIED");
+    assert_eq!(capsule["holdout_commitment_hex"], hex::encode(sha256(&[0xd0; 32])));
+}
+
+#[test]
+fn lifecycle_order_ownership_and_field_shapes_are_enforced() {
+    let mut h = Harness::new();
+    let owner = agent();
+    let stranger = Principal::new("agent-b", Role::Agent);
+    let claim = create(&mut h, &owner, "mod3-hypothesis", "fast");
+    let before = h.kernel.state().clone();
+
+    let code = |r: Result<Response, KernelError>| r.unwrap_err().code;
+    assert_eq!(
+        code(h.command(&owner, Command::ExecuteClaimV2 { claim_id: claim.clone() })),
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        code(h.command(&owner, Command::FreezeGates { claim_id: claim.clone() })),
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        code(h.command(&owner, Command::RevokeClaim { claim_id: claim.clone(), reason: "x".into() })),
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(code(h.command(&owner, Command::FreezeGates { claim_id: vec![1; 31] })), ErrorCode::InvalidArgument);
+    assert_eq!(code(h.command(&owner, Command::FreezeGates { claim_id: vec![1; 32] })), ErrorCode::NotFound);
+    let module = wasm("claim_mod3");
+    let wrong_hash = vec![ArtifactInput { kind: "wasm".into(), hash: vec![0; 32] }];
+    assert_eq!(
+        code(h.command(
+            &owner,
+            Command::CommitArtifacts { claim_id: claim.clone(), artifacts: wrong_hash, wasm_module: module.clone() }
+        )),
+        ErrorCode::InvalidArgument
+    );
+    let good_artifacts = vec![ArtifactInput { kind: "wasm".into(), hash: sha256(&module).to_vec() }];
+    assert_eq!(
+        code(h.command(
+            &stranger,
+            Command::CommitArtifacts {
+                claim_id: claim.clone(),
+                artifacts: good_artifacts.clone(),
+                wasm_module: module.clone()
+            }
+        )),
+        ErrorCode::PermissionDenied
+    );
+    let bad_import = wat::parse_str(r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1) (func (export "run")))"#).unwrap();
+    let bad_artifacts = vec![ArtifactInput { kind: "wasm".into(), hash: sha256(&bad_import).to_vec() }];
+    assert_eq!(
+        code(h.command(
+            &owner,
+            Command::CommitArtifacts { claim_id: claim.clone(), artifacts: bad_artifacts, wasm_module: bad_import }
+        )),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(h.kernel.state(), &before, "refused requests change nothing");
+}
+
+#[test]
+fn an_oversized_reservation_does_not_freeze_the_shared_pool() {
+    let mut h = Harness::new();
+    let operator = Principal::new("op", Role::Operator);
+    // Room for one fast claim over 4 symbols: R = ceil(log2 4 · 32 · 2) = 128 bits.
+    let set = Command::SetHoldoutPoolBudgets {
+        holdout_id: "demo".into(),
+        scope: "global".into(),
+        k_bits_budget: Some(130.0),
+        access_credit_budget: Some(130.0),
+    };
+    h.command(&operator, set).unwrap();
+    let owner = agent();
+    let request = |name: &str, symbols: u32| CreateClaimV2 {
+        claim_name: name.into(),
+        lane: "fast".into(),
+        alpha_micros: 50_000,
+        epoch_config_ref: String::new(),
+        output_schema_id: "legacy/v1".into(),
+        semantic_hash: vec![],
+        phys_hir_signature_hash: vec![],
+        dependency_merkle_root: vec![],
+        holdout_ref: "demo".into(),
+        epoch_size: 1,
+        oracle_num_symbols: symbols,
+        access_credit: 64,
+        oracle_id: String::new(),
+        nullspec_id: String::new(),
+        dp_epsilon_budget: None,
+        dp_delta_budget: None,
+    };
+    // 65536 symbols: R = 16 · 32 · 2 = 1024 bits, far over the pool.
+    let before = h.kernel.state().clone();
+    let refused = h.command(&owner, Command::CreateClaimV2(Box::new(request("greedy", 1 << 16)))).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::FailedPrecondition);
+    assert_eq!(h.kernel.state(), &before, "the refusal touched no pool");
+    // The pool still serves a request that fits, and then is full.
+    let accepted = h.command(&owner, Command::CreateClaimV2(Box::new(request("modest", 4))));
+    assert!(matches!(accepted, Ok(Response::ClaimCreated { .. })));
+    let full = h.command(&owner, Command::CreateClaimV2(Box::new(request("third", 4)))).unwrap_err();
+    assert_eq!(full.code, ErrorCode::FailedPrecondition);
+}
