@@ -488,7 +488,7 @@ impl Claims {
         }
         let pin = claim.pin.clone().ok_or_else(|| precondition("claim has no pinned oracle resolution"))?;
         let holdout = env.holdouts.get(&claim.holdout_ref).ok_or_else(|| precondition("holdout is not loaded"))?;
-        let nullspec = self.nullspec(env, &claim, holdout)?;
+        let nullspec = self.nullspec(env, &claim, holdout, &pin)?;
 
         let limits = match claim.lane {
             Lane::Fast => GuestLimits::FAST,
@@ -692,10 +692,16 @@ impl Claims {
         Ok((Applied { response: Ok(Response::Executed(Box::new(execution))), leaves }, credit))
     }
 
-    fn nullspec(&self, env: &Environment, claim: &Claim, holdout: &Holdout) -> Result<ResolvedNullSpec, KernelError> {
-        let resolved = env
-            .nullspec_for(&claim.oracle_id, holdout, claim.num_symbols)
-            .ok_or_else(|| precondition("no active, valid NullSpec for this oracle and holdout"))?;
+    fn nullspec(
+        &self,
+        env: &Environment,
+        claim: &Claim,
+        holdout: &Holdout,
+        pin: &Pin,
+    ) -> Result<ResolvedNullSpec, KernelError> {
+        let resolution = crate::hash::parse_hash_hex(&pin.resolution_hash_hex).expect("stored as hex");
+        let resolved =
+            env.nullspec_for(&claim.oracle_id, holdout, claim.num_symbols, &resolution).map_err(precondition)?;
         if !claim.requested_nullspec_id.is_empty() && claim.requested_nullspec_id != resolved.id_hex {
             return Err(precondition("the requested NullSpec is not the one active for this oracle and holdout"));
         }

@@ -69,7 +69,86 @@ impl std::fmt::Display for EnvironmentError {
 
 impl std::error::Error for EnvironmentError {}
 
+/// Operator files that govern NullSpecs, as bytes (SPEC §5.4, §6).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NullSpecFiles {
+    /// `trusted_oracle_keys.json`: {"keys": {key id: hex public key}}.
+    pub trusted_keys: Option<Vec<u8>>,
+    /// `nullspec/<hex id>.json` files: (file name, bytes).
+    pub contracts: Vec<(String, Vec<u8>)>,
+    /// `nullspec/active_map.json`: {"mappings": [{oracle_id, holdout_handle, nullspec_id_hex}]}.
+    pub active_map: Option<Vec<u8>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustedKeysFile {
+    keys: BTreeMap<String, String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActiveMapFile {
+    mappings: Vec<ActiveMapping>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActiveMapping {
+    oracle_id: String,
+    /// Names the holdout by its ref (the directory name under `holdouts/`).
+    holdout_handle: String,
+    nullspec_id_hex: String,
+}
+
+/// Parses `trusted_oracle_keys.json`.
+pub fn parse_trusted_keys(bytes: &[u8]) -> Result<BTreeMap<String, [u8; 32]>, EnvironmentError> {
+    let file: TrustedKeysFile =
+        serde_json::from_slice(bytes).map_err(|e| EnvironmentError(format!("trusted_oracle_keys.json: {e}")))?;
+    let mut keys = BTreeMap::new();
+    for (kid, hex_key) in file.keys {
+        let key = crate::hash::parse_hash_hex(&hex_key)
+            .ok_or_else(|| EnvironmentError(format!("trusted_oracle_keys.json: key {kid} is not 64 hex characters")))?;
+        keys.insert(kid, key);
+    }
+    Ok(keys)
+}
+
 impl Environment {
+    /// Loads, verifies and activates NullSpec contracts. A contract that fails verification, a
+    /// file named after another id, or a mapping to an unknown contract is an error naming it.
+    pub fn with_nullspecs(mut self, files: &NullSpecFiles) -> Result<Self, EnvironmentError> {
+        let trusted = match &files.trusted_keys {
+            Some(bytes) => parse_trusted_keys(bytes)?,
+            None => BTreeMap::new(),
+        };
+        for (name, bytes) in &files.contracts {
+            let fail = |reason: String| EnvironmentError(format!("nullspec/{name}: {reason}"));
+            let contract = NullSpecContract::from_json(bytes).map_err(|e| fail(e.to_string()))?;
+            contract.verify(&trusted).map_err(|e| fail(e.to_string()))?;
+            let id_hex = hex::encode(contract.nullspec_id);
+            if *name != format!("{id_hex}.json") {
+                return Err(fail(format!("file name does not match the contract id {id_hex}")));
+            }
+            self.nullspecs.insert(id_hex, contract);
+        }
+        if let Some(bytes) = &files.active_map {
+            let map: ActiveMapFile = serde_json::from_slice(bytes)
+                .map_err(|e| EnvironmentError(format!("nullspec/active_map.json: {e}")))?;
+            for mapping in map.mappings {
+                let id = mapping.nullspec_id_hex.to_ascii_lowercase();
+                if !self.nullspecs.contains_key(&id) {
+                    return Err(EnvironmentError(format!(
+                        "nullspec/active_map.json: {} is not an installed, verified contract",
+                        mapping.nullspec_id_hex
+                    )));
+                }
+                self.active_nullspecs.insert((mapping.oracle_id, mapping.holdout_handle), id);
+            }
+        }
+        Ok(self)
+    }
+
     /// Validates holdout files; a bad one is an error naming it, never a panic.
     pub fn with_holdouts(mut self, files: &[HoldoutFiles]) -> Result<Self, EnvironmentError> {
         if files.len() > crate::holdout::MAX_HOLDOUTS {
@@ -86,21 +165,35 @@ impl Environment {
         self.holdouts.values().find(|h| &h.handle == handle)
     }
 
-    /// The active, valid NullSpec for (oracle, holdout), or the development fallback outside
-    /// production. `None` means the claim cannot be judged (FAILED_PRECONDITION).
-    pub fn nullspec_for(&self, oracle_id: &str, holdout: &Holdout, num_symbols: u32) -> Option<ResolvedNullSpec> {
+    /// The NullSpec a claim is judged under. An operator-activated contract must be unexpired
+    /// and match the claim's pinned oracle resolution; with none active, development mode uses
+    /// the development NullSpec and production refuses.
+    pub fn nullspec_for(
+        &self,
+        oracle_id: &str,
+        holdout: &Holdout,
+        num_symbols: u32,
+        resolution_hash: &crate::hash::Hash,
+    ) -> Result<ResolvedNullSpec, String> {
         let key = (oracle_id.to_string(), holdout.holdout_ref.clone());
-        if let Some(contract) = self.active_nullspecs.get(&key).and_then(|id| self.nullspecs.get(id))
-            && !contract.is_expired(self.epoch)
-        {
-            return Some(ResolvedNullSpec {
+        if let Some(contract) = self.active_nullspecs.get(&key).and_then(|id| self.nullspecs.get(id)) {
+            if contract.is_expired(self.epoch) {
+                return Err("the active NullSpec has expired".into());
+            }
+            if &contract.oracle_resolution_hash != resolution_hash {
+                return Err("the active NullSpec was made for another oracle resolution".into());
+            }
+            return Ok(ResolvedNullSpec {
                 id_hex: hex::encode(contract.nullspec_id),
                 kind: contract.kind.clone(),
                 eprocess: contract.eprocess.clone(),
                 development: false,
             });
         }
-        (!self.settings.production).then(|| development_nullspec(holdout.labels.len(), num_symbols))
+        if self.settings.production {
+            return Err("no active NullSpec for this oracle and holdout (production mode)".into());
+        }
+        Ok(development_nullspec(holdout.labels.len(), num_symbols))
     }
 }
 
@@ -147,6 +240,85 @@ pub fn development_nullspec(len: usize, num_symbols: u32) -> ResolvedNullSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{key_id_for_seed, public_key_for_seed};
+
+    const OPERATOR_SEED: [u8; 32] = [4; 32];
+
+    fn holdout() -> Holdout {
+        crate::holdout::holdout_files("demo", [1; 32], &[0, 1, 0, 1], 0).validate().unwrap()
+    }
+
+    fn signed_contract(resolution: crate::hash::Hash, epoch_created: u64) -> NullSpecContract {
+        let (kind, eprocess) = crate::nullspec::from_calibration_buckets(&[3, 1, 0, 0], 0.5);
+        let unsigned = NullSpecContract {
+            schema: crate::nullspec::SCHEMA.to_string(),
+            nullspec_id: [0; 32],
+            oracle_id: "accuracy".into(),
+            oracle_resolution_hash: resolution,
+            holdout_handle: "demo".into(),
+            epoch_created,
+            ttl_epochs: 2,
+            kind,
+            eprocess,
+            calibration_manifest_hash: None,
+            created_by: key_id_for_seed(&OPERATOR_SEED).to_hex(),
+            signature_ed25519: Vec::new(),
+        };
+        NullSpecContract::sign(unsigned, &OPERATOR_SEED)
+    }
+
+    fn files(contract: &NullSpecContract, trusted: bool) -> NullSpecFiles {
+        let kid = key_id_for_seed(&OPERATOR_SEED).to_hex();
+        let keys = if trusted {
+            format!(r#"{{"keys":{{"{kid}":"{}"}}}}"#, hex::encode(public_key_for_seed(&OPERATOR_SEED)))
+        } else {
+            r#"{"keys":{}}"#.to_string()
+        };
+        let id = hex::encode(contract.nullspec_id);
+        NullSpecFiles {
+            trusted_keys: Some(keys.into_bytes()),
+            contracts: vec![(format!("{id}.json"), contract.to_json())],
+            active_map: Some(
+                format!(
+                    r#"{{"mappings":[{{"oracle_id":"accuracy","holdout_handle":"demo","nullspec_id_hex":"{id}"}}]}}"#
+                )
+                .into_bytes(),
+            ),
+        }
+    }
+
+    #[test]
+    fn an_active_signed_contract_is_used_only_while_it_matches_and_lives() {
+        let resolution = [7; 32];
+        let contract = signed_contract(resolution, 0);
+        let mut env = Environment::default().with_nullspecs(&files(&contract, true)).unwrap();
+        let resolved = env.nullspec_for("accuracy", &holdout(), 4, &resolution).unwrap();
+        assert_eq!(resolved.id_hex, hex::encode(contract.nullspec_id));
+        assert!(!resolved.development);
+        assert!(
+            env.nullspec_for("accuracy", &holdout(), 4, &[8; 32]).unwrap_err().contains("another oracle resolution")
+        );
+        env.epoch = 3;
+        assert!(env.nullspec_for("accuracy", &holdout(), 4, &resolution).unwrap_err().contains("expired"));
+    }
+
+    #[test]
+    fn untrusted_or_misnamed_contracts_refuse_to_load() {
+        let contract = signed_contract([7; 32], 0);
+        let err = Environment::default().with_nullspecs(&files(&contract, false)).unwrap_err();
+        assert!(err.0.starts_with("nullspec/"), "{err}");
+        let mut misnamed = files(&contract, true);
+        misnamed.contracts[0].0 = "other.json".into();
+        assert!(Environment::default().with_nullspecs(&misnamed).unwrap_err().0.contains("does not match"));
+    }
+
+    #[test]
+    fn production_refuses_the_development_fallback() {
+        let mut env = Environment::default();
+        assert!(env.nullspec_for("accuracy", &holdout(), 4, &[0; 32]).unwrap().development);
+        env.settings.production = true;
+        assert!(env.nullspec_for("accuracy", &holdout(), 4, &[0; 32]).is_err());
+    }
 
     #[test]
     fn development_nullspec_is_a_distribution_with_a_tiny_top_bucket() {

@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::Authenticator;
 use crate::mapping;
 use crate::v2;
 use crate::v2::evidence_os_server::EvidenceOs as V2;
@@ -36,10 +37,11 @@ pub struct ServerFacts {
 pub struct EvidenceService {
     kernel: KernelHandle,
     info: Arc<v2::GetServerInfoResponse>,
+    auth: Arc<Authenticator>,
 }
 
 impl EvidenceService {
-    pub fn new(kernel: KernelHandle, facts: ServerFacts) -> Self {
+    pub fn new(kernel: KernelHandle, facts: ServerFacts, auth: Authenticator) -> Self {
         let proto_hash = hex::encode(evidenceos_core::hash::sha256(crate::FILE_DESCRIPTOR_SET));
         let info = v2::GetServerInfoResponse {
             protocol_semver: crate::PROTOCOL_SEMVER.to_string(),
@@ -49,17 +51,16 @@ impl EvidenceService {
             daemon_version: facts.daemon_version,
             feature_flags: Some(facts.feature_flags),
         };
-        Self { kernel, info: Arc::new(info) }
+        Self { kernel, info: Arc::new(info), auth: Arc::new(auth) }
     }
 
-    /// The caller's identity. No authentication exists yet, so every caller is the development
-    /// principal `anonymous` with the agent role (SPEC §2.2), never a role a client claims.
-    fn principal<T>(&self, _request: &Request<T>) -> Principal {
-        Principal::anonymous()
+    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        self.auth.authenticate(request.metadata())
     }
 
     async fn call<T>(&self, request: &Request<T>, kernel_request: KernelRequest) -> Result<KernelResponse, Status> {
-        self.kernel.call(self.principal(request), kernel_request).await.map_err(status)
+        let principal = self.principal(request)?;
+        self.kernel.call(principal, kernel_request).await.map_err(status)
     }
 }
 
@@ -69,14 +70,16 @@ fn reply<T>(mapped: Result<T, KernelError>) -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl V2 for EvidenceService {
-    async fn health(&self, _request: Request<v2::HealthRequest>) -> Result<Response<v2::HealthResponse>, Status> {
+    async fn health(&self, request: Request<v2::HealthRequest>) -> Result<Response<v2::HealthResponse>, Status> {
+        self.principal(&request)?;
         Ok(Response::new(v2::HealthResponse { status: "SERVING".to_string() }))
     }
 
     async fn get_server_info(
         &self,
-        _request: Request<v2::GetServerInfoRequest>,
+        request: Request<v2::GetServerInfoRequest>,
     ) -> Result<Response<v2::GetServerInfoResponse>, Status> {
+        self.principal(&request)?;
         Ok(Response::new((*self.info).clone()))
     }
 
@@ -311,8 +314,9 @@ impl V2 for EvidenceService {
 
     async fn watch_revocations(
         &self,
-        _request: Request<v2::WatchRevocationsRequest>,
+        request: Request<v2::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        self.principal(&request)?;
         let mut notifications = self.kernel.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {

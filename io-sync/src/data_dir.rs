@@ -6,12 +6,17 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use evidenceos_core::environment::{Environment, NullSpecFiles, Settings};
+use evidenceos_core::holdout::HoldoutFiles;
 use evidenceos_core::keys::{KeyFile, KeyId, key_file_name, key_id_for_seed};
 use evidenceos_core::{FileId, RecoveryFiles};
 
 pub(crate) const LOCK_FILE: &str = "kernel.lock";
 pub(crate) const KEYS_DIR: &str = "keys";
 pub(crate) const ACTIVE_KEY_FILE: &str = "active_key_id";
+pub(crate) const HOLDOUTS_DIR: &str = "holdouts";
+pub(crate) const NULLSPEC_DIR: &str = "nullspec";
+pub(crate) const TRUSTED_KEYS_FILE: &str = "trusted_oracle_keys.json";
 
 #[derive(Debug)]
 pub enum DataDirError {
@@ -26,6 +31,8 @@ pub enum DataDirError {
         path: PathBuf,
         source: io::Error,
     },
+    /// Operator material (holdouts, NullSpecs, trusted keys) that does not validate.
+    Invalid(String),
 }
 
 impl std::fmt::Display for DataDirError {
@@ -43,6 +50,7 @@ impl std::fmt::Display for DataDirError {
                 path.display()
             ),
             Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::Invalid(reason) => f.write_str(reason),
         }
     }
 }
@@ -170,6 +178,72 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// Every `holdouts/<ref>/` directory as bytes (manifest.json and labels.bin).
+    pub fn read_holdouts(&self) -> Result<Vec<HoldoutFiles>, DataDirError> {
+        let dir = self.root.join(HOLDOUTS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(DataDirError::Io { path: dir, source }),
+        };
+        let mut holdouts = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error(&dir))?;
+            if !entry.file_type().map_err(io_error(&dir))?.is_dir() {
+                continue;
+            }
+            let path = entry.path();
+            let holdout_ref = entry.file_name().to_string_lossy().into_owned();
+            let manifest_path = path.join("manifest.json");
+            let labels_path = path.join("labels.bin");
+            holdouts.push(HoldoutFiles {
+                holdout_ref,
+                manifest: fs::read(&manifest_path).map_err(io_error(&manifest_path))?,
+                labels: fs::read(&labels_path).map_err(io_error(&labels_path))?,
+            });
+        }
+        holdouts.sort_by(|a, b| a.holdout_ref.cmp(&b.holdout_ref));
+        Ok(holdouts)
+    }
+
+    /// `trusted_oracle_keys.json`, `nullspec/*.json` and `nullspec/active_map.json` as bytes.
+    pub fn read_nullspec_files(&self) -> Result<NullSpecFiles, DataDirError> {
+        let dir = self.root.join(NULLSPEC_DIR);
+        let mut contracts = Vec::new();
+        match fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(io_error(&dir))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(".json") && name != "active_map.json" {
+                        let path = entry.path();
+                        contracts.push((name, fs::read(&path).map_err(io_error(&path))?));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DataDirError::Io { path: dir, source }),
+        }
+        contracts.sort();
+        Ok(NullSpecFiles {
+            trusted_keys: read_optional(&self.root.join(TRUSTED_KEYS_FILE))?,
+            contracts,
+            active_map: read_optional(&dir.join("active_map.json"))?,
+        })
+    }
+
+    /// The validated environment the kernel judges claims with.
+    pub fn read_environment(&self, settings: Settings) -> Result<Environment, DataDirError> {
+        let holdouts = self.read_holdouts()?;
+        let nullspecs = self.read_nullspec_files()?;
+        Environment { settings, ..Environment::default() }
+            .with_holdouts(&holdouts)
+            .and_then(|env| env.with_nullspecs(&nullspecs))
+            .map_err(|e| DataDirError::Invalid(e.to_string()))
+    }
+}
+
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, DataDirError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
@@ -243,6 +317,23 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         drop(DataDir::open(tmp.path()).unwrap());
         assert!(DataDir::open(tmp.path()).is_ok());
+    }
+
+    #[test]
+    fn holdouts_load_and_a_bad_one_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        assert!(dir.read_environment(Settings::default()).unwrap().holdouts.is_empty());
+        let files = evidenceos_core::holdout::holdout_files("demo", [5; 32], &[1, 0, 1], 0);
+        let holdout_dir = tmp.path().join("holdouts/demo");
+        fs::create_dir_all(&holdout_dir).unwrap();
+        fs::write(holdout_dir.join("manifest.json"), &files.manifest).unwrap();
+        fs::write(holdout_dir.join("labels.bin"), &files.labels).unwrap();
+        let env = dir.read_environment(Settings::default()).unwrap();
+        assert_eq!(env.holdouts["demo"].labels, vec![1, 0, 1]);
+        fs::write(holdout_dir.join("labels.bin"), [1, 1, 1]).unwrap();
+        let err = dir.read_environment(Settings::default()).unwrap_err().to_string();
+        assert!(err.contains("holdouts/demo") && err.contains("labels_sha256_hex"), "{err}");
     }
 
     #[test]

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use evidenceos_core::environment::Settings;
 use evidenceos_core::state::Policy;
 use evidenceos_core::{Kernel, KernelConfig};
+use evidenceos_grpc::auth::{Authenticator, BearerTokens};
 use evidenceos_grpc::service::{EvidenceService, ServerFacts};
 use evidenceos_io_sync::{DataDir, FileExecutor, SigningKeyStatus, drive, log_event, now};
 use evidenceos_io_tokio::Stopped;
@@ -68,6 +70,35 @@ struct Args {
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     shutdown_grace_secs: u64,
 
+    /// Bearer token with the auditor role (SPEC §2.2). Prefer the EVIDENCEOS_AUTH_TOKEN variable:
+    /// command lines are visible to other local users.
+    #[arg(long, env = "EVIDENCEOS_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    auth_token: Option<String>,
+
+    /// Bearer tokens with the agent role (comma-separated or repeated). Env: EVIDENCEOS_AGENT_TOKENS.
+    #[arg(long, env = "EVIDENCEOS_AGENT_TOKENS", hide_env_values = true, value_delimiter = ',', value_name = "TOKENS")]
+    agent_tokens: Vec<String>,
+
+    /// Bearer tokens with the auditor role. Env: EVIDENCEOS_AUDITOR_TOKENS.
+    #[arg(
+        long,
+        env = "EVIDENCEOS_AUDITOR_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_name = "TOKENS"
+    )]
+    auditor_tokens: Vec<String>,
+
+    /// Bearer tokens with the operator role. Env: EVIDENCEOS_OPERATOR_TOKENS.
+    #[arg(
+        long,
+        env = "EVIDENCEOS_OPERATOR_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_name = "TOKENS"
+    )]
+    operator_tokens: Vec<String>,
+
     /// Write a checkpoint after this many journal records (bounds replay time at restart).
     #[arg(long, default_value_t = 4096, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
@@ -84,9 +115,23 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Token flags whose values came from the command line rather than the environment.
+const SECRET_FLAGS: [&str; 4] = ["auth_token", "agent_tokens", "auditor_tokens", "operator_tokens"];
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     init_logging(args.log_format);
+    for flag in SECRET_FLAGS {
+        if matches.value_source(flag) == Some(clap::parser::ValueSource::CommandLine) {
+            let variable = format!("EVIDENCEOS_{}", flag.to_ascii_uppercase());
+            tracing::warn!(event = "secret_on_command_line", flag = %flag.replace('_', "-"), "secrets on the command line are visible to other local users; use {variable} instead");
+        }
+    }
     match run(args) {
         Ok(code) => code,
         Err(message) => {
@@ -128,6 +173,21 @@ fn run(args: Args) -> Result<ExitCode, String> {
         ),
     }
 
+    let environment = dir.read_environment(Settings::default()).map_err(|e| e.to_string())?;
+    tracing::info!(
+        event = "environment_loaded",
+        holdouts = environment.holdouts.len(),
+        nullspecs = environment.nullspecs.len(),
+        active_nullspecs = environment.active_nullspecs.len(),
+        "operator material loaded"
+    );
+    if !environment.settings.production {
+        tracing::warn!(
+            event = "development_nullspec",
+            "development mode: claims without an active NullSpec are judged under the development NullSpec (fair-coin guessing of the holdout labels); production refuses them"
+        );
+    }
+    let config = KernelConfig { environment, ..config };
     let files = dir.read_recovery_files().map_err(|e| e.to_string())?;
     let mut kernel =
         Kernel::recover(config, files).map_err(|e| format!("recovery of {} failed: {e}", args.data_dir.display()))?;
@@ -145,6 +205,34 @@ fn run(args: Args) -> Result<ExitCode, String> {
     runtime.block_on(serve(args, kernel, executor, dir))
 }
 
+fn authenticator(args: &Args) -> Authenticator {
+    let mut tokens = BearerTokens::default();
+    let roles = [
+        (&args.agent_tokens, evidenceos_core::Role::Agent),
+        (&args.auditor_tokens, evidenceos_core::Role::Auditor),
+        (&args.operator_tokens, evidenceos_core::Role::Operator),
+    ];
+    for (list, role) in roles {
+        for token in list.iter().filter(|t| !t.is_empty()) {
+            tokens.add(token, role);
+        }
+    }
+    if let Some(token) = &args.auth_token {
+        tokens.add(token, evidenceos_core::Role::Auditor);
+    }
+    if tokens.is_empty() {
+        tracing::warn!(
+            event = "authentication",
+            mode = "development",
+            "no authentication configured: every caller is the anonymous agent"
+        );
+        Authenticator::Development
+    } else {
+        tracing::info!(event = "authentication", mode = "bearer", "bearer-token authentication enabled");
+        Authenticator::Bearer(tokens)
+    }
+}
+
 async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir) -> Result<ExitCode, String> {
     let key_id = kernel.active_key_id();
     let tree_size = kernel.durable_tree_size();
@@ -159,7 +247,7 @@ async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir)
         build_time_utc: env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
         feature_flags: Default::default(),
     };
-    let service = EvidenceService::new(handle.clone(), facts);
+    let service = EvidenceService::new(handle.clone(), facts, authenticator(&args));
 
     // The kernel task ends early only on a storage failure; that also stops the server.
     let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(None::<Stopped>);

@@ -1,0 +1,277 @@
+//! Claims end to end over gRPC against the real daemon: the three outcomes, revocation with
+//! taint, the signed feed and its live stream, and capsule proofs checked with the verifier.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use evidenceos_core::SignedTreeHead;
+use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
+use evidenceos_core::hash::sha256;
+use evidenceos_core::keys::{KeyId, verify_signature};
+use evidenceos_core::merkle::{leaf_hash, verify_consistency, verify_inclusion};
+use evidenceos_core::request::RevocationEntry;
+use evidenceos_grpc::v2;
+use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const AGENT: &str = "agent-secret";
+const OTHER_AGENT: &str = "other-agent-secret";
+const AUDITOR: &str = "auditor-secret";
+
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
+        .args(["--listen", "127.0.0.1:0", "--shutdown-grace-secs", "1", "--data-dir"])
+        .arg(data_dir)
+        .env("EVIDENCEOS_AGENT_TOKENS", format!("{AGENT},{OTHER_AGENT}"))
+        .env("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn evidenceosd");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).expect("daemon did not start");
+    let addr = line.split_whitespace().nth(3).expect("listening line").to_string();
+    Daemon { child, addr: format!("http://{addr}") }
+}
+
+fn stop(mut daemon: Daemon) {
+    let pid = daemon.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            assert!(status.success());
+            return;
+        }
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn install_demo_holdout(data_dir: &Path) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/holdouts/demo");
+    let target = data_dir.join("holdouts/demo");
+    std::fs::create_dir_all(&target).unwrap();
+    for file in ["manifest.json", "labels.bin"] {
+        std::fs::copy(source.join(file), target.join(file)).unwrap();
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{name}.wat"))).unwrap()
+}
+
+fn create_request(name: &str, lane: &str) -> v2::CreateClaimV2Request {
+    v2::CreateClaimV2Request {
+        claim_name: name.into(),
+        metadata: Some(v2::ClaimMetadataV2 {
+            lane: lane.into(),
+            alpha_micros: 50_000,
+            epoch_config_ref: "epoch/v1".into(),
+            output_schema_id: "EVIDENCEOS_SC_V0".into(),
+        }),
+        signals: Some(v2::TopicSignalsV2::default()),
+        holdout_ref: "demo".into(),
+        epoch_size: 1,
+        oracle_num_symbols: 4,
+        access_credit: 64,
+        oracle_id: "accuracy".into(),
+        nullspec_id: String::new(),
+        dp_epsilon_budget: None,
+        dp_delta_budget: None,
+    }
+}
+
+/// create → commit → freeze → seal → execute; returns (claim id, execution).
+async fn run_claim(
+    client: &mut EvidenceOsClient<Channel>,
+    name: &str,
+    lane: &str,
+    module: &str,
+    depends_on: &[Vec<u8>],
+) -> (Vec<u8>, v2::ExecuteClaimV2Response) {
+    let created = client.create_claim_v2(with_token(create_request(name, lane), AGENT)).await.unwrap().into_inner();
+    let module = wasm(module);
+    let mut artifacts = vec![v2::Artifact { artifact_hash: sha256(&module).to_vec(), kind: "wasm".into() }];
+    artifacts
+        .extend(depends_on.iter().map(|hash| v2::Artifact { artifact_hash: hash.clone(), kind: "capsule".into() }));
+    let claim_id = created.claim_id;
+    let commit = v2::CommitArtifactsRequest { claim_id: claim_id.clone(), artifacts, wasm_module: module };
+    assert_eq!(client.commit_artifacts(with_token(commit, AGENT)).await.unwrap().into_inner().state, 2);
+    let freeze = v2::FreezeGatesRequest { claim_id: claim_id.clone() };
+    assert_eq!(client.freeze_gates(with_token(freeze, AGENT)).await.unwrap().into_inner().state, 3);
+    let seal = v2::SealClaimRequest { claim_id: claim_id.clone() };
+    assert_eq!(client.seal_claim(with_token(seal, AGENT)).await.unwrap().into_inner().state, 3);
+    let execute = v2::ExecuteClaimV2Request { claim_id: claim_id.clone() };
+    let executed = client.execute_claim_v2(with_token(execute, AGENT)).await.unwrap().into_inner();
+    (claim_id, executed)
+}
+
+fn sth_of(message: &v2::SignedTreeHead) -> SignedTreeHead {
+    SignedTreeHead {
+        tree_size: message.tree_size,
+        root_hash: message.root_hash.clone().try_into().unwrap(),
+        key_id: KeyId(message.key_id.clone().try_into().unwrap()),
+        signature: message.signature.clone().try_into().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn claims_end_to_end_over_grpc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    install_demo_holdout(&data);
+    let daemon = start(&data);
+    let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
+
+    let unauthenticated = client.create_claim_v2(create_request("x", "fast")).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+
+    let (good, certified) = run_claim(&mut client, "mod3-hypothesis", "fast", "claim_mod3", &[]).await;
+    assert_eq!((certified.state, certified.decision, certified.certified), (6, 1, true));
+    assert!(certified.e_value >= 320.0);
+    let (_, rejected) = run_claim(&mut client, "all-zero", "fast", "claim_all_zero", &[]).await;
+    assert_eq!((rejected.state, rejected.decision), (7, 2), "REVOKED by REJECT");
+    let (_, deferred) = run_claim(&mut client, "mod3-heavy", "heavy", "claim_mod3", &[]).await;
+    assert_eq!((deferred.state, deferred.decision), (10, 3), "FROZEN by DEFER");
+
+    // Another agent may not touch the claim; an agent may not read capsules.
+    let stranger = v2::RevokeClaimRequest { claim_id: good.clone(), reason: "mine now".into() };
+    assert_eq!(
+        client.revoke_claim(with_token(stranger, OTHER_AGENT)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let agent_fetch = v2::FetchCapsuleRequest { claim_id: good.clone() };
+    assert_eq!(client.fetch_capsule(with_token(agent_fetch, AGENT)).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // A dependent claim, then a live subscription, then the revocation.
+    let (child, child_run) =
+        run_claim(&mut client, "builds-on-mod3", "fast", "claim_mod3", &[certified.capsule_hash.clone()]).await;
+    assert_eq!(child_run.state, 6);
+    let mut stream =
+        client.watch_revocations(with_token(v2::WatchRevocationsRequest {}, AUDITOR)).await.unwrap().into_inner();
+    let revoke = v2::RevokeClaimRequest { claim_id: good.clone(), reason: "retracted by author".into() };
+    let revoked = client.revoke_claim(with_token(revoke, AGENT)).await.unwrap().into_inner();
+    assert_eq!(revoked.state, 7);
+
+    let pushed = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(pushed.entries.len(), 1);
+    assert_eq!(pushed.entries[0].claim_id, certified.capsule_hash);
+    let pushed_sth = sth_of(pushed.signed_tree_head.as_ref().unwrap());
+    let public: [u8; 32] = client
+        .get_public_key(with_token(v2::GetPublicKeyRequest { key_id: pushed.key_id.clone() }, AUDITOR))
+        .await
+        .unwrap()
+        .into_inner()
+        .ed25519_public_key
+        .try_into()
+        .unwrap();
+    assert!(verify_tree_head(&public, &pushed_sth));
+    let entries = vec![RevocationEntry {
+        capsule_hash: certified.capsule_hash.clone().try_into().unwrap(),
+        timestamp_unix: revoked.timestamp_unix,
+        reason: "retracted by author".into(),
+    }];
+    assert!(verify_signature(&public, &revocation_feed_digest(&entries, &pushed_sth), &pushed.signature));
+
+    // The dependent is TAINTED: creating an existing claim returns it with its state.
+    let again =
+        client.create_claim_v2(with_token(create_request("builds-on-mod3", "fast"), AGENT)).await.unwrap().into_inner();
+    assert_eq!((again.claim_id, again.state), (child, 8));
+
+    let feed =
+        client.get_revocation_feed(with_token(v2::GetRevocationFeedRequest {}, AUDITOR)).await.unwrap().into_inner();
+    assert_eq!(feed.entries.len(), 1);
+    let head =
+        client.get_signed_tree_head(with_token(v2::GetSignedTreeHeadRequest {}, AUDITOR)).await.unwrap().into_inner();
+    let head = SignedTreeHead {
+        tree_size: head.tree_size,
+        root_hash: head.root_hash.try_into().unwrap(),
+        key_id: KeyId(head.key_id.try_into().unwrap()),
+        signature: head.signature.try_into().unwrap(),
+    };
+    assert!(verify_signature(&public, &revocation_feed_digest(&entries, &head), &feed.signature));
+
+    // FetchCapsule: inclusion at the signed head, consistency from the capsule's size to it.
+    let fetched = client
+        .fetch_capsule(with_token(v2::FetchCapsuleRequest { claim_id: good.clone() }, AUDITOR))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.capsule_hash, sha256(&fetched.capsule_bytes).to_vec());
+    assert_eq!(fetched.capsule_hash, certified.capsule_hash);
+    let sth = sth_of(fetched.signed_tree_head.as_ref().unwrap());
+    assert!(verify_tree_head(&public, &sth));
+    let inclusion = fetched.inclusion_proof.unwrap();
+    assert_eq!(inclusion.leaf_hash, leaf_hash(&fetched.capsule_bytes).to_vec());
+    let path: Vec<[u8; 32]> = inclusion.audit_path.iter().map(|h| h.clone().try_into().unwrap()).collect();
+    verify_inclusion(
+        &leaf_hash(&fetched.capsule_bytes),
+        inclusion.leaf_index,
+        inclusion.tree_size,
+        &path,
+        &sth.root_hash,
+    )
+    .unwrap();
+    let consistency = fetched.consistency_proof.unwrap();
+    assert!(consistency.new_tree_size > consistency.old_tree_size, "the log grew after the capsule");
+    let first = client
+        .get_consistency_proof(with_token(
+            v2::GetConsistencyProofRequest {
+                first_tree_size: consistency.old_tree_size,
+                second_tree_size: consistency.new_tree_size,
+            },
+            AUDITOR,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let old_root: [u8; 32] = first.first_root_hash.try_into().unwrap();
+    let path: Vec<[u8; 32]> = consistency.path.iter().map(|h| h.clone().try_into().unwrap()).collect();
+    verify_consistency(consistency.old_tree_size, consistency.new_tree_size, &old_root, &sth.root_hash, &path).unwrap();
+
+    // Everything acknowledged survives a restart.
+    drop(client);
+    stop(daemon);
+    let daemon = start(&data);
+    let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
+    let after = client
+        .get_capsule(with_token(v2::GetCapsuleRequest { claim_id: good.clone() }, AUDITOR))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.capsule_bytes, fetched.capsule_bytes);
+    let feed =
+        client.get_revocation_feed(with_token(v2::GetRevocationFeedRequest {}, AUDITOR)).await.unwrap().into_inner();
+    assert_eq!(feed.entries.len(), 1);
+    drop(client);
+    stop(daemon);
+}
