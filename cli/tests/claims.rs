@@ -84,6 +84,13 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// Authenticated, with an `x-request-id` (required by CreateClaimV2, ExecuteClaimV2, RevokeClaim).
+fn retryable<T>(message: T, token: &str, request_id: &str) -> tonic::Request<T> {
+    let mut request = with_token(message, token);
+    request.metadata_mut().insert("x-request-id", request_id.parse().unwrap());
+    request
+}
+
 fn wasm(name: &str) -> Vec<u8> {
     wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{name}.wat"))).unwrap()
 }
@@ -117,7 +124,11 @@ async fn run_claim(
     module: &str,
     depends_on: &[Vec<u8>],
 ) -> (Vec<u8>, v2::ExecuteClaimV2Response) {
-    let created = client.create_claim_v2(with_token(create_request(name, lane), AGENT)).await.unwrap().into_inner();
+    let created = client
+        .create_claim_v2(retryable(create_request(name, lane), AGENT, &format!("create-{name}")))
+        .await
+        .unwrap()
+        .into_inner();
     let module = wasm(module);
     let mut artifacts = vec![v2::Artifact { artifact_hash: sha256(&module).to_vec(), kind: "wasm".into() }];
     artifacts
@@ -130,7 +141,8 @@ async fn run_claim(
     let seal = v2::SealClaimRequest { claim_id: claim_id.clone() };
     assert_eq!(client.seal_claim(with_token(seal, AGENT)).await.unwrap().into_inner().state, 3);
     let execute = v2::ExecuteClaimV2Request { claim_id: claim_id.clone() };
-    let executed = client.execute_claim_v2(with_token(execute, AGENT)).await.unwrap().into_inner();
+    let executed =
+        client.execute_claim_v2(retryable(execute, AGENT, &format!("execute-{name}"))).await.unwrap().into_inner();
     (claim_id, executed)
 }
 
@@ -154,10 +166,20 @@ async fn claims_end_to_end_over_grpc() {
 
     let unauthenticated = client.create_claim_v2(create_request("x", "fast")).await.unwrap_err();
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+    let no_request_id = client.create_claim_v2(with_token(create_request("x", "fast"), AGENT)).await.unwrap_err();
+    assert_eq!(no_request_id.code(), Code::InvalidArgument);
 
     let (good, certified) = run_claim(&mut client, "mod3-hypothesis", "fast", "claim_mod3", &[]).await;
     assert_eq!((certified.state, certified.decision, certified.certified), (6, 1, true));
     assert!(certified.e_value >= 320.0);
+    // A retried execute returns the recorded reply; the same id with another body is refused.
+    let retry = v2::ExecuteClaimV2Request { claim_id: good.clone() };
+    let replayed = client.execute_claim_v2(retryable(retry, AGENT, "execute-mod3-hypothesis")).await.unwrap();
+    assert_eq!(replayed.into_inner(), certified);
+    let other_body = v2::ExecuteClaimV2Request { claim_id: vec![7; 32] };
+    let reused = client.execute_claim_v2(retryable(other_body, AGENT, "execute-mod3-hypothesis")).await.unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists);
+
     let (_, rejected) = run_claim(&mut client, "all-zero", "fast", "claim_all_zero", &[]).await;
     assert_eq!((rejected.state, rejected.decision), (7, 2), "REVOKED by REJECT");
     let (_, deferred) = run_claim(&mut client, "mod3-heavy", "heavy", "claim_mod3", &[]).await;
@@ -166,7 +188,7 @@ async fn claims_end_to_end_over_grpc() {
     // Another agent may not touch the claim; an agent may not read capsules.
     let stranger = v2::RevokeClaimRequest { claim_id: good.clone(), reason: "mine now".into() };
     assert_eq!(
-        client.revoke_claim(with_token(stranger, OTHER_AGENT)).await.unwrap_err().code(),
+        client.revoke_claim(retryable(stranger, OTHER_AGENT, "revoke-stranger")).await.unwrap_err().code(),
         Code::PermissionDenied
     );
     let agent_fetch = v2::FetchCapsuleRequest { claim_id: good.clone() };
@@ -179,7 +201,7 @@ async fn claims_end_to_end_over_grpc() {
     let mut stream =
         client.watch_revocations(with_token(v2::WatchRevocationsRequest {}, AUDITOR)).await.unwrap().into_inner();
     let revoke = v2::RevokeClaimRequest { claim_id: good.clone(), reason: "retracted by author".into() };
-    let revoked = client.revoke_claim(with_token(revoke, AGENT)).await.unwrap().into_inner();
+    let revoked = client.revoke_claim(retryable(revoke, AGENT, "revoke-1")).await.unwrap().into_inner();
     assert_eq!(revoked.state, 7);
 
     let pushed = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
@@ -203,8 +225,11 @@ async fn claims_end_to_end_over_grpc() {
     assert!(verify_signature(&public, &revocation_feed_digest(&entries, &pushed_sth), &pushed.signature));
 
     // The dependent is TAINTED: creating an existing claim returns it with its state.
-    let again =
-        client.create_claim_v2(with_token(create_request("builds-on-mod3", "fast"), AGENT)).await.unwrap().into_inner();
+    let again = client
+        .create_claim_v2(retryable(create_request("builds-on-mod3", "fast"), AGENT, "create-again"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((again.claim_id, again.state), (child, 8));
 
     let feed =

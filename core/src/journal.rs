@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::canonical;
 use crate::frame;
 use crate::io::Timestamp;
-use crate::request::{Command, Principal};
+use crate::request::{Command, IdempotencyKey, Principal};
 use crate::state::Policy;
 
 pub const JOURNAL_FORMAT: &str = "evidenceos.journal.v1";
@@ -16,17 +16,15 @@ pub const JOURNAL_FORMAT: &str = "evidenceos.journal.v1";
 #[serde(tag = "record", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JournalRecord {
     /// First record of the file: entries that follow start at `base_seq + 1`.
-    Header {
-        format: String,
-        kernel_version: String,
-        base_seq: u64,
-        policy: Policy,
-    },
+    Header { format: String, kernel_version: String, base_seq: u64, policy: Policy },
     Entry {
         seq: u64,
         now_ms: u64,
         principal: Principal,
         command: Command,
+        /// Present for idempotent retries, so replay rebuilds the idempotency records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency: Option<IdempotencyKey>,
     },
 }
 
@@ -40,8 +38,20 @@ impl JournalRecord {
         }
     }
 
-    pub fn entry(seq: u64, now: Timestamp, principal: &Principal, command: &Command) -> Self {
-        Self::Entry { seq, now_ms: now.0, principal: principal.clone(), command: command.clone() }
+    pub fn entry(
+        seq: u64,
+        now: Timestamp,
+        principal: &Principal,
+        command: &Command,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Self {
+        Self::Entry {
+            seq,
+            now_ms: now.0,
+            principal: principal.clone(),
+            command: command.clone(),
+            idempotency: idempotency.cloned(),
+        }
     }
 
     /// The framed bytes of this record, ready to append.
@@ -69,6 +79,7 @@ mod tests {
                 Timestamp(1_700_000_000_000),
                 &Principal::new("op", Role::Operator),
                 &Command::SetCreditLimit { principal_id: "a".into(), limit: 9 },
+                None,
             ),
         ];
         let mut log = Vec::new();
@@ -88,6 +99,7 @@ mod tests {
             Timestamp(5),
             &Principal::new("op", Role::Operator),
             &Command::SetCreditLimit { principal_id: "a".into(), limit: 9 },
+            None,
         );
         let frame = entry.to_frame();
         assert_eq!(

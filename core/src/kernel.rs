@@ -13,7 +13,7 @@ use crate::frame;
 use crate::io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp};
 use crate::journal::JournalRecord;
 use crate::keys::{KeyId, Keyring};
-use crate::request::{Command, Principal, Query, Request, Response};
+use crate::request::{Command, IdempotencyKey, Principal, Query, Request, Response};
 use crate::state::{Checkpoint, Policy, State};
 
 #[derive(Debug, Clone)]
@@ -257,7 +257,7 @@ impl Kernel {
                     }
                     policy = Some(header_policy);
                 }
-                JournalRecord::Entry { seq: entry_seq, now_ms, principal, command } => {
+                JournalRecord::Entry { seq: entry_seq, now_ms, principal, command, idempotency } => {
                     let Some(policy) = &policy else {
                         return Err(bad("entry before the journal header".into()));
                     };
@@ -269,7 +269,15 @@ impl Kernel {
                     }
                     let next_leaf = checkpoint_leaves + regenerated.len() as u64;
                     let applied = state
-                        .apply(&config.environment, policy, &principal, Timestamp(now_ms), &command, next_leaf)
+                        .apply_command(
+                            &config.environment,
+                            policy,
+                            &principal,
+                            Timestamp(now_ms),
+                            &command,
+                            idempotency.as_ref(),
+                            next_leaf,
+                        )
                         .map_err(|e| bad(format!("replayed command was refused: {e}")))?;
                     regenerated.extend(applied.leaves);
                     seq = entry_seq;
@@ -352,7 +360,8 @@ impl Kernel {
                     let reply = self.answer(&principal, query);
                     self.outputs.push_back(Output::Reply(id, reply));
                 }
-                Request::Command(command) => self.admit(now, id, principal, command),
+                Request::Command(command) => self.admit(now, id, principal, command, None),
+                Request::IdempotentCommand { key, command } => self.admit(now, id, principal, command, Some(key)),
             },
             Input::Done { effect, outcome } => self.complete(now, effect, outcome),
             Input::Tick => {
@@ -488,7 +497,14 @@ impl Kernel {
         }
     }
 
-    fn admit(&mut self, now: Timestamp, id: RequestId, principal: Principal, command: Command) {
+    fn admit(
+        &mut self,
+        now: Timestamp,
+        id: RequestId,
+        principal: Principal,
+        command: Command,
+        key: Option<IdempotencyKey>,
+    ) {
         if self.failed {
             self.outputs.push_back(Output::Reply(id, Err(storage_failed())));
             return;
@@ -498,16 +514,37 @@ impl Kernel {
             self.outputs.push_back(Output::Reply(id, Err(busy)));
             return;
         }
+        if let Some(key) = &key {
+            let retry = match key.validate() {
+                Err(error) => Some(Err(error)),
+                Ok(()) => self.state.recorded_reply(&principal, key),
+            };
+            if let Some(reply) = retry {
+                // Queued behind earlier commands: the original may not be durable yet.
+                let staged = Staged { request: id, reply, journal_bytes: Vec::new(), etl_bytes: Vec::new(), leaves: 0 };
+                self.staged.push_back(staged);
+                return;
+            }
+        }
         let checked = command.validate().and_then(|()| command.authorize(&principal));
         let applied = checked.and_then(|()| {
-            self.state.apply(&self.config.environment, &self.config.policy, &principal, now, &command, self.etl.len())
+            self.state.apply_command(
+                &self.config.environment,
+                &self.config.policy,
+                &principal,
+                now,
+                &command,
+                key.as_ref(),
+                self.etl.len(),
+            )
         });
         // Even a refusal waits its turn: it was decided on state that earlier, not yet durable,
         // commands produced.
         let staged = match applied {
             Ok(applied) => {
                 self.last_seq += 1;
-                let journal_bytes = JournalRecord::entry(self.last_seq, now, &principal, &command).to_frame();
+                let journal_bytes =
+                    JournalRecord::entry(self.last_seq, now, &principal, &command, key.as_ref()).to_frame();
                 let mut etl_bytes = Vec::new();
                 for leaf in &applied.leaves {
                     self.etl.append(leaf);

@@ -178,6 +178,37 @@ pub struct CreateClaimV2 {
 pub enum Request {
     Query(Query),
     Command(Command),
+    /// A command retried safely: the same key and body get the recorded reply (SPEC §2.5).
+    IdempotentCommand {
+        key: IdempotencyKey,
+        command: Command,
+    },
+}
+
+/// (method, x-request-id) of a request plus SHA-256 of its encoded body; scoped per principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    pub method: String,
+    pub request_id: String,
+    #[serde(with = "crate::hexbytes")]
+    pub body_hash: Vec<u8>,
+}
+
+impl IdempotencyKey {
+    /// x-request-id: 1..128 printable ASCII without ':' (SPEC §1 field limits).
+    pub fn validate(&self) -> Result<(), KernelError> {
+        let id_ok = (1..=128).contains(&self.request_id.len())
+            && self.request_id.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b':');
+        if !id_ok {
+            return Err(KernelError::invalid_argument(
+                "x-request-id must be 1..128 printable ASCII characters without ':'",
+            ));
+        }
+        if self.body_hash.len() != 32 || !(1..=64).contains(&self.method.len()) {
+            return Err(KernelError::invalid_argument("malformed idempotency key"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +279,7 @@ pub enum Response {
 }
 
 /// What ExecuteClaimV2 answers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     pub state: crate::claim::ClaimState,
     pub decision: crate::claim::Decision,

@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::KernelError;
 use crate::io::Timestamp;
-use crate::request::{Command, Principal, Response};
+use crate::request::{Command, IdempotencyKey, Principal, Response};
+
+fn idempotency_slot(principal: &Principal, key: &IdempotencyKey) -> String {
+    format!("{}\n{}\n{}", principal.id, key.method, key.request_id)
+}
 
 /// Settings that change what a command does. They are written into every journal header, so
 /// replay uses the values in force when a command was accepted, whatever the new flags say.
@@ -35,10 +39,63 @@ impl CreditAccount {
 /// Limits on state size (TigerBeetle style: every collection has a bound).
 pub const MAX_CREDIT_ACCOUNTS: usize = 1_000_000;
 
+/// Idempotency records kept; the oldest is forgotten first (deterministically, by admission).
+pub const MAX_IDEMPOTENCY_RECORDS: usize = 100_000;
+
+/// A successful reply kept for safe retries (SPEC §2.5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RecordedReply {
+    ClaimCreated { claim_id_hex: String, topic_id_hex: String, state: crate::claim::ClaimState },
+    Executed(crate::request::Execution),
+    Revoked { state: crate::claim::ClaimState, timestamp_unix: u64 },
+}
+
+impl RecordedReply {
+    fn of(response: &Response) -> Option<Self> {
+        match response {
+            Response::ClaimCreated { claim_id, topic_id, state } => Some(Self::ClaimCreated {
+                claim_id_hex: hex::encode(claim_id),
+                topic_id_hex: hex::encode(topic_id),
+                state: *state,
+            }),
+            Response::Executed(execution) => Some(Self::Executed((**execution).clone())),
+            Response::Revoked { state, timestamp_unix } => {
+                Some(Self::Revoked { state: *state, timestamp_unix: *timestamp_unix })
+            }
+            _ => None,
+        }
+    }
+
+    fn response(&self) -> Response {
+        match self {
+            Self::ClaimCreated { claim_id_hex, topic_id_hex, state } => Response::ClaimCreated {
+                claim_id: crate::hash::parse_hash_hex(claim_id_hex).expect("stored as hex"),
+                topic_id: crate::hash::parse_hash_hex(topic_id_hex).expect("stored as hex"),
+                state: *state,
+            },
+            Self::Executed(execution) => Response::Executed(Box::new(execution.clone())),
+            Self::Revoked { state, timestamp_unix } => {
+                Response::Revoked { state: *state, timestamp_unix: *timestamp_unix }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub body_hash_hex: String,
+    pub reply: RecordedReply,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub credits: BTreeMap<String, CreditAccount>,
     pub claims: crate::claims::Claims,
+    /// "principal\nmethod\nrequest id" → recorded success.
+    pub idempotency: BTreeMap<String, IdempotencyRecord>,
+    /// Keys of `idempotency` in admission order, for bounded eviction.
+    pub idempotency_order: std::collections::VecDeque<String>,
 }
 
 /// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
@@ -57,6 +114,50 @@ impl Applied {
 }
 
 impl State {
+    /// A retry's answer if `key` was seen: the recorded reply for the same body, ALREADY_EXISTS
+    /// for a different one. `None`: first time (or forgotten), apply it.
+    pub fn recorded_reply(&self, principal: &Principal, key: &IdempotencyKey) -> Option<Result<Response, KernelError>> {
+        let record = self.idempotency.get(&idempotency_slot(principal, key))?;
+        if record.body_hash_hex == hex::encode(&key.body_hash) {
+            Some(Ok(record.reply.response()))
+        } else {
+            Some(Err(KernelError::new(
+                crate::error::ErrorCode::AlreadyExists,
+                "x-request-id was already used with a different request body",
+            )))
+        }
+    }
+
+    /// Applies a command and, when it carries an idempotency key and succeeds, records the
+    /// reply. The one path for admission and replay, so records survive restart.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_command(
+        &mut self,
+        env: &crate::environment::Environment,
+        policy: &Policy,
+        principal: &Principal,
+        now: Timestamp,
+        command: &Command,
+        key: Option<&IdempotencyKey>,
+        next_leaf_index: u64,
+    ) -> Result<Applied, KernelError> {
+        let applied = self.apply(env, policy, principal, now, command, next_leaf_index)?;
+        if let (Some(key), Ok(response)) = (key, &applied.response)
+            && let Some(reply) = RecordedReply::of(response)
+        {
+            let slot = idempotency_slot(principal, key);
+            let record = IdempotencyRecord { body_hash_hex: hex::encode(&key.body_hash), reply };
+            if self.idempotency.insert(slot.clone(), record).is_none() {
+                self.idempotency_order.push_back(slot);
+            }
+            while self.idempotency_order.len() > MAX_IDEMPOTENCY_RECORDS {
+                let oldest = self.idempotency_order.pop_front().expect("non-empty");
+                self.idempotency.remove(&oldest);
+            }
+        }
+        Ok(applied)
+    }
+
     /// Applies `command` or leaves the state untouched and says why not.
     /// `next_leaf_index` is the ETL index the first leaf of this command will get.
     pub fn apply(

@@ -8,7 +8,7 @@ use evidenceos_core::holdout::holdout_files;
 use evidenceos_core::keys::{KeyFile, key_file_name, key_id_for_seed, public_key_for_seed, verify_signature};
 use evidenceos_core::memdisk::MemDisk;
 use evidenceos_core::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use evidenceos_core::request::{ArtifactInput, CreateClaimV2, Execution};
+use evidenceos_core::request::{ArtifactInput, CreateClaimV2, Execution, IdempotencyKey};
 use evidenceos_core::{
     Command, ErrorCode, Input, Kernel, KernelConfig, KernelError, Output, Principal, Query, Request, RequestId,
     Response, Role, Timestamp,
@@ -33,13 +33,23 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::boot(MemDisk::new())
+    }
+
+    fn boot(mut disk: MemDisk) -> Self {
         let id = key_id_for_seed(&SEED);
         let keys = vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }];
-        let mut disk = MemDisk::new();
         let config = KernelConfig { environment: environment(), ..KernelConfig::default() };
         let mut kernel = Kernel::recover(config, disk.recovery_files(keys, id.to_hex().into_bytes())).unwrap();
         disk.drive(&mut kernel, NOW);
         Self { kernel, disk, next: 0 }
+    }
+
+    /// Crash (lose everything not durable) and recover.
+    fn restart(self) -> Self {
+        let mut disk = self.disk;
+        disk.crash();
+        Self::boot(disk)
     }
 
     fn call(&mut self, principal: &Principal, request: Request) -> Result<Response, KernelError> {
@@ -326,4 +336,41 @@ fn an_oversized_reservation_does_not_freeze_the_shared_pool() {
     assert!(matches!(accepted, Ok(Response::ClaimCreated { .. })));
     let full = h.command(&owner, Command::CreateClaimV2(Box::new(request("third", 4)))).unwrap_err();
     assert_eq!(full.code, ErrorCode::FailedPrecondition);
+}
+
+#[test]
+fn idempotent_retries_return_the_recorded_reply_and_survive_restart() {
+    let mut h = Harness::new();
+    let owner = agent();
+    let claim = create(&mut h, &owner, "mod3-hypothesis", "fast");
+    commit(&mut h, &owner, &claim, &wasm("claim_mod3"), &[]);
+    h.command(&owner, Command::FreezeGates { claim_id: claim.clone() }).unwrap();
+    let key = |request_id: &str, body: u8| IdempotencyKey {
+        method: "ExecuteClaimV2".into(),
+        request_id: request_id.into(),
+        body_hash: vec![body; 32],
+    };
+    let execute =
+        |key| Request::IdempotentCommand { key, command: Command::ExecuteClaimV2 { claim_id: claim.clone() } };
+
+    let first = h.call(&owner, execute(key("run-1", 1))).unwrap();
+    let size = h.kernel.durable_tree_size();
+    let retry = h.call(&owner, execute(key("run-1", 1))).unwrap();
+    assert_eq!(retry, first, "same key, same body: the recorded reply");
+    assert_eq!(h.kernel.durable_tree_size(), size, "and nothing executed twice");
+    let conflict = h.call(&owner, execute(key("run-1", 2))).unwrap_err();
+    assert_eq!(conflict.code, ErrorCode::AlreadyExists);
+    // Keys are per principal: another principal's "run-1" is its own (and here not allowed).
+    let stranger = h.call(&Principal::new("agent-b", Role::Agent), execute(key("run-1", 1))).unwrap_err();
+    assert_eq!(stranger.code, ErrorCode::PermissionDenied);
+    // A failure is not recorded: the claim is no longer SEALED, so this fails, and a retry with
+    // the same key fails the same way instead of replaying a success.
+    let failed = h.call(&owner, execute(key("run-2", 1))).unwrap_err();
+    assert_eq!(failed.code, ErrorCode::FailedPrecondition);
+    assert_eq!(h.call(&owner, execute(key("run-2", 1))).unwrap_err().code, ErrorCode::FailedPrecondition);
+    let malformed = h.call(&owner, execute(key("has:colon", 1))).unwrap_err();
+    assert_eq!(malformed.code, ErrorCode::InvalidArgument);
+
+    let mut h = h.restart();
+    assert_eq!(h.call(&owner, execute(key("run-1", 1))).unwrap(), first, "records survive restart");
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use evidenceos_core::request::{ArtifactInput, CreateClaimV2};
+use evidenceos_core::request::{ArtifactInput, CreateClaimV2, IdempotencyKey};
 use evidenceos_core::{
     Command, KernelError, Notification, Principal, Query, Request as KernelRequest, Response as KernelResponse,
 };
@@ -56,6 +56,28 @@ impl EvidenceService {
 
     fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         self.auth.authenticate(request.metadata())
+    }
+
+    /// SPEC §2.5: these methods require `x-request-id`; the key is (principal, method, id) and the
+    /// body hash binds it to this exact request.
+    fn idempotent<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        command: Command,
+    ) -> Result<KernelRequest, Status> {
+        // Who is asking comes first: an unauthenticated caller learns nothing about the rules.
+        self.principal(request)?;
+        let request_id = request
+            .metadata()
+            .get("x-request-id")
+            .ok_or_else(|| Status::invalid_argument(format!("{method} requires an x-request-id header")))?
+            .to_str()
+            .map_err(|_| Status::invalid_argument("x-request-id must be printable ASCII"))?
+            .to_string();
+        let body_hash = evidenceos_core::hash::sha256(&request.get_ref().encode_to_vec()).to_vec();
+        let key = IdempotencyKey { method: method.to_string(), request_id, body_hash };
+        Ok(KernelRequest::IdempotentCommand { key, command })
     }
 
     async fn call<T>(&self, request: &Request<T>, kernel_request: KernelRequest) -> Result<KernelResponse, Status> {
@@ -126,7 +148,8 @@ impl V2 for EvidenceService {
             dp_epsilon_budget: r.dp_epsilon_budget,
             dp_delta_budget: r.dp_delta_budget,
         }));
-        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        let kernel_request = self.idempotent(&request, "CreateClaimV2", command)?;
+        let answer = self.call(&request, kernel_request).await?;
         reply(mapping::claim_created(answer).map(|(claim_id, topic_id, state)| v2::CreateClaimV2Response {
             claim_id,
             topic_id,
@@ -190,7 +213,8 @@ impl V2 for EvidenceService {
         request: Request<v2::ExecuteClaimV2Request>,
     ) -> Result<Response<v2::ExecuteClaimV2Response>, Status> {
         let command = Command::ExecuteClaimV2 { claim_id: request.get_ref().claim_id.clone() };
-        let answer = self.call(&request, KernelRequest::Command(command)).await?;
+        let kernel_request = self.idempotent(&request, "ExecuteClaimV2", command)?;
+        let answer = self.call(&request, kernel_request).await?;
         reply(mapping::executed(answer))
     }
 
@@ -261,7 +285,8 @@ impl V2 for EvidenceService {
         request: Request<v2::RevokeClaimRequest>,
     ) -> Result<Response<v2::RevokeClaimResponse>, Status> {
         let v2::RevokeClaimRequest { claim_id, reason } = request.get_ref().clone();
-        let answer = self.call(&request, KernelRequest::Command(Command::RevokeClaim { claim_id, reason })).await?;
+        let kernel_request = self.idempotent(&request, "RevokeClaim", Command::RevokeClaim { claim_id, reason })?;
+        let answer = self.call(&request, kernel_request).await?;
         reply(mapping::revoked(answer))
     }
 
