@@ -91,10 +91,14 @@ pub struct IdempotencyRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub credits: BTreeMap<String, CreditAccount>,
+    // Defaults let checkpoints from before claims existed load unchanged.
+    #[serde(default)]
     pub claims: crate::claims::Claims,
     /// "principal\nmethod\nrequest id" → recorded success.
+    #[serde(default)]
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
     /// Keys of `idempotency` in admission order, for bounded eviction.
+    #[serde(default)]
     pub idempotency_order: std::collections::VecDeque<String>,
 }
 
@@ -323,6 +327,14 @@ mod tests {
         let err = state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(1), 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::ResourceExhausted, "starts full: balance = limit = 100");
         assert!(state.credits.is_empty());
+    }
+
+    #[test]
+    fn checkpoints_from_before_claims_still_load() {
+        let old = r#"{"credits":{"agent":{"balance":3,"limit":null}}}"#;
+        let state: State = serde_json::from_str(old).unwrap();
+        assert_eq!(state.credits["agent"].balance, 3);
+        assert!(state.claims.claims.is_empty());
     }
 
     #[test]
