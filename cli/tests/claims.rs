@@ -1,10 +1,8 @@
 //! Claims end to end over gRPC against the real daemon: the three outcomes, revocation with
 //! taint, the signed feed and its live stream, and capsule proofs checked with the verifier.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use evidenceos_core::SignedTreeHead;
 use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
@@ -21,61 +19,14 @@ const AGENT: &str = "agent-secret";
 const OTHER_AGENT: &str = "other-agent-secret";
 const AUDITOR: &str = "auditor-secret";
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
+mod support;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Daemon, install_demo_holdout};
 
-fn start(data_dir: &Path) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
-        .args(["--listen", "127.0.0.1:0", "--shutdown-grace-secs", "1", "--data-dir"])
-        .arg(data_dir)
-        .env("EVIDENCEOS_AGENT_TOKENS", format!("{AGENT},{OTHER_AGENT}"))
-        .env("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn evidenceosd");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).expect("daemon did not start");
-    let addr = line.split_whitespace().nth(3).expect("listening line").to_string();
-    Daemon { child, addr: format!("http://{addr}") }
-}
-
-fn stop(mut daemon: Daemon) {
-    let pid = daemon.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            assert!(status.success());
-            return;
-        }
-        assert!(Instant::now() < deadline, "daemon did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn install_demo_holdout(data_dir: &Path) {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/holdouts/demo");
-    let target = data_dir.join("holdouts/demo");
-    std::fs::create_dir_all(&target).unwrap();
-    for file in ["manifest.json", "labels.bin"] {
-        std::fs::copy(source.join(file), target.join(file)).unwrap();
-    }
+fn start(data_dir: &Path, log_dir: &Path) -> Daemon {
+    let tokens = format!("{AGENT},{OTHER_AGENT}");
+    let env = [("EVIDENCEOS_AGENT_TOKENS", tokens.as_str()), ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR)];
+    support::start_with(data_dir, log_dir, &[], &env)
 }
 
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
@@ -161,7 +112,7 @@ async fn claims_end_to_end_over_grpc() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     install_demo_holdout(&data);
-    let daemon = start(&data);
+    let daemon = start(&data, tmp.path());
     let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
 
     let unauthenticated = client.create_claim_v2(create_request("x", "fast")).await.unwrap_err();
@@ -285,8 +236,8 @@ async fn claims_end_to_end_over_grpc() {
 
     // Everything acknowledged survives a restart.
     drop(client);
-    stop(daemon);
-    let daemon = start(&data);
+    daemon.stop();
+    let daemon = start(&data, tmp.path());
     let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
     let after = client
         .get_capsule(with_token(v2::GetCapsuleRequest { claim_id: good.clone() }, AUDITOR))
@@ -298,5 +249,5 @@ async fn claims_end_to_end_over_grpc() {
         client.get_revocation_feed(with_token(v2::GetRevocationFeedRequest {}, AUDITOR)).await.unwrap().into_inner();
     assert_eq!(feed.entries.len(), 1);
     drop(client);
-    stop(daemon);
+    daemon.stop();
 }

@@ -1,11 +1,9 @@
 //! Starts the real `evidenceosd` on loopback with a temporary data directory and talks to it as a
 //! client would. Every wait is bounded.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use evidenceos_core::SignedTreeHead;
 use evidenceos_core::etl::verify_tree_head;
@@ -13,90 +11,16 @@ use evidenceos_core::keys::{KeyId, key_file_name, key_id_for_seed};
 use evidenceos_grpc::{v1, v2};
 use tonic::Code;
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+mod support;
 
-struct Daemon {
-    child: Child,
-    addr: String,
-    key_id: String,
-    stderr: PathBuf,
-}
+use support::{Daemon, start};
 
-/// Starts the daemon and waits for its "listening" line on stdout.
-fn start(data_dir: &Path, log_dir: &Path) -> Daemon {
-    let stderr = log_dir.join(format!("daemon-{}.log", unique()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
-        .args(["--listen", "127.0.0.1:0", "--shutdown-grace-secs", "2", "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("spawn evidenceosd");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-    // "evidenceosd listening on ADDR (signing key id HEX, data dir PATH)"
-    let mut words = line.split_whitespace();
-    let addr = words.nth(3).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("no listening line; stderr:\n{}", std::fs::read_to_string(&stderr).unwrap_or_default())
-    });
-    let key_id = line.split("signing key id ").nth(1).and_then(|rest| rest.split(',').next()).unwrap();
-    Daemon { addr: format!("http://{addr}"), key_id: key_id.to_string(), child, stderr }
-}
-
-fn unique() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-}
-
-impl Daemon {
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "daemon did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM and expect a clean exit.
-    fn stop(mut self) {
-        self.signal("TERM");
-        let status = self.wait();
-        assert!(status.success(), "exit {status:?}; stderr:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    async fn client(&self) -> v2::evidence_os_client::EvidenceOsClient<tonic::transport::Channel> {
-        v2::evidence_os_client::EvidenceOsClient::connect(self.addr.clone()).await.expect("connect")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn client(daemon: &Daemon) -> v2::evidence_os_client::EvidenceOsClient<tonic::transport::Channel> {
+    v2::evidence_os_client::EvidenceOsClient::connect(daemon.addr.clone()).await.expect("connect")
 }
 
 async fn signed_tree_head(daemon: &Daemon) -> SignedTreeHead {
-    let sth = daemon.client().await.get_signed_tree_head(v2::GetSignedTreeHeadRequest {}).await.unwrap().into_inner();
+    let sth = client(&daemon).await.get_signed_tree_head(v2::GetSignedTreeHeadRequest {}).await.unwrap().into_inner();
     SignedTreeHead {
         tree_size: sth.tree_size,
         root_hash: sth.root_hash.try_into().unwrap(),
@@ -106,7 +30,7 @@ async fn signed_tree_head(daemon: &Daemon) -> SignedTreeHead {
 }
 
 async fn public_key(daemon: &Daemon, key_id: &[u8]) -> Result<[u8; 32], tonic::Status> {
-    let reply = daemon.client().await.get_public_key(v2::GetPublicKeyRequest { key_id: key_id.to_vec() }).await?;
+    let reply = client(&daemon).await.get_public_key(v2::GetPublicKeyRequest { key_id: key_id.to_vec() }).await?;
     let reply = reply.into_inner();
     assert_eq!(KeyId::of_public_key(&reply.ed25519_public_key.clone().try_into().unwrap()).0.to_vec(), reply.key_id);
     Ok(reply.ed25519_public_key.try_into().unwrap())
@@ -137,7 +61,7 @@ async fn first_start_creates_keys_and_serves_a_verifiable_empty_tree_head() {
     assert_eq!(public_key(&daemon, &[9; 32]).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(public_key(&daemon, &[9; 3]).await.unwrap_err().code(), Code::InvalidArgument);
 
-    let mut client = daemon.client().await;
+    let mut client = client(&daemon).await;
     let info = client.get_server_info(v2::GetServerInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.protocol_semver, "2.1.0");
     assert_eq!(info.proto_hash.len(), 64);

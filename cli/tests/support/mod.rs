@@ -1,0 +1,104 @@
+//! Runs the real `evidenceosd` for integration tests: loopback, a free port, a temporary data
+//! directory, bounded waits, and a kill on drop so no test leaves a daemon behind.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub(crate) addr: String,
+    pub(crate) key_id: String,
+    pub(crate) stderr: PathBuf,
+}
+
+/// Starts the daemon on `data_dir` with `extra` flags and `env` variables, and waits for its
+/// "evidenceosd listening on ADDR (signing key id HEX, data dir PATH)" line.
+pub(crate) fn start_with(data_dir: &Path, log_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    let stderr = log_dir.join(format!("daemon-{}.log", unique()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evidenceosd"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--shutdown-grace-secs", "1", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn evidenceosd");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+    let Some(addr) = line.split_whitespace().nth(3) else {
+        let _ = child.kill();
+        panic!("no listening line; stderr:\n{}", std::fs::read_to_string(&stderr).unwrap_or_default())
+    };
+    let key_id = line.split("signing key id ").nth(1).and_then(|rest| rest.split(',').next()).unwrap_or_default();
+    Daemon { addr: format!("http://{addr}"), key_id: key_id.to_string(), child, stderr }
+}
+
+pub(crate) fn start(data_dir: &Path, log_dir: &Path) -> Daemon {
+    start_with(data_dir, log_dir, &[], &[])
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+impl Daemon {
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    pub(crate) fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and expect a clean exit.
+    pub(crate) fn stop(mut self) {
+        self.signal("TERM");
+        let status = self.wait();
+        assert!(status.success(), "exit {status:?}; stderr:\n{}", self.log());
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies the shipped example holdout into a data directory.
+pub(crate) fn install_demo_holdout(data_dir: &Path) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/holdouts/demo");
+    let target = data_dir.join("holdouts/demo");
+    std::fs::create_dir_all(&target).unwrap();
+    for file in ["manifest.json", "labels.bin"] {
+        std::fs::copy(source.join(file), target.join(file)).unwrap();
+    }
+}
