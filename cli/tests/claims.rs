@@ -147,7 +147,8 @@ async fn claims_end_to_end_over_grpc() {
 
     // A dependent claim, then a live subscription, then the revocation.
     let (child, child_run) =
-        run_claim(&mut client, "builds-on-mod3", "fast", "claim_mod3", &[certified.capsule_hash.clone()]).await;
+        run_claim(&mut client, "builds-on-mod3", "fast", "claim_mod3", std::slice::from_ref(&certified.capsule_hash))
+            .await;
     assert_eq!(child_run.state, 6);
     let mut stream =
         client.watch_revocations(with_token(v2::WatchRevocationsRequest {}, AUDITOR)).await.unwrap().into_inner();

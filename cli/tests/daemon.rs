@@ -20,7 +20,7 @@ async fn client(daemon: &Daemon) -> v2::evidence_os_client::EvidenceOsClient<ton
 }
 
 async fn signed_tree_head(daemon: &Daemon) -> SignedTreeHead {
-    let sth = client(&daemon).await.get_signed_tree_head(v2::GetSignedTreeHeadRequest {}).await.unwrap().into_inner();
+    let sth = client(daemon).await.get_signed_tree_head(v2::GetSignedTreeHeadRequest {}).await.unwrap().into_inner();
     SignedTreeHead {
         tree_size: sth.tree_size,
         root_hash: sth.root_hash.try_into().unwrap(),
@@ -30,7 +30,7 @@ async fn signed_tree_head(daemon: &Daemon) -> SignedTreeHead {
 }
 
 async fn public_key(daemon: &Daemon, key_id: &[u8]) -> Result<[u8; 32], tonic::Status> {
-    let reply = client(&daemon).await.get_public_key(v2::GetPublicKeyRequest { key_id: key_id.to_vec() }).await?;
+    let reply = client(daemon).await.get_public_key(v2::GetPublicKeyRequest { key_id: key_id.to_vec() }).await?;
     let reply = reply.into_inner();
     assert_eq!(KeyId::of_public_key(&reply.ed25519_public_key.clone().try_into().unwrap()).0.to_vec(), reply.key_id);
     Ok(reply.ed25519_public_key.try_into().unwrap())

@@ -30,7 +30,12 @@ const REQUEST_QUEUE: usize = 4096;
 pub const NOTIFICATION_BACKLOG: usize = 1024;
 
 enum Message {
-    Request { principal: Principal, request: Request, reply: oneshot::Sender<Result<Response, KernelError>> },
+    /// Boxed: a request is far larger than the other message kinds.
+    Request {
+        principal: Principal,
+        request: Box<Request>,
+        reply: oneshot::Sender<Result<Response, KernelError>>,
+    },
     Shutdown,
 }
 
@@ -55,7 +60,7 @@ impl KernelHandle {
     pub async fn call(&self, principal: Principal, request: Request) -> Result<Response, KernelError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Message::Request { principal, request, reply })
+            .send(Message::Request { principal, request: Box::new(request), reply })
             .await
             .map_err(|_| KernelError::unavailable("kernel is shutting down"))?;
         rx.await.map_err(|_| KernelError::unavailable("kernel stopped before replying"))?
@@ -196,13 +201,13 @@ async fn run_kernel(
             biased;
             Some((effect, outcome)) = done.recv() => driver.input(Input::Done { effect, outcome }),
             message = requests.recv(), if !shutting_down => match message {
-                Some(Message::Request { principal, request, reply }) => driver.request(principal, request, reply),
+                Some(Message::Request { principal, request, reply }) => driver.request(principal, *request, reply),
                 Some(Message::Shutdown) | None => {
                     shutting_down = true;
                     requests.close();
                     // Requests already queued are still answered before the checkpoint.
                     while let Ok(Message::Request { principal, request, reply }) = requests.try_recv() {
-                        driver.request(principal, request, reply);
+                        driver.request(principal, *request, reply);
                     }
                     driver.input(Input::Checkpoint);
                 }
