@@ -618,28 +618,55 @@ impl Claims {
             Decision::Reject
         };
         reason_codes.insert(0, decision.wire());
-        let new_state = match decision {
+        let reported_e = if decision == Decision::Approve { e_value } else { e_value.min(1.0) };
+        self.canaries.insert(key, canary);
+        self.settle_pools(&claim_key(claim_id), charge);
+        let verdict = Verdict {
+            decision,
+            reason_codes,
+            e_value: reported_e,
+            nullspec_id_hex: nullspec.id_hex.clone(),
+            eprocess_kind: nullspec.eprocess.kind_name().to_string(),
+            resolution_hash_hex: pin.resolution_hash_hex.clone(),
+        };
+        let execution =
+            self.record_execution(&claim, holdout, ledger, verdict, run.output, env.epoch, capsule_index, &mut leaves);
+        let credit = credit_cost(charge, run.fuel_used, run.memory_pages);
+        Ok((Applied { response: Ok(Response::Executed(Box::new(execution))), leaves }, credit))
+    }
+
+    /// Writes an execution down: the capsule (appended to `leaves`), the claim's new state and
+    /// ledger, and the capsule index. One place for V2 and the legacy client-decided path.
+    #[allow(clippy::too_many_arguments)]
+    fn record_execution(
+        &mut self,
+        claim: &Claim,
+        holdout: &Holdout,
+        ledger: Ledger,
+        verdict: Verdict,
+        output: Vec<u8>,
+        epoch: u64,
+        capsule_index: u64,
+        leaves: &mut Vec<Vec<u8>>,
+    ) -> Execution {
+        let new_state = match verdict.decision {
             Decision::Approve => ClaimState::Certified,
             Decision::Reject => ClaimState::Revoked,
             Decision::Defer => ClaimState::Frozen,
         };
-        let certified = decision == Decision::Approve;
-        let reported_e = if certified { e_value } else { e_value.min(1.0) };
-
-        let mut manifests: Vec<CodeManifest> = claim
-            .artifacts
-            .iter()
-            .map(|a| CodeManifest { kind: a.kind.clone(), hash_hex: a.hash_hex.clone() })
-            .collect();
-        manifests.sort();
+        let certified = verdict.decision == Decision::Approve;
         let capsule = Capsule {
             schema: crate::capsule::CAPSULE_SCHEMA.into(),
             claim_id_hex: claim.claim_id_hex.clone(),
             topic_id_hex: claim.topic_id_hex.clone(),
             output_schema_id: claim.output_schema_id.clone(),
-            code_ir_manifests: manifests,
+            code_ir_manifests: claim
+                .artifacts
+                .iter()
+                .map(|a| CodeManifest { kind: a.kind.clone(), hash_hex: a.hash_hex.clone() })
+                .collect(),
             dependency_capsule_hashes: claim.dependencies.clone(),
-            canonical_output_hash_hex: hex::encode(sha256(&run.output)),
+            canonical_output_hash_hex: hex::encode(sha256(&output)),
             wasm_hash_hex: hex::encode(sha256(&claim.wasm)),
             holdout_ref: claim.holdout_ref.clone(),
             holdout_commitment_hex: hex::encode(holdout.commitment()),
@@ -652,23 +679,20 @@ impl Claims {
                 w_max: ledger.w_max,
                 access_credit_spent: ledger.access_credit_spent,
             },
-            e_value: reported_e,
+            e_value: verdict.e_value,
             certified,
-            decision: format!("{decision:?}").to_ascii_uppercase(),
-            reason_codes: reason_codes.clone(),
-            nullspec_id_hex: nullspec.id_hex.clone(),
-            oracle_resolution_hash_hex: pin.resolution_hash_hex.clone(),
-            eprocess_kind: nullspec.eprocess.kind_name().to_string(),
-            epoch: env.epoch,
+            decision: format!("{:?}", verdict.decision).to_ascii_uppercase(),
+            reason_codes: verdict.reason_codes.clone(),
+            nullspec_id_hex: verdict.nullspec_id_hex,
+            oracle_resolution_hash_hex: verdict.resolution_hash_hex,
+            eprocess_kind: verdict.eprocess_kind,
+            epoch,
             state: new_state.name().to_string(),
         };
         let bytes = capsule.to_bytes();
         let hash = capsule_hash(&bytes);
         let hash_hex = hex::encode(hash);
         leaves.push(bytes.clone());
-
-        self.canaries.insert(key, canary);
-        self.settle_pools(&claim_key(claim_id), charge);
         self.capsule_claims.insert(hash_hex.clone(), claim.claim_id_hex.clone());
         let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
         stored.ledger = ledger;
@@ -678,18 +702,73 @@ impl Claims {
             etl_index: capsule_index,
             bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8"),
         });
-        let execution = Execution {
+        Execution {
             state: new_state,
-            decision,
-            reason_codes,
-            canonical_output: run.output,
-            e_value: reported_e,
+            decision: verdict.decision,
+            reason_codes: verdict.reason_codes,
+            canonical_output: output,
+            e_value: verdict.e_value,
             certified,
             capsule_hash: hash,
             etl_index: capsule_index,
+        }
+    }
+
+    /// Legacy ExecuteClaim: the client supplies the decision. Served only when insecure v1 is
+    /// enabled; nothing reaches the oracle and nothing is charged. The capsule says so in
+    /// `eprocess_kind`, so auditors can always tell these apart.
+    pub fn execute_client_decided(
+        &mut self,
+        cx: &Context<'_>,
+        claim_id: &[u8],
+        decision: u32,
+        reason_codes: &[u32],
+        canonical_output: &[u8],
+    ) -> Result<Applied, KernelError> {
+        if !cx.env.settings.insecure_v1 || cx.env.settings.production {
+            return Err(precondition(
+                "ExecuteClaim (client-supplied decision) needs --enable-insecure-v1; use ExecuteClaimV2",
+            ));
+        }
+        let decision = match decision {
+            1 => Decision::Approve,
+            2 => Decision::Reject,
+            3 => Decision::Defer,
+            _ => return Err(KernelError::invalid_argument("decision must be APPROVE, REJECT or DEFER")),
         };
-        let credit = credit_cost(charge, run.fuel_used, run.memory_pages);
-        Ok((Applied { response: Ok(Response::Executed(Box::new(execution))), leaves }, credit))
+        if reason_codes.len() > 64 || canonical_output.len() > crate::guest::MAX_OUTPUT_BYTES {
+            return Err(KernelError::invalid_argument("too many reason codes or output too large"));
+        }
+        let claim = self.claim(claim_id)?.clone();
+        owner_or_operator(&claim, cx.principal)?;
+        let state = claim.effective_state(cx.now, cx.env.epoch);
+        if state != ClaimState::Sealed {
+            return Err(precondition(format!("claim is {}; ExecuteClaim needs SEALED", state.name())));
+        }
+        let pin = claim.pin.clone().ok_or_else(|| precondition("claim has no pinned oracle resolution"))?;
+        let holdout = cx.env.holdouts.get(&claim.holdout_ref).ok_or_else(|| precondition("holdout is not loaded"))?;
+        self.settle_pools(&claim.claim_id_hex, 0.0);
+        let verdict = Verdict {
+            decision,
+            reason_codes: reason_codes.to_vec(),
+            e_value: 1.0,
+            nullspec_id_hex: String::new(),
+            eprocess_kind: "client_decision_v1".into(),
+            resolution_hash_hex: pin.resolution_hash_hex,
+        };
+        let mut leaves = Vec::new();
+        let ledger = claim.ledger.clone();
+        let execution = self.record_execution(
+            &claim,
+            holdout,
+            ledger,
+            verdict,
+            canonical_output.to_vec(),
+            cx.env.epoch,
+            cx.next_leaf_index,
+            &mut leaves,
+        );
+        Ok(Applied { response: Ok(Response::Executed(Box::new(execution))), leaves })
     }
 
     fn nullspec(
@@ -857,6 +936,18 @@ impl Claims {
         let hash = crate::hash::parse_hash_hex(&record.hash_hex).expect("stored as hex");
         Ok((hash, record))
     }
+}
+
+/// What an execution concluded, before it is written down.
+#[derive(Debug)]
+struct Verdict {
+    decision: Decision,
+    reason_codes: Vec<u32>,
+    /// As reported: the e-value if approved, else min(e, 1).
+    e_value: f64,
+    nullspec_id_hex: String,
+    eprocess_kind: String,
+    resolution_hash_hex: String,
 }
 
 fn claim_key(claim_id: &[u8]) -> String {

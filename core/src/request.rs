@@ -122,6 +122,11 @@ pub enum Command {
     ExecuteClaim {
         #[serde(with = "crate::hexbytes")]
         claim_id: Vec<u8>,
+        /// `evidenceos.v2.Decision` number chosen by the client.
+        decision: u32,
+        reason_codes: Vec<u32>,
+        #[serde(with = "crate::hexbytes")]
+        canonical_output: Vec<u8>,
     },
     RevokeClaim {
         #[serde(with = "crate::hexbytes")]

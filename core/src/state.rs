@@ -214,10 +214,9 @@ impl State {
                 }
                 Ok(applied)
             }
-            Command::ExecuteClaim { .. } => Err(KernelError::new(
-                crate::error::ErrorCode::FailedPrecondition,
-                "ExecuteClaim (client-supplied decision) is disabled; use ExecuteClaimV2",
-            )),
+            Command::ExecuteClaim { claim_id, decision, reason_codes, canonical_output } => {
+                claims.execute_client_decided(&cx, claim_id, *decision, reason_codes, canonical_output)
+            }
             Command::RevokeClaim { claim_id, reason } => claims.revoke(&cx, claim_id, reason),
             Command::SetHoldoutPoolBudgets { holdout_id, scope, k_bits_budget, access_credit_budget } => {
                 claims.set_pool_budgets(env, holdout_id, scope, *k_bits_budget, *access_credit_budget)

@@ -36,10 +36,14 @@ impl Harness {
         Self::boot(MemDisk::new())
     }
 
-    fn boot(mut disk: MemDisk) -> Self {
+    fn boot(disk: MemDisk) -> Self {
+        Self::boot_with(disk, environment())
+    }
+
+    fn boot_with(mut disk: MemDisk, environment: Environment) -> Self {
         let id = key_id_for_seed(&SEED);
         let keys = vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }];
-        let config = KernelConfig { environment: environment(), ..KernelConfig::default() };
+        let config = KernelConfig { environment, ..KernelConfig::default() };
         let mut kernel = Kernel::recover(config, disk.recovery_files(keys, id.to_hex().into_bytes())).unwrap();
         disk.drive(&mut kernel, NOW);
         Self { kernel, disk, next: 0 }
@@ -373,4 +377,34 @@ fn idempotent_retries_return_the_recorded_reply_and_survive_restart() {
 
     let mut h = h.restart();
     assert_eq!(h.call(&owner, execute(key("run-1", 1))).unwrap(), first, "records survive restart");
+}
+
+#[test]
+fn legacy_client_decided_execution_only_when_enabled() {
+    let legacy = |claim_id: &[u8], decision| Command::ExecuteClaim {
+        claim_id: claim_id.to_vec(),
+        decision,
+        reason_codes: vec![1],
+        canonical_output: vec![3],
+    };
+    let mut h = Harness::new();
+    let owner = agent();
+    let claim = create(&mut h, &owner, "legacy", "fast");
+    commit(&mut h, &owner, &claim, &wasm("claim_all_zero"), &[]);
+    h.command(&owner, Command::FreezeGates { claim_id: claim.clone() }).unwrap();
+    assert_eq!(h.command(&owner, legacy(&claim, 1)).unwrap_err().code, ErrorCode::FailedPrecondition);
+
+    let mut env = environment();
+    env.settings.insecure_v1 = true;
+    let mut h = Harness::boot_with(MemDisk::new(), env);
+    let claim = create(&mut h, &owner, "legacy", "fast");
+    commit(&mut h, &owner, &claim, &wasm("claim_all_zero"), &[]);
+    h.command(&owner, Command::FreezeGates { claim_id: claim.clone() }).unwrap();
+    assert_eq!(h.command(&owner, legacy(&claim, 0)).unwrap_err().code, ErrorCode::InvalidArgument);
+    let Response::Executed(execution) = h.command(&owner, legacy(&claim, 1)).unwrap() else { panic!("executed") };
+    assert_eq!((execution.state, execution.certified), (ClaimState::Certified, true));
+    let capsule = &h.kernel.state().claims.claims[&hex::encode(&claim)].capsule;
+    let capsule: serde_json::Value = serde_json::from_str(&capsule.as_ref().unwrap().bytes).unwrap();
+    assert_eq!(capsule["eprocess_kind"], "client_decision_v1");
+    assert_eq!(capsule["ledger"]["k_bits_total"], 0.0, "nothing reached the oracle");
 }

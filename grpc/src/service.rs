@@ -203,9 +203,19 @@ impl V2 for EvidenceService {
         &self,
         request: Request<v2::ExecuteClaimRequest>,
     ) -> Result<Response<v2::ExecuteClaimResponse>, Status> {
-        let command = Command::ExecuteClaim { claim_id: request.get_ref().claim_id.clone() };
+        let r = request.get_ref().clone();
+        let command = Command::ExecuteClaim {
+            claim_id: r.claim_id,
+            decision: u32::try_from(r.decision).unwrap_or(0),
+            reason_codes: r.reason_codes,
+            canonical_output: r.canonical_output,
+        };
         let answer = self.call(&request, KernelRequest::Command(command)).await?;
-        Err(status(mapping::unexpected(&answer)))
+        reply(mapping::executed(answer).map(|e| v2::ExecuteClaimResponse {
+            state: e.state,
+            capsule_hash: e.capsule_hash,
+            etl_index: e.etl_index,
+        }))
     }
 
     async fn execute_claim_v2(

@@ -99,6 +99,11 @@ struct Args {
     )]
     operator_tokens: Vec<String>,
 
+    /// Serve the legacy ExecuteClaim, whose decision the client supplies (no oracle, no e-value).
+    /// Only for migrating old clients; such capsules say `eprocess_kind: client_decision_v1`.
+    #[arg(long)]
+    enable_insecure_v1: bool,
+
     /// Write a checkpoint after this many journal records (bounds replay time at restart).
     #[arg(long, default_value_t = 4096, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
@@ -173,7 +178,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
         ),
     }
 
-    let environment = dir.read_environment(Settings::default()).map_err(|e| e.to_string())?;
+    let settings = Settings { insecure_v1: args.enable_insecure_v1, ..Settings::default() };
+    if settings.insecure_v1 {
+        tracing::warn!(event = "insecure_v1_enabled", "legacy ExecuteClaim with client-supplied decisions is enabled");
+    }
+    let environment = dir.read_environment(settings).map_err(|e| e.to_string())?;
     tracing::info!(
         event = "environment_loaded",
         holdouts = environment.holdouts.len(),
@@ -245,7 +254,10 @@ async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir)
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
         build_git_commit: env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
         build_time_utc: env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
-        feature_flags: Default::default(),
+        feature_flags: evidenceos_grpc::v2::FeatureFlags {
+            insecure_v1_enabled: args.enable_insecure_v1,
+            ..Default::default()
+        },
     };
     let service = EvidenceService::new(handle.clone(), facts, authenticator(&args));
 
