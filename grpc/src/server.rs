@@ -9,7 +9,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::service::EvidenceService;
 use crate::{v1, v2};
 
-/// Largest request message accepted (SPEC §2.5 default; configurable with the operations issue).
+/// Largest request message accepted by default (SPEC §2.5).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug)]
@@ -29,10 +29,28 @@ impl std::fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight RPCs finish.
+/// tonic refuses a message over the decoding limit with OUT_OF_RANGE in a trailers-only
+/// response; SPEC §1 says a request that is too large is RESOURCE_EXHAUSTED.
+fn oversized_as_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|status| status == "11");
+    let oversized = headers.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|message| {
+        message.contains("message length too large") || message.contains("message%20length%20too%20large")
+    });
+    if out_of_range && oversized {
+        headers.insert("grpc-status", tonic::codegen::http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Serves until `shutdown` resolves. Requests over `max_request_bytes` are refused with
+/// RESOURCE_EXHAUSTED before they are decoded.
 pub async fn serve(
     listener: TcpListener,
     service: EvidenceService,
+    max_request_bytes: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -48,11 +66,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let v2_server = v2::evidence_os_server::EvidenceOsServer::new(service.clone())
-        .max_decoding_message_size(DEFAULT_MAX_REQUEST_BYTES);
-    let v1_server =
-        v1::evidence_os_server::EvidenceOsServer::new(service).max_decoding_message_size(DEFAULT_MAX_REQUEST_BYTES);
+    let v2_server =
+        v2::evidence_os_server::EvidenceOsServer::new(service.clone()).max_decoding_message_size(max_request_bytes);
+    let v1_server = v1::evidence_os_server::EvidenceOsServer::new(service).max_decoding_message_size(max_request_bytes);
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(oversized_as_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -99,6 +99,11 @@ struct Args {
     )]
     operator_tokens: Vec<String>,
 
+    /// Largest request message accepted, in bytes; larger ones get RESOURCE_EXHAUSTED before
+    /// they are decoded. Size it for your largest claim module.
+    #[arg(long, default_value_t = evidenceos_grpc::server::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
+    max_request_bytes: usize,
+
     /// Serve the legacy ExecuteClaim, whose decision the client supplies (no oracle, no e-value).
     /// Only for migrating old clients; such capsules say `eprocess_kind: client_decision_v1`.
     #[arg(long)]
@@ -296,7 +301,7 @@ async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir)
         }
     };
     tokio::select! {
-        served = evidenceos_grpc::server::serve(listener, service, shutdown) => served.map_err(|e| e.to_string())?,
+        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, shutdown) => served.map_err(|e| e.to_string())?,
         () = drain_deadline => tracing::warn!(event = "drain_timeout", grace_secs = args.shutdown_grace_secs, "closing connections still open after the grace period"),
     }
 
