@@ -7,6 +7,33 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::service::EvidenceService;
+
+/// PEM material for TLS. With `client_ca`, client certificates are required and verified
+/// against it (mTLS); there is no optional-client-certificate mode.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    // Never print the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles").field("mtls", &self.client_ca_pem.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl TlsFiles {
+    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
+        let config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        match &self.client_ca_pem {
+            Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)).client_auth_optional(false),
+            None => config,
+        }
+    }
+}
 use crate::{v1, v2};
 
 /// Largest request message accepted by default (SPEC §2.5).
@@ -51,6 +78,7 @@ pub async fn serve(
     listener: TcpListener,
     service: EvidenceService,
     max_request_bytes: usize,
+    tls: Option<TlsFiles>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -69,7 +97,11 @@ pub async fn serve(
     let v2_server =
         v2::evidence_os_server::EvidenceOsServer::new(service.clone()).max_decoding_message_size(max_request_bytes);
     let v1_server = v1::evidence_os_server::EvidenceOsServer::new(service).max_decoding_message_size(max_request_bytes);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(files) = tls {
+        builder = builder.tls_config(files.server_config()).map_err(ServeError::Transport)?;
+    }
+    builder
         .layer(tower::util::MapResponseLayer::new(oversized_as_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection)

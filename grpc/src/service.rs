@@ -55,7 +55,9 @@ impl EvidenceService {
     }
 
     fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.auth.authenticate(request.metadata())
+        let chain: Option<Vec<Vec<u8>>> =
+            request.peer_certs().map(|certs| certs.iter().map(|cert| cert.as_ref().to_vec()).collect());
+        self.auth.authenticate(request.metadata(), chain.as_deref())
     }
 
     /// SPEC §2.5: these methods require `x-request-id`; the key is (principal, method, id) and the

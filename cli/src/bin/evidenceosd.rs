@@ -8,7 +8,8 @@ use clap::{Parser, ValueEnum};
 use evidenceos_core::environment::Settings;
 use evidenceos_core::state::Policy;
 use evidenceos_core::{Kernel, KernelConfig};
-use evidenceos_grpc::auth::{Authenticator, BearerTokens};
+use evidenceos_grpc::auth::{Authenticator, BearerTokens, CertificateRoles};
+use evidenceos_grpc::server::TlsFiles;
 use evidenceos_grpc::service::{EvidenceService, ServerFacts};
 use evidenceos_io_sync::{DataDir, FileExecutor, SigningKeyStatus, drive, log_event, now};
 use evidenceos_io_tokio::Stopped;
@@ -69,6 +70,37 @@ struct Args {
     /// The kernel's own work (journal, ETL, checkpoint) always completes.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     shutdown_grace_secs: u64,
+
+    /// Production mode: refuses to start without TLS, without authentication, or with insecure
+    /// development switches; claims need an operator-activated NullSpec.
+    #[arg(long, env = "EVIDENCEOS_PRODUCTION_MODE", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    production: bool,
+
+    /// Server certificate chain (PEM). Enables TLS 1.2/1.3; needs --tls-key.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) that signs client certificates; with --require-client-cert, every
+    /// client must present a certificate it verifies (mTLS).
+    #[arg(long, value_name = "PEM")]
+    mtls_client_ca: Option<PathBuf>,
+
+    /// Require client certificates (needs --mtls-client-ca).
+    #[arg(long)]
+    require_client_cert: bool,
+
+    /// Client certificates with the operator role, by hex SHA-256 of the certificate (DER),
+    /// comma-separated. Other verified certificates are agents.
+    #[arg(long, value_delimiter = ',', value_name = "SHA256")]
+    operator_cert_fingerprints: Vec<String>,
+
+    /// Client certificates with the auditor role, by hex SHA-256 of the certificate (DER).
+    #[arg(long, value_delimiter = ',', value_name = "SHA256")]
+    auditor_cert_fingerprints: Vec<String>,
 
     /// Bearer token with the auditor role (SPEC §2.2). Prefer the EVIDENCEOS_AUTH_TOKEN variable:
     /// command lines are visible to other local users.
@@ -155,6 +187,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
     if args.runtime == RuntimeKind::Sync {
         return Err("--runtime sync (Connect over HTTP/1.1, no tokio) is not available in this version yet; use --runtime tokio".into());
     }
+    // Configuration errors first: nothing is touched on disk for a daemon that will not start.
+    let security = security(&args)?;
     let dir = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
     match dir.ensure_signing_key().map_err(|e| e.to_string())? {
         SigningKeyStatus::Generated(id) => {
@@ -183,7 +217,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
         ),
     }
 
-    let settings = Settings { insecure_v1: args.enable_insecure_v1, ..Settings::default() };
+    let settings =
+        Settings { insecure_v1: args.enable_insecure_v1, production: args.production, ..Settings::default() };
     if settings.insecure_v1 {
         tracing::warn!(event = "insecure_v1_enabled", "legacy ExecuteClaim with client-supplied decisions is enabled");
     }
@@ -216,10 +251,59 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    runtime.block_on(serve(args, kernel, executor, dir))
+    runtime.block_on(serve(args, security, kernel, executor, dir))
 }
 
-fn authenticator(args: &Args) -> Authenticator {
+/// Transport security and identity as configured, checked for consistency (SPEC §2.1): an
+/// inconsistent combination is a start-up error naming the fix, never a silent downgrade.
+struct Security {
+    tls: Option<TlsFiles>,
+    auth: Authenticator,
+}
+
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+fn fingerprints(flag: &str, list: &[String]) -> Result<std::collections::BTreeSet<String>, String> {
+    list.iter()
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            let f = f.trim().to_ascii_lowercase().replace(':', "");
+            evidenceos_core::hash::parse_hash_hex(&f)
+                .map(|_| f.clone())
+                .ok_or_else(|| format!("{flag}: {f} is not a SHA-256 fingerprint (64 hex characters)"))
+        })
+        .collect()
+}
+
+fn security(args: &Args) -> Result<Security, String> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?)),
+        (None, None) => None,
+        (Some(_), None) => return Err("--tls-cert needs --tls-key (the certificate's private key)".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+    };
+    let client_ca = match (&args.mtls_client_ca, args.require_client_cert) {
+        (Some(ca), true) => Some(read_pem("--mtls-client-ca", ca)?),
+        (None, false) => None,
+        (Some(_), false) => {
+            return Err(
+                "--mtls-client-ca needs --require-client-cert (optional client certificates are not supported)".into(),
+            );
+        }
+        (None, true) => {
+            return Err("--require-client-cert needs --mtls-client-ca (the CA that signs client certificates)".into());
+        }
+    };
+    if client_ca.is_some() && tls.is_none() {
+        return Err("mTLS needs TLS: add --tls-cert and --tls-key".into());
+    }
+    let operators = fingerprints("--operator-cert-fingerprints", &args.operator_cert_fingerprints)?;
+    let auditors = fingerprints("--auditor-cert-fingerprints", &args.auditor_cert_fingerprints)?;
+    if client_ca.is_none() && !(operators.is_empty() && auditors.is_empty()) {
+        return Err("certificate fingerprint roles need mTLS: add --mtls-client-ca and --require-client-cert".into());
+    }
     let mut tokens = BearerTokens::default();
     let roles = [
         (&args.agent_tokens, evidenceos_core::Role::Agent),
@@ -234,20 +318,53 @@ fn authenticator(args: &Args) -> Authenticator {
     if let Some(token) = &args.auth_token {
         tokens.add(token, evidenceos_core::Role::Auditor);
     }
-    if tokens.is_empty() {
+    let certificates = client_ca.is_some().then_some(CertificateRoles { operators, auditors });
+    let auth = Authenticator::new(tokens, certificates);
+    if args.production {
+        if tls.is_none() {
+            return Err("production mode refuses plaintext: add --tls-cert and --tls-key".into());
+        }
+        if auth.is_development() {
+            return Err(
+                "production mode needs authentication: add role tokens or --mtls-client-ca with --require-client-cert"
+                    .into(),
+            );
+        }
+        if args.enable_insecure_v1 {
+            return Err("production mode refuses --enable-insecure-v1 (client-supplied decisions)".into());
+        }
+    }
+    let tls = tls.map(|(cert_pem, key_pem)| TlsFiles { cert_pem, key_pem, client_ca_pem: client_ca });
+    let mode = match (&tls, auth.is_development()) {
+        (_, true) => "development (anonymous agent)",
+        (Some(TlsFiles { client_ca_pem: Some(_), .. }), false) => "mTLS client certificates",
+        _ => "bearer tokens",
+    };
+    tracing::info!(
+        event = "security",
+        tls = tls.is_some(),
+        mtls = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        production = args.production,
+        authentication = mode,
+        "transport security configured"
+    );
+    if auth.is_development() {
         tracing::warn!(
             event = "authentication",
             mode = "development",
             "no authentication configured: every caller is the anonymous agent"
         );
-        Authenticator::Development
-    } else {
-        tracing::info!(event = "authentication", mode = "bearer", "bearer-token authentication enabled");
-        Authenticator::Bearer(tokens)
     }
+    Ok(Security { tls, auth })
 }
 
-async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir) -> Result<ExitCode, String> {
+async fn serve(
+    args: Args,
+    security: Security,
+    kernel: Kernel,
+    executor: FileExecutor,
+    dir: DataDir,
+) -> Result<ExitCode, String> {
     let key_id = kernel.active_key_id();
     let tree_size = kernel.durable_tree_size();
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -261,10 +378,13 @@ async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir)
         build_time_utc: env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
         feature_flags: evidenceos_grpc::v2::FeatureFlags {
             insecure_v1_enabled: args.enable_insecure_v1,
+            tls_enabled: args.tls_cert.is_some(),
+            mtls_enabled: args.require_client_cert,
             ..Default::default()
         },
     };
-    let service = EvidenceService::new(handle.clone(), facts, authenticator(&args));
+    let Security { tls, auth } = security;
+    let service = EvidenceService::new(handle.clone(), facts, auth);
 
     // The kernel task ends early only on a storage failure; that also stops the server.
     let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(None::<Stopped>);
@@ -301,7 +421,7 @@ async fn serve(args: Args, kernel: Kernel, executor: FileExecutor, dir: DataDir)
         }
     };
     tokio::select! {
-        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, shutdown) => served.map_err(|e| e.to_string())?,
+        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, tls, shutdown) => served.map_err(|e| e.to_string())?,
         () = drain_deadline => tracing::warn!(event = "drain_timeout", grace_secs = args.shutdown_grace_secs, "closing connections still open after the grace period"),
     }
 

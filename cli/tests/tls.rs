@@ -1,0 +1,190 @@
+//! Transport security against the real daemon, with certificates made in the test (rcgen):
+//! TLS refuses plaintext, mTLS refuses missing or foreign client certificates, roles come only
+//! from verified certificates, and production mode refuses every insecure configuration.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use evidenceos_core::hash::sha256;
+use evidenceos_grpc::v2;
+use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+struct Authority {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { params, key, pem }
+    }
+
+    /// A leaf certificate for `names`: (certificate PEM, key PEM, certificate DER).
+    fn issue(&self, names: &[&str]) -> (String, String, Vec<u8>) {
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+struct Pki {
+    dir: PathBuf,
+    server_ca: Authority,
+    client_ca: Authority,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        let pki = Self {
+            dir: dir.to_path_buf(),
+            server_ca: Authority::new("server ca"),
+            client_ca: Authority::new("client ca"),
+        };
+        let (cert, key, _) = pki.server_ca.issue(&["localhost"]);
+        std::fs::write(pki.path("server.pem"), cert).unwrap();
+        std::fs::write(pki.path("server.key"), key).unwrap();
+        std::fs::write(pki.path("client-ca.pem"), &pki.client_ca.pem).unwrap();
+        pki
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    fn tls_flags(&self) -> Vec<String> {
+        vec!["--tls-cert".into(), self.path("server.pem"), "--tls-key".into(), self.path("server.key")]
+    }
+
+    fn mtls_flags(&self) -> Vec<String> {
+        let mut flags = self.tls_flags();
+        flags.extend(["--mtls-client-ca".into(), self.path("client-ca.pem"), "--require-client-cert".into()]);
+        flags
+    }
+}
+
+fn https(daemon: &support::Daemon) -> String {
+    daemon.addr.replace("http://127.0.0.1", "https://localhost")
+}
+
+async fn tls_client(
+    daemon: &support::Daemon,
+    pki: &Pki,
+    identity: Option<(String, String)>,
+) -> Result<EvidenceOsClient<Channel>, tonic::transport::Error> {
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.server_ca.pem)).domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = Endpoint::from_shared(https(daemon)).unwrap().tls_config(tls)?.connect().await?;
+    Ok(EvidenceOsClient::new(channel))
+}
+
+fn start(dir: &Path, flags: &[String]) -> support::Daemon {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    support::start_with(&dir.join("data"), dir, &flags, &[])
+}
+
+#[tokio::test]
+async fn tls_refuses_plaintext_and_serves_tls_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let daemon = start(tmp.path(), &pki.tls_flags());
+    let plaintext = async {
+        let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await?;
+        client.health(v2::HealthRequest {}).await.map_err(|e| e.into())
+    };
+    let refused: Result<_, Box<dyn std::error::Error>> = plaintext.await;
+    assert!(refused.is_err(), "a plaintext client must not be served");
+    let mut client = tls_client(&daemon, &pki, None).await.unwrap();
+    assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
+    let info = client.get_server_info(v2::GetServerInfoRequest {}).await.unwrap().into_inner();
+    assert!(info.feature_flags.unwrap().tls_enabled);
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn mtls_identifies_callers_by_certificate_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let (operator_cert, operator_key, operator_der) = pki.client_ca.issue(&["operator.example"]);
+    let (agent_cert, agent_key, _) = pki.client_ca.issue(&["agent.example"]);
+    let stranger_ca = Authority::new("someone else's ca");
+    let (foreign_cert, foreign_key, _) = stranger_ca.issue(&["intruder.example"]);
+    let mut flags = pki.mtls_flags();
+    flags.extend(["--operator-cert-fingerprints".into(), hex::encode(sha256(&operator_der))]);
+    let daemon = start(tmp.path(), &flags);
+
+    for identity in [None, Some((foreign_cert, foreign_key))] {
+        let attempt = async {
+            let mut client = tls_client(&daemon, &pki, identity).await?;
+            client.health(v2::HealthRequest {}).await.map_err(Box::<dyn std::error::Error>::from)
+        };
+        assert!(attempt.await.is_err(), "clients without a certificate from the client CA are refused");
+    }
+
+    let grant = || v2::GrantCreditRequest { principal_id: "agent-7".into(), amount: 5, reason: "pilot".into() };
+    let mut operator = tls_client(&daemon, &pki, Some((operator_cert, operator_key))).await.unwrap();
+    assert_eq!(operator.grant_credit(grant()).await.unwrap().into_inner().credit_balance, 5);
+
+    // An agent certificate stays an agent whatever headers it sends.
+    let mut agent = tls_client(&daemon, &pki, Some((agent_cert, agent_key))).await.unwrap();
+    let mut spoofed = tonic::Request::new(grant());
+    spoofed.metadata_mut().insert("x-evidenceos-role", "operator".parse().unwrap());
+    spoofed.metadata_mut().insert("x-evidenceos-principal", "operator".parse().unwrap());
+    spoofed.metadata_mut().insert("authorization", "Bearer operator".parse().unwrap());
+    assert_eq!(agent.grant_credit(spoofed).await.unwrap_err().code(), Code::PermissionDenied);
+    daemon.stop();
+}
+
+fn refused_start(dir: &Path, flags: &[String]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("never-created"))
+        .args(flags)
+        .env_remove("EVIDENCEOS_PRODUCTION_MODE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "daemon started with {flags:?}");
+    assert!(!dir.join("never-created").exists(), "a refused configuration touches no data directory");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn insecure_or_inconsistent_configurations_refuse_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let with = |base: Vec<String>, extra: &[&str]| [base, s(extra)].concat();
+    let cases = [
+        (s(&["--production", "--agent-tokens", "t"]), "refuses plaintext"),
+        (with(pki.tls_flags(), &["--production"]), "needs authentication"),
+        (
+            with(pki.tls_flags(), &["--production", "--agent-tokens", "t", "--enable-insecure-v1"]),
+            "--enable-insecure-v1",
+        ),
+        (s(&["--tls-cert", &pki.path("server.pem")]), "--tls-cert needs --tls-key"),
+        (s(&["--tls-key", &pki.path("server.key")]), "--tls-key needs --tls-cert"),
+        (with(pki.tls_flags(), &["--mtls-client-ca", &pki.path("client-ca.pem")]), "needs --require-client-cert"),
+        (with(pki.tls_flags(), &["--require-client-cert"]), "needs --mtls-client-ca"),
+        (s(&["--mtls-client-ca", &pki.path("client-ca.pem"), "--require-client-cert"]), "mTLS needs TLS"),
+        (with(pki.tls_flags(), &["--operator-cert-fingerprints", &"ab".repeat(32)]), "need mTLS"),
+    ];
+    for (flags, expected) in cases {
+        let stderr = refused_start(tmp.path(), &flags);
+        assert!(stderr.contains(expected), "{flags:?}: expected {expected:?} in:\n{stderr}");
+    }
+}
