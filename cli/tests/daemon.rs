@@ -188,3 +188,42 @@ async fn a_request_one_byte_over_the_limit_is_refused_and_the_daemon_keeps_servi
     assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
     daemon.stop();
 }
+
+#[tokio::test]
+async fn hmac_signed_requests_are_verified_over_the_real_path() {
+    use hmac::{KeyInit, Mac};
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "7365637265742d6b6579";
+    let key_flag = format!("ops:{secret}:operator");
+    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &["--auth-hmac-key", &key_flag], &[]);
+    let mut client = client(&daemon).await;
+    let signed = |request_id: &str, signed_path: &str| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&hex::decode(secret).unwrap()).unwrap();
+        mac.update(format!("{request_id}:{signed_path}:{now}").as_bytes());
+        let mut request = tonic::Request::new(v2::GrantCreditRequest {
+            principal_id: "agent-1".into(),
+            amount: 3,
+            reason: "r".into(),
+        });
+        let metadata = request.metadata_mut();
+        metadata.insert("x-request-id", request_id.parse().unwrap());
+        metadata.insert("x-evidenceos-key-id", "ops".parse().unwrap());
+        metadata.insert("x-evidenceos-timestamp", now.parse().unwrap());
+        metadata.insert(
+            "x-evidenceos-signature",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())).parse().unwrap(),
+        );
+        request
+    };
+    let path = "/evidenceos.v2.EvidenceOS/GrantCredit";
+    assert_eq!(client.grant_credit(signed("grant-1", path)).await.unwrap().into_inner().credit_balance, 3);
+    let replay = client.grant_credit(signed("grant-1", path)).await.unwrap_err();
+    assert_eq!(replay.code(), Code::Unauthenticated, "a request id is accepted once");
+    // Signed for the v1 path but sent to v2: the MAC covers the path the server sees.
+    let wrong_path = client.grant_credit(signed("grant-2", "/evidenceos.v1.EvidenceOS/GrantCredit")).await.unwrap_err();
+    assert_eq!(wrong_path.code(), Code::Unauthenticated);
+    let unsigned = client.health(v2::HealthRequest {}).await.unwrap_err();
+    assert_eq!(unsigned.code(), Code::Unauthenticated);
+    daemon.stop();
+}

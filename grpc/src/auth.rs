@@ -66,28 +66,157 @@ impl CertificateRoles {
     }
 }
 
+/// The HTTP/2 `:path` of a request, put into its extensions by the server so HMAC signatures
+/// are checked over what the client really called (SPEC §2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPath(pub String);
+
+/// Largest clock difference accepted for HMAC timestamps; request ids are remembered against
+/// replay for twice as long.
+pub const HMAC_MAX_SKEW_SECS: u64 = 300;
+/// Request ids remembered at most; beyond it new HMAC requests are refused until old ones age out.
+pub const HMAC_MAX_REMEMBERED: usize = 1_000_000;
+
+#[derive(Clone)]
+struct HmacKey {
+    secret: Vec<u8>,
+    role: Role,
+}
+
+type SeenRequests = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), u64>>>;
+
+/// HMAC request-signing keys by key id, and the request ids seen recently.
+#[derive(Clone, Default)]
+pub struct HmacKeys {
+    keys: std::collections::BTreeMap<String, HmacKey>,
+    /// Timestamps mandatory (production).
+    require_timestamp: bool,
+    seen: SeenRequests,
+}
+
+impl std::fmt::Debug for HmacKeys {
+    // Key ids only: never secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HmacKeys({:?})", self.keys.keys().collect::<Vec<_>>())
+    }
+}
+
+impl HmacKeys {
+    /// Adds one `kid:hexsecret[:role]` entry (role agent, auditor or operator; default agent).
+    pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
+        let mut parts = entry.trim().split(':');
+        let (Some(kid), Some(secret)) = (parts.next(), parts.next()) else {
+            return Err("HMAC keys are kid:hexsecret[:role]".into());
+        };
+        let role = match parts.next() {
+            None | Some("agent") => Role::Agent,
+            Some("auditor") => Role::Auditor,
+            Some("operator") => Role::Operator,
+            Some(other) => return Err(format!("HMAC key {kid}: unknown role {other}")),
+        };
+        if kid.is_empty() || parts.next().is_some() {
+            return Err("HMAC keys are kid:hexsecret[:role]".into());
+        }
+        let secret = hex::decode(secret).map_err(|_| format!("HMAC key {kid}: secret is not hex"))?;
+        if secret.is_empty() {
+            return Err(format!("HMAC key {kid}: empty secret"));
+        }
+        self.keys.insert(kid.to_string(), HmacKey { secret, role });
+        Ok(())
+    }
+
+    pub fn require_timestamps(&mut self) {
+        self.require_timestamp = true;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn verify(&self, metadata: &MetadataMap, path: &str, now_unix: u64) -> Result<Principal, Status> {
+        use hmac::{KeyInit, Mac};
+        let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        let request_id = header("x-request-id").ok_or_else(|| Status::unauthenticated("HMAC needs x-request-id"))?;
+        let id_ok =
+            (1..=128).contains(&request_id.len()) && request_id.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b':');
+        if !id_ok {
+            return Err(Status::unauthenticated("x-request-id must be 1..128 printable characters without ':'"));
+        }
+        let kid = header("x-evidenceos-key-id").unwrap_or("default");
+        let key = self.keys.get(kid).ok_or_else(|| Status::unauthenticated("unknown HMAC key id"))?;
+        let timestamp = match header("x-evidenceos-timestamp") {
+            Some(text) => {
+                let ts: u64 =
+                    text.parse().map_err(|_| Status::unauthenticated("x-evidenceos-timestamp must be unix seconds"))?;
+                if ts.abs_diff(now_unix) > HMAC_MAX_SKEW_SECS {
+                    return Err(Status::unauthenticated("x-evidenceos-timestamp is outside the accepted clock skew"));
+                }
+                Some(text)
+            }
+            None if self.require_timestamp => {
+                return Err(Status::unauthenticated("x-evidenceos-timestamp is required"));
+            }
+            None => None,
+        };
+        let signature = header("x-evidenceos-signature")
+            .and_then(|v| v.strip_prefix("sha256="))
+            .and_then(|v| hex::decode(v).ok())
+            .ok_or_else(|| Status::unauthenticated("x-evidenceos-signature must be sha256=<hex>"))?;
+        let material = match timestamp {
+            Some(ts) => format!("{request_id}:{path}:{ts}"),
+            None => format!("{request_id}:{path}"),
+        };
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key.secret).expect("any key length");
+        mac.update(material.as_bytes());
+        mac.verify_slice(&signature).map_err(|_| Status::unauthenticated("bad HMAC signature"))?;
+        self.remember(kid, request_id, now_unix)?;
+        Ok(Principal::new(format!("hmac:{kid}"), key.role))
+    }
+
+    /// Refuses a (key id, request id) seen recently: a captured request cannot be sent again.
+    fn remember(&self, kid: &str, request_id: &str, now_unix: u64) -> Result<(), Status> {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (kid.to_string(), request_id.to_string());
+        if seen.get(&key).is_some_and(|expires| *expires > now_unix) {
+            return Err(Status::unauthenticated("replayed x-request-id"));
+        }
+        if seen.len() >= HMAC_MAX_REMEMBERED {
+            seen.retain(|_, expires| *expires > now_unix);
+            if seen.len() >= HMAC_MAX_REMEMBERED {
+                return Err(Status::resource_exhausted("too many recent HMAC requests; retry later"));
+            }
+        }
+        seen.insert(key, now_unix + HMAC_MAX_SKEW_SECS * 2);
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     tokens: BearerTokens,
+    hmac: HmacKeys,
     /// Set when client certificates are required (mTLS).
     certificates: Option<CertificateRoles>,
 }
 
 impl Authenticator {
-    pub fn new(tokens: BearerTokens, certificates: Option<CertificateRoles>) -> Self {
-        Self { tokens, certificates }
+    pub fn new(tokens: BearerTokens, hmac: HmacKeys, certificates: Option<CertificateRoles>) -> Self {
+        Self { tokens, hmac, certificates }
     }
 
     /// No authentication configured: every caller is `anonymous` with the agent role.
     pub fn is_development(&self) -> bool {
-        self.tokens.is_empty() && self.certificates.is_none()
+        self.tokens.is_empty() && self.hmac.is_empty() && self.certificates.is_none()
     }
 
-    /// `peer_certificates` are the client's chain as verified by the TLS layer (leaf first).
+    /// `path` is the request's HTTP/2 `:path`; `peer_certificates` the client's chain as
+    /// verified by the TLS layer (leaf first).
     pub fn authenticate(
         &self,
         metadata: &MetadataMap,
+        path: &str,
         peer_certificates: Option<&[Vec<u8>]>,
+        now_unix: u64,
     ) -> Result<Principal, Status> {
         if let Some(roles) = &self.certificates {
             let leaf = peer_certificates
@@ -95,8 +224,14 @@ impl Authenticator {
                 .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
             return Ok(roles.principal(leaf));
         }
-        if self.tokens.is_empty() {
+        if !self.hmac.is_empty() && metadata.contains_key("x-evidenceos-signature") {
+            return self.hmac.verify(metadata, path, now_unix);
+        }
+        if self.is_development() {
             return Ok(Principal::anonymous());
+        }
+        if self.tokens.is_empty() {
+            return Err(Status::unauthenticated("missing x-evidenceos-signature (HMAC request signing)"));
         }
         let header = metadata
             .get("authorization")
@@ -115,6 +250,9 @@ impl Authenticator {
 mod tests {
     use super::*;
 
+    const PATH: &str = "/evidenceos.v2.EvidenceOS/Health";
+    const NOW: u64 = 1_735_689_600;
+
     fn metadata(value: &str) -> MetadataMap {
         let mut map = MetadataMap::new();
         map.insert("authorization", value.parse().unwrap());
@@ -125,12 +263,12 @@ mod tests {
         let mut tokens = BearerTokens::default();
         tokens.add("agent-secret", Role::Agent);
         tokens.add("auditor-secret", Role::Auditor);
-        Authenticator::new(tokens, None)
+        Authenticator::new(tokens, HmacKeys::default(), None)
     }
 
     #[test]
     fn a_known_token_gets_its_role_and_a_digest_principal() {
-        let principal = tokens().authenticate(&metadata("Bearer auditor-secret"), None).unwrap();
+        let principal = tokens().authenticate(&metadata("Bearer auditor-secret"), PATH, None, NOW).unwrap();
         assert_eq!(principal.role, Role::Auditor);
         assert_eq!(principal.id, format!("bearer:{}", hex::encode(sha256(b"auditor-secret"))));
         assert!(!principal.id.contains("auditor-secret"));
@@ -140,7 +278,7 @@ mod tests {
     fn missing_malformed_or_unknown_tokens_are_unauthenticated() {
         let auth = tokens();
         for headers in [MetadataMap::new(), metadata("Basic abc"), metadata("Bearer nope")] {
-            assert_eq!(auth.authenticate(&headers, None).unwrap_err().code(), tonic::Code::Unauthenticated);
+            assert_eq!(auth.authenticate(&headers, PATH, None, NOW).unwrap_err().code(), tonic::Code::Unauthenticated);
         }
     }
 
@@ -148,7 +286,7 @@ mod tests {
     fn development_mode_is_the_anonymous_agent_whatever_the_headers_say() {
         let mut claimed = metadata("Bearer operator");
         claimed.insert("x-evidenceos-role", "operator".parse().unwrap());
-        assert_eq!(Authenticator::default().authenticate(&claimed, None).unwrap(), Principal::anonymous());
+        assert_eq!(Authenticator::default().authenticate(&claimed, PATH, None, NOW).unwrap(), Principal::anonymous());
     }
 
     #[test]
@@ -159,18 +297,106 @@ mod tests {
             CertificateRoles { operators: [hex::encode(sha256(&operator_cert))].into(), auditors: BTreeSet::new() };
         let mut tokens = BearerTokens::default();
         tokens.add("operator-token", Role::Operator);
-        let auth = Authenticator::new(tokens, Some(roles));
-        let operator = auth.authenticate(&MetadataMap::new(), Some(&[operator_cert.clone()])).unwrap();
+        let auth = Authenticator::new(tokens, HmacKeys::default(), Some(roles));
+        let operator =
+            auth.authenticate(&MetadataMap::new(), PATH, Some(std::slice::from_ref(&operator_cert)), NOW).unwrap();
         assert_eq!(operator.role, Role::Operator);
         assert_eq!(operator.id, format!("mtls:{}", hex::encode(sha256(&operator_cert))));
         let mut spoofing = metadata("Bearer operator-token");
         spoofing.insert("x-evidenceos-role", "operator".parse().unwrap());
-        assert_eq!(auth.authenticate(&spoofing, Some(&[agent_cert])).unwrap().role, Role::Agent);
-        assert_eq!(auth.authenticate(&spoofing, None).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(auth.authenticate(&spoofing, PATH, Some(&[agent_cert]), NOW).unwrap().role, Role::Agent);
+        assert_eq!(auth.authenticate(&spoofing, PATH, None, NOW).unwrap_err().code(), tonic::Code::Unauthenticated);
     }
 
     #[test]
     fn debug_output_hides_tokens() {
         assert!(format!("{:?}", tokens()).contains("BearerTokens(2 configured)"));
+    }
+}
+
+#[cfg(test)]
+mod hmac_tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Vector {
+        name: String,
+        secret_hex: String,
+        request_id: String,
+        path: String,
+        timestamp: Option<String>,
+        signature_header: String,
+    }
+
+    fn vectors() -> Vec<Vector> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/auth_hmac_sha256.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("shared/vectors")).unwrap()
+    }
+
+    fn signed(v: &Vector) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        map.insert("x-request-id", v.request_id.parse().unwrap());
+        map.insert("x-evidenceos-key-id", "k1".parse().unwrap());
+        map.insert("x-evidenceos-signature", v.signature_header.parse().unwrap());
+        if let Some(ts) = &v.timestamp {
+            map.insert("x-evidenceos-timestamp", ts.parse().unwrap());
+        }
+        map
+    }
+
+    fn keys(v: &Vector) -> Authenticator {
+        let mut keys = HmacKeys::default();
+        keys.add_entry(&format!("k1:{}:operator", v.secret_hex)).unwrap();
+        Authenticator::new(BearerTokens::default(), keys, None)
+    }
+
+    fn now_for(v: &Vector) -> u64 {
+        v.timestamp.as_deref().map_or(1_735_689_600, |t| t.parse().unwrap())
+    }
+
+    #[test]
+    fn every_vector_verifies_over_its_path() {
+        let vectors = vectors();
+        assert_eq!(vectors.len(), 3);
+        for v in &vectors {
+            let principal = keys(v)
+                .authenticate(&signed(v), &v.path, None, now_for(v))
+                .unwrap_or_else(|e| panic!("{}: {e}", v.name));
+            assert_eq!((principal.id.as_str(), principal.role), ("hmac:k1", Role::Operator));
+        }
+    }
+
+    #[test]
+    fn wrong_path_stale_timestamp_unknown_key_and_replay_are_refused() {
+        for v in &vectors() {
+            let auth = keys(v);
+            let now = now_for(v);
+            let other_path = v.path.replace("EvidenceOS/", "EvidenceOS/X");
+            assert!(auth.authenticate(&signed(v), &other_path, None, now).is_err(), "{}: wrong path", v.name);
+            if v.timestamp.is_some() {
+                assert!(auth.authenticate(&signed(v), &v.path, None, now + 301).is_err(), "{}: stale", v.name);
+            }
+            let mut unknown = signed(v);
+            unknown.insert("x-evidenceos-key-id", "nobody".parse().unwrap());
+            assert!(auth.authenticate(&unknown, &v.path, None, now).is_err(), "{}: unknown key", v.name);
+            auth.authenticate(&signed(v), &v.path, None, now).unwrap();
+            let replay = auth.authenticate(&signed(v), &v.path, None, now).unwrap_err();
+            assert!(replay.message().contains("replayed"), "{}: replay", v.name);
+        }
+    }
+
+    #[test]
+    fn production_requires_timestamps_and_entries_are_validated() {
+        let v = vectors().into_iter().find(|v| v.timestamp.is_none()).unwrap();
+        let mut keys = HmacKeys::default();
+        keys.add_entry(&format!("k1:{}", v.secret_hex)).unwrap();
+        keys.require_timestamps();
+        let auth = Authenticator::new(BearerTokens::default(), keys, None);
+        let err = auth.authenticate(&signed(&v), &v.path, None, 1_735_689_600).unwrap_err();
+        assert!(err.message().contains("timestamp is required"));
+        let mut keys = HmacKeys::default();
+        assert!(keys.add_entry("k1:zz").is_err());
+        assert!(keys.add_entry("k1:abcd:root").is_err());
+        assert!(keys.add_entry("nocolon").is_err());
     }
 }

@@ -56,6 +56,13 @@ impl std::fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
+/// Keeps the HTTP/2 `:path` with the request (tonic passes extensions through) for HMAC.
+fn record_path<B>(mut request: tonic::codegen::http::Request<B>) -> tonic::codegen::http::Request<B> {
+    let path = request.uri().path().to_string();
+    request.extensions_mut().insert(crate::auth::RequestPath(path));
+    request
+}
+
 /// tonic refuses a message over the decoding limit with OUT_OF_RANGE in a trailers-only
 /// response; SPEC §1 says a request that is too large is RESOURCE_EXHAUSTED.
 fn oversized_as_resource_exhausted<B>(
@@ -102,6 +109,7 @@ pub async fn serve(
         builder = builder.tls_config(files.server_config()).map_err(ServeError::Transport)?;
     }
     builder
+        .layer(tower::util::MapRequestLayer::new(record_path))
         .layer(tower::util::MapResponseLayer::new(oversized_as_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection)

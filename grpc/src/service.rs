@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, RequestPath};
 use crate::mapping;
 use crate::v2;
 use crate::v2::evidence_os_server::EvidenceOs as V2;
@@ -57,7 +57,9 @@ impl EvidenceService {
     fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let chain: Option<Vec<Vec<u8>>> =
             request.peer_certs().map(|certs| certs.iter().map(|cert| cert.as_ref().to_vec()).collect());
-        self.auth.authenticate(request.metadata(), chain.as_deref())
+        let path = request.extensions().get::<RequestPath>().map_or("", |p| p.0.as_str());
+        let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.auth.authenticate(request.metadata(), path, chain.as_deref(), now_unix)
     }
 
     /// SPEC §2.5: these methods require `x-request-id`; the key is (principal, method, id) and the

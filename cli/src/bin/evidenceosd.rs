@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 use evidenceos_core::environment::Settings;
 use evidenceos_core::state::Policy;
 use evidenceos_core::{Kernel, KernelConfig};
-use evidenceos_grpc::auth::{Authenticator, BearerTokens, CertificateRoles};
+use evidenceos_grpc::auth::{Authenticator, BearerTokens, CertificateRoles, HmacKeys};
 use evidenceos_grpc::server::TlsFiles;
 use evidenceos_grpc::service::{EvidenceService, ServerFacts};
 use evidenceos_io_sync::{DataDir, FileExecutor, SigningKeyStatus, drive, log_event, now};
@@ -102,6 +102,15 @@ struct Args {
     #[arg(long, value_delimiter = ',', value_name = "SHA256")]
     auditor_cert_fingerprints: Vec<String>,
 
+    /// HMAC request-signing key `KID:HEXSECRET[:ROLE]` (role agent|auditor|operator, default
+    /// agent); repeatable. Prefer EVIDENCEOS_HMAC_KEYS (comma list) or --auth-hmac-key-file.
+    #[arg(long, env = "EVIDENCEOS_HMAC_KEYS", hide_env_values = true, value_delimiter = ',', value_name = "KID:HEX")]
+    auth_hmac_key: Vec<String>,
+
+    /// File with one HMAC key `KID:HEXSECRET[:ROLE]` per line (# comments allowed).
+    #[arg(long, value_name = "FILE")]
+    auth_hmac_key_file: Option<PathBuf>,
+
     /// Bearer token with the auditor role (SPEC §2.2). Prefer the EVIDENCEOS_AUTH_TOKEN variable:
     /// command lines are visible to other local users.
     #[arg(long, env = "EVIDENCEOS_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -158,7 +167,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Token flags whose values came from the command line rather than the environment.
-const SECRET_FLAGS: [&str; 4] = ["auth_token", "agent_tokens", "auditor_tokens", "operator_tokens"];
+const SECRET_FLAGS: [&str; 5] = ["auth_token", "agent_tokens", "auditor_tokens", "operator_tokens", "auth_hmac_key"];
 
 fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
@@ -318,8 +327,22 @@ fn security(args: &Args) -> Result<Security, String> {
     if let Some(token) = &args.auth_token {
         tokens.add(token, evidenceos_core::Role::Auditor);
     }
+    let mut hmac = HmacKeys::default();
+    let from_file = match &args.auth_hmac_key_file {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("--auth-hmac-key-file {}: {e}", path.display()))?
+        }
+        None => String::new(),
+    };
+    let file_entries = from_file.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+    for entry in args.auth_hmac_key.iter().map(String::as_str).filter(|e| !e.is_empty()).chain(file_entries) {
+        hmac.add_entry(entry)?;
+    }
+    if args.production {
+        hmac.require_timestamps();
+    }
     let certificates = client_ca.is_some().then_some(CertificateRoles { operators, auditors });
-    let auth = Authenticator::new(tokens, certificates);
+    let auth = Authenticator::new(tokens, hmac, certificates);
     if args.production {
         if tls.is_none() {
             return Err("production mode refuses plaintext: add --tls-cert and --tls-key".into());
