@@ -405,6 +405,15 @@ impl Kernel {
         self.durable_seq
     }
 
+    /// A signed head for the durable size, without going through a request (runtimes use it
+    /// for logs; tests for checks that must not disturb the output queue).
+    pub fn signed_tree_head(&mut self) -> Result<crate::request::SignedTreeHead, KernelError> {
+        if self.recovering {
+            return Err(KernelError::unavailable("kernel is recovering"));
+        }
+        Ok(self.etl.signed_tree_head(&self.keyring))
+    }
+
     /// The state as of the last admitted command (read-only; for inspection and tests).
     pub fn state(&self) -> &State {
         &self.state

@@ -62,6 +62,27 @@ impl MemDisk {
         }
     }
 
+    /// Loses everything not made durable, except that a file whose unsynced change was an
+    /// append keeps `keep(file, unsynced_len)` bytes of it: a write torn at any byte.
+    pub fn crash_torn(&mut self, mut keep: impl FnMut(FileId, usize) -> usize) {
+        for (id, file) in &mut self.files {
+            let appended_only = file.volatile.len() > file.durable.len() && file.volatile.starts_with(&file.durable);
+            let kept = if appended_only {
+                let unsynced = file.volatile.len() - file.durable.len();
+                file.durable.len() + keep(*id, unsynced).min(unsynced)
+            } else {
+                0
+            };
+            if appended_only {
+                file.volatile.truncate(kept);
+            } else {
+                file.volatile.clone_from(&file.durable);
+            }
+            // Whatever survived is what the disk now holds.
+            file.durable.clone_from(&file.volatile);
+        }
+    }
+
     /// The files as `Kernel::recover` wants them, with the given keys.
     pub fn recovery_files(&self, keys: Vec<crate::keys::KeyFile>, active_key_id: Vec<u8>) -> RecoveryFiles {
         let checkpoint = self.files.get(&FileId::Checkpoint).map(|f| f.volatile.clone());
