@@ -227,3 +227,18 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     assert_eq!(unsigned.code(), Code::Unauthenticated);
     daemon.stop();
 }
+
+#[tokio::test]
+async fn sighup_never_kills_the_daemon_and_says_reload_is_not_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = start(&tmp.path().join("data"), tmp.path());
+    daemon.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !daemon.log().contains("config_reload_rejected") {
+        assert!(std::time::Instant::now() < deadline, "no config_reload_rejected log line:\n{}", daemon.log());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut client = client(&daemon).await;
+    assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
+    daemon.stop();
+}

@@ -417,6 +417,18 @@ async fn serve(
     });
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    // SIGHUP must never kill the daemon (its default action would). Live reload of operator
+    // files is not implemented yet: say so, keep serving with the configuration loaded at start.
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::warn!(
+                event = "config_reload_rejected",
+                reason = "live reload is not implemented in this version; restart the daemon to apply operator changes",
+                "SIGHUP received; keeping the current configuration"
+            );
+        }
+    });
     let mut kernel_watch = stopped_rx.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
