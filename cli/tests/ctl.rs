@@ -1,0 +1,199 @@
+//! `evidenceosctl` against the real daemon: run the example claims, then verify their capsules as an
+//! auditor. Every wait is bounded; the daemon is killed on drop.
+
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{Daemon, install_demo_holdout};
+
+const AGENT: &str = "agent-secret";
+const AUDITOR: &str = "auditor-secret";
+const CTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Ran {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n--- stdout ---\n{}--- stderr ---\n{}", self.status, self.stdout, self.stderr)
+    }
+}
+
+impl Ran {
+    /// The value of a `key: value` line of the text output.
+    fn value(&self, key: &str) -> &str {
+        let prefix = format!("{key}:");
+        let line = self.stdout.lines().find(|line| line.starts_with(&prefix));
+        line.map(|line| line[prefix.len()..].trim()).unwrap_or_else(|| panic!("no {key} in {self:?}"))
+    }
+}
+
+/// Runs `evidenceosctl ARGS` from the crate directory (so `../examples/…` works), with `env` and
+/// without any inherited EVIDENCEOS_TOKEN; waits at most [`CTL_TIMEOUT`], then kills it.
+fn run_ctl(log_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (stdout_path, stderr_path) = (log_dir.join(format!("ctl-{n}.out")), log_dir.join(format!("ctl-{n}.err")));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evidenceosctl"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("EVIDENCEOS_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn evidenceosctl");
+    let deadline = Instant::now() + CTL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("evidenceosctl {args:?} did not finish in {CTL_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap();
+    Ran { status, stdout: read(&stdout_path), stderr: read(&stderr_path) }
+}
+
+/// [`run_ctl`] against `daemon`.
+fn ctl(daemon: &Daemon, log_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
+    run_ctl(log_dir, &[args, &["--endpoint", &daemon.addr]].concat(), env)
+}
+
+fn start(data_dir: &Path, log_dir: &Path) -> Daemon {
+    std::fs::create_dir_all(data_dir).unwrap();
+    install_demo_holdout(data_dir);
+    support::start_with(data_dir, log_dir, &["--agent-tokens", AGENT, "--auditor-tokens", AUDITOR], &[])
+}
+
+fn is_hash_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[test]
+fn claims_run_and_their_capsules_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = start(&tmp.path().join("data"), tmp.path());
+    let logs = tmp.path();
+    let mod3 = ["claim", "run", "--wasm", "../examples/claim_mod3.wat", "--holdout", "demo"];
+
+    let anonymous = ctl(&daemon, logs, &mod3, &[]);
+    assert_eq!(anonymous.status.code(), Some(1), "{anonymous:?}");
+    assert!(anonymous.stdout.is_empty(), "{anonymous:?}");
+    assert!(
+        anonymous.stderr.contains("evidenceosctl: create (CreateClaimV2) failed: UNAUTHENTICATED"),
+        "{anonymous:?}"
+    );
+    assert!(anonymous.stderr.contains("pass --token or set EVIDENCEOS_TOKEN"), "{anonymous:?}");
+
+    // The good claim certifies; one progress line per step on stderr, the outcome on stdout.
+    let good = ctl(&daemon, logs, &[&mod3[..], &["--token", AGENT]].concat(), &[]);
+    assert!(good.status.success(), "{good:?}");
+    assert_eq!(good.value("state"), "CERTIFIED", "{good:?}");
+    assert_eq!(good.value("decision"), "APPROVE");
+    assert_eq!(good.value("certified"), "true");
+    assert_eq!(good.value("reason_codes"), "1");
+    // The log may already hold kernel leaves (the daemon's own records), so indices are relative.
+    let good_index: u64 = good.value("etl_index").parse().unwrap();
+    assert!(good.value("e_value").parse::<f64>().unwrap() >= 320.0, "above the barrier 2^4 / 0.05");
+    let good_id = good.value("claim_id").to_string();
+    let good_capsule = good.value("capsule_hash").to_string();
+    assert!(is_hash_hex(&good_id) && is_hash_hex(&good_capsule), "{good:?}");
+    let steps: Vec<&str> = good.stderr.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    assert_eq!(steps, ["load", "create", "commit", "freeze", "seal", "execute"], "{good:?}");
+    assert!(good.stderr.contains(&format!("UNCOMMITTED claim_id={good_id}")), "{good:?}");
+    assert!(good.stderr.lines().any(|line| line.starts_with("commit") && line.contains("COMMITTED")), "{good:?}");
+    assert!(!good.stderr.contains(AGENT) && !good.stdout.contains(AGENT), "the token is never printed");
+
+    // Same code, same settings: the same claim, which has already run.
+    let again = ctl(&daemon, logs, &[&mod3[..], &["--token", AGENT]].concat(), &[]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(again.stderr.contains(&format!("claim {good_id} already exists in state CERTIFIED")), "{again:?}");
+
+    // A claim without a real hypothesis is rejected (a successful run: exit 0); JSON output.
+    let zero = ["claim", "run", "--wasm", "../examples/claim_all_zero.wat", "--holdout", "demo", "--json"];
+    let rejected = ctl(&daemon, logs, &zero, &[("EVIDENCEOS_TOKEN", AGENT)]);
+    assert!(rejected.status.success(), "{rejected:?}");
+    let outcome: serde_json::Value = serde_json::from_str(&rejected.stdout).unwrap();
+    assert_eq!(outcome["state"], "REVOKED", "{rejected:?}");
+    assert_eq!(outcome["decision"], "REJECT");
+    assert_eq!(outcome["certified"], false);
+    assert_eq!(outcome["etl_index"], good_index + 1);
+    let zero_id = outcome["claim_id"].as_str().unwrap().to_string();
+
+    // Another lane is another claim; the heavy lane defers.
+    let heavy = ctl(&daemon, logs, &[&mod3[..], &["--token", AGENT, "--lane", "heavy"]].concat(), &[]);
+    assert!(heavy.status.success(), "{heavy:?}");
+    assert_eq!((heavy.value("state"), heavy.value("decision")), ("FROZEN", "DEFER"), "{heavy:?}");
+    let heavy_id = heavy.value("claim_id").to_string();
+    assert_ne!(heavy_id, good_id);
+
+    // Agents may not fetch capsules.
+    let denied = ctl(&daemon, logs, &["capsule", "verify", "--claim-id", &good_id, "--token", AGENT], &[]);
+    assert_eq!(denied.status.code(), Some(1), "{denied:?}");
+    assert!(denied.stderr.contains("fetch (FetchCapsule) failed: PERMISSION_DENIED"), "{denied:?}");
+    assert!(denied.stderr.contains("FetchCapsule needs an auditor or operator token: pass --token"), "{denied:?}");
+
+    // An auditor verifies the rejected capsule, then the first one (two leaves follow it: a real
+    // consistency proof).
+    let args = ["capsule", "verify", "--claim-id", &zero_id, "--json"];
+    let verified = ctl(&daemon, logs, &args, &[("EVIDENCEOS_TOKEN", AUDITOR)]);
+    assert!(verified.status.success(), "{verified:?}");
+    let report: serde_json::Value = serde_json::from_str(&verified.stdout).unwrap();
+    assert_eq!(report["verified"], true, "{verified:?}");
+    assert_eq!(report["claim_id"], zero_id.as_str());
+    assert_eq!(report["etl_index"].as_u64(), Some(good_index + 1));
+    let tree_size = report["tree_size"].as_u64().unwrap();
+    assert!(tree_size >= good_index + 3, "three capsules are in the log: {verified:?}");
+    assert_eq!(report["key_id"], daemon.key_id.as_str());
+    assert!(report["checks"].as_array().unwrap().iter().all(|check| check["ok"] == true), "{verified:?}");
+
+    let verified = ctl(&daemon, logs, &["capsule", "verify", "--claim-id", &good_id, "--token", AUDITOR], &[]);
+    assert!(verified.status.success(), "{verified:?}");
+    let lines: Vec<&str> = verified.stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{verified:?}");
+    let checks: Vec<&str> = lines[..6].iter().map(|line| line.split_whitespace().nth(1).unwrap()).collect();
+    assert_eq!(
+        checks,
+        ["capsule-hash", "capsule-content", "signing-key", "tree-head-signature", "inclusion", "consistency"]
+    );
+    assert!(lines[..6].iter().all(|line| line.starts_with("ok ")), "{verified:?}");
+    assert_eq!(lines[6], format!("capsule {good_capsule} verified at tree size {tree_size}"));
+
+    // The last leaf: the consistency proof is empty and the roots are equal.
+    let last = ctl(&daemon, logs, &["capsule", "verify", "--claim-id", &heavy_id, "--token", AUDITOR], &[]);
+    assert!(last.status.success(), "{last:?}");
+    assert!(last.stdout.contains(&format!("verified at tree size {tree_size}")), "{last:?}");
+
+    let unknown = ctl(&daemon, logs, &["capsule", "verify", "--claim-id", &"ee".repeat(32), "--token", AUDITOR], &[]);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert!(unknown.stderr.contains("fetch (FetchCapsule) failed: NOT_FOUND"), "{unknown:?}");
+
+    daemon.stop();
+}
+
+#[test]
+fn a_daemon_that_is_not_there_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Take a free port, then close it again: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let args = ["capsule", "verify", "--claim-id", &"ab".repeat(32), "--endpoint", &endpoint, "--timeout-secs", "5"];
+    let ran = run_ctl(tmp.path(), &args, &[]);
+    assert_eq!(ran.status.code(), Some(1), "{ran:?}");
+    assert!(ran.stdout.is_empty(), "{ran:?}");
+    assert!(ran.stderr.starts_with(&format!("evidenceosctl: cannot connect to {endpoint}")), "{ran:?}");
+}
