@@ -235,6 +235,15 @@ async fn claims_end_to_end_over_grpc() {
     let path: Vec<[u8; 32]> = consistency.path.iter().map(|h| h.clone().try_into().unwrap()).collect();
     verify_consistency(consistency.old_tree_size, consistency.new_tree_size, &old_root, &sth.root_hash, &path).unwrap();
 
+    // One access line per RPC, with the principal as a digest and never the token itself.
+    let log = daemon.log();
+    assert!(log.contains(r#"method="/evidenceos.v2.EvidenceOS/ExecuteClaimV2""#), "{log}");
+    assert!(log.contains(r#"code="7""#), "the PERMISSION_DENIED above is logged");
+    assert!(log.contains(r#"principal="bearer:"#));
+    for secret in [AGENT, OTHER_AGENT, AUDITOR] {
+        assert!(!log.contains(secret), "a token reached the log");
+    }
+
     // Everything acknowledged survives a restart.
     drop(client);
     daemon.stop();

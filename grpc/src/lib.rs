@@ -24,6 +24,8 @@ pub const PROTOCOL_SEMVER: &str = "2.1.0";
 pub mod mapping;
 
 #[cfg(feature = "server")]
+pub mod access_log;
+#[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod server;

@@ -109,6 +109,7 @@ pub async fn serve(
         builder = builder.tls_config(files.server_config()).map_err(ServeError::Transport)?;
     }
     builder
+        .layer(crate::access_log::AccessLogLayer)
         .layer(tower::util::MapRequestLayer::new(record_path))
         .layer(tower::util::MapResponseLayer::new(oversized_as_resource_exhausted))
         .add_service(health_service)

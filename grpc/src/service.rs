@@ -59,7 +59,11 @@ impl EvidenceService {
             request.peer_certs().map(|certs| certs.iter().map(|cert| cert.as_ref().to_vec()).collect());
         let path = request.extensions().get::<RequestPath>().map_or("", |p| p.0.as_str());
         let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.auth.authenticate(request.metadata(), path, chain.as_deref(), now_unix)
+        let principal = self.auth.authenticate(request.metadata(), path, chain.as_deref(), now_unix)?;
+        if let Some(slot) = request.extensions().get::<crate::access_log::PrincipalSlot>() {
+            slot.set(&principal.id);
+        }
+        Ok(principal)
     }
 
     /// SPEC §2.5: these methods require `x-request-id`; the key is (principal, method, id) and the

@@ -1,0 +1,82 @@
+//! One structured log line per RPC (`event=rpc`): method, principal, gRPC code, latency. The
+//! layer times the request; the service fills in the principal once it has authenticated it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::codegen::http;
+
+/// Filled by the service with the authenticated principal's id (never a secret).
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalSlot(Arc<Mutex<Option<String>>>);
+
+impl PrincipalSlot {
+    pub fn set(&self, principal: &str) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(principal.to_string());
+    }
+
+    fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().unwrap_or_else(|| "-".into())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> tower::Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AccessLog<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let method = request.uri().path().to_string();
+        let slot = PrincipalSlot::default();
+        request.extensions_mut().insert(slot.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            // Errors come trailers-only (status in the headers); a missing status means OK, or a
+            // stream whose final status is in its trailers.
+            let code = match &response {
+                Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
+                Err(_) => "transport_error".to_string(),
+            };
+            tracing::info!(
+                event = "rpc",
+                method = method.as_str(),
+                principal = slot.get().as_str(),
+                code = code.as_str(),
+                latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "rpc"
+            );
+            response
+        })
+    }
+}
