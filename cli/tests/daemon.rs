@@ -242,3 +242,44 @@ async fn sighup_never_kills_the_daemon_and_says_reload_is_not_applied() {
     assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
     daemon.stop();
 }
+
+#[tokio::test]
+async fn metrics_are_scraped_and_parsed() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &["--metrics-listen", "127.0.0.1:0"], &[]);
+    let mut client = client(&daemon).await;
+    for _ in 0..3 {
+        client.health(v2::HealthRequest {}).await.unwrap();
+    }
+    let denied = v2::GetInclusionProofRequest { leaf_index: 0 };
+    assert_eq!(client.get_inclusion_proof(denied).await.unwrap_err().code(), Code::PermissionDenied);
+
+    let log = daemon.log();
+    let line = log.lines().find(|l| l.contains("metrics_listening")).expect("metrics address logged");
+    let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // Every sample line is `name{labels} value` with a numeric value.
+    let mut samples = std::collections::BTreeMap::new();
+    for line in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("malformed sample {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("non-numeric value in {line:?}"));
+        samples.insert(series.to_string(), value);
+    }
+    assert_eq!(samples[r#"evidenceos_rpc_requests_total{method="/evidenceos.v2.EvidenceOS/Health",code="0"}"#], 3.0);
+    assert_eq!(
+        samples[r#"evidenceos_rpc_requests_total{method="/evidenceos.v2.EvidenceOS/GetInclusionProof",code="7"}"#],
+        1.0
+    );
+    assert_eq!(samples["evidenceos_etl_durable_tree_size"], 0.0);
+    assert!(samples.keys().any(|k| k.starts_with("evidenceos_rpc_latency_seconds_bucket")));
+    assert!(body.trim_end().ends_with("# EOF"));
+    daemon.stop();
+}

@@ -23,20 +23,24 @@ impl PrincipalSlot {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AccessLogLayer;
+/// Logs each RPC and counts it in the metrics.
+#[derive(Debug, Clone)]
+pub struct AccessLogLayer {
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
 
 impl<S> tower::Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog { inner, metrics: self.metrics.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -60,6 +64,7 @@ where
         let slot = PrincipalSlot::default();
         request.extensions_mut().insert(slot.clone());
         let response = self.inner.call(request);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let response = response.await;
             // Errors come trailers-only (status in the headers); a missing status means OK, or a
@@ -68,12 +73,14 @@ where
                 Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
                 Err(_) => "transport_error".to_string(),
             };
+            let elapsed = started.elapsed();
+            metrics.record_rpc(&method, &code, elapsed);
             tracing::info!(
                 event = "rpc",
                 method = method.as_str(),
                 principal = slot.get().as_str(),
                 code = code.as_str(),
-                latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 "rpc"
             );
             response

@@ -86,6 +86,7 @@ pub async fn serve(
     service: EvidenceService,
     max_request_bytes: usize,
     tls: Option<TlsFiles>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -109,7 +110,7 @@ pub async fn serve(
         builder = builder.tls_config(files.server_config()).map_err(ServeError::Transport)?;
     }
     builder
-        .layer(crate::access_log::AccessLogLayer)
+        .layer(crate::access_log::AccessLogLayer { metrics })
         .layer(tower::util::MapRequestLayer::new(record_path))
         .layer(tower::util::MapResponseLayer::new(oversized_as_resource_exhausted))
         .add_service(health_service)

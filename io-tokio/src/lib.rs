@@ -15,6 +15,9 @@ use evidenceos_core::{
 use evidenceos_io_sync::{FileExecutor, log_event};
 use tokio::sync::{mpsc, oneshot};
 
+mod stats;
+pub use stats::{RuntimeStats, SYNC_BUCKETS_US};
+
 /// Where the kernel's `now` comes from: the wall clock in the daemon, a scripted clock in
 /// conformance runs (so both runtimes journal identical bytes).
 pub type Clock = std::sync::Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -44,6 +47,7 @@ enum Message {
 pub struct KernelHandle {
     tx: mpsc::Sender<Message>,
     notifications: tokio::sync::broadcast::Sender<Notification>,
+    stats: std::sync::Arc<RuntimeStats>,
 }
 
 impl std::fmt::Debug for Message {
@@ -72,6 +76,11 @@ impl KernelHandle {
         self.notifications.subscribe()
     }
 
+    /// Monitoring counters of this runtime.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+
     /// Asks the kernel task to finish in-flight work, checkpoint and stop.
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Message::Shutdown).await;
@@ -93,13 +102,16 @@ pub fn spawn(kernel: Kernel, executor: FileExecutor, clock: Clock) -> (KernelHan
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let (effect_tx, effect_rx) = std_mpsc::channel::<(EffectId, Effect)>();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let stats = std::sync::Arc::new(RuntimeStats::default());
+    stats.durable_tree_size.store(kernel.durable_tree_size(), std::sync::atomic::Ordering::Relaxed);
+    let effect_stats = stats.clone();
     std::thread::Builder::new()
         .name("evidenceos-effects".into())
-        .spawn(move || run_effects(executor, effect_rx, done_tx))
+        .spawn(move || run_effects(executor, effect_rx, done_tx, &effect_stats))
         .expect("spawn the effect thread");
     let (notifications, _) = tokio::sync::broadcast::channel(NOTIFICATION_BACKLOG);
-    let task = tokio::spawn(run_kernel(kernel, clock, rx, effect_tx, done_rx, notifications.clone()));
-    (KernelHandle { tx, notifications }, task)
+    let task = tokio::spawn(run_kernel(kernel, clock, rx, effect_tx, done_rx, notifications.clone(), stats.clone()));
+    (KernelHandle { tx, notifications, stats }, task)
 }
 
 /// Executes effects strictly in order, so effects on one file complete in order.
@@ -107,9 +119,18 @@ fn run_effects(
     mut executor: FileExecutor,
     effects: std_mpsc::Receiver<(EffectId, Effect)>,
     done: mpsc::UnboundedSender<(EffectId, Result<(), IoFailure>)>,
+    stats: &RuntimeStats,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     while let Ok((id, effect)) = effects.recv() {
+        let started = std::time::Instant::now();
         let outcome = executor.execute(&effect);
+        stats.effects.fetch_add(1, Relaxed);
+        match &effect {
+            Effect::Sync { .. } => stats.record_sync(started.elapsed()),
+            Effect::Append { bytes, .. } => drop(stats.bytes_appended.fetch_add(bytes.len() as u64, Relaxed)),
+            Effect::Replace { .. } | Effect::Truncate { .. } => {}
+        }
         if done.send((id, outcome)).is_err() {
             return;
         }
@@ -118,6 +139,7 @@ fn run_effects(
 
 struct Driver {
     kernel: Kernel,
+    stats: std::sync::Arc<RuntimeStats>,
     clock: Clock,
     notifications: tokio::sync::broadcast::Sender<Notification>,
     effects: std_mpsc::Sender<(EffectId, Effect)>,
@@ -128,6 +150,9 @@ struct Driver {
 
 impl Driver {
     fn drain(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.durable_tree_size.store(self.kernel.durable_tree_size(), Relaxed);
+        self.stats.durable_journal_seq.store(self.kernel.durable_journal_seq(), Relaxed);
         while let Some(output) = self.kernel.poll() {
             match output {
                 Output::Effect(id, effect) => {
@@ -179,9 +204,18 @@ async fn run_kernel(
     effects: std_mpsc::Sender<(EffectId, Effect)>,
     mut done: mpsc::UnboundedReceiver<(EffectId, Result<(), IoFailure>)>,
     notifications: tokio::sync::broadcast::Sender<Notification>,
+    stats: std::sync::Arc<RuntimeStats>,
 ) -> Stopped {
-    let mut driver =
-        Driver { kernel, clock, notifications, effects, waiting: HashMap::new(), next_request: 0, wake_at: None };
+    let mut driver = Driver {
+        kernel,
+        stats,
+        clock,
+        notifications,
+        effects,
+        waiting: HashMap::new(),
+        next_request: 0,
+        wake_at: None,
+    };
     let mut shutting_down = false;
     loop {
         driver.drain();

@@ -140,6 +140,11 @@ struct Args {
     )]
     operator_tokens: Vec<String>,
 
+    /// Serve Prometheus/OpenMetrics text at http://ADDR/metrics (plain HTTP: keep it on a
+    /// private interface). Off when not given.
+    #[arg(long, env = "EVIDENCEOS_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Largest request message accepted, in bytes; larger ones get RESOURCE_EXHAUSTED before
     /// they are decoded. Size it for your largest claim module.
     #[arg(long, default_value_t = evidenceos_grpc::server::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
@@ -406,6 +411,15 @@ async fn serve(
             ..Default::default()
         },
     };
+    let metrics = std::sync::Arc::new(evidenceos_grpc::metrics::Metrics::new());
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(event = "metrics_listening", addr = %local, "serving /metrics");
+        tokio::spawn(evidenceos_grpc::metrics::serve_metrics(listener, metrics.clone(), handle.clone()));
+    }
     let Security { tls, auth } = security;
     let service = EvidenceService::new(handle.clone(), facts, auth);
 
@@ -456,7 +470,7 @@ async fn serve(
         }
     };
     tokio::select! {
-        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, tls, shutdown) => served.map_err(|e| e.to_string())?,
+        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, tls, metrics, shutdown) => served.map_err(|e| e.to_string())?,
         () = drain_deadline => tracing::warn!(event = "drain_timeout", grace_secs = args.shutdown_grace_secs, "closing connections still open after the grace period"),
     }
 
