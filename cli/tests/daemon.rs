@@ -229,18 +229,66 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
 }
 
 #[tokio::test]
-async fn sighup_never_kills_the_daemon_and_says_reload_is_not_applied() {
+async fn sighup_applies_valid_operator_files_and_keeps_the_last_good_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = start(&tmp.path().join("data"), tmp.path());
-    daemon.signal("HUP");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !daemon.log().contains("config_reload_rejected") {
-        assert!(std::time::Instant::now() < deadline, "no config_reload_rejected log line:\n{}", daemon.log());
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let data = tmp.path().join("data");
+    let daemon = start(&data, tmp.path());
     let mut client = client(&daemon).await;
-    assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
+    let create = |holdout: &str, name: &str| {
+        let mut request = tonic::Request::new(v2::CreateClaimV2Request {
+            claim_name: name.into(),
+            metadata: Some(v2::ClaimMetadataV2 {
+                lane: "fast".into(),
+                alpha_micros: 50_000,
+                epoch_config_ref: String::new(),
+                output_schema_id: "legacy/v1".into(),
+            }),
+            signals: None,
+            holdout_ref: holdout.into(),
+            epoch_size: 1,
+            oracle_num_symbols: 4,
+            access_credit: 64,
+            oracle_id: String::new(),
+            nullspec_id: String::new(),
+            dp_epsilon_budget: None,
+            dp_delta_budget: None,
+        });
+        request.metadata_mut().insert("x-request-id", name.parse().unwrap());
+        request
+    };
+    let wait_for = |needle: &'static str, count: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while daemon.log().matches(needle).count() < count {
+            assert!(std::time::Instant::now() < deadline, "no {needle} in:\n{}", daemon.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    assert_eq!(client.create_claim_v2(create("fresh", "before")).await.unwrap_err().code(), Code::NotFound);
+
+    // A new holdout appears on disk; SIGHUP applies it.
+    let labels: Vec<u8> = (0..16).map(|i| u8::from(i % 2 == 0)).collect();
+    let files = evidenceos_core::holdout::holdout_files("fresh", [0xab; 32], &labels, 1_700_000_000);
+    let dir = data.join("holdouts/fresh");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), &files.manifest).unwrap();
+    std::fs::write(dir.join("labels.bin"), &files.labels).unwrap();
+    daemon.signal("HUP");
+    wait_for("event=\"config_reload\"", 1);
+    assert!(daemon.log().contains("holdouts_before=0 holdouts_after=1"), "{}", daemon.log());
+    assert!(client.create_claim_v2(create("fresh", "after")).await.is_ok());
+
+    // A tampered label file is refused as a whole; the last good configuration stays.
+    std::fs::write(dir.join("labels.bin"), vec![1u8; 16]).unwrap();
+    daemon.signal("HUP");
+    wait_for("config_reload_rejected", 1);
+    assert!(daemon.log().contains("holdouts/fresh"), "the rejection names the file");
+    assert!(client.create_claim_v2(create("fresh", "still-there")).await.is_ok());
+
+    drop(client);
     daemon.stop();
+    // SIGTERM left a clean checkpoint: the journal holds only its header.
+    let journal = std::fs::read(data.join("journal.log")).unwrap();
+    assert_eq!(evidenceos_core::frame::scan(&journal, 0).unwrap().records.len(), 1);
 }
 
 #[tokio::test]

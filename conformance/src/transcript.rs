@@ -148,6 +148,9 @@ pub fn render_response(response: &Response) -> String {
             format!("Revoked {{ state: {}, timestamp_unix: {timestamp_unix} }}", state.name())
         }
         Response::RevocationFeed(feed) => format!("RevocationFeed {}", render_feed(feed)),
+        Response::EnvironmentReloaded { before, after } => {
+            format!("EnvironmentReloaded {{ before: {before:?}, after: {after:?} }}")
+        }
         Response::PoolBudgets { holdout_id, scope, k_bits_budget, access_credit_budget } => format!(
             "PoolBudgets {{ holdout_id: {holdout_id}, scope: {scope}, k_bits_budget: {k_bits_budget:?}, \
              access_credit_budget: {access_credit_budget:?} }}"

@@ -8,7 +8,7 @@ use crate::holdout::{Holdout, HoldoutFiles};
 use crate::nullspec::NullSpecContract;
 
 /// Kernel settings that are not per-request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     /// Production refuses development fallbacks (e.g. the development NullSpec).
     pub production: bool,
@@ -36,16 +36,68 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// Everything here is journaled (in journal headers and reloads), so a command always replays
+/// under the environment it was accepted with.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Environment {
     pub settings: Settings,
     pub holdouts: BTreeMap<String, Holdout>,
     /// Verified contracts by id hex.
     pub nullspecs: BTreeMap<String, NullSpecContract>,
     /// (oracle_id, holdout_ref) → active NullSpec id hex.
+    #[serde(with = "pair_keyed")]
     pub active_nullspecs: BTreeMap<(String, String), String>,
     /// The kernel epoch (advanced by signed epoch-control records).
     pub epoch: u64,
+}
+
+/// JSON maps need string keys: the active map travels as a list of triples.
+mod pair_keyed {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        oracle_id: String,
+        holdout_ref: String,
+        nullspec_id_hex: String,
+    }
+
+    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<(String, String), String>, s: S) -> Result<S::Ok, S::Error> {
+        let entries: Vec<Entry> = map
+            .iter()
+            .map(|((oracle_id, holdout_ref), id)| Entry {
+                oracle_id: oracle_id.clone(),
+                holdout_ref: holdout_ref.clone(),
+                nullspec_id_hex: id.clone(),
+            })
+            .collect();
+        entries.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<(String, String), String>, D::Error> {
+        let entries = Vec::<Entry>::deserialize(d)?;
+        Ok(entries.into_iter().map(|e| ((e.oracle_id, e.holdout_ref), e.nullspec_id_hex)).collect())
+    }
+}
+
+/// Counts an operator sees in `config_reload` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvironmentCounts {
+    pub holdouts: usize,
+    pub nullspecs: usize,
+    pub active_nullspecs: usize,
+}
+
+impl Environment {
+    pub fn counts(&self) -> EnvironmentCounts {
+        EnvironmentCounts {
+            holdouts: self.holdouts.len(),
+            nullspecs: self.nullspecs.len(),
+            active_nullspecs: self.active_nullspecs.len(),
+        }
+    }
 }
 
 /// The null hypothesis a claim is judged under.

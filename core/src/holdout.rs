@@ -45,10 +45,11 @@ pub struct HoldoutManifest {
 }
 
 /// A validated holdout.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Holdout {
     pub holdout_ref: String,
     pub handle: Hash,
+    #[serde(with = "crate::hexbytes")]
     pub labels: Vec<u8>,
     pub k_bits_budget: Option<f64>,
     pub access_credit_budget: Option<f64>,

@@ -16,7 +16,16 @@ pub const JOURNAL_FORMAT: &str = "evidenceos.journal.v1";
 #[serde(tag = "record", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JournalRecord {
     /// First record of the file: entries that follow start at `base_seq + 1`.
-    Header { format: String, kernel_version: String, base_seq: u64, policy: Policy },
+    Header {
+        format: String,
+        kernel_version: String,
+        base_seq: u64,
+        policy: Policy,
+        /// The environment in force at `base_seq` (absent in journals written before it was
+        /// journaled: replay then uses the one the daemon starts with).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<Box<crate::environment::Environment>>,
+    },
     Entry {
         seq: u64,
         now_ms: u64,
@@ -29,12 +38,13 @@ pub enum JournalRecord {
 }
 
 impl JournalRecord {
-    pub fn header(base_seq: u64, policy: &Policy) -> Self {
+    pub fn header(base_seq: u64, policy: &Policy, environment: &crate::environment::Environment) -> Self {
         Self::Header {
             format: JOURNAL_FORMAT.to_string(),
             kernel_version: crate::KERNEL_VERSION.to_string(),
             base_seq,
             policy: policy.clone(),
+            environment: Some(Box::new(environment.clone())),
         }
     }
 
@@ -73,7 +83,7 @@ mod tests {
     #[test]
     fn records_round_trip_through_frames() {
         let records = [
-            JournalRecord::header(7, &Policy { default_credit_limit: Some(3) }),
+            JournalRecord::header(7, &Policy { default_credit_limit: Some(3) }, &Default::default()),
             JournalRecord::entry(
                 8,
                 Timestamp(1_700_000_000_000),

@@ -244,11 +244,16 @@ impl Kernel {
         }
         let mut regenerated: Vec<Vec<u8>> = Vec::new();
         let mut policy: Option<Policy> = None;
+        // Replay judges each command under the environment it was accepted with.
+        let mut environment = config.environment.clone();
         let checkpoint_seq = seq;
         for (position, record) in journal_scan.records.iter().enumerate() {
             let bad = |reason: String| RecoveryError::BadJournal { record: position, reason };
             match JournalRecord::from_payload(record.payload).map_err(bad)? {
-                JournalRecord::Header { base_seq, policy: header_policy, .. } => {
+                JournalRecord::Header { base_seq, policy: header_policy, environment: header_environment, .. } => {
+                    if let Some(recorded) = header_environment {
+                        environment = *recorded;
+                    }
                     if position != 0 {
                         return Err(bad("header in the middle of the journal".into()));
                     }
@@ -270,7 +275,7 @@ impl Kernel {
                     let next_leaf = checkpoint_leaves + regenerated.len() as u64;
                     let applied = state
                         .apply_command(
-                            &config.environment,
+                            &environment,
                             policy,
                             &principal,
                             Timestamp(now_ms),
@@ -280,6 +285,9 @@ impl Kernel {
                         )
                         .map_err(|e| bad(format!("replayed command was refused: {e}")))?;
                     regenerated.extend(applied.leaves);
+                    if let Command::ReloadEnvironment(new) = command {
+                        environment = *new;
+                    }
                     seq = entry_seq;
                 }
             }
@@ -551,6 +559,10 @@ impl Kernel {
         // commands produced.
         let staged = match applied {
             Ok(applied) => {
+                if let Command::ReloadEnvironment(new) = &command {
+                    // Later commands are judged under the new environment; the swap is journaled.
+                    self.config.environment = (**new).clone();
+                }
                 self.last_seq += 1;
                 let journal_bytes =
                     JournalRecord::entry(self.last_seq, now, &principal, &command, key.as_ref()).to_frame();
@@ -619,7 +631,8 @@ impl Kernel {
                     .push_back(Output::Event(LogEvent::CheckpointWritten { journal_seq: snapshot_seq, tree_size }));
                 // The journal holds nothing past the snapshot: later commands are still staged.
                 debug_assert_eq!(self.durable_seq, snapshot_seq);
-                let header = JournalRecord::header(snapshot_seq, &self.config.policy).to_frame();
+                let header =
+                    JournalRecord::header(snapshot_seq, &self.config.policy, &self.config.environment).to_frame();
                 self.start(vec![Effect::Replace { file: FileId::Journal, bytes: header }], Completion::Compaction);
             }
             Completion::Compaction => {

@@ -139,6 +139,9 @@ pub enum Command {
         k_bits_budget: Option<f64>,
         access_credit_budget: Option<f64>,
     },
+    /// SIGHUP: operator files re-read and validated by the runtime, applied atomically here.
+    /// No wire request maps to it.
+    ReloadEnvironment(Box<crate::environment::Environment>),
     GrantCredit {
         principal_id: String,
         amount: u64,
@@ -268,6 +271,10 @@ pub enum Response {
         timestamp_unix: u64,
     },
     RevocationFeed(Box<RevocationFeed>),
+    EnvironmentReloaded {
+        before: crate::environment::EnvironmentCounts,
+        after: crate::environment::EnvironmentCounts,
+    },
     PoolBudgets {
         holdout_id: String,
         scope: String,
@@ -363,7 +370,8 @@ impl Command {
             | Self::ExecuteClaimV2 { .. }
             | Self::ExecuteClaim { .. }
             | Self::RevokeClaim { .. }
-            | Self::SetHoldoutPoolBudgets { .. } => Ok(()),
+            | Self::SetHoldoutPoolBudgets { .. }
+            | Self::ReloadEnvironment(_) => Ok(()),
             #[cfg(any(test, feature = "test-commands"))]
             Self::TestLeaf { payload } => {
                 if payload.is_empty() || payload.len() > 4096 {
@@ -377,7 +385,10 @@ impl Command {
     /// Authorization per SPEC §2.4.
     pub fn authorize(&self, principal: &Principal) -> Result<(), KernelError> {
         match self {
-            Self::GrantCredit { .. } | Self::SetCreditLimit { .. } | Self::SetHoldoutPoolBudgets { .. } => {
+            Self::GrantCredit { .. }
+            | Self::SetCreditLimit { .. }
+            | Self::SetHoldoutPoolBudgets { .. }
+            | Self::ReloadEnvironment(_) => {
                 if principal.is_operator() {
                     Ok(())
                 } else {

@@ -218,6 +218,10 @@ impl State {
                 claims.execute_client_decided(&cx, claim_id, *decision, reason_codes, canonical_output)
             }
             Command::RevokeClaim { claim_id, reason } => claims.revoke(&cx, claim_id, reason),
+            // The kernel swaps its environment once this is accepted; state itself is unchanged.
+            Command::ReloadEnvironment(new) => {
+                Ok(Applied::reply(Response::EnvironmentReloaded { before: env.counts(), after: new.counts() }))
+            }
             Command::SetHoldoutPoolBudgets { holdout_id, scope, k_bits_budget, access_credit_budget } => {
                 claims.set_pool_budgets(env, holdout_id, scope, *k_bits_budget, *access_credit_budget)
             }

@@ -408,3 +408,48 @@ fn legacy_client_decided_execution_only_when_enabled() {
     assert_eq!(capsule["eprocess_kind"], "client_decision_v1");
     assert_eq!(capsule["ledger"]["k_bits_total"], 0.0, "nothing reached the oracle");
 }
+
+#[test]
+fn a_reload_is_journaled_and_replayed_under_the_environment_it_brought() {
+    let mut h = Harness::new();
+    let mut bigger = environment();
+    bigger = bigger.with_holdouts(&[holdout_files("second", [0xee; 32], &demo_labels(), 1_700_000_000)]).unwrap();
+    let system = Principal::new("system:reload", Role::Operator);
+    let reply = h.command(&system, Command::ReloadEnvironment(Box::new(bigger))).unwrap();
+    let Response::EnvironmentReloaded { before, after } = reply else { panic!("reloaded") };
+    assert_eq!((before.holdouts, after.holdouts), (1, 2));
+    // Only operators (the runtime's reload principal) may reload.
+    let refused = h.command(&agent(), Command::ReloadEnvironment(Box::new(environment()))).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::PermissionDenied);
+
+    let owner = agent();
+    let mut request = CreateClaimV2 {
+        claim_name: "on-second".into(),
+        lane: "fast".into(),
+        alpha_micros: 50_000,
+        epoch_config_ref: String::new(),
+        output_schema_id: "legacy/v1".into(),
+        semantic_hash: vec![],
+        phys_hir_signature_hash: vec![],
+        dependency_merkle_root: vec![],
+        holdout_ref: "second".into(),
+        epoch_size: 1,
+        oracle_num_symbols: 4,
+        access_credit: 64,
+        oracle_id: String::new(),
+        nullspec_id: String::new(),
+        dp_epsilon_budget: None,
+        dp_delta_budget: None,
+    };
+    assert!(h.command(&owner, Command::CreateClaimV2(Box::new(request.clone()))).is_ok());
+    let state = h.kernel.state().clone();
+
+    // The daemon restarts with the old files: the journaled claim still replays, under the
+    // environment that was in force when it was accepted.
+    let h = h.restart();
+    assert_eq!(h.kernel.state(), &state);
+    let mut h = h;
+    request.claim_name = "after-restart".into();
+    let gone = h.command(&owner, Command::CreateClaimV2(Box::new(request))).unwrap_err();
+    assert_eq!(gone.code, ErrorCode::NotFound, "the restart's own files are in force now");
+}

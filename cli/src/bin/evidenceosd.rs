@@ -231,8 +231,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         ),
     }
 
-    let settings =
-        Settings { insecure_v1: args.enable_insecure_v1, production: args.production, ..Settings::default() };
+    let settings = settings_from(&args);
     if settings.insecure_v1 {
         tracing::warn!(event = "insecure_v1_enabled", "legacy ExecuteClaim with client-supplied decisions is enabled");
     }
@@ -265,7 +264,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    runtime.block_on(serve(args, security, kernel, executor, dir))
+    runtime.block_on(serve(args, security, kernel, executor, std::sync::Arc::new(dir)))
 }
 
 /// Transport security and identity as configured, checked for consistency (SPEC §2.1): an
@@ -273,6 +272,60 @@ fn run(args: Args) -> Result<ExitCode, String> {
 struct Security {
     tls: Option<TlsFiles>,
     auth: Authenticator,
+}
+
+fn settings_from(args: &Args) -> Settings {
+    Settings { insecure_v1: args.enable_insecure_v1, production: args.production, ..Settings::default() }
+}
+
+/// One SIGHUP: validate every operator file, then swap atomically through the kernel.
+async fn reload(dir: &std::sync::Arc<DataDir>, kernel: &evidenceos_io_tokio::KernelHandle, settings: Settings) {
+    let reader = dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || reader.read_environment(settings)).await;
+    let environment = match loaded {
+        Ok(Ok(environment)) => environment,
+        Ok(Err(error)) => {
+            let reason = error.to_string();
+            tracing::warn!(
+                event = "config_reload_rejected",
+                reason = reason.as_str(),
+                "keeping the last good configuration"
+            );
+            return;
+        }
+        Err(join) => {
+            let reason = join.to_string();
+            tracing::error!(
+                event = "config_reload_rejected",
+                reason = reason.as_str(),
+                "reading operator files failed"
+            );
+            return;
+        }
+    };
+    let system = evidenceos_core::Principal::new("system:reload", evidenceos_core::Role::Operator);
+    let request = evidenceos_core::Request::Command(evidenceos_core::Command::ReloadEnvironment(Box::new(environment)));
+    match kernel.call(system, request).await {
+        Ok(evidenceos_core::Response::EnvironmentReloaded { before, after }) => tracing::info!(
+            event = "config_reload",
+            holdouts_before = before.holdouts,
+            holdouts_after = after.holdouts,
+            nullspecs_before = before.nullspecs,
+            nullspecs_after = after.nullspecs,
+            active_nullspecs_before = before.active_nullspecs,
+            active_nullspecs_after = after.active_nullspecs,
+            "operator files reloaded"
+        ),
+        Ok(_) => tracing::error!(event = "config_reload_rejected", reason = "unexpected kernel answer"),
+        Err(error) => {
+            let reason = error.message;
+            tracing::warn!(
+                event = "config_reload_rejected",
+                reason = reason.as_str(),
+                "keeping the last good configuration"
+            );
+        }
+    }
 }
 
 fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
@@ -391,7 +444,7 @@ async fn serve(
     security: Security,
     kernel: Kernel,
     executor: FileExecutor,
-    dir: DataDir,
+    dir: std::sync::Arc<DataDir>,
 ) -> Result<ExitCode, String> {
     let key_id = kernel.active_key_id();
     let tree_size = kernel.durable_tree_size();
@@ -431,16 +484,14 @@ async fn serve(
     });
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    // SIGHUP must never kill the daemon (its default action would). Live reload of operator
-    // files is not implemented yet: say so, keep serving with the configuration loaded at start.
+    // SIGHUP: re-read the operator files; apply them through the kernel (journaled) if they
+    // all validate, else keep the last good configuration. Never fatal.
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let settings = settings_from(&args);
+    let (reload_dir, reload_kernel) = (dir.clone(), handle.clone());
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::warn!(
-                event = "config_reload_rejected",
-                reason = "live reload is not implemented in this version; restart the daemon to apply operator changes",
-                "SIGHUP received; keeping the current configuration"
-            );
+            reload(&reload_dir, &reload_kernel, settings.clone()).await;
         }
     });
     let mut kernel_watch = stopped_rx.clone();
@@ -476,7 +527,7 @@ async fn serve(
 
     handle.shutdown().await;
     let stopped = stopped_rx.wait_for(Option::is_some).await.map(|s| s.clone()).ok().flatten();
-    drop(dir); // releases the data directory lock last
+    drop(dir); // the data directory lock goes with the process
     match stopped {
         Some(Stopped::Clean) => {
             tracing::info!(event = "stopped", "checkpoint written; exiting");
