@@ -331,3 +331,20 @@ async fn metrics_are_scraped_and_parsed() {
     assert!(body.trim_end().ends_with("# EOF"));
     daemon.stop();
 }
+
+#[tokio::test]
+async fn an_auditor_token_from_a_file_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("auditor.token");
+    std::fs::write(&token_file, "file-token\n").unwrap();
+    let flags = ["--auth-token-file", token_file.to_str().unwrap()];
+    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &flags, &[]);
+    let mut client = client(&daemon).await;
+    let mut request = tonic::Request::new(v2::GetInclusionProofRequest { leaf_index: 0 });
+    request.metadata_mut().insert("authorization", "Bearer file-token".parse().unwrap());
+    // An auditor may ask; the empty log has no leaf 0.
+    assert_eq!(client.get_inclusion_proof(request).await.unwrap_err().code(), Code::NotFound);
+    let anonymous = client.get_inclusion_proof(v2::GetInclusionProofRequest { leaf_index: 0 }).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    daemon.stop();
+}

@@ -182,6 +182,7 @@ fn insecure_or_inconsistent_configurations_refuse_to_start() {
         (with(pki.tls_flags(), &["--require-client-cert"]), "needs --mtls-client-ca"),
         (s(&["--mtls-client-ca", &pki.path("client-ca.pem"), "--require-client-cert"]), "mTLS needs TLS"),
         (with(pki.tls_flags(), &["--operator-cert-fingerprints", &"ab".repeat(32)]), "need mTLS"),
+        (s(&["--auth-token-file", &pki.path("absent-token")]), "--auth-token-file"),
     ];
     for (flags, expected) in cases {
         let stderr = refused_start(tmp.path(), &flags);

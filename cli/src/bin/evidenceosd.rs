@@ -116,6 +116,10 @@ struct Args {
     #[arg(long, env = "EVIDENCEOS_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     auth_token: Option<String>,
 
+    /// File holding the auditor bearer token (first line; surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
+
     /// Bearer tokens with the agent role (comma-separated or repeated). Env: EVIDENCEOS_AGENT_TOKENS.
     #[arg(long, env = "EVIDENCEOS_AGENT_TOKENS", hide_env_values = true, value_delimiter = ',', value_name = "TOKENS")]
     agent_tokens: Vec<String>,
@@ -383,6 +387,14 @@ fn security(args: &Args) -> Result<Security, String> {
         }
     }
     if let Some(token) = &args.auth_token {
+        tokens.add(token, evidenceos_core::Role::Auditor);
+    }
+    if let Some(path) = &args.auth_token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--auth-token-file {}: {e}", path.display()))?;
+        let token = text.lines().next().map(str::trim).unwrap_or_default();
+        if token.is_empty() {
+            return Err(format!("--auth-token-file {}: the file holds no token", path.display()));
+        }
         tokens.add(token, evidenceos_core::Role::Auditor);
     }
     let mut hmac = HmacKeys::default();
