@@ -261,3 +261,63 @@ async fn claims_end_to_end_over_grpc() {
     drop(client);
     daemon.stop();
 }
+
+#[tokio::test]
+async fn a_signed_nullspec_activated_by_sighup_judges_the_next_claim() {
+    use evidenceos_core::keys::{key_id_for_seed, public_key_for_seed};
+    use evidenceos_core::nullspec::{NullSpecContract, SCHEMA, from_calibration_buckets};
+    use evidenceos_core::oracle::OracleResolution;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    install_demo_holdout(&data);
+    let daemon = start(&data, tmp.path());
+    let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
+
+    // The operator publishes a key and a contract for (accuracy, demo) at the fast lane's
+    // oracle resolution (4 symbols, epoch 0, TTL 1, delta 0).
+    let seed = [0x42; 32];
+    let kid = key_id_for_seed(&seed).to_hex();
+    let trusted = format!(r#"{{"keys":{{"{kid}":"{}"}}}}"#, hex::encode(public_key_for_seed(&seed)));
+    std::fs::write(data.join("trusted_oracle_keys.json"), trusted).unwrap();
+    let resolution = OracleResolution::new(4, None, 0, 1, 0.0).unwrap().hash();
+    let (kind, eprocess) = from_calibration_buckets(&[40, 30, 20, 0], 0.5);
+    let unsigned = NullSpecContract {
+        schema: SCHEMA.to_string(),
+        nullspec_id: [0; 32],
+        oracle_id: "accuracy".into(),
+        oracle_resolution_hash: resolution,
+        holdout_handle: "demo".into(),
+        epoch_created: 0,
+        ttl_epochs: 10,
+        kind,
+        eprocess,
+        calibration_manifest_hash: None,
+        created_by: kid,
+        signature_ed25519: Vec::new(),
+    };
+    let contract = NullSpecContract::sign(unsigned, &seed);
+    let id = hex::encode(contract.nullspec_id);
+    std::fs::create_dir_all(data.join("nullspec")).unwrap();
+    std::fs::write(data.join(format!("nullspec/{id}.json")), contract.to_json()).unwrap();
+    let map =
+        format!(r#"{{"mappings":[{{"oracle_id":"accuracy","holdout_handle":"demo","nullspec_id_hex":"{id}"}}]}}"#);
+    std::fs::write(data.join("nullspec/active_map.json"), map).unwrap();
+    daemon.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("nullspecs_after=1") {
+        assert!(std::time::Instant::now() < deadline, "no config_reload:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (claim, executed) = run_claim(&mut client, "under-contract", "fast", "claim_mod3", &[]).await;
+    assert_eq!(executed.reason_codes[0], executed.decision as u32);
+    let capsule =
+        client.get_capsule(with_token(v2::GetCapsuleRequest { claim_id: claim }, AUDITOR)).await.unwrap().into_inner();
+    let capsule: serde_json::Value = serde_json::from_slice(&capsule.capsule_bytes).unwrap();
+    assert_eq!(capsule["nullspec_id_hex"], id.as_str(), "judged under the activated contract");
+    assert_eq!(capsule["eprocess_kind"], "DirichletMultinomialMixture");
+    drop(client);
+    daemon.stop();
+}
