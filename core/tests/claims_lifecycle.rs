@@ -453,3 +453,32 @@ fn a_reload_is_journaled_and_replayed_under_the_environment_it_brought() {
     let gone = h.command(&owner, Command::CreateClaimV2(Box::new(request))).unwrap_err();
     assert_eq!(gone.code, ErrorCode::NotFound, "the restart's own files are in force now");
 }
+
+#[test]
+fn capsules_for_fixed_inputs_are_pinned() {
+    // Fixed inputs (seed, holdout, modules, names, time) give fixed capsule bytes: any change to
+    // the capsule format, the ledger arithmetic or the e-value rules shows up here.
+    let mut h = Harness::new();
+    let owner = agent();
+    let mut pinned = String::new();
+    for (name, lane, module) in [
+        ("pin-certified", "fast", "claim_mod3"),
+        ("pin-rejected", "fast", "claim_all_zero"),
+        ("pin-deferred", "heavy", "claim_mod3"),
+    ] {
+        let claim = create(&mut h, &owner, name, lane);
+        commit(&mut h, &owner, &claim, &wasm(module), &[]);
+        let execution = run_to_capsule(&mut h, &owner, &claim);
+        let capsule = h.kernel.state().claims.claims[&hex::encode(&claim)].capsule.clone().unwrap();
+        pinned.push_str(&format!(
+            "{name}: state={:?} decision={:?} e_value={:?} etl_index={} capsule_hash={}\n{}\n\n",
+            execution.state,
+            execution.decision,
+            execution.e_value,
+            execution.etl_index,
+            hex::encode(execution.capsule_hash),
+            capsule.bytes
+        ));
+    }
+    insta::assert_snapshot!(pinned);
+}
