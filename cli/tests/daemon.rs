@@ -197,10 +197,11 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     let key_flag = format!("ops:{secret}:operator");
     let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &["--auth-hmac-key", &key_flag], &[]);
     let mut client = client(&daemon).await;
-    let signed = |request_id: &str, signed_path: &str| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let signed_as = |request_id: &str, signed_path: &str, key_id: &str, timestamp: u64| {
+        let timestamp = timestamp.to_string();
         let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&hex::decode(secret).unwrap()).unwrap();
-        mac.update(format!("{request_id}:{signed_path}:{now}").as_bytes());
+        mac.update(format!("{request_id}:{signed_path}:{timestamp}").as_bytes());
         let mut request = tonic::Request::new(v2::GrantCreditRequest {
             principal_id: "agent-1".into(),
             amount: 3,
@@ -208,14 +209,15 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
         });
         let metadata = request.metadata_mut();
         metadata.insert("x-request-id", request_id.parse().unwrap());
-        metadata.insert("x-evidenceos-key-id", "ops".parse().unwrap());
-        metadata.insert("x-evidenceos-timestamp", now.parse().unwrap());
+        metadata.insert("x-evidenceos-key-id", key_id.parse().unwrap());
+        metadata.insert("x-evidenceos-timestamp", timestamp.parse().unwrap());
         metadata.insert(
             "x-evidenceos-signature",
             format!("sha256={}", hex::encode(mac.finalize().into_bytes())).parse().unwrap(),
         );
         request
     };
+    let signed = |request_id: &str, signed_path: &str| signed_as(request_id, signed_path, "ops", now());
     let path = "/evidenceos.v2.EvidenceOS/GrantCredit";
     assert_eq!(client.grant_credit(signed("grant-1", path)).await.unwrap().into_inner().credit_balance, 3);
     let replay = client.grant_credit(signed("grant-1", path)).await.unwrap_err();
@@ -223,6 +225,10 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     // Signed for the v1 path but sent to v2: the MAC covers the path the server sees.
     let wrong_path = client.grant_credit(signed("grant-2", "/evidenceos.v1.EvidenceOS/GrantCredit")).await.unwrap_err();
     assert_eq!(wrong_path.code(), Code::Unauthenticated);
+    let stale = client.grant_credit(signed_as("grant-3", path, "ops", now() - 301)).await.unwrap_err();
+    assert_eq!(stale.code(), Code::Unauthenticated, "timestamps over 300 s old are refused");
+    let unknown_key = client.grant_credit(signed_as("grant-4", path, "nobody", now())).await.unwrap_err();
+    assert_eq!(unknown_key.code(), Code::Unauthenticated);
     let unsigned = client.health(v2::HealthRequest {}).await.unwrap_err();
     assert_eq!(unsigned.code(), Code::Unauthenticated);
     daemon.stop();
@@ -327,6 +333,8 @@ async fn metrics_are_scraped_and_parsed() {
         1.0
     );
     assert_eq!(samples["evidenceos_etl_durable_tree_size"], 0.0);
+    assert_eq!(samples["evidenceos_ledger_k_bits_charged"], 0.0);
+    assert!(samples.contains_key(r#"evidenceos_storage_batch_commands_bucket{le="+Inf"}"#));
     assert!(samples.keys().any(|k| k.starts_with("evidenceos_rpc_latency_seconds_bucket")));
     assert!(body.trim_end().ends_with("# EOF"));
     daemon.stop();

@@ -148,6 +148,7 @@ pub fn render_response(response: &Response) -> String {
             format!("Revoked {{ state: {}, timestamp_unix: {timestamp_unix} }}", state.name())
         }
         Response::RevocationFeed(feed) => format!("RevocationFeed {}", render_feed(feed)),
+        Response::LedgerTotals(totals) => format!("{totals:?}"),
         Response::EnvironmentReloaded { before, after } => {
             format!("EnvironmentReloaded {{ before: {before:?}, after: {after:?} }}")
         }

@@ -123,6 +123,17 @@ pub struct Claims {
     pub capsule_claims: BTreeMap<String, String>,
 }
 
+/// Aggregates over all claims, for monitoring.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LedgerTotals {
+    /// Claims by state name.
+    pub claims_by_state: BTreeMap<&'static str, u64>,
+    /// Bits charged to claim ledgers, summed.
+    pub k_bits_charged: f64,
+    pub frozen_ledgers: u64,
+    pub revocations: u64,
+}
+
 /// Execution context a command needs beyond the claim state.
 #[derive(Debug)]
 pub struct Context<'a> {
@@ -179,6 +190,16 @@ fn validate_num_symbols(num_symbols: u32) -> Result<(), KernelError> {
 }
 
 impl Claims {
+    pub fn totals(&self) -> LedgerTotals {
+        let mut totals = LedgerTotals { revocations: self.revocations.len() as u64, ..LedgerTotals::default() };
+        for claim in self.claims.values() {
+            *totals.claims_by_state.entry(claim.state.name()).or_default() += 1;
+            totals.k_bits_charged += claim.ledger.k_bits_total;
+            totals.frozen_ledgers += u64::from(claim.ledger.frozen);
+        }
+        totals
+    }
+
     fn claim(&self, claim_id: &[u8]) -> Result<&Claim, KernelError> {
         let id = parse_id("claim_id", claim_id)?;
         self.claims.get(&hex::encode(id)).ok_or_else(|| KernelError::not_found("unknown claim"))

@@ -89,14 +89,42 @@ pub enum Input {
 /// Structured, greppable events for the runtime to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
-    TornTailTruncated { file: FileId, valid_len: u64, dropped_bytes: u64 },
-    UnacknowledgedLeavesTruncated { count: u64 },
-    MissingLeavesReappended { count: u64 },
-    JournalReplayed { records: u64, from_seq: u64, to_seq: u64 },
-    Recovered { tree_size: u64, journal_seq: u64 },
-    CheckpointWritten { journal_seq: u64, tree_size: u64 },
-    StorageFailed { file: FileId, reason: String },
-    ProtocolViolation { reason: String },
+    TornTailTruncated {
+        file: FileId,
+        valid_len: u64,
+        dropped_bytes: u64,
+    },
+    UnacknowledgedLeavesTruncated {
+        count: u64,
+    },
+    MissingLeavesReappended {
+        count: u64,
+    },
+    JournalReplayed {
+        records: u64,
+        from_seq: u64,
+        to_seq: u64,
+    },
+    Recovered {
+        tree_size: u64,
+        journal_seq: u64,
+    },
+    CheckpointWritten {
+        journal_seq: u64,
+        tree_size: u64,
+    },
+    /// A group of commands became durable with one sync (group commit at work).
+    BatchDurable {
+        commands: u64,
+        leaves: u64,
+    },
+    StorageFailed {
+        file: FileId,
+        reason: String,
+    },
+    ProtocolViolation {
+        reason: String,
+    },
 }
 
 /// Something subscribers want to hear about, released only once durable.

@@ -507,6 +507,10 @@ impl Kernel {
                 let signature = self.keyring.sign(&crate::etl::revocation_feed_digest(&entries, &sth));
                 Ok(Response::RevocationFeed(Box::new(crate::request::RevocationFeed { entries, sth, signature })))
             }
+            Query::LedgerTotals => {
+                require_auditor(principal)?;
+                Ok(Response::LedgerTotals(self.state.claims.totals()))
+            }
             Query::GetHoldoutPoolBudgets { holdout_id, scope } => {
                 require_auditor(principal)?;
                 self.state.claims.pool_budgets(&self.config.environment, &holdout_id, &scope)
@@ -603,6 +607,9 @@ impl Kernel {
         let finished = self.in_flight.take().expect("checked above");
         match finished.then {
             Completion::Batch { replies, tree_size, journal_seq, records, snapshot } => {
+                let leaves = tree_size - self.etl.durable_size();
+                self.outputs
+                    .push_back(Output::Event(LogEvent::BatchDurable { commands: replies.len() as u64, leaves }));
                 self.etl.mark_durable(tree_size);
                 self.notify_durable_revocations();
                 self.durable_seq = journal_seq;

@@ -64,6 +64,8 @@ pub enum Query {
         claim_id: Vec<u8>,
     },
     GetRevocationFeed,
+    /// Aggregates for monitoring (auditor or operator).
+    LedgerTotals,
     GetHoldoutPoolBudgets {
         holdout_id: String,
         scope: String,
@@ -271,6 +273,7 @@ pub enum Response {
         timestamp_unix: u64,
     },
     RevocationFeed(Box<RevocationFeed>),
+    LedgerTotals(crate::claims::LedgerTotals),
     EnvironmentReloaded {
         before: crate::environment::EnvironmentCounts,
         after: crate::environment::EnvironmentCounts,

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use evidenceos_io_tokio::{KernelHandle, RuntimeStats, SYNC_BUCKETS_US};
+use evidenceos_core::claims::LedgerTotals;
+use evidenceos_io_tokio::{BATCH_BUCKETS, KernelHandle, RuntimeStats, SYNC_BUCKETS_US};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -88,8 +89,8 @@ impl Metrics {
         self.latency.get_or_create(&MethodLabels { method }).observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition text: the registry's families, then the runtime's.
-    pub fn render(&self, runtime: &RuntimeStats) -> String {
+    /// The exposition text: the registry's families, then the runtime's and the ledger's.
+    pub fn render(&self, runtime: &RuntimeStats, ledger: Option<&LedgerTotals>) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).expect("writing to a String");
         let load = RuntimeStats::load;
@@ -132,6 +133,37 @@ impl Metrics {
         text.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
         text.push_str(&format!("{name}_sum {}\n", load(&runtime.sync_micros_total) as f64 / 1e6));
         text.push_str(&format!("{name}_count {}\n", load(&runtime.syncs)));
+        let name = "evidenceos_storage_batch_commands";
+        text.push_str(&format!(
+            "# HELP {name} Commands made durable by one sync (group commit).\n# TYPE {name} histogram\n"
+        ));
+        let mut cumulative = 0;
+        for (i, bound) in BATCH_BUCKETS.iter().enumerate() {
+            cumulative += load(&runtime.batch_buckets[i]);
+            text.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+        }
+        cumulative += load(&runtime.batch_buckets[BATCH_BUCKETS.len()]);
+        text.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
+        text.push_str(&format!(
+            "{name}_sum {}\n{name}_count {}\n",
+            load(&runtime.batched_commands),
+            load(&runtime.batches)
+        ));
+        if let Some(ledger) = ledger {
+            let name = "evidenceos_claims";
+            text.push_str(&format!("# HELP {name} Claims by lifecycle state.\n# TYPE {name} gauge\n"));
+            for (state, count) in &ledger.claims_by_state {
+                text.push_str(&format!("{name}{{state=\"{state}\"}} {count}\n"));
+            }
+            let gauges = [
+                ("evidenceos_ledger_k_bits_charged", "Bits charged to claim ledgers, summed", ledger.k_bits_charged),
+                ("evidenceos_ledger_frozen", "Claim ledgers frozen by a budget overrun", ledger.frozen_ledgers as f64),
+                ("evidenceos_revocations", "Revocations recorded", ledger.revocations as f64),
+            ];
+            for (name, help, value) in gauges {
+                text.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"));
+            }
+        }
         text.push_str("# EOF\n");
         text
     }
@@ -162,7 +194,16 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, kernel:
                 return;
             }
             let (status, content_type, body) = if request.starts_with(b"GET /metrics ") {
-                ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.render(kernel.stats()))
+                let monitor = evidenceos_core::Principal::new("system:metrics", evidenceos_core::Role::Auditor);
+                let ledger = match kernel
+                    .call(monitor, evidenceos_core::Request::Query(evidenceos_core::Query::LedgerTotals))
+                    .await
+                {
+                    Ok(evidenceos_core::Response::LedgerTotals(totals)) => Some(totals),
+                    _ => None,
+                };
+                let body = metrics.render(kernel.stats(), ledger.as_ref());
+                ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
             } else {
                 ("404 Not Found", "text/plain; charset=utf-8", "only GET /metrics is served here\n".to_string())
             };
@@ -192,7 +233,11 @@ mod tests {
             metrics.record_rpc(junk, "12", Duration::from_millis(1));
         }
         metrics.record_rpc("/x/y", "999", Duration::from_millis(1));
-        let text = metrics.render(&RuntimeStats::default());
+        let mut ledger = LedgerTotals { k_bits_charged: 8.0, revocations: 1, ..LedgerTotals::default() };
+        ledger.claims_by_state.insert("CERTIFIED", 2);
+        let text = metrics.render(&RuntimeStats::default(), Some(&ledger));
+        assert!(text.contains("evidenceos_claims{state=\"CERTIFIED\"} 2"), "{text}");
+        assert!(text.contains("evidenceos_ledger_k_bits_charged 8"));
         assert!(text.contains(r#"evidenceos_rpc_requests_total{method="other",code="12"} 3"#), "{text}");
         assert!(text.contains(r#"code="transport_error""#));
         assert!(

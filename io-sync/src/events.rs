@@ -33,6 +33,9 @@ pub fn log_event(event: &LogEvent) {
         LogEvent::CheckpointWritten { journal_seq, tree_size } => {
             tracing::debug!(event = "checkpoint_written", journal_seq, tree_size, "checkpoint written")
         }
+        LogEvent::BatchDurable { commands, leaves } => {
+            tracing::trace!(event = "batch_durable", commands, leaves, "batch durable")
+        }
         LogEvent::StorageFailed { file, reason } => tracing::error!(
             event = "storage_failed",
             file = file.file_name(),

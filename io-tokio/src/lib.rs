@@ -16,7 +16,7 @@ use evidenceos_io_sync::{FileExecutor, log_event};
 use tokio::sync::{mpsc, oneshot};
 
 mod stats;
-pub use stats::{RuntimeStats, SYNC_BUCKETS_US};
+pub use stats::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
 
 /// Where the kernel's `now` comes from: the wall clock in the daemon, a scripted clock in
 /// conformance runs (so both runtimes journal identical bytes).
@@ -167,7 +167,12 @@ impl Driver {
                         let _ = waiter.send(reply);
                     }
                 }
-                Output::Event(event) => log_event(&event),
+                Output::Event(event) => {
+                    if let evidenceos_core::LogEvent::BatchDurable { commands, .. } = event {
+                        self.stats.record_batch(commands);
+                    }
+                    log_event(&event);
+                }
                 Output::Wake(at) => self.wake_at = Some(self.wake_at.map_or(at, |current| current.min(at))),
                 // No subscriber is not an error.
                 Output::Notify(notification) => drop(self.notifications.send(notification)),

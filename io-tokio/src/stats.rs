@@ -4,6 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Upper bounds of the commands-per-batch buckets; the last bucket is +Inf.
+pub const BATCH_BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 64, 256, 1024];
+
 /// Upper bounds (microseconds) of the sync-latency buckets; the last bucket is +Inf.
 pub const SYNC_BUCKETS_US: [u64; 10] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000];
 
@@ -18,6 +21,10 @@ pub struct RuntimeStats {
     pub sync_buckets: [AtomicU64; SYNC_BUCKETS_US.len() + 1],
     /// Bytes appended to the journal and the ETL.
     pub bytes_appended: AtomicU64,
+    /// Commands made durable per batch (group commit), bucketed like `BATCH_BUCKETS`.
+    pub batch_buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
+    pub batches: AtomicU64,
+    pub batched_commands: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -27,6 +34,13 @@ impl RuntimeStats {
         self.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
         let bucket = SYNC_BUCKETS_US.iter().position(|bound| micros <= *bound).unwrap_or(SYNC_BUCKETS_US.len());
         self.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_batch(&self, commands: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_commands.fetch_add(commands, Ordering::Relaxed);
+        let bucket = BATCH_BUCKETS.iter().position(|bound| commands <= *bound).unwrap_or(BATCH_BUCKETS.len());
+        self.batch_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn load(value: &AtomicU64) -> u64 {
