@@ -62,6 +62,15 @@ impl FileExecutor {
     }
 
     pub fn execute(&mut self, effect: &Effect) -> Result<(), IoFailure> {
+        #[cfg(feature = "crash-test-failpoints")]
+        crate::failpoint::before(effect);
+        let outcome = self.carry_out(effect);
+        #[cfg(feature = "crash-test-failpoints")]
+        crate::failpoint::after(effect);
+        outcome
+    }
+
+    fn carry_out(&mut self, effect: &Effect) -> Result<(), IoFailure> {
         let file = effect.file();
         let failure = |e: &dyn std::fmt::Display| IoFailure(format!("{}: {e}", file.file_name()));
         match effect {

@@ -5,6 +5,10 @@
 mod data_dir;
 mod events;
 mod executor;
+#[cfg(feature = "crash-test-failpoints")]
+mod failpoint;
+#[cfg(feature = "crash-test-failpoints")]
+pub use failpoint::arm as arm_failpoints;
 
 pub use data_dir::{DataDir, DataDirError, SigningKeyStatus};
 pub use events::log_event;

@@ -464,6 +464,14 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    #[cfg(feature = "crash-test-failpoints")]
+    {
+        tracing::warn!(
+            event = "failpoints_armed",
+            "crash-test failpoints are armed: never run this build in production"
+        );
+        evidenceos_io_sync::arm_failpoints();
+    }
     let (handle, kernel_task) = evidenceos_io_tokio::spawn(kernel, executor, evidenceos_io_tokio::wall_clock());
     let facts = ServerFacts {
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
