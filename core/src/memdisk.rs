@@ -18,12 +18,19 @@ pub struct MemDisk {
     files: BTreeMap<FileId, MemFile>,
     /// When set, the effect with this ordinal (0-based, counted over all effects) fails.
     fail_at: Option<u64>,
+    /// A broken disk whose syncs persist nothing: proves crash checks catch lost data.
+    lying_sync: bool,
     effects_applied: u64,
 }
 
 impl MemDisk {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A disk that acknowledges syncs without persisting anything (a deliberately broken model).
+    pub fn with_lying_sync() -> Self {
+        Self { lying_sync: true, ..Self::default() }
     }
 
     /// Makes the `n`th effect from now on fail, as an fsync error would.
@@ -40,6 +47,7 @@ impl MemDisk {
         let file = self.files.entry(effect.file()).or_default();
         match effect {
             Effect::Append { bytes, .. } => file.volatile.extend_from_slice(bytes),
+            Effect::Sync { .. } if self.lying_sync => {}
             Effect::Sync { .. } => file.durable.clone_from(&file.volatile),
             Effect::Replace { bytes, .. } => {
                 file.durable.clone_from(bytes);

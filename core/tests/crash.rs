@@ -140,8 +140,9 @@ fn run_until(
     steps: &[(Principal, Request)],
     boundary: usize,
     all_at_once: bool,
+    fresh_disk: fn() -> MemDisk,
 ) -> (MemDisk, Vec<u64>, Vec<SignedTreeHead>, bool) {
-    let mut disk = MemDisk::new();
+    let mut disk = fresh_disk();
     let mut kernel = boot(&disk);
     disk.drive(&mut kernel, NOW);
     let mut pending = steps.iter().enumerate();
@@ -183,73 +184,80 @@ fn run_until(
     }
 }
 
-#[test]
-fn every_crash_point_recovers_to_an_acknowledged_prefix() {
+/// Crashes at every boundary of both schedules with four tears and checks the contract;
+/// returns how many boundaries were checked, or the first violation.
+fn check_every_crash_point(fresh_disk: fn() -> MemDisk) -> Result<usize, String> {
     let ids = expected_claim_ids();
     assert_eq!(ids.len(), 2);
     let steps = workload(&ids);
     let prefixes = clean_prefix_states(&steps);
     let mut boundaries_checked = 0;
-    let mut finished_modes = Vec::new();
-    // Every boundary of both schedules, until each runs to completion.
-    let boundaries = || {
-        let mut modes = Vec::new();
-        for all_at_once in [true, false] {
-            for boundary in 0..10_000 {
-                let (_, _, _, finished) = run_until(&workload(&expected_claim_ids()), boundary, all_at_once);
-                modes.push((all_at_once, boundary));
-                if finished {
-                    break;
+    for all_at_once in [true, false] {
+        for boundary in 0..10_000 {
+            let (disk, acked, heads, finished) = run_until(&steps, boundary, all_at_once, fresh_disk);
+            // Tear the unsynced tail nowhere, after one byte, in the middle, and all but one byte.
+            for tear in [0usize, 1, usize::MAX / 2, usize::MAX] {
+                let mut crashed = disk.clone();
+                crashed.crash_torn(|_, unsynced| match tear {
+                    0 => 0,
+                    1 => 1.min(unsynced),
+                    t if t == usize::MAX / 2 => unsynced / 2,
+                    _ => unsynced.saturating_sub(1),
+                });
+                let at = format!("schedule all_at_once={all_at_once}, boundary {boundary}, tear {tear}");
+                let mut kernel = boot(&crashed);
+                crashed.drive(&mut kernel, NOW);
+                if kernel.is_recovering() {
+                    return Err(format!("{at}: recovery did not finish"));
+                }
+                let recovered = (kernel.state().clone(), kernel.durable_tree_size());
+                // Replies are released in request order, so the acknowledged requests are a prefix.
+                assert!(acked.iter().enumerate().all(|(i, id)| *id == i as u64));
+                if !prefixes.iter().skip(acked.len()).any(|p| *p == recovered) {
+                    return Err(format!("{at}: state is no replay of a prefix holding every acknowledged request"));
+                }
+                let now_head = signed_head(&mut kernel);
+                for old in heads.iter().filter(|h| h.tree_size > 0) {
+                    let auditor = Principal::new("auditor", Role::Auditor);
+                    let query = Query::GetConsistencyProof { first_tree_size: old.tree_size, second_tree_size: 0 };
+                    let request = Input::Request {
+                        id: RequestId(u64::MAX - 1),
+                        principal: auditor,
+                        request: Request::Query(query),
+                    };
+                    kernel.handle(NOW, request);
+                    let Some(Output::Reply(_, Ok(Response::ConsistencyProof { path, first_root_hash, .. }))) =
+                        kernel.poll()
+                    else {
+                        return Err(format!("{at}: head of size {} no longer provable", old.tree_size));
+                    };
+                    if first_root_hash != old.root_hash {
+                        return Err(format!("{at}: a signed leaf changed"));
+                    }
+                    verify_consistency(old.tree_size, now_head.tree_size, &old.root_hash, &now_head.root_hash, &path)
+                        .map_err(|e| format!("{at}: {e}"))?;
                 }
             }
-        }
-        modes
-    };
-    for (all_at_once, boundary) in boundaries() {
-        let (disk, acked, heads, finished) = run_until(&steps, boundary, all_at_once);
-        // Tear the unsynced tail nowhere, after one byte, in the middle, and keep all but one byte.
-        for tear in [0usize, 1, usize::MAX / 2, usize::MAX] {
-            let mut crashed = disk.clone();
-            crashed.crash_torn(|_, unsynced| match tear {
-                0 => 0,
-                1 => 1.min(unsynced),
-                t if t == usize::MAX / 2 => unsynced / 2,
-                _ => unsynced.saturating_sub(1),
-            });
-            let mut kernel = boot(&crashed);
-            crashed.drive(&mut kernel, NOW);
-            assert!(!kernel.is_recovering(), "boundary {boundary}, tear {tear}: recovery finished");
-            let recovered = (kernel.state().clone(), kernel.durable_tree_size());
-            // Replies are released in request order, so the acknowledged requests are a prefix.
-            assert!(acked.iter().enumerate().all(|(i, id)| *id == i as u64));
-            let replayed = prefixes.iter().skip(acked.len()).any(|p| *p == recovered);
-            assert!(
-                replayed,
-                "boundary {boundary}, tear {tear}: state is no replay of a prefix holding every acknowledged request"
-            );
-            let now_head = signed_head(&mut kernel);
-            for old in heads.iter().filter(|h| h.tree_size > 0) {
-                let auditor = Principal::new("auditor", Role::Auditor);
-                let query = Query::GetConsistencyProof { first_tree_size: old.tree_size, second_tree_size: 0 };
-                kernel.handle(
-                    NOW,
-                    Input::Request { id: RequestId(u64::MAX - 1), principal: auditor, request: Request::Query(query) },
-                );
-                let Some(Output::Reply(_, Ok(Response::ConsistencyProof { path, first_root_hash, .. }))) =
-                    kernel.poll()
-                else {
-                    panic!("boundary {boundary}: head of size {} no longer provable", old.tree_size)
-                };
-                assert_eq!(first_root_hash, old.root_hash, "boundary {boundary}: a signed leaf changed");
-                verify_consistency(old.tree_size, now_head.tree_size, &old.root_hash, &now_head.root_hash, &path)
-                    .unwrap();
+            boundaries_checked += 1;
+            if finished {
+                break;
             }
         }
-        boundaries_checked += 1;
-        if finished {
-            finished_modes.push(all_at_once);
-        }
     }
-    assert_eq!(finished_modes, vec![true, false], "both schedules ran to completion");
-    assert!(boundaries_checked > 20, "the workload crosses many effects ({boundaries_checked})");
+    Ok(boundaries_checked)
+}
+
+#[test]
+fn every_crash_point_recovers_to_an_acknowledged_prefix() {
+    let checked = check_every_crash_point(MemDisk::new).unwrap();
+    assert!(checked > 20, "the workload crosses many effects ({checked})");
+}
+
+#[test]
+fn the_checks_catch_a_disk_that_loses_synced_data() {
+    // Same workload on a disk whose syncs persist nothing: acknowledged requests vanish in a
+    // crash, and the checks must say so.
+    let verdict = check_every_crash_point(MemDisk::with_lying_sync);
+    let violation = verdict.expect_err("a lying disk must fail the durability checks");
+    assert!(violation.contains("acknowledged"), "{violation}");
 }
