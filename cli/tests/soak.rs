@@ -19,6 +19,9 @@ const AGENT: &str = "agent-secret";
 const AUDITOR: &str = "auditor-secret";
 const CLIENTS: usize = 4;
 
+/// (claim id, capsule hash) of every acknowledged execution.
+type Acked = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
 fn req<T>(message: T, token: &str, id: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -40,7 +43,7 @@ impl Schedule {
 
 /// One client: lifecycles until the daemon goes away; acknowledged (claim id, capsule hash) pairs
 /// are appended to `acked`.
-async fn client_loop(addr: String, client_no: usize, round: usize, acked: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>) {
+async fn client_loop(addr: String, client_no: usize, round: usize, acked: Acked) {
     let Ok(mut client) = EvidenceOsClient::connect(addr).await else { return };
     let module = wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/claim_all_zero.wat")).unwrap();
     for n in 0.. {
@@ -80,6 +83,7 @@ async fn client_loop(addr: String, client_no: usize, round: usize, acked: Arc<Mu
     }
 }
 
+#[allow(clippy::print_stdout)] // the soak report is the point of the run
 #[tokio::test]
 #[ignore = "soak: run with EVIDENCEOS_SOAK_ROUNDS=N and --ignored"]
 async fn sigkill_under_load_loses_nothing_acknowledged() {
@@ -131,7 +135,8 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
             });
             inconsistent += usize::from(!consistent);
         }
-        for (claim_id, capsule_hash) in acked.lock().unwrap().clone() {
+        let so_far = acked.lock().unwrap().clone();
+        for (claim_id, capsule_hash) in so_far {
             let got = auditor.get_capsule(req(v2::GetCapsuleRequest { claim_id }, AUDITOR, "-")).await;
             lost += usize::from(got.map_or(true, |r| r.into_inner().capsule_hash != capsule_hash));
         }
@@ -167,8 +172,9 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     // A last restart checks the final round too.
     let daemon = support::start_with(&data, tmp.path(), &flags, &env);
     let mut auditor = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
-    let total = acked.lock().unwrap().len();
-    for (claim_id, capsule_hash) in acked.lock().unwrap().clone() {
+    let all = acked.lock().unwrap().clone();
+    let total = all.len();
+    for (claim_id, capsule_hash) in all {
         let got = auditor.get_capsule(req(v2::GetCapsuleRequest { claim_id }, AUDITOR, "-")).await;
         lost += usize::from(got.map_or(true, |r| r.into_inner().capsule_hash != capsule_hash));
     }
