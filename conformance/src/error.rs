@@ -17,6 +17,8 @@ pub enum HarnessError {
     DataDir(evidenceos_io_sync::DataDirError),
     /// A run ended without a reply to one of its steps.
     MissingReply { vector: String, step: usize },
+    /// A step refers to an earlier reply that does not hold what it needs (a refused create, say).
+    Reference { vector: String, step: usize, reason: String },
     /// A run ended in a state a clean run never reaches.
     Runtime { vector: String, reason: String },
 }
@@ -30,6 +32,7 @@ impl std::fmt::Display for HarnessError {
             Self::Recovery(e) => write!(f, "kernel recovery failed: {e}"),
             Self::DataDir(e) => write!(f, "data directory: {e}"),
             Self::MissingReply { vector, step } => write!(f, "vector {vector}: step {step} was never answered"),
+            Self::Reference { vector, step, reason } => write!(f, "vector {vector}, step {step}: {reason}"),
             Self::Runtime { vector, reason } => write!(f, "vector {vector}: {reason}"),
         }
     }
@@ -42,7 +45,9 @@ impl std::error::Error for HarnessError {
             Self::Parse { source, .. } => Some(source),
             Self::Recovery(e) => Some(e),
             Self::DataDir(e) => Some(e),
-            Self::InvalidVector { .. } | Self::MissingReply { .. } | Self::Runtime { .. } => None,
+            Self::InvalidVector { .. } | Self::MissingReply { .. } | Self::Reference { .. } | Self::Runtime { .. } => {
+                None
+            }
         }
     }
 }

@@ -18,4 +18,7 @@ pub use data_dir::{DataDirContents, differences};
 pub use error::HarnessError;
 pub use run::{ReferenceRun, Reply, reply_differences, run_reference};
 pub use runtimes::{RuntimeRun, run_io_sync, run_io_tokio};
-pub use vector::{Step, StepPrincipal, StepRequest, VECTORS_DIR, Vector, load_dir};
+pub use vector::{
+    ArtifactSpec, FromStep, HexBytes, HoldoutSpec, Step, StepPrincipal, StepRequest, VECTORS_DIR, Vector, WAT_DIR,
+    load_dir,
+};

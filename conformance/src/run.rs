@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use evidenceos_core::hash::sha256;
 use evidenceos_core::memdisk::MemDisk;
 use evidenceos_core::{FileId, Input, Kernel, KernelError, Output, Response};
 
@@ -41,9 +42,12 @@ pub fn run_reference(vector: &Vector) -> Result<ReferenceRun, HarnessError> {
     let boot = disk.drive(&mut kernel, vector.boot_time());
     ensure_booted(vector, &kernel)?;
     let mut steps = Vec::with_capacity(vector.steps.len());
+    let mut replies_so_far = Vec::with_capacity(vector.steps.len());
     for (index, step) in vector.steps.iter().enumerate() {
-        kernel.handle(step.now(), step.input(index));
-        steps.push(disk.drive(&mut kernel, step.now()));
+        kernel.handle(step.now(), vector.input(index, &replies_so_far)?);
+        let outputs = disk.drive(&mut kernel, step.now());
+        replies_so_far.push(reply_in(vector, index, &outputs)?);
+        steps.push(outputs);
     }
     let disk_before_shutdown = disk.clone();
     kernel.handle(vector.end_time(), Input::Checkpoint);
@@ -79,6 +83,18 @@ pub(crate) fn ensure_stopped_cleanly(vector: &Vector, kernel: &Kernel) -> Result
         });
     }
     Ok(())
+}
+
+/// The reply to step `index` among the outputs of driving it: every step is answered before the
+/// next is sent, so later steps can refer to it.
+pub(crate) fn reply_in(vector: &Vector, index: usize, outputs: &[Output]) -> Result<Reply, HarnessError> {
+    outputs
+        .iter()
+        .find_map(|output| match output {
+            Output::Reply(id, reply) if *id == request_id(index) => Some(reply.clone()),
+            _ => None,
+        })
+        .ok_or(HarnessError::MissingReply { vector: vector.name.clone(), step: index })
 }
 
 /// Exactly one reply per step, in step order.
@@ -120,6 +136,20 @@ impl ReferenceRun {
         let mut out = String::new();
         let _ = writeln!(out, "# {}: {}", vector.name, vector.description);
         let _ = writeln!(out, "key_id {}", vector.key_id());
+        for holdout in &vector.holdouts {
+            let _ = writeln!(
+                out,
+                "holdout {} handle {} created_at_unix {} labels ({}): {}",
+                holdout.holdout_ref,
+                hex::encode(&holdout.handle_hex.0),
+                holdout.created_at_unix,
+                holdout.labels.len(),
+                holdout.labels
+            );
+        }
+        for (path, module) in &vector.modules {
+            let _ = writeln!(out, "module {path} {} bytes sha256 {}", module.len(), hex::encode(sha256(module)));
+        }
         let _ = writeln!(out, "== boot at {}", vector.boot_time().0);
         write_outputs(&mut out, &self.boot);
         for (index, (step, outputs)) in vector.steps.iter().zip(&self.steps).enumerate() {

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 
 use crate::data_dir::{ACTIVE_KEY_FILE, DataDirContents, KEYS_DIR};
 use crate::error::{HarnessError, io_error};
-use crate::run::{Reply, ensure_booted, ensure_stopped_cleanly, replies_by_step};
+use crate::run::{Reply, ensure_booted, ensure_stopped_cleanly, replies_by_step, reply_in};
 use crate::vector::Vector;
 
 #[derive(Debug, Clone)]
@@ -72,9 +72,12 @@ fn write_keys(vector: &Vector, root: &Path) -> Result<(), HarnessError> {
 /// io-sync: every step handled and driven to completion inline, then the shutdown checkpoint.
 pub fn run_io_sync(vector: &Vector) -> Result<RuntimeRun, HarnessError> {
     let Booted { tmp, dir, mut kernel, mut executor, mut outputs } = boot(vector)?;
+    let mut replies_so_far = Vec::with_capacity(vector.steps.len());
     for (index, step) in vector.steps.iter().enumerate() {
-        kernel.handle(step.now(), step.input(index));
-        outputs.extend(drive(&mut kernel, &mut executor, step.now()));
+        kernel.handle(step.now(), vector.input(index, &replies_so_far)?);
+        let step_outputs = drive(&mut kernel, &mut executor, step.now());
+        replies_so_far.push(reply_in(vector, index, &step_outputs)?);
+        outputs.extend(step_outputs);
     }
     let data_dir_before_shutdown = DataDirContents::read(tmp.path())?;
     kernel.handle(vector.end_time(), Input::Checkpoint);
@@ -109,9 +112,10 @@ pub async fn run_io_tokio(vector: &Vector, read_before_shutdown: bool) -> Result
     let clock: Clock = Arc::new(move || Timestamp(clock_ms.load(Ordering::SeqCst)));
     let (handle, task) = evidenceos_io_tokio::spawn(kernel, executor, clock);
     let mut replies = Vec::with_capacity(vector.steps.len());
-    for step in &vector.steps {
+    for (index, step) in vector.steps.iter().enumerate() {
+        let request = vector.request(index, &replies)?;
         scripted_ms.store(step.now_ms, Ordering::SeqCst);
-        replies.push(handle.call(step.principal(), step.request.to_request()).await);
+        replies.push(handle.call(step.principal(), request).await);
     }
     let data_dir_before_shutdown = if read_before_shutdown {
         let root = tmp.path().to_path_buf();

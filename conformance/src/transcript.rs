@@ -133,12 +133,14 @@ pub fn render_response(response: &Response) -> String {
             hex::encode(capsule_hash)
         ),
         Response::FetchedCapsule(f) => format!(
-            "FetchedCapsule {{ capsule_hash: {}, etl_index: {}, tree_size: {}, root_hash: {}, signature: {}, \
-             leaf_hash: {}, inclusion_path: {}, consistency_path: {} }}",
+            "FetchedCapsule {{ capsule: {}, capsule_hash: {}, etl_index: {}, tree_size: {}, root_hash: {}, key_id: {}, \
+             signature: {}, leaf_hash: {}, inclusion_path: {}, consistency_path: {} }}",
+            render_text_or_hex(&f.capsule),
             hex::encode(f.capsule_hash),
             f.etl_index,
             f.sth.tree_size,
             hex::encode(f.sth.root_hash),
+            f.sth.key_id,
             hex::encode(f.sth.signature),
             hex::encode(f.leaf_hash),
             render_path(&f.inclusion_path),

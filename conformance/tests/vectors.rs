@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use evidenceos_conformance::{ReferenceRun, StepRequest, VECTORS_DIR, Vector, load_dir, run_reference};
-use evidenceos_core::etl::verify_tree_head;
-use evidenceos_core::keys::public_key_for_seed;
-use evidenceos_core::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use evidenceos_core::{Effect, FileId, Output, Response};
+use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
+use evidenceos_core::frame;
+use evidenceos_core::hash::sha256;
+use evidenceos_core::keys::{public_key_for_seed, verify_signature};
+use evidenceos_core::merkle::{MerkleTree, leaf_hash, verify_consistency, verify_inclusion};
+use evidenceos_core::{Effect, FileId, Notification, Output, Response};
 
 const SHARED_ETL_VECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/etl_sth.json");
 const SNAPSHOTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots");
@@ -73,10 +75,17 @@ fn replies_follow_the_durability_rules() {
             match (&step.request, &run.replies[index]) {
                 (request, _) if !request.is_command() => assert_eq!(reply_at, 0, "{context}: a query waited"),
                 (_, Err(_)) => assert!(!wrote, "{context}: a refused command wrote {before:?}"),
-                (request, Ok(_)) => {
+                (_, Ok(response)) => {
                     commands_checked += 1;
                     assert!(synced(FileId::Journal), "{context}: answered before its journal sync");
-                    if matches!(request, StepRequest::TestLeaf { .. }) {
+                    let appends_leaves = matches!(
+                        response,
+                        Response::LeafAppended { .. } | Response::Executed(_) | Response::Revoked { .. }
+                    );
+                    let appended =
+                        before.iter().any(|o| matches!(o, Output::Effect(_, Effect::Append { file: FileId::Etl, .. })));
+                    assert_eq!(appends_leaves, appended, "{context}: ETL appends before {response:?}");
+                    if appended {
                         assert!(synced(FileId::Etl), "{context}: leaf answered before the ETL sync");
                     }
                 }
@@ -86,23 +95,38 @@ fn replies_follow_the_durability_rules() {
     assert!(commands_checked > 20, "only {commands_checked} accepted commands checked");
 }
 
-/// Every STH verifies under the vector's key, and every proof verifies against the leaves the
-/// vector appended and the STH of the same size.
+/// Root of a tree over `leaves`, computed independently of the kernel's ETL.
+fn merkle_root(leaves: &[Vec<u8>]) -> [u8; 32] {
+    let mut tree = MerkleTree::new();
+    for leaf in leaves {
+        tree.push(leaf_hash(leaf));
+    }
+    tree.root()
+}
+
+/// The leaves of the run's final `etl.log`.
+fn etl_leaves(run: &ReferenceRun) -> Vec<Vec<u8>> {
+    let bytes = run.disk.contents(FileId::Etl);
+    let scan = frame::scan(bytes, 0).unwrap_or_else(|e| panic!("{}: etl.log: {e:?}", run.vector.name));
+    assert_eq!(scan.valid_len, bytes.len() as u64, "{}: etl.log has a torn tail", run.vector.name);
+    scan.records.iter().map(|record| record.payload.to_vec()).collect()
+}
+
+/// Every STH verifies under the vector's key, every test leaf is in the log where its reply said,
+/// and every proof verifies against the logged leaves and the STH of the same size.
 #[test]
 fn tree_heads_and_proofs_verify() {
     let mut verified = 0;
     for run in reference_runs() {
         let public_key = public_key_for_seed(&run.vector.signing_seed);
-        let leaves: Vec<&str> = run
-            .vector
-            .steps
-            .iter()
-            .zip(&run.replies)
-            .filter_map(|(step, reply)| match (&step.request, reply) {
-                (StepRequest::TestLeaf { payload }, Ok(Response::LeafAppended { .. })) => Some(payload.as_str()),
-                _ => None,
-            })
-            .collect();
+        let leaves = etl_leaves(&run);
+        for (step, reply) in run.vector.steps.iter().zip(&run.replies) {
+            if let (StepRequest::TestLeaf { payload }, Ok(Response::LeafAppended { etl_index })) =
+                (&step.request, reply)
+            {
+                assert_eq!(leaves[*etl_index as usize], payload.as_bytes(), "{}: leaf {etl_index}", run.vector.name);
+            }
+        }
         let mut roots = std::collections::BTreeMap::new();
         for reply in run.replies.iter().flatten() {
             if let Response::SignedTreeHead(sth) = reply {
@@ -114,7 +138,7 @@ fn tree_heads_and_proofs_verify() {
         for reply in run.replies.iter().flatten() {
             match reply {
                 Response::InclusionProof { leaf_index, tree_size, leaf_hash: hash, path, root_hash } => {
-                    assert_eq!(*hash, leaf_hash(leaves[*leaf_index as usize].as_bytes()));
+                    assert_eq!(*hash, leaf_hash(&leaves[*leaf_index as usize]));
                     verify_inclusion(hash, *leaf_index, *tree_size, path, root_hash).unwrap();
                     if let Some(root) = roots.get(tree_size) {
                         assert_eq!(root, root_hash, "{}: proof root differs from the STH", run.vector.name);
@@ -142,6 +166,72 @@ fn tree_heads_and_proofs_verify() {
         }
     }
     assert!(verified >= 20, "only {verified} STHs and proofs verified");
+}
+
+/// What the claim vectors answer holds together: every capsule an execution reported is the
+/// logged leaf at its index and is what GetCapsule and FetchCapsule later serve; fetched capsules
+/// verify against their signed head; revocation feeds and notifications are signed.
+#[test]
+fn capsules_and_revocation_feeds_verify() {
+    let (mut capsules, mut fetched_checked, mut feeds) = (0, 0, 0);
+    for run in reference_runs() {
+        let name = &run.vector.name;
+        let public_key = public_key_for_seed(&run.vector.signing_seed);
+        let leaves = etl_leaves(&run);
+        let mut executed = std::collections::BTreeMap::new();
+        for reply in run.replies.iter().flatten() {
+            if let Response::Executed(execution) = reply {
+                let leaf = &leaves[execution.etl_index as usize];
+                assert_eq!(sha256(leaf), execution.capsule_hash, "{name}: capsule at {}", execution.etl_index);
+                executed.insert(execution.capsule_hash, execution.etl_index);
+                capsules += 1;
+            }
+        }
+        for reply in run.replies.iter().flatten() {
+            match reply {
+                Response::Capsule { capsule, capsule_hash, etl_index } => {
+                    assert_eq!(executed.get(capsule_hash), Some(etl_index), "{name}: served an unreported capsule");
+                    assert_eq!(&leaves[*etl_index as usize], capsule, "{name}: capsule {etl_index}");
+                }
+                Response::FetchedCapsule(f) => {
+                    assert_eq!(
+                        executed.get(&f.capsule_hash),
+                        Some(&f.etl_index),
+                        "{name}: fetched an unreported capsule"
+                    );
+                    assert_eq!(leaves[f.etl_index as usize], f.capsule, "{name}: fetched capsule {}", f.etl_index);
+                    assert_eq!(f.leaf_hash, leaf_hash(&f.capsule));
+                    assert!(verify_tree_head(&public_key, &f.sth), "{name}: fetched capsule's STH");
+                    verify_inclusion(&f.leaf_hash, f.etl_index, f.sth.tree_size, &f.inclusion_path, &f.sth.root_hash)
+                        .unwrap();
+                    let old_size = f.etl_index + 1;
+                    let old_root = merkle_root(&leaves[..old_size as usize]);
+                    verify_consistency(old_size, f.sth.tree_size, &old_root, &f.sth.root_hash, &f.consistency_path)
+                        .unwrap();
+                    fetched_checked += 1;
+                }
+                Response::RevocationFeed(feed) => {
+                    assert!(verify_tree_head(&public_key, &feed.sth), "{name}: feed STH");
+                    let digest = revocation_feed_digest(&feed.entries, &feed.sth);
+                    assert!(verify_signature(&public_key, &digest, &feed.signature), "{name}: feed signature");
+                    feeds += 1;
+                }
+                _ => {}
+            }
+        }
+        let notifications = run.steps.iter().flatten().chain(&run.shutdown).filter_map(|output| match output {
+            Output::Notify(Notification::Revocation(feed)) => Some(feed),
+            _ => None,
+        });
+        for feed in notifications {
+            let digest = revocation_feed_digest(&feed.entries, &feed.sth);
+            assert!(verify_signature(&public_key, &digest, &feed.signature), "{name}: notification signature");
+            feeds += 1;
+        }
+    }
+    assert!(capsules >= 7, "only {capsules} executions checked");
+    assert!(fetched_checked >= 4, "only {fetched_checked} fetched capsules checked");
+    assert!(feeds >= 3, "only {feeds} revocation feeds checked");
 }
 
 #[test]

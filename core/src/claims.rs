@@ -909,16 +909,22 @@ impl Claims {
     }
 
     /// Pool key for (holdout, scope): `global`, or `principal:<id>` for one principal's pool.
+    /// The pool a (holdout, scope) names. A scope the holdout does not use is refused: a budget
+    /// set on it would never be consulted.
     pub fn pool_key(&self, env: &Environment, holdout_id: &str, scope: &str) -> Result<String, KernelError> {
         validate_name("holdout_id", holdout_id)?;
-        if !env.holdouts.contains_key(holdout_id) {
-            return Err(KernelError::not_found("unknown holdout"));
-        }
+        let holdout = env.holdouts.get(holdout_id).ok_or_else(|| KernelError::not_found("unknown holdout"))?;
+        let uses = |wanted: PoolScope| holdout.pool_scope == wanted || holdout.pool_scope == PoolScope::Both;
         match scope {
-            "" | "global" => Ok(format!("global/{holdout_id}")),
+            "" | "global" if uses(PoolScope::Global) => Ok(format!("global/{holdout_id}")),
+            "" | "global" => Err(precondition("this holdout has only per-principal pools")),
             other => match other.strip_prefix("principal:") {
                 Some(principal) if validate_name("scope principal", principal).is_ok() => {
-                    Ok(format!("principal/{holdout_id}/{principal}"))
+                    if uses(PoolScope::PerPrincipal) {
+                        Ok(format!("principal/{holdout_id}/{principal}"))
+                    } else {
+                        Err(precondition("this holdout has only a global pool"))
+                    }
                 }
                 _ => Err(KernelError::invalid_argument("scope must be global or principal:<principal id>")),
             },
