@@ -470,14 +470,13 @@ impl Claims {
             Lane::Fast => crate::oracle::DELTA_SIGMA_FAST,
             Lane::Heavy => crate::oracle::DELTA_SIGMA_HEAVY,
         };
-        let resolution = OracleResolution::new(
-            claim.num_symbols,
-            None,
-            env.epoch,
-            env.settings.default_oracle_ttl_epochs,
-            lane_delta,
-        )
-        .map_err(|e| KernelError::new(ErrorCode::Internal, format!("oracle resolution: {e}")))?;
+        // TTL and calibration come from the oracle's signed operator record, when there is one.
+        let record = env.oracles.get(&claim.oracle_id);
+        let ttl_epochs = record.map_or(env.settings.default_oracle_ttl_epochs, |r| r.ttl_epochs);
+        let calibration = record.and_then(crate::operator::OracleRecord::calibration_hash);
+        let calibrated_at = record.and_then(|r| r.calibration_epoch).unwrap_or(env.epoch);
+        let resolution = OracleResolution::new(claim.num_symbols, calibration, calibrated_at, ttl_epochs, lane_delta)
+            .map_err(|e| KernelError::new(ErrorCode::Internal, format!("oracle resolution: {e}")))?;
         let claim = self.claim_mut(claim_id)?;
         if renewing {
             claim.reservation_expires_at_ms = now.0.saturating_add(env.settings.reservation_ttl_ms);
@@ -485,7 +484,7 @@ impl Claims {
         claim.pin = Some(Pin {
             resolution_hash_hex: hex::encode(resolution.hash()),
             epoch: env.epoch,
-            ttl_epochs: env.settings.default_oracle_ttl_epochs,
+            ttl_epochs,
             delta_sigma: lane_delta,
         });
         claim.state = ClaimState::Sealed;

@@ -49,6 +49,9 @@ pub struct Environment {
     pub active_nullspecs: BTreeMap<(String, String), String>,
     /// The kernel epoch (advanced by signed epoch-control records).
     pub epoch: u64,
+    /// Verified oracle operator records by oracle id.
+    #[serde(default)]
+    pub oracles: BTreeMap<String, crate::operator::OracleRecord>,
 }
 
 /// JSON maps need string keys: the active map travels as a list of triples.
@@ -88,6 +91,8 @@ pub struct EnvironmentCounts {
     pub holdouts: usize,
     pub nullspecs: usize,
     pub active_nullspecs: usize,
+    pub oracles: usize,
+    pub epoch: u64,
 }
 
 impl Environment {
@@ -96,6 +101,8 @@ impl Environment {
             holdouts: self.holdouts.len(),
             nullspecs: self.nullspecs.len(),
             active_nullspecs: self.active_nullspecs.len(),
+            oracles: self.oracles.len(),
+            epoch: self.epoch,
         }
     }
 }
@@ -121,9 +128,13 @@ impl std::fmt::Display for EnvironmentError {
 
 impl std::error::Error for EnvironmentError {}
 
-/// Operator files that govern NullSpecs, as bytes (SPEC §5.4, §6).
+/// Operator files, as bytes (SPEC §5.4, §6).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NullSpecFiles {
+pub struct OperatorFiles {
+    /// `oracle_operator_config.json`: signed per-oracle TTL and calibration.
+    pub oracle_config: Option<Vec<u8>>,
+    /// `epoch_control.json`: the signed, operator-forced kernel epoch.
+    pub epoch_control: Option<Vec<u8>>,
     /// `trusted_oracle_keys.json`: {"keys": {key id: hex public key}}.
     pub trusted_keys: Option<Vec<u8>>,
     /// `nullspec/<hex id>.json` files: (file name, bytes).
@@ -169,11 +180,17 @@ pub fn parse_trusted_keys(bytes: &[u8]) -> Result<BTreeMap<String, [u8; 32]>, En
 impl Environment {
     /// Loads, verifies and activates NullSpec contracts. A contract that fails verification, a
     /// file named after another id, or a mapping to an unknown contract is an error naming it.
-    pub fn with_nullspecs(mut self, files: &NullSpecFiles) -> Result<Self, EnvironmentError> {
+    pub fn with_operator_files(mut self, files: &OperatorFiles) -> Result<Self, EnvironmentError> {
         let trusted = match &files.trusted_keys {
             Some(bytes) => parse_trusted_keys(bytes)?,
             None => BTreeMap::new(),
         };
+        if let Some(bytes) = &files.oracle_config {
+            self.oracles = crate::operator::parse_oracle_config(bytes, &trusted).map_err(EnvironmentError)?;
+        }
+        if let Some(bytes) = &files.epoch_control {
+            self.epoch = crate::operator::parse_epoch_control(bytes, &trusted).map_err(EnvironmentError)?.forced_epoch;
+        }
         for (name, bytes) in &files.contracts {
             let fail = |reason: String| EnvironmentError(format!("nullspec/{name}: {reason}"));
             let contract = NullSpecContract::from_json(bytes).map_err(|e| fail(e.to_string()))?;
@@ -319,7 +336,7 @@ mod tests {
         NullSpecContract::sign(unsigned, &OPERATOR_SEED)
     }
 
-    fn files(contract: &NullSpecContract, trusted: bool) -> NullSpecFiles {
+    fn files(contract: &NullSpecContract, trusted: bool) -> OperatorFiles {
         let kid = key_id_for_seed(&OPERATOR_SEED).to_hex();
         let keys = if trusted {
             format!(r#"{{"keys":{{"{kid}":"{}"}}}}"#, hex::encode(public_key_for_seed(&OPERATOR_SEED)))
@@ -327,7 +344,9 @@ mod tests {
             r#"{"keys":{}}"#.to_string()
         };
         let id = hex::encode(contract.nullspec_id);
-        NullSpecFiles {
+        OperatorFiles {
+            oracle_config: None,
+            epoch_control: None,
             trusted_keys: Some(keys.into_bytes()),
             contracts: vec![(format!("{id}.json"), contract.to_json())],
             active_map: Some(
@@ -343,7 +362,7 @@ mod tests {
     fn an_active_signed_contract_is_used_only_while_it_matches_and_lives() {
         let resolution = [7; 32];
         let contract = signed_contract(resolution, 0);
-        let mut env = Environment::default().with_nullspecs(&files(&contract, true)).unwrap();
+        let mut env = Environment::default().with_operator_files(&files(&contract, true)).unwrap();
         let resolved = env.nullspec_for("accuracy", &holdout(), 4, &resolution).unwrap();
         assert_eq!(resolved.id_hex, hex::encode(contract.nullspec_id));
         assert!(!resolved.development);
@@ -357,11 +376,11 @@ mod tests {
     #[test]
     fn untrusted_or_misnamed_contracts_refuse_to_load() {
         let contract = signed_contract([7; 32], 0);
-        let err = Environment::default().with_nullspecs(&files(&contract, false)).unwrap_err();
+        let err = Environment::default().with_operator_files(&files(&contract, false)).unwrap_err();
         assert!(err.0.starts_with("nullspec/"), "{err}");
         let mut misnamed = files(&contract, true);
         misnamed.contracts[0].0 = "other.json".into();
-        assert!(Environment::default().with_nullspecs(&misnamed).unwrap_err().0.contains("does not match"));
+        assert!(Environment::default().with_operator_files(&misnamed).unwrap_err().0.contains("does not match"));
     }
 
     #[test]

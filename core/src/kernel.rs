@@ -81,6 +81,11 @@ pub enum RecoveryError {
     CheckpointDisagreesWithLog {
         reason: String,
     },
+    /// The operator files set an epoch older than the one the journal already reached.
+    EpochWentBack {
+        files: u64,
+        journal: u64,
+    },
     /// Replaying the journal produced a leaf different from the one on disk.
     LeafMismatch {
         index: u64,
@@ -100,6 +105,10 @@ impl std::fmt::Display for RecoveryError {
             Self::CheckpointDisagreesWithLog { reason } => {
                 write!(f, "state.json disagrees with etl.log: {reason}")
             }
+            Self::EpochWentBack { files, journal } => write!(
+                f,
+                "epoch_control.json sets epoch {files}, but epoch {journal} is already in force; epochs never go back"
+            ),
             Self::LeafMismatch { index } => write!(
                 f,
                 "etl.log leaf {index} differs from the leaf the journal replay produces; refusing to start (corruption or an incompatible kernel version)"
@@ -291,6 +300,9 @@ impl Kernel {
                     seq = entry_seq;
                 }
             }
+        }
+        if config.environment.epoch < environment.epoch {
+            return Err(RecoveryError::EpochWentBack { files: config.environment.epoch, journal: environment.epoch });
         }
         if seq > checkpoint_seq {
             let records = seq - checkpoint_seq;

@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod memdisk;
 pub mod merkle;
 pub mod nullspec;
+pub mod operator;
 pub mod oracle;
 pub mod pool;
 pub mod request;

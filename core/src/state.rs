@@ -220,6 +220,12 @@ impl State {
             Command::RevokeClaim { claim_id, reason } => claims.revoke(&cx, claim_id, reason),
             // The kernel swaps its environment once this is accepted; state itself is unchanged.
             Command::ReloadEnvironment(new) => {
+                if new.epoch < env.epoch {
+                    return Err(KernelError::new(
+                        crate::error::ErrorCode::FailedPrecondition,
+                        format!("epoch_control.json would move the epoch back from {} to {}", env.epoch, new.epoch),
+                    ));
+                }
                 Ok(Applied::reply(Response::EnvironmentReloaded { before: env.counts(), after: new.counts() }))
             }
             Command::SetHoldoutPoolBudgets { holdout_id, scope, k_bits_budget, access_credit_budget } => {

@@ -482,3 +482,53 @@ fn capsules_for_fixed_inputs_are_pinned() {
     }
     insta::assert_snapshot!(pinned);
 }
+
+#[test]
+fn oracle_records_pin_ttl_and_epoch_advances_make_sealed_claims_stale() {
+    use evidenceos_core::keys::key_id_for_seed;
+    use evidenceos_core::operator::OracleRecord;
+    let operator_seed = [5u8; 32];
+    let record = OracleRecord {
+        schema_version: 1,
+        ttl_epochs: 2,
+        calibration_manifest_hash_hex: Some("cd".repeat(32)),
+        calibration_epoch: Some(0),
+        disjointness_attestation: None,
+        nonoverlap_proof_uri: None,
+        updated_at_epoch: 0,
+        key_id: key_id_for_seed(&operator_seed).to_hex(),
+        signature_ed25519: String::new(),
+    }
+    .sign("accuracy", &operator_seed);
+    let mut env = environment();
+    env.oracles.insert("accuracy".into(), record);
+    let mut h = Harness::boot_with(MemDisk::new(), env.clone());
+    let owner = agent();
+    let claim = create(&mut h, &owner, "ttl-pinned", "fast");
+    commit(&mut h, &owner, &claim, &wasm("claim_mod3"), &[]);
+    h.command(&owner, Command::FreezeGates { claim_id: claim.clone() }).unwrap();
+    let pin = h.kernel.state().claims.claims[&hex::encode(&claim)].pin.clone().unwrap();
+    assert_eq!(pin.ttl_epochs, 2, "TTL pinned from the operator record");
+
+    let system = Principal::new("system:reload", Role::Operator);
+    let mut later = env.clone();
+    later.epoch = 3; // 3 - 0 > 2: the pinned TTL has passed.
+    h.command(&system, Command::ReloadEnvironment(Box::new(later.clone()))).unwrap();
+    let stale = h.command(&owner, Command::ExecuteClaimV2 { claim_id: claim.clone() }).unwrap_err();
+    assert_eq!(stale.code, ErrorCode::FailedPrecondition);
+    assert!(stale.message.contains("STALE"), "{}", stale.message);
+    assert_eq!(
+        h.command(&owner, Command::FreezeGates { claim_id: claim.clone() }).unwrap(),
+        Response::ClaimState { state: ClaimState::Sealed },
+        "re-freezing returns it to SEALED"
+    );
+    assert!(matches!(
+        h.command(&owner, Command::ExecuteClaimV2 { claim_id: claim.clone() }),
+        Ok(Response::Executed(_))
+    ));
+
+    let mut earlier = env;
+    earlier.epoch = 1;
+    let back = h.command(&system, Command::ReloadEnvironment(Box::new(earlier))).unwrap_err();
+    assert_eq!(back.code, ErrorCode::FailedPrecondition, "epochs never go back");
+}

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use evidenceos_core::environment::{Environment, NullSpecFiles, Settings};
+use evidenceos_core::environment::{Environment, OperatorFiles, Settings};
 use evidenceos_core::holdout::HoldoutFiles;
 use evidenceos_core::keys::{KeyFile, KeyId, key_file_name, key_id_for_seed};
 use evidenceos_core::{FileId, RecoveryFiles};
@@ -207,8 +207,9 @@ impl DataDir {
         Ok(holdouts)
     }
 
-    /// `trusted_oracle_keys.json`, `nullspec/*.json` and `nullspec/active_map.json` as bytes.
-    pub fn read_nullspec_files(&self) -> Result<NullSpecFiles, DataDirError> {
+    /// `trusted_oracle_keys.json`, `oracle_operator_config.json`, `epoch_control.json`,
+    /// `nullspec/*.json` and `nullspec/active_map.json` as bytes.
+    pub fn read_operator_files(&self) -> Result<OperatorFiles, DataDirError> {
         let dir = self.root.join(NULLSPEC_DIR);
         let mut contracts = Vec::new();
         match fs::read_dir(&dir) {
@@ -226,7 +227,9 @@ impl DataDir {
             Err(source) => return Err(DataDirError::Io { path: dir, source }),
         }
         contracts.sort();
-        Ok(NullSpecFiles {
+        Ok(OperatorFiles {
+            oracle_config: read_optional(&self.root.join("oracle_operator_config.json"))?,
+            epoch_control: read_optional(&self.root.join("epoch_control.json"))?,
             trusted_keys: read_optional(&self.root.join(TRUSTED_KEYS_FILE))?,
             contracts,
             active_map: read_optional(&dir.join("active_map.json"))?,
@@ -236,10 +239,10 @@ impl DataDir {
     /// The validated environment the kernel judges claims with.
     pub fn read_environment(&self, settings: Settings) -> Result<Environment, DataDirError> {
         let holdouts = self.read_holdouts()?;
-        let nullspecs = self.read_nullspec_files()?;
+        let nullspecs = self.read_operator_files()?;
         Environment { settings, ..Environment::default() }
             .with_holdouts(&holdouts)
-            .and_then(|env| env.with_nullspecs(&nullspecs))
+            .and_then(|env| env.with_operator_files(&nullspecs))
             .map_err(|e| DataDirError::Invalid(e.to_string()))
     }
 }

@@ -318,6 +318,10 @@ async fn reload(dir: &std::sync::Arc<DataDir>, kernel: &evidenceos_io_tokio::Ker
             nullspecs_after = after.nullspecs,
             active_nullspecs_before = before.active_nullspecs,
             active_nullspecs_after = after.active_nullspecs,
+            oracles_before = before.oracles,
+            oracles_after = after.oracles,
+            epoch_before = before.epoch,
+            epoch_after = after.epoch,
             "operator files reloaded"
         ),
         Ok(_) => tracing::error!(event = "config_reload_rejected", reason = "unexpected kernel answer"),
