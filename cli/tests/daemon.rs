@@ -241,24 +241,7 @@ async fn sighup_applies_valid_operator_files_and_keeps_the_last_good_ones() {
     let daemon = start(&data, tmp.path());
     let mut client = client(&daemon).await;
     let create = |holdout: &str, name: &str| {
-        let mut request = tonic::Request::new(v2::CreateClaimV2Request {
-            claim_name: name.into(),
-            metadata: Some(v2::ClaimMetadataV2 {
-                lane: "fast".into(),
-                alpha_micros: 50_000,
-                epoch_config_ref: String::new(),
-                output_schema_id: "legacy/v1".into(),
-            }),
-            signals: None,
-            holdout_ref: holdout.into(),
-            epoch_size: 1,
-            oracle_num_symbols: 4,
-            access_credit: 64,
-            oracle_id: String::new(),
-            nullspec_id: String::new(),
-            dp_epsilon_budget: None,
-            dp_delta_budget: None,
-        });
+        let mut request = tonic::Request::new(support::claim_request(name, "fast", holdout));
         request.metadata_mut().insert("x-request-id", name.parse().unwrap());
         request
     };

@@ -69,24 +69,7 @@ async fn drive(client: &mut EvidenceOsClient<Channel>) -> Acked {
     let module = wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/claim_mod3.wat")).unwrap();
     for round in 0..6 {
         let name = format!("claim-{round}");
-        let create = v2::CreateClaimV2Request {
-            claim_name: name.clone(),
-            metadata: Some(v2::ClaimMetadataV2 {
-                lane: "fast".into(),
-                alpha_micros: 50_000,
-                epoch_config_ref: String::new(),
-                output_schema_id: "legacy/v1".into(),
-            }),
-            signals: None,
-            holdout_ref: "demo".into(),
-            epoch_size: 1,
-            oracle_num_symbols: 4,
-            access_credit: 64,
-            oracle_id: String::new(),
-            nullspec_id: String::new(),
-            dp_epsilon_budget: None,
-            dp_delta_budget: None,
-        };
+        let create = support::claim_request(&name, "fast", "demo");
         let Ok(created) = client.create_claim_v2(req(create, AGENT, &format!("c{round}"))).await else { return acked };
         let id = created.into_inner().claim_id;
         let artifacts = vec![v2::Artifact { artifact_hash: sha256(&module).to_vec(), kind: "wasm".into() }];

@@ -34,24 +34,7 @@ fn wasm(name: &str) -> Vec<u8> {
 }
 
 fn v2_request(name: &str) -> v2::CreateClaimV2Request {
-    v2::CreateClaimV2Request {
-        claim_name: name.into(),
-        metadata: Some(v2::ClaimMetadataV2 {
-            lane: "fast".into(),
-            alpha_micros: 50_000,
-            epoch_config_ref: String::new(),
-            output_schema_id: "legacy/v1".into(),
-        }),
-        signals: None,
-        holdout_ref: "demo".into(),
-        epoch_size: 1,
-        oracle_num_symbols: 4,
-        access_credit: 64,
-        oracle_id: String::new(),
-        nullspec_id: String::new(),
-        dp_epsilon_budget: None,
-        dp_delta_budget: None,
-    }
+    support::claim_request(name, "fast", "demo")
 }
 
 fn code<T>(result: Result<tonic::Response<T>, Status>) -> Code {

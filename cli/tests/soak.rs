@@ -48,24 +48,7 @@ async fn client_loop(addr: String, client_no: usize, round: usize, acked: Acked)
     let module = wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/claim_all_zero.wat")).unwrap();
     for n in 0.. {
         let name = format!("r{round}-c{client_no}-n{n}");
-        let create = v2::CreateClaimV2Request {
-            claim_name: name.clone(),
-            metadata: Some(v2::ClaimMetadataV2 {
-                lane: "fast".into(),
-                alpha_micros: 50_000,
-                epoch_config_ref: String::new(),
-                output_schema_id: "legacy/v1".into(),
-            }),
-            signals: None,
-            holdout_ref: "demo".into(),
-            epoch_size: 1,
-            oracle_num_symbols: 4,
-            access_credit: 64,
-            oracle_id: String::new(),
-            nullspec_id: String::new(),
-            dp_epsilon_budget: None,
-            dp_delta_budget: None,
-        };
+        let create = support::claim_request(&name, "fast", "demo");
         let Ok(created) = client.create_claim_v2(req(create, AGENT, &name)).await else { return };
         let id = created.into_inner().claim_id;
         let artifacts = vec![v2::Artifact { artifact_hash: sha256(&module).to_vec(), kind: "wasm".into() }];

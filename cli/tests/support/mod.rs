@@ -102,3 +102,26 @@ pub(crate) fn install_demo_holdout(data_dir: &Path) {
         std::fs::copy(source.join(file), target.join(file)).unwrap();
     }
 }
+
+/// A CreateClaimV2 request with the tests' usual settings: 4 symbols, alpha 0.05, 64 credits,
+/// the legacy single-symbol output schema.
+pub(crate) fn claim_request(name: &str, lane: &str, holdout: &str) -> evidenceos_grpc::v2::CreateClaimV2Request {
+    evidenceos_grpc::v2::CreateClaimV2Request {
+        claim_name: name.into(),
+        metadata: Some(evidenceos_grpc::v2::ClaimMetadataV2 {
+            lane: lane.into(),
+            alpha_micros: 50_000,
+            epoch_config_ref: String::new(),
+            output_schema_id: "legacy/v1".into(),
+        }),
+        signals: None,
+        holdout_ref: holdout.into(),
+        epoch_size: 1,
+        oracle_num_symbols: 4,
+        access_credit: 64,
+        oracle_id: String::new(),
+        nullspec_id: String::new(),
+        dp_epsilon_budget: None,
+        dp_delta_budget: None,
+    }
+}
