@@ -491,11 +491,6 @@ impl Claims {
         Ok(Applied::reply(Response::ClaimState { state: ClaimState::Sealed }))
     }
 
-    /// SealClaim: a COMMITTED claim is frozen and sealed in one step; SEALED stays SEALED.
-    pub fn seal(&mut self, cx: &Context<'_>, claim_id: &[u8]) -> Result<Applied, KernelError> {
-        self.freeze(cx, claim_id)
-    }
-
     /// ExecuteClaimV2: runs the claim's code against the holdout through the oracle, charges the
     /// ledger, decides, and appends the capsule. Also returns the principal credit it used.
     pub fn execute(&mut self, cx: &Context<'_>, claim_id: &[u8]) -> Result<(Applied, u64), KernelError> {
@@ -553,9 +548,10 @@ impl Claims {
                 }
                 // The code saw oracle answers before failing: what it saw is charged (fail
                 // closed), or a failing probe could be retried for free.
-                let claim = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
-                let _ = claim.ledger.charge(charge, charge);
-                self.settle_pools(&claim_key(claim_id), charge);
+                let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+                // Over budget this freezes the ledger, which is the intended outcome here too.
+                let _ = stored.ledger.charge(charge, charge);
+                self.settle_pools(&claim.claim_id_hex, charge);
                 return Ok((Applied { response: Err(refusal), leaves: Vec::new() }, worst_credit));
             }
         };
@@ -585,7 +581,7 @@ impl Claims {
             // execution fails; later ones DEFER.
             let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
             stored.ledger = ledger;
-            self.settle_pools(&claim_key(claim_id), 0.0);
+            self.settle_pools(&claim.claim_id_hex, 0.0);
             let refusal = KernelError::resource_exhausted("charge exceeds the claim's budget; ledger frozen");
             return Ok((
                 Applied { response: Err(refusal), leaves: Vec::new() },
@@ -640,7 +636,7 @@ impl Claims {
         reason_codes.insert(0, decision.wire());
         let reported_e = if decision == Decision::Approve { e_value } else { e_value.min(1.0) };
         self.canaries.insert(key, canary);
-        self.settle_pools(&claim_key(claim_id), charge);
+        self.settle_pools(&claim.claim_id_hex, charge);
         let verdict = Verdict {
             decision,
             reason_codes,
@@ -974,10 +970,6 @@ struct Verdict {
     nullspec_id_hex: String,
     eprocess_kind: String,
     resolution_hash_hex: String,
-}
-
-fn claim_key(claim_id: &[u8]) -> String {
-    hex::encode(claim_id)
 }
 
 fn default_pool() -> Pool {

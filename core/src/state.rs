@@ -198,12 +198,12 @@ impl State {
             Command::CommitArtifacts { claim_id, artifacts, wasm_module } => {
                 claims.commit(&cx, claim_id, artifacts, wasm_module)
             }
-            Command::FreezeGates { claim_id } => claims.freeze(&cx, claim_id),
-            Command::SealClaim { claim_id } => claims.seal(&cx, claim_id),
+            // SealClaim freezes a COMMITTED claim in one step; a SEALED one stays SEALED.
+            Command::FreezeGates { claim_id } | Command::SealClaim { claim_id } => claims.freeze(&cx, claim_id),
             Command::ExecuteClaimV2 { claim_id } => {
                 // Credit is enforced only with a default limit (SPEC §5.3).
                 let account = match policy.default_credit_limit {
-                    Some(_) => Some(self.credits_account(policy, &principal.id)?),
+                    Some(_) => Some(self.account(policy, &principal.id)?),
                     None => None,
                 };
                 let cx = crate::claims::Context { credit_balance: account.as_ref().map(|a| a.balance), ..cx };
@@ -258,10 +258,6 @@ impl State {
     }
 
     /// The account of `principal_id`, opened under `policy` if new (not yet inserted).
-    fn credits_account(&self, policy: &Policy, principal_id: &str) -> Result<CreditAccount, KernelError> {
-        self.account(policy, principal_id)
-    }
-
     fn account(&self, policy: &Policy, principal_id: &str) -> Result<CreditAccount, KernelError> {
         match self.credits.get(principal_id) {
             Some(account) => Ok(account.clone()),

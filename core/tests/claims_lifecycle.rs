@@ -532,3 +532,31 @@ fn oracle_records_pin_ttl_and_epoch_advances_make_sealed_claims_stale() {
     let back = h.command(&system, Command::ReloadEnvironment(Box::new(earlier))).unwrap_err();
     assert_eq!(back.code, ErrorCode::FailedPrecondition, "epochs never go back");
 }
+
+#[test]
+fn code_that_saw_the_oracle_and_then_trapped_is_still_charged() {
+    let mut h = Harness::new();
+    let owner = agent();
+    let probe = wat::parse_str(
+        r#"(module
+          (import "env" "oracle_query" (func $q (param i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "run") (drop (call $q (i32.const 0) (i32.const 64))) unreachable))"#,
+    )
+    .unwrap();
+    let silent = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "run") unreachable))"#).unwrap();
+    for (name, module, charged) in [("probe-then-trap", probe, true), ("trap-first", silent, false)] {
+        let claim = create(&mut h, &owner, name, "fast");
+        commit(&mut h, &owner, &claim, &module, &[]);
+        h.command(&owner, Command::FreezeGates { claim_id: claim.clone() }).unwrap();
+        let before = h.kernel.state().clone();
+        let refused = h.command(&owner, Command::ExecuteClaimV2 { claim_id: claim.clone() }).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::FailedPrecondition, "{name}");
+        let k = h.kernel.state().claims.claims[&hex::encode(&claim)].ledger.k_bits_total;
+        if charged {
+            assert_eq!(k, 4.0, "one oracle call over 4 symbols costs τ·log2(4) = 4 bits");
+        } else {
+            assert_eq!(h.kernel.state(), &before, "a trap before any oracle call changes nothing");
+        }
+    }
+}
