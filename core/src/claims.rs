@@ -91,11 +91,14 @@ pub struct Canary {
     pub e_drift: f64,
     pub last_check_epoch: Option<u64>,
     pub frozen: bool,
+    /// The signed `canary_reset` governance event last applied to this canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reset_event_id: Option<String>,
 }
 
 impl Default for Canary {
     fn default() -> Self {
-        Self { e_drift: 1.0, last_check_epoch: None, frozen: false }
+        Self { e_drift: 1.0, last_check_epoch: None, frozen: false, last_reset_event_id: None }
     }
 }
 
@@ -172,7 +175,8 @@ fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
     }
 }
 
-fn canary_key(claim_name: &str, holdout_ref: &str) -> String {
+/// The key of a canary: one per (claim_name, holdout_ref).
+pub fn canary_key(claim_name: &str, holdout_ref: &str) -> String {
     format!("{claim_name}/{holdout_ref}")
 }
 
@@ -198,6 +202,26 @@ impl Claims {
             totals.frozen_ledgers += u64::from(claim.ledger.frozen);
         }
         totals
+    }
+
+    /// Canary keys whose latest signed reset (`resets`: key → event id) is not applied yet.
+    pub fn pending_canary_resets<'a>(&self, resets: &'a BTreeMap<String, String>) -> Vec<(&'a String, &'a String)> {
+        resets
+            .iter()
+            .filter(|(key, id)| self.canaries.get(*key).and_then(|c| c.last_reset_event_id.as_ref()) != Some(*id))
+            .collect()
+    }
+
+    /// Applies every pending signed reset: drift back to 1, unfrozen, check interval restarted.
+    /// Returns how many canaries were reset.
+    pub fn apply_canary_resets(&mut self, resets: &BTreeMap<String, String>) -> usize {
+        let pending: Vec<(String, String)> =
+            self.pending_canary_resets(resets).into_iter().map(|(k, id)| (k.clone(), id.clone())).collect();
+        for (key, event_id) in &pending {
+            self.canaries
+                .insert(key.clone(), Canary { last_reset_event_id: Some(event_id.clone()), ..Canary::default() });
+        }
+        pending.len()
     }
 
     fn claim(&self, claim_id: &[u8]) -> Result<&Claim, KernelError> {

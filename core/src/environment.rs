@@ -52,6 +52,10 @@ pub struct Environment {
     /// Verified oracle operator records by oracle id.
     #[serde(default)]
     pub oracles: BTreeMap<String, crate::operator::OracleRecord>,
+    /// Latest verified `canary_reset` governance event id per canary key; applied to canary
+    /// state when this environment is loaded (a journaled reload).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub canary_resets: BTreeMap<String, String>,
 }
 
 /// JSON maps need string keys: the active map travels as a list of triples.
@@ -93,6 +97,8 @@ pub struct EnvironmentCounts {
     pub active_nullspecs: usize,
     pub oracles: usize,
     pub epoch: u64,
+    /// Canaries with a signed reset in the governance log.
+    pub canary_resets: usize,
 }
 
 impl Environment {
@@ -103,6 +109,7 @@ impl Environment {
             active_nullspecs: self.active_nullspecs.len(),
             oracles: self.oracles.len(),
             epoch: self.epoch,
+            canary_resets: self.canary_resets.len(),
         }
     }
 }
@@ -141,6 +148,8 @@ pub struct OperatorFiles {
     pub contracts: Vec<(String, Vec<u8>)>,
     /// `nullspec/active_map.json`: {"mappings": [{oracle_id, holdout_handle, nullspec_id_hex}]}.
     pub active_map: Option<Vec<u8>>,
+    /// `etl_governance_events.log`: signed governance events, one per line.
+    pub governance_log: Option<Vec<u8>>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -200,6 +209,13 @@ impl Environment {
                 return Err(fail(format!("file name does not match the contract id {id_hex}")));
             }
             self.nullspecs.insert(id_hex, contract);
+        }
+        if let Some(bytes) = &files.governance_log {
+            // Every event must verify, not only the resets applied here: a log an auditor would
+            // reject is not a log the daemon acts on.
+            let log = crate::governance::GovernanceLog::parse(bytes).map_err(|e| EnvironmentError(e.to_string()))?;
+            log.verify(&trusted).map_err(|e| EnvironmentError(e.to_string()))?;
+            self.canary_resets = log.canary_resets();
         }
         if let Some(bytes) = &files.active_map {
             let map: ActiveMapFile = serde_json::from_slice(bytes)
@@ -349,6 +365,7 @@ mod tests {
             epoch_control: None,
             trusted_keys: Some(keys.into_bytes()),
             contracts: vec![(format!("{id}.json"), contract.to_json())],
+            governance_log: None,
             active_map: Some(
                 format!(
                     r#"{{"mappings":[{{"oracle_id":"accuracy","holdout_handle":"demo","nullspec_id_hex":"{id}"}}]}}"#

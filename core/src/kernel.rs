@@ -51,7 +51,7 @@ impl Default for KernelConfig {
 impl KernelConfig {
     /// The largest damaged tail recovery may treat as a torn write: one batch, or one
     /// checkpoint-sized batch, plus a record's framing.
-    fn max_torn_tail(&self) -> usize {
+    pub fn max_torn_tail(&self) -> usize {
         self.max_batch_bytes.max(frame::MAX_PAYLOAD_BYTES) * 2 + frame::FRAME_OVERHEAD
     }
 }
@@ -437,6 +437,11 @@ impl Kernel {
     /// The state as of the last admitted command (read-only; for inspection and tests).
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The environment later commands are judged under.
+    pub fn environment(&self) -> &crate::environment::Environment {
+        &self.config.environment
     }
 
     fn answer(&mut self, principal: &Principal, query: Query) -> Result<Response, KernelError> {

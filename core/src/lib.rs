@@ -13,6 +13,7 @@ pub mod error;
 pub mod etl;
 pub mod evalue;
 pub mod frame;
+pub mod governance;
 pub mod guest;
 pub mod hash;
 pub mod hexbytes;

@@ -218,7 +218,8 @@ impl State {
                 claims.execute_client_decided(&cx, claim_id, *decision, reason_codes, canonical_output)
             }
             Command::RevokeClaim { claim_id, reason } => claims.revoke(&cx, claim_id, reason),
-            // The kernel swaps its environment once this is accepted; state itself is unchanged.
+            // The kernel swaps its environment once this is accepted; the only state it changes
+            // is canaries reset by signed governance events the new environment carries.
             Command::ReloadEnvironment(new) => {
                 if new.epoch < env.epoch {
                     return Err(KernelError::new(
@@ -226,6 +227,7 @@ impl State {
                         format!("epoch_control.json would move the epoch back from {} to {}", env.epoch, new.epoch),
                     ));
                 }
+                claims.apply_canary_resets(&new.canary_resets);
                 Ok(Applied::reply(Response::EnvironmentReloaded { before: env.counts(), after: new.counts() }))
             }
             Command::SetHoldoutPoolBudgets { holdout_id, scope, k_bits_budget, access_credit_budget } => {

@@ -560,3 +560,39 @@ fn code_that_saw_the_oracle_and_then_trapped_is_still_charged() {
         }
     }
 }
+
+#[test]
+fn a_signed_canary_reset_is_applied_by_a_journaled_reload_and_survives_replay() {
+    let mut h = Harness::new();
+    let owner = agent();
+    let first = create(&mut h, &owner, "mod3-hypothesis", "fast");
+    commit(&mut h, &owner, &first, &wasm("claim_mod3"), &[]);
+    assert_eq!(run_to_capsule(&mut h, &owner, &first).state, ClaimState::Certified);
+    let key = "mod3-hypothesis/demo".to_string();
+    assert!(h.kernel.state().claims.canaries[&key].frozen, "e ≈ 1e8 trips the barrier of 1000");
+
+    // The environment carries the latest verified reset per canary (read from the governance
+    // log by the runtime); loading it resets the canary, once.
+    let mut reset = environment();
+    reset.canary_resets.insert(key.clone(), "ab".repeat(32));
+    let system = Principal::new("system:reload", Role::Operator);
+    h.command(&system, Command::ReloadEnvironment(Box::new(reset.clone()))).unwrap();
+    let canary = h.kernel.state().claims.canaries[&key].clone();
+    assert!(!canary.frozen && canary.e_drift == 1.0);
+    assert_eq!(canary.last_reset_event_id.as_deref(), Some("ab".repeat(32).as_str()));
+    assert!(h.kernel.state().claims.pending_canary_resets(&reset.canary_resets).is_empty());
+
+    // Certification resumes under that claim name.
+    let again = create_with_signal(&mut h, &owner, "mod3-hypothesis", "fast", 9);
+    commit(&mut h, &owner, &again, &wasm("claim_mod3"), &[]);
+    let resumed = run_to_capsule(&mut h, &owner, &again);
+    assert_eq!((resumed.state, resumed.decision), (ClaimState::Certified, Decision::Approve));
+    assert!(h.kernel.state().claims.canaries[&key].frozen, "and the strong evidence trips it again");
+
+    // Reloading the same reset does not reset again; replay after a crash gives the same state.
+    h.command(&system, Command::ReloadEnvironment(Box::new(reset))).unwrap();
+    assert!(h.kernel.state().claims.canaries[&key].frozen);
+    let state = h.kernel.state().clone();
+    let h = h.restart();
+    assert_eq!(h.kernel.state(), &state);
+}

@@ -87,7 +87,8 @@ impl SigningKeyStatus {
 #[derive(Debug)]
 pub struct DataDir {
     root: PathBuf,
-    _lock: File,
+    /// `None` for a read-only view ([`DataDir::open_read_only`]), which never writes.
+    lock: Option<File>,
 }
 
 impl DataDir {
@@ -109,7 +110,24 @@ impl DataDir {
                 return Err(DataDirError::Io { path: lock_path, source });
             }
         }
-        Ok(Self { root, _lock: lock })
+        Ok(Self { root, lock: Some(lock) })
+    }
+
+    /// A read-only view of an existing data directory, for offline tools (audit, status) that
+    /// must work while a daemon holds the lock. It takes no lock and creates nothing; a
+    /// [`crate::FileExecutor`] refuses it.
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Result<Self, DataDirError> {
+        let root = root.into();
+        let metadata = fs::metadata(&root).map_err(io_error(&root))?;
+        if !metadata.is_dir() {
+            return Err(DataDirError::Invalid(format!("{} is not a directory", root.display())));
+        }
+        Ok(Self { root, lock: None })
+    }
+
+    /// True when this process holds the data directory's writer lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     pub fn root(&self) -> &Path {
@@ -233,6 +251,7 @@ impl DataDir {
             trusted_keys: read_optional(&self.root.join(TRUSTED_KEYS_FILE))?,
             contracts,
             active_map: read_optional(&dir.join("active_map.json"))?,
+            governance_log: read_optional(&self.root.join(evidenceos_core::governance::LOG_FILE))?,
         })
     }
 
@@ -261,7 +280,7 @@ fn read_or_empty(path: &Path) -> Result<Vec<u8>, DataDirError> {
 
 /// Durable atomic replace: write a temporary file, fsync it, rename over the target, fsync the
 /// directory. Only one process writes a data directory (the lock), so one temp name suffices.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     let tmp = temp_path(path);
     let mut file =
         OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_error(&tmp))?;
@@ -278,7 +297,7 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-pub(crate) fn sync_parent(path: &Path) -> Result<(), DataDirError> {
+pub fn sync_parent(path: &Path) -> Result<(), DataDirError> {
     let parent = path.parent().expect("a file inside a directory");
     File::open(parent).and_then(|dir| dir.sync_all()).map_err(io_error(parent))
 }

@@ -31,6 +31,12 @@ fn open_log(path: &PathBuf) -> std::io::Result<File> {
 
 impl FileExecutor {
     pub fn new(dir: &DataDir) -> Result<Self, DataDirError> {
+        if !dir.is_locked() {
+            return Err(DataDirError::Invalid(format!(
+                "{} was opened read-only; only the lock holder writes kernel files",
+                dir.root().display()
+            )));
+        }
         let etl_path = dir.path_of(FileId::Etl);
         let journal_path = dir.path_of(FileId::Journal);
         let open = |path: &PathBuf| open_log(path).map_err(|source| DataDirError::Io { path: path.clone(), source });
@@ -104,6 +110,30 @@ pub fn drive(kernel: &mut Kernel, executor: &mut FileExecutor, now: Timestamp) -
         }
     }
     rest
+}
+
+/// Applies signed canary resets that reached the governance log while no daemon was running:
+/// the loaded environment is journaled once more (a reload), which is what applies them. Call
+/// after recovery, before serving. Returns how many canaries were reset.
+pub fn apply_pending_governance(kernel: &mut Kernel, executor: &mut FileExecutor) -> Result<usize, String> {
+    let environment = kernel.environment().clone();
+    let pending = kernel.state().claims.pending_canary_resets(&environment.canary_resets).len();
+    if pending == 0 {
+        return Ok(0);
+    }
+    let principal = evidenceos_core::Principal::new("system:startup", evidenceos_core::Role::Operator);
+    let request = evidenceos_core::Request::Command(evidenceos_core::Command::ReloadEnvironment(Box::new(environment)));
+    let id = evidenceos_core::RequestId(0);
+    kernel.handle(now(), evidenceos_core::Input::Request { id, principal, request });
+    for output in drive(kernel, executor, now()) {
+        match output {
+            Output::Reply(reply, Ok(_)) if reply == id => return Ok(pending),
+            Output::Reply(reply, Err(error)) if reply == id => return Err(error.message),
+            Output::Event(event) => crate::log_event(&event),
+            _ => {}
+        }
+    }
+    Err("the kernel did not answer the start-up reload (storage failure?)".into())
 }
 
 #[cfg(test)]

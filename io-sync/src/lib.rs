@@ -1,5 +1,6 @@
-//! Blocking IO for the EvidenceOS kernel: the data directory (one writer, keys, loading) and an
-//! executor that carries out kernel effects with plain `std::fs` calls, one at a time.
+//! Blocking IO for the EvidenceOS kernel: the data directory (one writer, keys, loading), an
+//! executor that carries out kernel effects with plain `std::fs` calls, one at a time, and the
+//! operator store that governance tooling writes through.
 #![forbid(unsafe_code)]
 
 mod data_dir;
@@ -7,9 +8,11 @@ mod events;
 mod executor;
 #[cfg(feature = "crash-test-failpoints")]
 mod failpoint;
+mod operator_store;
 #[cfg(feature = "crash-test-failpoints")]
 pub use failpoint::arm as arm_failpoints;
 
-pub use data_dir::{DataDir, DataDirError, SigningKeyStatus};
+pub use data_dir::{DataDir, DataDirError, SigningKeyStatus, sync_parent, write_atomically};
 pub use events::log_event;
-pub use executor::{FileExecutor, drive, now};
+pub use executor::{FileExecutor, apply_pending_governance, drive, now};
+pub use operator_store::{OperatorStore, read_log as read_governance_log};

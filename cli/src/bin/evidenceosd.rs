@@ -266,6 +266,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
     if kernel.is_failed() || kernel.is_recovering() {
         return Err("could not make the recovered data directory durable (see storage_failed above)".into());
     }
+    let resets = evidenceos_io_sync::apply_pending_governance(&mut kernel, &mut executor)
+        .map_err(|e| format!("applying signed canary resets from the governance log failed: {e}"))?;
+    if resets > 0 {
+        tracing::info!(event = "canary_reset_applied", canaries = resets, "applied signed canary resets at start-up");
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(serve(args, security, kernel, executor, std::sync::Arc::new(dir)))
@@ -322,6 +327,8 @@ async fn reload(dir: &std::sync::Arc<DataDir>, kernel: &evidenceos_io_tokio::Ker
             oracles_after = after.oracles,
             epoch_before = before.epoch,
             epoch_after = after.epoch,
+            canary_resets_before = before.canary_resets,
+            canary_resets_after = after.canary_resets,
             "operator files reloaded"
         ),
         Ok(_) => tracing::error!(event = "config_reload_rejected", reason = "unexpected kernel answer"),
