@@ -4,12 +4,19 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Client for the EvidenceOS daemon: run claims and verify their capsules.
+use super::operator_args::{
+    AuditArgs, CanaryCommand, EpochCommand, GovernanceCommand, KeysCommand, NullspecCommand, OracleCommand,
+};
+
+/// Client and operator tool for the EvidenceOS daemon.
 ///
-/// Talks gRPC (package evidenceos.v2) to a running evidenceosd. Progress and errors go to stderr;
-/// results go to stdout, as aligned `key: value` lines or, with --json, as one JSON object.
-/// Exit status: 0 when the command did its job, 1 when an RPC or a verification failed, 2 for a
-/// command-line error.
+/// `claim` and `capsule` talk gRPC (package evidenceos.v2) to a running evidenceosd; their results
+/// go to stdout as aligned `key: value` lines or, with --json, as one JSON object. The operator
+/// commands (keys, nullspec, oracle, epoch, canary, governance, audit) work on the daemon's data
+/// directory, running or not, print JSON, and every change they make is signed and recorded in
+/// etl_governance_events.log; the daemon applies changes at its next SIGHUP. Progress and errors
+/// go to stderr. Exit status: 0 when the command did its job, 1 when it failed (one line on stderr
+/// says why), 2 for a command-line error.
 #[derive(Debug, Parser)]
 #[command(name = "evidenceosctl", version, about, long_about)]
 pub(crate) struct Cli {
@@ -88,6 +95,39 @@ pub(crate) enum Command {
     /// Fetch claim capsules and verify them against the transparency log.
     #[command(subcommand)]
     Capsule(CapsuleCommand),
+
+    /// ETL signing keys and operator keys: generate, list, activate (at restart).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
+    /// NullSpec contracts: create (sign), install, activate, list, show.
+    #[command(subcommand)]
+    Nullspec(NullspecCommand),
+
+    /// Oracle operator records: list, show, set-ttl, rotate-calibration.
+    #[command(subcommand)]
+    Oracle(OracleCommand),
+
+    /// The kernel epoch: advance (signed), show.
+    #[command(subcommand)]
+    Epoch(EpochCommand),
+
+    /// Drift canaries: status, sign-reset, reset (signed governance event).
+    #[command(subcommand)]
+    Canary(CanaryCommand),
+
+    /// The governance event log: list, show, verify.
+    #[command(subcommand)]
+    Governance(GovernanceCommand),
+
+    Audit(AuditArgs),
+}
+
+impl Command {
+    /// Operator commands work on a data directory and never connect to the daemon.
+    pub(crate) fn is_offline(&self) -> bool {
+        !matches!(self, Self::Claim(_) | Self::Capsule(_))
+    }
 }
 
 #[derive(Debug, Subcommand)]
