@@ -435,37 +435,13 @@ fn bad_input_is_refused_with_one_line_and_no_file_changed() {
     ok(&[&["oracle", "set-ttl", "--data-dir", d, "--oracle-id", "default", "--ttl-epochs", "2"][..], &signer].concat());
     ok(&[&["epoch", "advance", "--data-dir", d, "--to", "5"][..], &signer].concat());
     let resolution = "ab".repeat(32);
-    let create =
-        |out: &Path, epoch: &str, ttl: &str| {
-            ok(&[
-                &[
-                    "nullspec",
-                    "create",
-                    "--oracle-id",
-                    "default",
-                    "--holdout",
-                    "demo",
-                    "--resolution-hash",
-                    &resolution,
-                ][..],
-                &[
-                    "--p0",
-                    "0.25,0.25,0.25,0.25",
-                    "--alt",
-                    "0.1,0.1,0.1,0.7",
-                    "--ttl-epochs",
-                    ttl,
-                    "--epoch-created",
-                    epoch,
-                ],
-                &["--out", path(out)],
-                &signer,
-            ]
-            .concat())["nullspec_id_hex"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
+    let nullspec_create = ["nullspec", "create", "--oracle-id", "default", "--holdout", "demo"];
+    let nullspec_create = [&nullspec_create[..], &["--resolution-hash", &resolution]].concat();
+    let uniform = ["--p0", "0.25,0.25,0.25,0.25", "--alt", "0.1,0.1,0.1,0.7"];
+    let create = |out: &Path, epoch: &str, ttl: &str| {
+        let args = [&nullspec_create[..], &uniform, &["--ttl-epochs", ttl, "--epoch-created", epoch]].concat();
+        ok(&[&args[..], &["--out", path(out)], &signer].concat())["nullspec_id_hex"].as_str().unwrap().to_string()
+    };
     let expired_contract = tmp.path().join("expired.json");
     let expired_id = create(&expired_contract, "0", "1");
     ok(&[&["nullspec", "install", "--data-dir", d, "--contract", path(&expired_contract)][..], &signer].concat());
@@ -524,18 +500,7 @@ fn bad_input_is_refused_with_one_line_and_no_file_changed() {
     );
     let buckets = tmp.path().join("bad-buckets.json");
     std::fs::write(&buckets, r#"{"counts":[1]}"#).unwrap();
-    let bad_create = [
-        "nullspec",
-        "create",
-        "--oracle-id",
-        "default",
-        "--holdout",
-        "demo",
-        "--resolution-hash",
-        &resolution,
-        "--ttl-epochs",
-        "1",
-    ];
+    let bad_create = [&nullspec_create[..], &["--ttl-epochs", "1"]].concat();
     refused(
         &[&bad_create[..], &["--from-calibration-buckets", path(&buckets), "--alpha", "0.5"], &signer].concat(),
         "need 2..=4096 bucket counts",

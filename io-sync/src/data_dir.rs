@@ -96,20 +96,7 @@ impl DataDir {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io_error(&root))?;
         let lock_path = root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(DataDirError::Locked(lock_path)),
-            Err(TryLockError::Error(source)) => {
-                return Err(DataDirError::Io { path: lock_path, source });
-            }
-        }
+        let lock = try_lock_exclusive(&lock_path)?.ok_or(DataDirError::Locked(lock_path))?;
         Ok(Self { root, lock: Some(lock) })
     }
 
@@ -263,6 +250,18 @@ impl DataDir {
             .with_holdouts(&holdouts)
             .and_then(|env| env.with_operator_files(&nullspecs))
             .map_err(|e| DataDirError::Invalid(e.to_string()))
+    }
+}
+
+/// Takes an advisory exclusive `flock` on `path` (created 0600 if absent) without waiting:
+/// `None` when another process holds it. The OS releases it when the process exits.
+pub(crate) fn try_lock_exclusive(path: &Path) -> Result<Option<File>, DataDirError> {
+    let file =
+        OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path).map_err(io_error(path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(source)) => Err(DataDirError::Io { path: path.to_path_buf(), source }),
     }
 }
 

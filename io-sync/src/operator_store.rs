@@ -2,14 +2,14 @@
 //! replacement of operator files and durable appends to the governance event log. Writers take
 //! `governance.lock` (not the daemon's `kernel.lock`), so two operators never interleave.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use evidenceos_core::governance::{GovernanceEvent, GovernanceLog, LOG_FILE};
 
-use crate::data_dir::{DataDirError, sync_parent, write_atomically};
+use crate::data_dir::{DataDirError, sync_parent, try_lock_exclusive, write_atomically};
 
 const LOCK_FILE: &str = "governance.lock";
 
@@ -36,20 +36,12 @@ impl OperatorStore {
             )));
         }
         let lock_path = root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => Ok(Self { root, _lock: lock }),
-            Err(TryLockError::WouldBlock) => Err(DataDirError::Invalid(format!(
+        match try_lock_exclusive(&lock_path)? {
+            Some(lock) => Ok(Self { root, _lock: lock }),
+            None => Err(DataDirError::Invalid(format!(
                 "{} is held by another evidenceosctl changing this data directory; retry when it is done",
                 lock_path.display()
             ))),
-            Err(TryLockError::Error(source)) => Err(DataDirError::Io { path: lock_path, source }),
         }
     }
 
