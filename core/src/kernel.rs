@@ -772,13 +772,13 @@ impl Kernel {
     /// State as of the last admitted command. Callers ensure that equals the durable journal.
     fn snapshot(&self) -> Snapshot {
         let tree_size = self.etl.len();
-        let checkpoint = Checkpoint {
-            format: crate::state::CHECKPOINT_FORMAT.to_string(),
-            kernel_version: crate::KERNEL_VERSION.to_string(),
+        let checkpoint = crate::state::CheckpointRef {
+            format: crate::state::CHECKPOINT_FORMAT,
+            kernel_version: crate::KERNEL_VERSION,
             journal_seq: self.last_seq,
             tree_size,
             root_hash_hex: hex::encode(self.etl.root_at(tree_size).expect("whole tree")),
-            state: self.state.clone(),
+            state: &self.state,
         };
         let bytes = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
         Snapshot { journal_seq: self.last_seq, tree_size, bytes }
