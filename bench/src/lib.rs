@@ -202,10 +202,10 @@ fn load_module(args: &Args) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Writes `label: started/completed/failed, rate` to `out` every [`PROGRESS_EVERY`] until dropped.
+/// Writes `label: completed/total, failed, rate` to `out` every [`PROGRESS_EVERY`] until aborted.
 fn spawn_progress(
     label: &'static str,
-    total: u64,
+    total: Option<u64>,
     progress: Arc<Progress>,
     out: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> tokio::task::JoinHandle<()> {
@@ -216,8 +216,9 @@ fn spawn_progress(
             ticker.tick().await;
             let done = progress.completed.load(Ordering::Relaxed);
             let failed = progress.failed.load(Ordering::Relaxed);
+            let of_total = total.map(|total| format!("/{total}")).unwrap_or_default();
             out(&format!(
-                "{label}: {done}/{total} lifecycles, {failed} failed, {:.0}/s, {:.0} s",
+                "{label}: {done}{of_total} lifecycles, {failed} failed, {:.0}/s, {:.0} s",
                 per_sec(done, started.elapsed()),
                 started.elapsed().as_secs_f64()
             ));
@@ -237,15 +238,23 @@ pub async fn run(args: &Args, progress: Arc<dyn Fn(&str) + Send + Sync>) -> Resu
     if let Some(target) = args.pregrow_leaves {
         let before = probe.tree_size().await.map_err(tree_size)?;
         let counters = Arc::new(Progress::default());
-        let ticker = spawn_progress("pregrow", target.saturating_sub(before), counters.clone(), progress.clone());
+        // The number of lifecycles is not known up front: progress shows lifecycles done.
+        let ticker = spawn_progress("pregrow", None, counters.clone(), progress.clone());
         let (mut size, mut lifecycles, mut errors, mut elapsed) = (before, 0, 0, Duration::ZERO);
         // Leaves per lifecycle depend on the server (a capsule, sometimes an incident): measure
         // them on a first chunk, then size the rest.
         let mut chunk = target.saturating_sub(size).min(u64::from(args.concurrency) * 4);
         while size < target {
-            let (tally, took) =
-                workload::run_lifecycles(&settings, plan.clone(), "grow", chunk, args.concurrency, counters.clone())
-                    .await?;
+            let (tally, took) = workload::run_lifecycles(
+                &settings,
+                plan.clone(),
+                "grow",
+                lifecycles,
+                chunk,
+                args.concurrency,
+                counters.clone(),
+            )
+            .await?;
             let grown = probe.tree_size().await.map_err(tree_size)?;
             lifecycles += chunk;
             errors += tally.error_total();
@@ -282,9 +291,9 @@ pub async fn run(args: &Args, progress: Arc<dyn Fn(&str) + Send + Sync>) -> Resu
 
     let before = probe.tree_size().await.map_err(tree_size)?;
     let counters = Arc::new(Progress::default());
-    let ticker = spawn_progress("measure", args.lifecycles, counters.clone(), progress);
+    let ticker = spawn_progress("measure", Some(args.lifecycles), counters.clone(), progress);
     let result =
-        workload::run_lifecycles(&settings, plan, "measure", args.lifecycles, args.concurrency, counters).await;
+        workload::run_lifecycles(&settings, plan, "measure", 0, args.lifecycles, args.concurrency, counters).await;
     ticker.abort();
     let (tally, elapsed) = result?;
     let after = probe.tree_size().await.map_err(tree_size)?;

@@ -81,7 +81,6 @@ impl Tally {
 /// Live counters the progress reporter reads.
 #[derive(Debug, Default)]
 pub struct Progress {
-    pub started: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -94,11 +93,13 @@ pub fn state_name(state: i32) -> String {
     }
 }
 
-/// Runs `count` lifecycles with `concurrency` clients, each on its own connection.
+/// Runs `count` lifecycles, numbered from `first` (claim names must not repeat within a phase),
+/// with `concurrency` clients, each on its own connection.
 pub async fn run_lifecycles(
     settings: &ConnectionSettings,
     plan: Arc<Plan>,
     phase: &'static str,
+    first: u64,
     count: u64,
     concurrency: u32,
     progress: Arc<Progress>,
@@ -113,7 +114,9 @@ pub async fn run_lifecycles(
     let mut workers = Vec::new();
     for connection in connections {
         let (plan, next, progress) = (plan.clone(), next.clone(), progress.clone());
-        workers.push(tokio::spawn(async move { client_loop(connection, &plan, phase, count, &next, &progress).await }));
+        workers.push(tokio::spawn(async move {
+            client_loop(connection, &plan, phase, first, count, &next, &progress).await
+        }));
     }
     let mut tally = Tally::default();
     for worker in workers {
@@ -126,6 +129,7 @@ async fn client_loop(
     mut connection: Connection,
     plan: &Plan,
     phase: &str,
+    first: u64,
     count: u64,
     next: &AtomicU64,
     progress: &Progress,
@@ -136,8 +140,7 @@ async fn client_loop(
         if n >= count {
             return tally;
         }
-        progress.started.fetch_add(1, Ordering::Relaxed);
-        match lifecycle(&mut connection, plan, &plan.claim_name(phase, n), &mut tally).await {
+        match lifecycle(&mut connection, plan, &plan.claim_name(phase, first + n), &mut tally).await {
             Ok(state) => {
                 tally.completed += 1;
                 *tally.outcomes.entry(state_name(state)).or_default() += 1;

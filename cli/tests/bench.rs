@@ -37,7 +37,7 @@ async fn bench_runs_complete_lifecycles_and_its_json_line_adds_up() {
         "--concurrency",
         "3",
         "--pregrow-leaves",
-        "4",
+        "30",
         "--measure-fdatasync",
         data_dir.to_str().unwrap(),
         "--fdatasync-samples",
@@ -62,10 +62,13 @@ async fn bench_runs_complete_lifecycles_and_its_json_line_adds_up() {
     assert_eq!(json["mutating_rpcs"], 60);
     // Each new claim name has its own canary, which a first certification trips: every
     // lifecycle appends an incident leaf and its capsule.
-    assert_eq!(json["pregrow"]["lifecycles"], 4, "the first chunk already reaches 4 leaves");
-    assert_eq!(json["pregrow"]["tree_size_after"], 8);
-    assert_eq!(json["tree_size_before"], 8);
-    assert_eq!(json["tree_size_after"], 8 + 2 * 12);
+    // Pre-growth runs a first chunk of 4 lifecycles per client (24 leaves), then sizes the rest
+    // from the growth it saw (3 more); claim names never repeat across chunks.
+    assert_eq!(json["pregrow"]["lifecycles"], 15);
+    assert_eq!(json["pregrow"]["errors"], 0);
+    assert_eq!(json["pregrow"]["tree_size_after"], 30);
+    assert_eq!(json["tree_size_before"], 30);
+    assert_eq!(json["tree_size_after"], 30 + 2 * 12);
     assert_eq!(json["fdatasync"]["count"], 5);
     assert!(json["lifecycles_per_s"].as_f64().unwrap() > 0.0);
     daemon.stop();
