@@ -202,14 +202,24 @@ fn load_module(args: &Args) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Writes `label: completed/total, failed, rate` to `out` every [`PROGRESS_EVERY`] until aborted.
+/// Stops its progress task when dropped, on every return path.
+struct Ticker(tokio::task::JoinHandle<()>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes `label: completed/total, failed, rate` to `out` every [`PROGRESS_EVERY`] while the
+/// returned [`Ticker`] lives.
 fn spawn_progress(
     label: &'static str,
     total: Option<u64>,
     progress: Arc<Progress>,
     out: Arc<dyn Fn(&str) + Send + Sync>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Ticker {
+    Ticker(tokio::spawn(async move {
         let started = Instant::now();
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
         loop {
@@ -223,7 +233,7 @@ fn spawn_progress(
                 started.elapsed().as_secs_f64()
             ));
         }
-    })
+    }))
 }
 
 /// Connects, optionally grows the log and probes fdatasync, runs the measured lifecycles, and
@@ -260,7 +270,6 @@ pub async fn run(args: &Args, progress: Arc<dyn Fn(&str) + Send + Sync>) -> Resu
             errors += tally.error_total();
             elapsed += took;
             if grown <= size {
-                ticker.abort();
                 return Err(format!(
                     "pregrow: the log did not grow ({} errors; first: {:?})",
                     errors, tally.error_examples
@@ -270,7 +279,7 @@ pub async fn run(args: &Args, progress: Arc<dyn Fn(&str) + Send + Sync>) -> Resu
             size = grown;
             chunk = target.saturating_sub(size).div_ceil(per_lifecycle);
         }
-        ticker.abort();
+        drop(ticker);
         pregrow = Some(Pregrow {
             leaves_requested: target,
             tree_size_before: before,
@@ -294,7 +303,7 @@ pub async fn run(args: &Args, progress: Arc<dyn Fn(&str) + Send + Sync>) -> Resu
     let ticker = spawn_progress("measure", Some(args.lifecycles), counters.clone(), progress);
     let result =
         workload::run_lifecycles(&settings, plan, "measure", 0, args.lifecycles, args.concurrency, counters).await;
-    ticker.abort();
+    drop(ticker);
     let (tally, elapsed) = result?;
     let after = probe.tree_size().await.map_err(tree_size)?;
 
