@@ -189,3 +189,33 @@ fn insecure_or_inconsistent_configurations_refuse_to_start() {
         assert!(stderr.contains(expected), "{flags:?}: expected {expected:?} in:\n{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_drives_lifecycles_over_mtls() {
+    use clap::Parser;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    support::install_demo_holdout(&tmp.path().join("data"));
+    let daemon = start(tmp.path(), &pki.mtls_flags());
+    std::fs::write(pki.path("server-ca.pem"), &pki.server_ca.pem).unwrap();
+    let (cert, key, _) = pki.client_ca.issue(&["bench-client"]);
+    std::fs::write(pki.path("client.pem"), cert).unwrap();
+    std::fs::write(pki.path("client.key"), key).unwrap();
+    let endpoint = https(&daemon);
+    let mut argv = vec!["evidenceos-bench", "--endpoint", &endpoint, "--lifecycles", "3", "--concurrency", "2"];
+    let (ca, client_cert, client_key) = (pki.path("server-ca.pem"), pki.path("client.pem"), pki.path("client.key"));
+    argv.extend(["--ca-cert", &ca, "--client-cert", &client_cert, "--client-key", &client_key]);
+    let args = evidenceos_bench::Args::parse_from(&argv);
+    let run = evidenceos_bench::run(&args, std::sync::Arc::new(|_: &str| {}));
+    let report = tokio::time::timeout(std::time::Duration::from_secs(30), run).await.expect("bounded").unwrap();
+    let json = report.to_json();
+    assert_eq!((json["lifecycles_completed"].as_u64(), json["lifecycles_failed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(json["outcomes"]["CERTIFIED"], 3, "{}", report.to_text());
+
+    // Without a client certificate the handshake is refused: no lifecycle runs.
+    let argv = ["evidenceos-bench", "--endpoint", &endpoint, "--lifecycles", "1", "--ca-cert", &ca];
+    let args = evidenceos_bench::Args::parse_from(argv);
+    let refused = evidenceos_bench::run(&args, std::sync::Arc::new(|_: &str| {}));
+    assert!(tokio::time::timeout(std::time::Duration::from_secs(30), refused).await.expect("bounded").is_err());
+    drop(daemon);
+}

@@ -22,7 +22,8 @@ pub struct KernelConfig {
     pub policy: Policy,
     /// Holdouts, NullSpecs and kernel settings the claims are judged with.
     pub environment: crate::environment::Environment,
-    /// Write a checkpoint after this many journal records.
+    /// Write a checkpoint after this many journal records (and once the journal since the last
+    /// checkpoint reaches 1/[`CHECKPOINT_JOURNAL_FRACTION`] of that checkpoint's size).
     pub checkpoint_every: u64,
     /// Write a checkpoint after this long without one while records are uncovered.
     pub checkpoint_idle_ms: u64,
@@ -47,6 +48,13 @@ impl Default for KernelConfig {
         }
     }
 }
+
+/// A periodic checkpoint also waits until the journal written since the last one is at least
+/// this fraction of that checkpoint's size. Rewriting the state then costs at most this many
+/// journal bytes' worth of writing per journal byte, however large the state grows (a fixed
+/// record interval would make each command's share grow with the state), and replay stays
+/// bounded by a fraction of the checkpoint that recovery reads anyway.
+pub const CHECKPOINT_JOURNAL_FRACTION: u64 = 8;
 
 impl KernelConfig {
     /// The largest damaged tail recovery may treat as a torn write: one batch, or one
@@ -145,6 +153,7 @@ enum Completion {
         tree_size: u64,
         journal_seq: u64,
         records: u64,
+        journal_bytes: u64,
         snapshot: Option<Snapshot>,
     },
     Repair {
@@ -177,6 +186,10 @@ pub struct Kernel {
     durable_seq: u64,
     /// Durable journal records not yet covered by a checkpoint.
     uncovered_records: u64,
+    /// Their framed bytes.
+    uncovered_journal_bytes: u64,
+    /// Size of the last checkpoint written (or being written).
+    checkpoint_bytes: u64,
     staged: VecDeque<Staged>,
     in_flight: Option<InFlight>,
     next_effect: u64,
@@ -355,6 +368,8 @@ impl Kernel {
             last_seq: seq,
             durable_seq: seq,
             uncovered_records: 0,
+            uncovered_journal_bytes: 0,
+            checkpoint_bytes: 0,
             staged: VecDeque::new(),
             in_flight: None,
             next_effect: 0,
@@ -623,7 +638,7 @@ impl Kernel {
         }
         let finished = self.in_flight.take().expect("checked above");
         match finished.then {
-            Completion::Batch { replies, tree_size, journal_seq, records, snapshot } => {
+            Completion::Batch { replies, tree_size, journal_seq, records, journal_bytes, snapshot } => {
                 let leaves = tree_size - self.etl.durable_size();
                 self.outputs
                     .push_back(Output::Event(LogEvent::BatchDurable { commands: replies.len() as u64, leaves }));
@@ -631,6 +646,7 @@ impl Kernel {
                 self.notify_durable_revocations();
                 self.durable_seq = journal_seq;
                 self.uncovered_records += records;
+                self.uncovered_journal_bytes += journal_bytes;
                 for (request, reply) in replies {
                     self.outputs.push_back(Output::Reply(request, reply));
                 }
@@ -661,6 +677,7 @@ impl Kernel {
             }
             Completion::Compaction => {
                 self.uncovered_records = 0;
+                self.uncovered_journal_bytes = 0;
                 self.checkpoint_deadline = None;
             }
         }
@@ -712,8 +729,10 @@ impl Kernel {
         // Due once the records this batch makes durable reach the interval; a due batch takes
         // everything staged, so count all of it.
         let staged_records = self.staged.iter().filter(|s| !s.journal_bytes.is_empty()).count() as u64;
-        let checkpoint_due =
-            self.checkpoint_requested || self.uncovered_records + staged_records >= self.config.checkpoint_every;
+        let staged_bytes: u64 = self.staged.iter().map(|s| s.journal_bytes.len() as u64).sum();
+        let checkpoint_due = self.checkpoint_requested
+            || (self.uncovered_records + staged_records >= self.config.checkpoint_every
+                && self.uncovered_journal_bytes + staged_bytes >= self.checkpoint_bytes / CHECKPOINT_JOURNAL_FRACTION);
         let (mut journal, mut etl) = (Vec::new(), Vec::new());
         let mut replies = Vec::new();
         let (mut leaves, mut records) = (0u64, 0u64);
@@ -734,6 +753,7 @@ impl Kernel {
         }
         let tree_size = self.etl.durable_size() + leaves;
         let journal_seq = self.durable_seq + records;
+        let journal_bytes = journal.len() as u64;
         debug_assert!(journal_seq <= self.last_seq && tree_size <= self.etl.len());
         let snapshot = (checkpoint_due && self.staged.is_empty()).then(|| {
             self.checkpoint_requested = false;
@@ -752,10 +772,11 @@ impl Kernel {
         if leaves > 0 {
             effects.push(Effect::Sync { file: FileId::Etl });
         }
-        self.start(effects, Completion::Batch { replies, tree_size, journal_seq, records, snapshot });
+        self.start(effects, Completion::Batch { replies, tree_size, journal_seq, records, journal_bytes, snapshot });
     }
 
     fn start_checkpoint(&mut self, snapshot: Snapshot) {
+        self.checkpoint_bytes = snapshot.bytes.len() as u64;
         let then = Completion::Checkpoint { snapshot_seq: snapshot.journal_seq, tree_size: snapshot.tree_size };
         self.start(vec![Effect::Replace { file: FileId::Checkpoint, bytes: snapshot.bytes }], then);
     }
@@ -777,13 +798,13 @@ impl Kernel {
     /// State as of the last admitted command. Callers ensure that equals the durable journal.
     fn snapshot(&self) -> Snapshot {
         let tree_size = self.etl.len();
-        let checkpoint = Checkpoint {
-            format: crate::state::CHECKPOINT_FORMAT.to_string(),
-            kernel_version: crate::KERNEL_VERSION.to_string(),
+        let checkpoint = crate::state::CheckpointRef {
+            format: crate::state::CHECKPOINT_FORMAT,
+            kernel_version: crate::KERNEL_VERSION,
             journal_seq: self.last_seq,
             tree_size,
             root_hash_hex: hex::encode(self.etl.root_at(tree_size).expect("whole tree")),
-            state: self.state.clone(),
+            state: &self.state,
         };
         let bytes = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
         Snapshot { journal_seq: self.last_seq, tree_size, bytes }
@@ -1029,6 +1050,33 @@ mod tests {
         let mut again = boot(&mut disk, config());
         assert_eq!(sth(&mut again), head);
         assert_eq!(again.durable_journal_seq(), 10);
+    }
+
+    #[test]
+    fn checkpoints_space_out_as_the_state_grows() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, KernelConfig { checkpoint_every: 1, ..config() });
+        let mut checkpoints = Vec::new();
+        for id in 0..400 {
+            let grant = Command::GrantCredit { principal_id: format!("agent-{id}"), amount: 1, reason: "r".into() };
+            send(&mut kernel, id, Request::Command(grant));
+            let written = disk
+                .drive(&mut kernel, NOW)
+                .iter()
+                .any(|o| matches!(o, Output::Event(LogEvent::CheckpointWritten { .. })));
+            if written {
+                checkpoints.push(id);
+            }
+        }
+        // While the state is small every record is due; later ones wait for 1/8 of a checkpoint.
+        assert!(checkpoints.starts_with(&[0, 1]), "{checkpoints:?}");
+        let last_gaps: Vec<u64> = checkpoints.windows(2).map(|w| w[1] - w[0]).rev().take(3).collect();
+        assert!(last_gaps.iter().all(|gap| *gap >= 5), "gaps near the end: {last_gaps:?}");
+        let journal = frame::scan(disk.contents(FileId::Journal), 0).unwrap();
+        assert!((journal.records.len() as u64) < 400 - checkpoints.last().unwrap() + 2, "compacted at each");
+        let state = kernel.state().clone();
+        disk.crash();
+        assert_eq!(boot(&mut disk, config()).state(), &state);
     }
 
     #[test]

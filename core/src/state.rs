@@ -286,9 +286,44 @@ pub struct Checkpoint {
     pub state: State,
 }
 
+/// The same JSON as [`Checkpoint`], borrowing the state: writing a checkpoint must not copy a
+/// state that grows with every claim.
+#[derive(Debug, Serialize)]
+pub struct CheckpointRef<'a> {
+    pub format: &'a str,
+    pub kernel_version: &'a str,
+    pub journal_seq: u64,
+    pub tree_size: u64,
+    pub root_hash_hex: String,
+    pub state: &'a State,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_checkpoint_writes_the_same_bytes() {
+        let mut state = State::default();
+        state.credits.insert("agent".into(), CreditAccount::opened_under(&Policy { default_credit_limit: Some(7) }));
+        let owned = Checkpoint {
+            format: CHECKPOINT_FORMAT.into(),
+            kernel_version: "0.1.0".into(),
+            journal_seq: 3,
+            tree_size: 5,
+            root_hash_hex: "ab".repeat(32),
+            state: state.clone(),
+        };
+        let borrowed = CheckpointRef {
+            format: CHECKPOINT_FORMAT,
+            kernel_version: "0.1.0",
+            journal_seq: 3,
+            tree_size: 5,
+            root_hash_hex: "ab".repeat(32),
+            state: &state,
+        };
+        assert_eq!(crate::canonical::to_vec(&borrowed).unwrap(), crate::canonical::to_vec(&owned).unwrap());
+    }
     use crate::environment::Environment;
     use crate::error::ErrorCode;
     use crate::request::Role;
