@@ -231,6 +231,20 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     assert_eq!(unknown_key.code(), Code::Unauthenticated);
     let unsigned = client.health(v2::HealthRequest {}).await.unwrap_err();
     assert_eq!(unsigned.code(), Code::Unauthenticated);
+    // An idempotent method is authenticated once: its x-request-id is not taken for a replay of
+    // itself, so the request reaches the kernel (which knows no holdout "demo" here).
+    let timestamp = now().to_string();
+    let create_path = "/evidenceos.v2.EvidenceOS/CreateClaimV2";
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&hex::decode(secret).unwrap()).unwrap();
+    mac.update(format!("create-1:{create_path}:{timestamp}").as_bytes());
+    let mut create = tonic::Request::new(support::claim_request("hmac-claim", "fast", "demo"));
+    let metadata = create.metadata_mut();
+    metadata.insert("x-request-id", "create-1".parse().unwrap());
+    metadata.insert("x-evidenceos-key-id", "ops".parse().unwrap());
+    metadata.insert("x-evidenceos-timestamp", timestamp.parse().unwrap());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    metadata.insert("x-evidenceos-signature", signature.parse().unwrap());
+    assert_eq!(client.create_claim_v2(create).await.unwrap_err().code(), Code::NotFound);
     daemon.stop();
 }
 

@@ -1,18 +1,40 @@
-//! One structured log line per RPC (`event=rpc`): method, principal, gRPC code, latency. The
-//! layer times the request; the service fills in the principal once it has authenticated it.
+//! One structured log line per RPC (`event=rpc`): method (the request path), principal, gRPC
+//! code number, latency; the same line from both runtimes. Over gRPC a tower layer times the
+//! request and the service fills in the principal once it has authenticated it.
 
+#[cfg(feature = "server")]
 use std::future::Future;
+#[cfg(feature = "server")]
 use std::pin::Pin;
+#[cfg(feature = "server")]
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "server")]
 use std::task::{Context, Poll};
+#[cfg(feature = "server")]
 use std::time::Instant;
 
+#[cfg(feature = "server")]
 use tonic::codegen::http;
 
+/// The access line. `principal` is "-" when the caller was not authenticated; `code` is the
+/// gRPC status number ("0" for OK).
+pub fn log_rpc(method: &str, principal: &str, code: &str, elapsed: std::time::Duration) {
+    tracing::info!(
+        event = "rpc",
+        method,
+        principal,
+        code,
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "rpc"
+    );
+}
+
+#[cfg(feature = "server")]
 /// Filled by the service with the authenticated principal's id (never a secret).
 #[derive(Debug, Clone, Default)]
 pub struct PrincipalSlot(Arc<Mutex<Option<String>>>);
 
+#[cfg(feature = "server")]
 impl PrincipalSlot {
     pub fn set(&self, principal: &str) {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(principal.to_string());
@@ -23,12 +45,14 @@ impl PrincipalSlot {
     }
 }
 
+#[cfg(feature = "server")]
 /// Logs each RPC and counts it in the metrics.
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+#[cfg(feature = "server")]
 impl<S> tower::Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
@@ -37,14 +61,17 @@ impl<S> tower::Layer<S> for AccessLogLayer {
     }
 }
 
+#[cfg(feature = "server")]
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
+#[cfg(feature = "server")]
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
+#[cfg(feature = "server")]
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AccessLog<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
@@ -75,14 +102,7 @@ where
             };
             let elapsed = started.elapsed();
             metrics.record_rpc(&method, &code, elapsed);
-            tracing::info!(
-                event = "rpc",
-                method = method.as_str(),
-                principal = slot.get().as_str(),
-                code = code.as_str(),
-                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                "rpc"
-            );
+            log_rpc(&method, &slot.get(), &code, elapsed);
             response
         })
     }

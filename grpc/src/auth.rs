@@ -6,9 +6,24 @@
 use std::collections::BTreeSet;
 
 use evidenceos_core::hash::{Hash, sha256};
-use evidenceos_core::{Principal, Role};
-use tonic::Status;
-use tonic::metadata::MetadataMap;
+use evidenceos_core::{ErrorCode, KernelError, Principal, Role};
+
+/// Request headers by lower-case name, as the transport received them (gRPC metadata or HTTP/1.1
+/// headers): one authentication rule for both runtimes. A value that is not visible ASCII is absent.
+pub trait Headers {
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+#[cfg(feature = "server")]
+impl Headers for tonic::metadata::MetadataMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+fn unauthenticated(message: &str) -> KernelError {
+    KernelError::new(ErrorCode::Unauthenticated, message)
+}
 
 /// Configured bearer tokens, kept only as SHA-256 digests.
 #[derive(Clone, Default)]
@@ -66,7 +81,7 @@ impl CertificateRoles {
     }
 }
 
-/// The HTTP/2 `:path` of a request, put into its extensions by the server so HMAC signatures
+/// The HTTP `:path` of a request, put into its extensions by the server so HMAC signatures
 /// are checked over what the client really called (SPEC §2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestPath(pub String);
@@ -133,57 +148,57 @@ impl HmacKeys {
         self.keys.is_empty()
     }
 
-    fn verify(&self, metadata: &MetadataMap, path: &str, now_unix: u64) -> Result<Principal, Status> {
+    fn verify(&self, headers: &dyn Headers, path: &str, now_unix: u64) -> Result<Principal, KernelError> {
         use hmac::{KeyInit, Mac};
-        let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-        let request_id = header("x-request-id").ok_or_else(|| Status::unauthenticated("HMAC needs x-request-id"))?;
+        let header = |name: &str| headers.header(name);
+        let request_id = header("x-request-id").ok_or_else(|| unauthenticated("HMAC needs x-request-id"))?;
         let id_ok =
             (1..=128).contains(&request_id.len()) && request_id.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b':');
         if !id_ok {
-            return Err(Status::unauthenticated("x-request-id must be 1..128 printable characters without ':'"));
+            return Err(unauthenticated("x-request-id must be 1..128 printable characters without ':'"));
         }
         let kid = header("x-evidenceos-key-id").unwrap_or("default");
-        let key = self.keys.get(kid).ok_or_else(|| Status::unauthenticated("unknown HMAC key id"))?;
+        let key = self.keys.get(kid).ok_or_else(|| unauthenticated("unknown HMAC key id"))?;
         let timestamp = match header("x-evidenceos-timestamp") {
             Some(text) => {
                 let ts: u64 =
-                    text.parse().map_err(|_| Status::unauthenticated("x-evidenceos-timestamp must be unix seconds"))?;
+                    text.parse().map_err(|_| unauthenticated("x-evidenceos-timestamp must be unix seconds"))?;
                 if ts.abs_diff(now_unix) > HMAC_MAX_SKEW_SECS {
-                    return Err(Status::unauthenticated("x-evidenceos-timestamp is outside the accepted clock skew"));
+                    return Err(unauthenticated("x-evidenceos-timestamp is outside the accepted clock skew"));
                 }
                 Some(text)
             }
             None if self.require_timestamp => {
-                return Err(Status::unauthenticated("x-evidenceos-timestamp is required"));
+                return Err(unauthenticated("x-evidenceos-timestamp is required"));
             }
             None => None,
         };
         let signature = header("x-evidenceos-signature")
             .and_then(|v| v.strip_prefix("sha256="))
             .and_then(|v| hex::decode(v).ok())
-            .ok_or_else(|| Status::unauthenticated("x-evidenceos-signature must be sha256=<hex>"))?;
+            .ok_or_else(|| unauthenticated("x-evidenceos-signature must be sha256=<hex>"))?;
         let material = match timestamp {
             Some(ts) => format!("{request_id}:{path}:{ts}"),
             None => format!("{request_id}:{path}"),
         };
         let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key.secret).expect("any key length");
         mac.update(material.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| Status::unauthenticated("bad HMAC signature"))?;
+        mac.verify_slice(&signature).map_err(|_| unauthenticated("bad HMAC signature"))?;
         self.remember(kid, request_id, now_unix)?;
         Ok(Principal::new(format!("hmac:{kid}"), key.role))
     }
 
     /// Refuses a (key id, request id) seen recently: a captured request cannot be sent again.
-    fn remember(&self, kid: &str, request_id: &str, now_unix: u64) -> Result<(), Status> {
+    fn remember(&self, kid: &str, request_id: &str, now_unix: u64) -> Result<(), KernelError> {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (kid.to_string(), request_id.to_string());
         if seen.get(&key).is_some_and(|expires| *expires > now_unix) {
-            return Err(Status::unauthenticated("replayed x-request-id"));
+            return Err(unauthenticated("replayed x-request-id"));
         }
         if seen.len() >= HMAC_MAX_REMEMBERED {
             seen.retain(|_, expires| *expires > now_unix);
             if seen.len() >= HMAC_MAX_REMEMBERED {
-                return Err(Status::resource_exhausted("too many recent HMAC requests; retry later"));
+                return Err(KernelError::resource_exhausted("too many recent HMAC requests; retry later"));
             }
         }
         seen.insert(key, now_unix + HMAC_MAX_SKEW_SECS * 2);
@@ -209,39 +224,35 @@ impl Authenticator {
         self.tokens.is_empty() && self.hmac.is_empty() && self.certificates.is_none()
     }
 
-    /// `path` is the request's HTTP/2 `:path`; `peer_certificates` the client's chain as
-    /// verified by the TLS layer (leaf first).
+    /// `path` is the request's HTTP path (`/evidenceos.v2.EvidenceOS/Health`); `peer_certificates`
+    /// the client's chain as verified by the TLS layer (leaf first).
     pub fn authenticate(
         &self,
-        metadata: &MetadataMap,
+        headers: &dyn Headers,
         path: &str,
         peer_certificates: Option<&[Vec<u8>]>,
         now_unix: u64,
-    ) -> Result<Principal, Status> {
+    ) -> Result<Principal, KernelError> {
         if let Some(roles) = &self.certificates {
             let leaf = peer_certificates
                 .and_then(<[Vec<u8>]>::first)
-                .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+                .ok_or_else(|| unauthenticated("a client certificate is required"))?;
             return Ok(roles.principal(leaf));
         }
-        if !self.hmac.is_empty() && metadata.contains_key("x-evidenceos-signature") {
-            return self.hmac.verify(metadata, path, now_unix);
+        if !self.hmac.is_empty() && headers.header("x-evidenceos-signature").is_some() {
+            return self.hmac.verify(headers, path, now_unix);
         }
         if self.is_development() {
             return Ok(Principal::anonymous());
         }
         if self.tokens.is_empty() {
-            return Err(Status::unauthenticated("missing x-evidenceos-signature (HMAC request signing)"));
+            return Err(unauthenticated("missing x-evidenceos-signature (HMAC request signing)"));
         }
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
-        let role = self.tokens.role_of(token).ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
+        let header =
+            headers.header("authorization").ok_or_else(|| unauthenticated("missing authorization: Bearer token"))?;
+        let token =
+            header.strip_prefix("Bearer ").ok_or_else(|| unauthenticated("authorization must be 'Bearer <token>'"))?;
+        let role = self.tokens.role_of(token).ok_or_else(|| unauthenticated("unknown bearer token"))?;
         Ok(Principal::new(format!("bearer:{}", hex::encode(sha256(token.as_bytes()))), role))
     }
 }
@@ -253,9 +264,29 @@ mod tests {
     const PATH: &str = "/evidenceos.v2.EvidenceOS/Health";
     const NOW: u64 = 1_735_689_600;
 
+    /// Headers as a transport would hand them over, for tests.
+    #[derive(Default, Clone)]
+    pub(super) struct MetadataMap(std::collections::BTreeMap<String, String>);
+
+    impl MetadataMap {
+        pub(super) fn new() -> Self {
+            Self::default()
+        }
+
+        pub(super) fn insert(&mut self, name: &str, value: &str) {
+            self.0.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    impl Headers for MetadataMap {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.0.get(name).map(String::as_str)
+        }
+    }
+
     fn metadata(value: &str) -> MetadataMap {
         let mut map = MetadataMap::new();
-        map.insert("authorization", value.parse().unwrap());
+        map.insert("authorization", value);
         map
     }
 
@@ -278,14 +309,14 @@ mod tests {
     fn missing_malformed_or_unknown_tokens_are_unauthenticated() {
         let auth = tokens();
         for headers in [MetadataMap::new(), metadata("Basic abc"), metadata("Bearer nope")] {
-            assert_eq!(auth.authenticate(&headers, PATH, None, NOW).unwrap_err().code(), tonic::Code::Unauthenticated);
+            assert_eq!(auth.authenticate(&headers, PATH, None, NOW).unwrap_err().code, ErrorCode::Unauthenticated);
         }
     }
 
     #[test]
     fn development_mode_is_the_anonymous_agent_whatever_the_headers_say() {
         let mut claimed = metadata("Bearer operator");
-        claimed.insert("x-evidenceos-role", "operator".parse().unwrap());
+        claimed.insert("x-evidenceos-role", "operator");
         assert_eq!(Authenticator::default().authenticate(&claimed, PATH, None, NOW).unwrap(), Principal::anonymous());
     }
 
@@ -303,9 +334,9 @@ mod tests {
         assert_eq!(operator.role, Role::Operator);
         assert_eq!(operator.id, format!("mtls:{}", hex::encode(sha256(&operator_cert))));
         let mut spoofing = metadata("Bearer operator-token");
-        spoofing.insert("x-evidenceos-role", "operator".parse().unwrap());
+        spoofing.insert("x-evidenceos-role", "operator");
         assert_eq!(auth.authenticate(&spoofing, PATH, Some(&[agent_cert]), NOW).unwrap().role, Role::Agent);
-        assert_eq!(auth.authenticate(&spoofing, PATH, None, NOW).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(auth.authenticate(&spoofing, PATH, None, NOW).unwrap_err().code, ErrorCode::Unauthenticated);
     }
 
     #[test]
@@ -316,6 +347,7 @@ mod tests {
 
 #[cfg(test)]
 mod hmac_tests {
+    use super::tests::MetadataMap;
     use super::*;
 
     #[derive(serde::Deserialize)]
@@ -335,11 +367,11 @@ mod hmac_tests {
 
     fn signed(v: &Vector) -> MetadataMap {
         let mut map = MetadataMap::new();
-        map.insert("x-request-id", v.request_id.parse().unwrap());
-        map.insert("x-evidenceos-key-id", "k1".parse().unwrap());
-        map.insert("x-evidenceos-signature", v.signature_header.parse().unwrap());
+        map.insert("x-request-id", &v.request_id);
+        map.insert("x-evidenceos-key-id", "k1");
+        map.insert("x-evidenceos-signature", &v.signature_header);
         if let Some(ts) = &v.timestamp {
-            map.insert("x-evidenceos-timestamp", ts.parse().unwrap());
+            map.insert("x-evidenceos-timestamp", ts);
         }
         map
     }
@@ -377,11 +409,11 @@ mod hmac_tests {
                 assert!(auth.authenticate(&signed(v), &v.path, None, now + 301).is_err(), "{}: stale", v.name);
             }
             let mut unknown = signed(v);
-            unknown.insert("x-evidenceos-key-id", "nobody".parse().unwrap());
+            unknown.insert("x-evidenceos-key-id", "nobody");
             assert!(auth.authenticate(&unknown, &v.path, None, now).is_err(), "{}: unknown key", v.name);
             auth.authenticate(&signed(v), &v.path, None, now).unwrap();
             let replay = auth.authenticate(&signed(v), &v.path, None, now).unwrap_err();
-            assert!(replay.message().contains("replayed"), "{}: replay", v.name);
+            assert!(replay.message.contains("replayed"), "{}: replay", v.name);
         }
     }
 
@@ -393,7 +425,7 @@ mod hmac_tests {
         keys.require_timestamps();
         let auth = Authenticator::new(BearerTokens::default(), keys, None);
         let err = auth.authenticate(&signed(&v), &v.path, None, 1_735_689_600).unwrap_err();
-        assert!(err.message().contains("timestamp is required"));
+        assert!(err.message.contains("timestamp is required"));
         let mut keys = HmacKeys::default();
         assert!(keys.add_entry("k1:zz").is_err());
         assert!(keys.add_entry("k1:abcd:root").is_err());

@@ -10,6 +10,8 @@ pub mod v2 {
 }
 
 /// Package `evidenceos.v1`: the legacy service over the [`v2`] message types (identical on the wire).
+/// It holds only the service, so without the `server` feature nothing is generated for it.
+#[cfg(feature = "server")]
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub, missing_debug_implementations)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/evidenceos.v1.rs"));
@@ -21,12 +23,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// Protocol version this daemon speaks (SPEC §1).
 pub const PROTOCOL_SEMVER: &str = "2.1.0";
 
-pub mod mapping;
-
-#[cfg(feature = "server")]
 pub mod access_log;
-#[cfg(feature = "server")]
 pub mod auth;
+pub mod mapping;
+pub mod rpc;
+
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
