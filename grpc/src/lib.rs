@@ -28,6 +28,9 @@ pub mod auth;
 pub mod mapping;
 pub mod rpc;
 
+#[cfg(feature = "connect")]
+pub mod connect;
+
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
