@@ -11,14 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use evidenceos_core::{Input, Kernel, Output, Timestamp};
-use evidenceos_io_sync::{DataDir, FileExecutor, drive};
+use evidenceos_core::{Kernel, Output, Timestamp};
+use evidenceos_io_sync::{BlockingRuntime, DataDir, FileExecutor, Observe, Stopped as SyncStopped, drive};
 use evidenceos_io_tokio::{Clock, Stopped};
 use tempfile::TempDir;
 
 use crate::data_dir::{ACTIVE_KEY_FILE, DataDirContents, KEYS_DIR};
 use crate::error::{HarnessError, io_error};
-use crate::run::{Reply, ensure_booted, ensure_stopped_cleanly, replies_by_step, reply_in};
+use crate::run::{Reply, ensure_booted, replies_by_step};
 use crate::vector::Vector;
 
 #[derive(Debug, Clone)]
@@ -69,22 +69,32 @@ fn write_keys(vector: &Vector, root: &Path) -> Result<(), HarnessError> {
     Ok(())
 }
 
-/// io-sync: every step handled and driven to completion inline, then the shutdown checkpoint.
+/// io-sync: the blocking runtime of `evidenceosd --runtime sync`: every step one call, its
+/// effects carried out inline before it returns, then the shutdown checkpoint.
 pub fn run_io_sync(vector: &Vector) -> Result<RuntimeRun, HarnessError> {
-    let Booted { tmp, dir, mut kernel, mut executor, mut outputs } = boot(vector)?;
-    let mut replies_so_far = Vec::with_capacity(vector.steps.len());
+    let Booted { tmp, dir, kernel, executor, mut outputs } = boot(vector)?;
+    let mut runtime = BlockingRuntime::new(kernel, executor, Observe::Keep);
+    let mut replies = Vec::with_capacity(vector.steps.len());
     for (index, step) in vector.steps.iter().enumerate() {
-        kernel.handle(step.now(), vector.input(index, &replies_so_far)?);
-        let step_outputs = drive(&mut kernel, &mut executor, step.now());
-        replies_so_far.push(reply_in(vector, index, &step_outputs)?);
-        outputs.extend(step_outputs);
+        let request = vector.request(index, &replies)?;
+        replies.push(runtime.call(step.now(), step.principal(), request));
     }
     let data_dir_before_shutdown = DataDirContents::read(tmp.path())?;
-    kernel.handle(vector.end_time(), Input::Checkpoint);
-    outputs.extend(drive(&mut kernel, &mut executor, vector.end_time()));
-    ensure_stopped_cleanly(vector, &kernel)?;
-    let replies = replies_by_step(vector, &outputs)?;
-    drop((kernel, executor));
+    let (stopped, observed) = runtime.shutdown(vector.end_time());
+    if stopped != SyncStopped::Clean {
+        return Err(HarnessError::Runtime {
+            vector: vector.name.clone(),
+            reason: format!("io-sync stopped with {stopped:?}"),
+        });
+    }
+    outputs.extend(observed);
+    let replies_observed = replies_by_step(vector, &outputs)?;
+    if replies_observed != replies {
+        return Err(HarnessError::Runtime {
+            vector: vector.name.clone(),
+            reason: "io-sync returned replies that differ from the ones it put out".into(),
+        });
+    }
     let data_dir = DataDirContents::read(tmp.path())?;
     drop(dir);
     Ok(RuntimeRun {

@@ -9,6 +9,7 @@ mod executor;
 #[cfg(feature = "crash-test-failpoints")]
 mod failpoint;
 mod operator_store;
+mod runtime;
 #[cfg(feature = "crash-test-failpoints")]
 pub use failpoint::arm as arm_failpoints;
 
@@ -16,3 +17,4 @@ pub use data_dir::{DataDir, DataDirError, SigningKeyStatus, sync_parent, write_a
 pub use events::log_event;
 pub use executor::{FileExecutor, apply_pending_governance, drive, now};
 pub use operator_store::{OperatorStore, read_log as read_governance_log};
+pub use runtime::{BlockingRuntime, Observe, Stopped};

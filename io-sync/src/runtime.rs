@@ -1,0 +1,183 @@
+//! The kernel on one thread: each request is handled and its effects carried out inline, in
+//! order, before the next one is looked at. No queue, no batch beyond one request, no timers of
+//! its own: the caller asks [`BlockingRuntime::next_wake`] and calls [`BlockingRuntime::tick`].
+
+use evidenceos_core::{Input, Kernel, KernelError, Output, Principal, Request, RequestId, Response, Timestamp};
+
+use crate::events::log_event;
+use crate::executor::FileExecutor;
+
+/// Why the runtime stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Shut down on request after a final checkpoint.
+    Clean,
+    /// A storage effect failed; the process should exit non-zero so it restarts into recovery.
+    StorageFailed,
+}
+
+/// What the runtime hands out besides replies: kept for inspection (conformance), or only logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observe {
+    /// Events are logged; nothing is kept (the daemon).
+    LogOnly,
+    /// Every non-effect output, replies included, is also kept in order (the conformance harness).
+    Keep,
+}
+
+#[derive(Debug)]
+pub struct BlockingRuntime {
+    kernel: Kernel,
+    executor: FileExecutor,
+    next_request: u64,
+    wake_at: Option<Timestamp>,
+    observe: Observe,
+    observed: Vec<Output>,
+}
+
+impl BlockingRuntime {
+    /// The kernel must have finished recovery (see [`crate::drive`]).
+    pub fn new(kernel: Kernel, executor: FileExecutor, observe: Observe) -> Self {
+        assert!(!kernel.is_recovering(), "run recovery effects before serving");
+        Self { kernel, executor, next_request: 0, wake_at: None, observe, observed: Vec::new() }
+    }
+
+    /// Handles one request and carries out its effects: a command's reply is durable when returned.
+    pub fn call(&mut self, now: Timestamp, principal: Principal, request: Request) -> Result<Response, KernelError> {
+        if self.kernel.is_failed() {
+            return Err(KernelError::unavailable("storage failure; the kernel must restart"));
+        }
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.kernel.handle(now, Input::Request { id, principal, request });
+        let mut reply = None;
+        self.drain(now, |output| {
+            if let Output::Reply(answered, result) = output
+                && *answered == id
+            {
+                reply = Some(result.clone());
+            }
+        });
+        // One request at a time: the kernel answers it before it is idle, unless storage failed.
+        reply.unwrap_or_else(|| Err(KernelError::unavailable("storage failure; the kernel must restart")))
+    }
+
+    /// When the kernel next wants [`Self::tick`] (an idle checkpoint), if ever.
+    pub fn next_wake(&self) -> Option<Timestamp> {
+        self.wake_at
+    }
+
+    /// Lets the kernel act on passed deadlines.
+    pub fn tick(&mut self, now: Timestamp) {
+        if self.wake_at.is_some_and(|at| at <= now) {
+            self.wake_at = None;
+            self.kernel.handle(now, Input::Tick);
+            self.drain(now, |_| {});
+        }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.kernel.is_failed()
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Writes the final checkpoint and stops.
+    pub fn shutdown(mut self, now: Timestamp) -> (Stopped, Vec<Output>) {
+        if !self.kernel.is_failed() {
+            self.kernel.handle(now, Input::Checkpoint);
+            self.drain(now, |_| {});
+        }
+        let stopped =
+            if self.kernel.is_failed() || !self.kernel.is_idle() { Stopped::StorageFailed } else { Stopped::Clean };
+        (stopped, self.observed)
+    }
+
+    /// Carries out every effect inline until the kernel has nothing more to say; `see` is shown
+    /// every other output.
+    fn drain(&mut self, now: Timestamp, mut see: impl FnMut(&Output)) {
+        while let Some(output) = self.kernel.poll() {
+            match output {
+                Output::Effect(effect, work) => {
+                    let outcome = self.executor.execute(&work);
+                    self.kernel.handle(now, Input::Done { effect, outcome });
+                }
+                other => {
+                    if let Output::Wake(at) = other {
+                        self.wake_at = Some(self.wake_at.map_or(at, |current| current.min(at)));
+                    }
+                    if let Output::Event(event) = &other {
+                        log_event(event);
+                    }
+                    see(&other);
+                    // Notifications have no subscriber here: WatchRevocations is a gRPC stream.
+                    if self.observe == Observe::Keep {
+                        self.observed.push(other);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataDir, drive, now};
+    use evidenceos_core::{Command, KernelConfig, Query, Role};
+
+    fn boot(dir: &DataDir) -> BlockingRuntime {
+        dir.ensure_signing_key().unwrap();
+        let mut kernel = Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut executor = FileExecutor::new(dir).unwrap();
+        drive(&mut kernel, &mut executor, now());
+        BlockingRuntime::new(kernel, executor, Observe::LogOnly)
+    }
+
+    #[test]
+    fn every_reply_is_durable_when_returned_and_shutdown_checkpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let mut runtime = boot(&dir);
+        let operator = Principal::new("op", Role::Operator);
+        for n in 0..5 {
+            let request = Request::Command(Command::TestLeaf { payload: format!("leaf {n}") });
+            assert!(matches!(runtime.call(now(), operator.clone(), request), Ok(Response::LeafAppended { .. })));
+            let etl = std::fs::read(tmp.path().join("etl.log")).unwrap();
+            assert_eq!(evidenceos_core::frame::scan(&etl, 0).unwrap().records.len(), n + 1, "on disk when answered");
+        }
+        let Ok(Response::SignedTreeHead(sth)) = runtime.call(now(), operator, Request::Query(Query::GetSignedTreeHead))
+        else {
+            panic!("STH expected")
+        };
+        assert_eq!(sth.tree_size, 5);
+        assert!(runtime.next_wake().is_some(), "an idle checkpoint is scheduled after commands");
+        let (stopped, _) = runtime.shutdown(now());
+        assert_eq!(stopped, Stopped::Clean);
+        let journal = std::fs::read(tmp.path().join("journal.log")).unwrap();
+        assert_eq!(evidenceos_core::frame::scan(&journal, 0).unwrap().records.len(), 1, "compacted at shutdown");
+        drop(dir);
+        let dir = DataDir::open(tmp.path()).unwrap();
+        assert_eq!(boot(&dir).kernel().durable_tree_size(), 5);
+    }
+
+    #[test]
+    fn a_passed_wake_writes_the_idle_checkpoint_and_an_early_tick_does_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let mut runtime = boot(&dir);
+        let request = Request::Command(Command::TestLeaf { payload: "one".into() });
+        let start = now();
+        runtime.call(start, Principal::new("op", Role::Operator), request).unwrap();
+        let wake = runtime.next_wake().expect("idle checkpoint deadline");
+        let checkpoint = || std::fs::read(tmp.path().join("state.json")).unwrap();
+        let before = checkpoint();
+        runtime.tick(Timestamp(wake.0 - 1));
+        assert_eq!(checkpoint(), before, "not yet due");
+        runtime.tick(wake);
+        assert_ne!(checkpoint(), before, "checkpoint written at the deadline");
+        assert_eq!(runtime.next_wake(), None);
+    }
+}
