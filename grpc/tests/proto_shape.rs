@@ -424,6 +424,7 @@ mod spec {
     }
 }
 
+#[cfg(feature = "server")]
 mod shared_types {
     use evidenceos_grpc::{v1, v2};
     use tonic::codegen::tokio_stream;
@@ -598,6 +599,7 @@ mod shared_types {
 }
 
 /// The embedded descriptor set is what gRPC server reflection serves.
+#[cfg(feature = "server")]
 mod reflection {
     use evidenceos_grpc::FILE_DESCRIPTOR_SET;
     use prost::Message as _;

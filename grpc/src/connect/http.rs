@@ -1,0 +1,816 @@
+//! HTTP/1.1 requests and responses for the Connect server, with explicit limits.
+//!
+//! Only what Connect's unary form needs: a request line, headers, and a `Content-Length` body.
+//! Chunked (or any other) transfer coding is refused with 501, so a body's size is always known
+//! (and checked against [`Limits::max_body_bytes`]) before a byte of it is read. Connections may
+//! be persistent and pipelined: bytes read past one request stay in the caller's buffer for the
+//! next. After any [`HttpError`] the connection's framing is lost, so the caller answers (when
+//! [`HttpError::status`] says so) and closes.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use evidenceos_core::KernelError;
+
+use super::codec;
+
+/// Bytes asked of the stream per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A body buffer starts at most this large and grows as bytes arrive, so a peer that declares a
+/// large (allowed) body but sends little of it pins little memory.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
+
+/// Upper bounds on one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Request line plus headers plus the blank line that ends them.
+    pub max_header_bytes: usize,
+    /// Number of header fields.
+    pub max_headers: usize,
+    /// Declared `Content-Length`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 16 KiB of headers, 64 header fields, 4 MiB bodies (the gRPC server's default request limit).
+    fn default() -> Self {
+        Self { max_header_bytes: 16 * 1024, max_headers: 64, max_body_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// One request as read off the connection.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// The method token as sent, e.g. `POST` (methods are case-sensitive).
+    pub method: String,
+    /// The path only; a query string is split off into `query`, and an absolute-form target
+    /// (`http://host/path`) is reduced to its path.
+    pub path: String,
+    /// What followed `?` in the target, if anything did.
+    pub query: Option<String>,
+    /// Header fields in order, names lower-cased, values trimmed. A field whose value is not
+    /// visible ASCII (spaces and tabs inside allowed) is left out, as [`crate::auth::Headers`] asks.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Whether the connection may carry another request after this one's response: HTTP/1.1
+    /// unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
+    pub keep_alive: bool,
+}
+
+impl HttpRequest {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl crate::auth::Headers for HttpRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        HttpRequest::header(self, name)
+    }
+}
+
+/// Why a request could not be read. [`HttpError::status`] is the HTTP status to answer with
+/// before closing (`None` when the peer is gone or timed out and nothing should be written).
+#[derive(Debug)]
+pub enum HttpError {
+    /// The transport failed or timed out (read timeouts surface here as `WouldBlock`/`TimedOut`).
+    Io(io::Error),
+    /// The peer closed the connection part-way through a request.
+    Truncated,
+    /// Not a well-formed HTTP/1.x request (400).
+    Malformed(String),
+    /// Request line plus headers exceed [`Limits::max_header_bytes`] (431).
+    HeadersTooLarge { limit: usize },
+    /// More header fields than [`Limits::max_headers`] (431).
+    TooManyHeaders { limit: usize },
+    /// The declared `Content-Length` exceeds [`Limits::max_body_bytes`]; refused before reading
+    /// the body. Answered as the Connect error `resource_exhausted` (see [`HttpError::kernel_error`]).
+    BodyTooLarge { limit: usize, declared: u64 },
+    /// A POST without `Content-Length` (411).
+    LengthRequired,
+    /// A `Transfer-Encoding` header: chunked bodies are not supported (501).
+    UnsupportedTransferEncoding,
+    /// An `Expect` other than `100-continue` (417).
+    ExpectationFailed(String),
+    /// A protocol version other than HTTP/1.0 or HTTP/1.1 (505).
+    VersionNotSupported,
+}
+
+impl HttpError {
+    /// The HTTP status to answer with, or `None` when nothing should be written. `BodyTooLarge`
+    /// gives 429, the status of Connect's `resource_exhausted`, so answering it with
+    /// [`HttpError::response`] or with [`codec::error_response`] of [`HttpError::kernel_error`]
+    /// agree.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Io(_) | Self::Truncated => None,
+            Self::Malformed(_) => Some(400),
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaders { .. } => Some(431),
+            Self::BodyTooLarge { .. } => Some(codec::http_status(evidenceos_core::ErrorCode::ResourceExhausted)),
+            Self::LengthRequired => Some(411),
+            Self::UnsupportedTransferEncoding => Some(501),
+            Self::ExpectationFailed(_) => Some(417),
+            Self::VersionNotSupported => Some(505),
+        }
+    }
+
+    /// A short message for the response body and the log.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Io(e) => format!("transport error: {e}"),
+            Self::Truncated => "connection closed in the middle of a request".to_string(),
+            Self::Malformed(why) => format!("malformed HTTP request: {why}"),
+            Self::HeadersTooLarge { limit } => format!("request line and headers exceed {limit} bytes"),
+            Self::TooManyHeaders { limit } => format!("more than {limit} header fields"),
+            Self::BodyTooLarge { limit, declared } => {
+                format!("request body of {declared} bytes exceeds the limit of {limit} bytes")
+            }
+            Self::LengthRequired => "a POST request needs a Content-Length header".to_string(),
+            Self::UnsupportedTransferEncoding => {
+                "Transfer-Encoding (e.g. chunked bodies) is not supported; send the body with Content-Length"
+                    .to_string()
+            }
+            Self::ExpectationFailed(expect) => format!("unsupported expectation {expect:?}; only 100-continue is"),
+            Self::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported".to_string(),
+        }
+    }
+
+    /// The Connect error this is answered with, for errors the client should see as one:
+    /// `BodyTooLarge` → `resource_exhausted`. Other errors are plain HTTP errors (`None`).
+    pub fn kernel_error(&self) -> Option<KernelError> {
+        match self {
+            Self::BodyTooLarge { .. } => Some(KernelError::resource_exhausted(self.message())),
+            _ => None,
+        }
+    }
+
+    /// The complete response to write before closing, or `None` when nothing should be written:
+    /// the Connect error JSON for [`HttpError::kernel_error`], otherwise a `text/plain` message.
+    /// Always `Connection: close`.
+    pub fn response(&self) -> Option<HttpResponse> {
+        let status = self.status()?;
+        let response = match self.kernel_error() {
+            Some(error) => {
+                let (status, body) = codec::error_response(&error);
+                HttpResponse::new(status, codec::ERROR_CONTENT_TYPE, body)
+            }
+            None => HttpResponse::new(status, "text/plain; charset=utf-8", format!("{}\n", self.message()).into()),
+        };
+        Some(HttpResponse { keep_alive: false, ..response })
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for HttpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for HttpError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Request line and header fields, owned, before the body.
+struct Head {
+    method: String,
+    target: String,
+    http11: bool,
+    headers: Vec<(String, String)>,
+    content_length: Option<u64>,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Reads one request. `buffered` holds bytes already read past the previous request on this
+/// connection (pipelining) and keeps any bytes read past this one. Returns `Ok(None)` on a clean
+/// close before the first byte of a request. Answers `Expect: 100-continue` by writing
+/// `HTTP/1.1 100 Continue\r\n\r\n` to the stream before reading the body (unless the body has
+/// already begun to arrive). A declared `Content-Length` above `limits.max_body_bytes` fails with
+/// [`HttpError::BodyTooLarge`] before any of the body is read.
+pub fn read_request<S: Read + Write>(
+    stream: &mut S,
+    buffered: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<Option<HttpRequest>, HttpError> {
+    let mut chunk = vec![0u8; READ_CHUNK];
+
+    // Request line and headers.
+    let mut attempt_parse = !buffered.is_empty();
+    let (head, head_len) = loop {
+        if attempt_parse && let Some(parsed) = parse_head(buffered, limits)? {
+            break parsed;
+        }
+        // Everything buffered is (incomplete) head here: a complete one was parsed above.
+        if buffered.len() > limits.max_header_bytes {
+            return Err(HttpError::HeadersTooLarge { limit: limits.max_header_bytes });
+        }
+        let n = read_some(stream, &mut chunk)?;
+        if n == 0 {
+            // Blank lines before a request line are allowed (and skipped): still a clean close.
+            return if buffered.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                buffered.clear();
+                Ok(None)
+            } else {
+                Err(HttpError::Truncated)
+            };
+        }
+        buffered.extend_from_slice(&chunk[..n]);
+        // The head can only have become complete if a line ended.
+        attempt_parse = chunk[..n].contains(&b'\n');
+    };
+
+    // Body framing, all checked before reading any of the body.
+    let body_len = match head.content_length {
+        Some(declared) => {
+            if declared > limits.max_body_bytes as u64 {
+                return Err(HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared });
+            }
+            usize::try_from(declared).map_err(|_| HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared })?
+        }
+        None if head.method == "POST" => return Err(HttpError::LengthRequired),
+        None => 0,
+    };
+
+    buffered.drain(..head_len);
+    let body = if buffered.len() >= body_len {
+        buffered.drain(..body_len).collect()
+    } else {
+        if head.expect_continue && head.http11 && buffered.is_empty() {
+            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            stream.flush()?;
+        }
+        let mut body = Vec::with_capacity(body_len.min(INITIAL_BODY_CAPACITY));
+        body.append(buffered);
+        while body.len() < body_len {
+            let n = read_some(stream, &mut chunk)?;
+            if n == 0 {
+                return Err(HttpError::Truncated);
+            }
+            let take = n.min(body_len - body.len());
+            body.extend_from_slice(&chunk[..take]);
+            buffered.extend_from_slice(&chunk[take..n]);
+        }
+        body
+    };
+
+    let (path, query) = split_target(&head.target);
+    Ok(Some(HttpRequest { method: head.method, path, query, headers: head.headers, body, keep_alive: head.keep_alive }))
+}
+
+/// One read, retried on `Interrupted`.
+fn read_some<R: Read>(stream: &mut R, chunk: &mut [u8]) -> Result<usize, HttpError> {
+    loop {
+        match stream.read(chunk) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(HttpError::Io(e)),
+        }
+    }
+}
+
+/// Parses the head at the start of `buffered`: `None` while it is incomplete, otherwise the head
+/// and its length in bytes.
+fn parse_head(buffered: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, HttpError> {
+    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut request = httparse::Request::new(&mut fields);
+    let head_len = match request.parse(buffered) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders { limit: limits.max_headers }),
+        Err(httparse::Error::Version) => return Err(HttpError::VersionNotSupported),
+        Err(e) => return Err(HttpError::Malformed(e.to_string())),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(HttpError::HeadersTooLarge { limit: limits.max_header_bytes });
+    }
+    // A complete parse always fills these three.
+    let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
+        return Err(HttpError::Malformed("incomplete request line".to_string()));
+    };
+    let http11 = version == 1;
+
+    let mut headers = Vec::with_capacity(request.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut connection_close = false;
+    let mut connection_keep_alive = false;
+    let mut expect_continue = false;
+    for field in request.headers.iter() {
+        let name = field.name.to_ascii_lowercase();
+        let value = std::str::from_utf8(field.value).ok().map(str::trim).filter(|v| is_visible_ascii(v));
+        match name.as_str() {
+            "transfer-encoding" => return Err(HttpError::UnsupportedTransferEncoding),
+            "content-length" => {
+                let declared = value.and_then(parse_content_length).ok_or_else(|| {
+                    HttpError::Malformed(format!(
+                        "Content-Length {:?} is not a decimal number",
+                        String::from_utf8_lossy(field.value)
+                    ))
+                })?;
+                if content_length.is_some() {
+                    return Err(HttpError::Malformed("more than one Content-Length header".to_string()));
+                }
+                content_length = Some(declared);
+            }
+            "connection" => {
+                for token in value.unwrap_or_default().split(',').map(str::trim) {
+                    connection_close |= token.eq_ignore_ascii_case("close");
+                    connection_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                }
+            }
+            "expect" => match value {
+                Some(v) if v.eq_ignore_ascii_case("100-continue") => expect_continue = true,
+                other => {
+                    let shown =
+                        other.map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(field.value).into());
+                    return Err(HttpError::ExpectationFailed(shown));
+                }
+            },
+            _ => {}
+        }
+        if let Some(value) = value {
+            headers.push((name, value.to_string()));
+        }
+    }
+    let keep_alive = !connection_close && (http11 || connection_keep_alive);
+    let head = Head {
+        method: method.to_string(),
+        target: target.to_string(),
+        http11,
+        headers,
+        content_length,
+        keep_alive,
+        expect_continue,
+    };
+    Ok(Some((head, head_len)))
+}
+
+/// Visible ASCII, with spaces and tabs allowed between visible characters.
+fn is_visible_ascii(value: &str) -> bool {
+    value.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+}
+
+/// Digits only: no sign, no list (`5, 5`), no whitespace inside. `u64` overflow is "too large",
+/// reported as `u64::MAX`.
+fn parse_content_length(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// `/path?query` → (`/path`, `Some("query")`); an absolute-form target loses scheme and authority.
+fn split_target(target: &str) -> (String, Option<String>) {
+    let origin_form = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| {
+            let rest = target
+                .get(..scheme.len())
+                .filter(|s| s.eq_ignore_ascii_case(scheme))
+                .map(|_| &target[scheme.len()..])?;
+            Some(rest.find(['/', '?']).map_or("/", |i| &rest[i..]))
+        })
+        .unwrap_or(target);
+    match origin_form.split_once('?') {
+        Some((path, query)) => (if path.is_empty() { "/" } else { path }.to_string(), Some(query.to_string())),
+        None => (origin_form.to_string(), None),
+    }
+}
+
+/// One response. [`write_response`] adds `Content-Length`, `Content-Type` and `Connection`.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// `Connection: keep-alive` when true, else `Connection: close` (the caller then closes).
+    pub keep_alive: bool,
+    /// Further header fields; values must not contain CR or LF.
+    pub extra_headers: Vec<(&'static str, String)>,
+}
+
+impl HttpResponse {
+    /// A keep-alive response without extra headers.
+    pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self { status, content_type, body, keep_alive: true, extra_headers: Vec::new() }
+    }
+}
+
+/// Writes one response with `Content-Type`, `Content-Length`, `Connection: keep-alive|close`,
+/// plus the extra headers, in one `write_all`, then flushes. A header name or value holding CR or
+/// LF fails with `InvalidInput` before anything is written.
+pub fn write_response<W: Write>(w: &mut W, response: &HttpResponse) -> io::Result<()> {
+    let unsafe_text = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+    if unsafe_text(response.content_type)
+        || response.extra_headers.iter().any(|(name, value)| unsafe_text(name) || unsafe_text(value))
+    {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "CR or LF in a response header"));
+    }
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        response.status,
+        reason_phrase(response.status),
+        response.content_type,
+        response.body.len(),
+        if response.keep_alive { "keep-alive" } else { "close" },
+    );
+    for (name, value) in &response.extra_headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut message = Vec::with_capacity(head.len() + response.body.len());
+    message.extend_from_slice(head.as_bytes());
+    message.extend_from_slice(&response.body);
+    w.write_all(&message)?;
+    w.flush()
+}
+
+/// The reason phrase of a status this server sends (and of the other common ones).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        499 => "Client Closed Request",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => match status / 100 {
+            1 => "Informational",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            _ => "Server Error",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A stream that yields scripted reads (each at most `max_read` bytes) and records writes.
+    struct Scripted {
+        reads: VecDeque<Vec<u8>>,
+        max_read: usize,
+        written: Vec<u8>,
+        reads_done: usize,
+    }
+
+    impl Scripted {
+        fn new(reads: &[&[u8]]) -> Self {
+            Self {
+                reads: reads.iter().map(|r| r.to_vec()).collect(),
+                max_read: usize::MAX,
+                written: Vec::new(),
+                reads_done: 0,
+            }
+        }
+
+        fn one_byte_at_a_time(bytes: &[u8]) -> Self {
+            Self { max_read: 1, ..Self::new(&[bytes]) }
+        }
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(front) = self.reads.front_mut() else { return Ok(0) };
+            let n = front.len().min(buf.len()).min(self.max_read);
+            buf[..n].copy_from_slice(&front[..n]);
+            front.drain(..n);
+            if front.is_empty() {
+                self.reads.pop_front();
+            }
+            self.reads_done += 1;
+            Ok(n)
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn read(stream: &mut Scripted, buffered: &mut Vec<u8>) -> Result<Option<HttpRequest>, HttpError> {
+        read_request(stream, buffered, &Limits::default())
+    }
+
+    const TWO: &[u8] =
+        b"POST /evidenceos.v2.EvidenceOS/Health HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+Content-Length: 2\r\n\r\n{}POST /evidenceos.v2.EvidenceOS/GetServerInfo?x=1 HTTP/1.1\r\nContent-Length: 3\r\n\
+Connection: close\r\n\r\nabc";
+
+    #[test]
+    fn pipelined_requests_in_one_buffer() {
+        let mut stream = Scripted::new(&[TWO]);
+        let mut buffered = Vec::new();
+        let first = read(&mut stream, &mut buffered).unwrap().unwrap();
+        assert_eq!(first.method, "POST");
+        assert_eq!(first.path, "/evidenceos.v2.EvidenceOS/Health");
+        assert_eq!(first.query, None);
+        assert_eq!(first.body, b"{}");
+        assert!(first.keep_alive);
+        assert!(!buffered.is_empty(), "the second request stays buffered");
+
+        let second = read(&mut stream, &mut buffered).unwrap().unwrap();
+        assert_eq!(second.path, "/evidenceos.v2.EvidenceOS/GetServerInfo");
+        assert_eq!(second.query.as_deref(), Some("x=1"));
+        assert_eq!(second.body, b"abc");
+        assert!(!second.keep_alive);
+        assert!(buffered.is_empty());
+        assert!(read(&mut stream, &mut buffered).unwrap().is_none());
+    }
+
+    #[test]
+    fn pipelined_requests_already_buffered() {
+        let mut stream = Scripted::new(&[]);
+        let mut buffered = TWO.to_vec();
+        assert_eq!(read(&mut stream, &mut buffered).unwrap().unwrap().body, b"{}");
+        assert_eq!(read(&mut stream, &mut buffered).unwrap().unwrap().body, b"abc");
+        assert!(read(&mut stream, &mut buffered).unwrap().is_none());
+        assert_eq!(stream.reads_done, 0, "buffered requests need no read (and the clean close one, a zero read)");
+    }
+
+    #[test]
+    fn split_reads_one_byte_at_a_time() {
+        let mut stream = Scripted::one_byte_at_a_time(TWO);
+        let mut buffered = Vec::new();
+        let first = read(&mut stream, &mut buffered).unwrap().unwrap();
+        assert_eq!(first.body, b"{}");
+        assert_eq!(first.header("content-type"), Some("application/json"));
+        let second = read(&mut stream, &mut buffered).unwrap().unwrap();
+        assert_eq!(second.body, b"abc");
+        assert!(read(&mut stream, &mut buffered).unwrap().is_none());
+    }
+
+    #[test]
+    fn answers_100_continue_before_reading_the_body() {
+        let head: &[u8] = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let mut stream = Scripted::new(&[head, b"hello"]);
+        let mut buffered = Vec::new();
+        let request = read(&mut stream, &mut buffered).unwrap().unwrap();
+        assert_eq!(request.body, b"hello");
+        assert_eq!(stream.written, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn no_100_continue_when_the_body_already_arrived_or_for_http10() {
+        let whole: &[u8] = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+        let mut stream = Scripted::new(&[whole]);
+        assert_eq!(read(&mut stream, &mut Vec::new()).unwrap().unwrap().body, b"hello");
+        assert!(stream.written.is_empty());
+
+        let head: &[u8] = b"POST /p HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let mut stream = Scripted::new(&[head, b"hello"]);
+        assert_eq!(read(&mut stream, &mut Vec::new()).unwrap().unwrap().body, b"hello");
+        assert!(stream.written.is_empty());
+    }
+
+    #[test]
+    fn unknown_expectation_is_417() {
+        let mut stream = Scripted::new(&[b"POST /p HTTP/1.1\r\nExpect: magic\r\nContent-Length: 0\r\n\r\n"]);
+        let error = read(&mut stream, &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, HttpError::ExpectationFailed(_)), "{error:?}");
+        assert_eq!(error.status(), Some(417));
+    }
+
+    #[test]
+    fn oversized_body_refused_without_reading_it() {
+        let limits = Limits { max_body_bytes: 10, ..Limits::default() };
+        let head: &[u8] = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n";
+        let mut stream = Scripted::new(&[head, b"01234567890"]);
+        let error = read_request(&mut stream, &mut Vec::new(), &limits).unwrap_err();
+        assert!(matches!(error, HttpError::BodyTooLarge { limit: 10, declared: 11 }), "{error:?}");
+        assert_eq!(stream.reads.len(), 1, "the body was not read");
+        assert!(stream.written.is_empty(), "no 100 Continue for a refused body");
+        assert_eq!(error.status(), Some(429));
+        let kernel = error.kernel_error().unwrap();
+        assert_eq!(kernel.code, evidenceos_core::ErrorCode::ResourceExhausted);
+        let response = error.response().unwrap();
+        assert_eq!(response.status, 429);
+        assert!(!response.keep_alive);
+        let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(json["code"], "resource_exhausted");
+    }
+
+    #[test]
+    fn huge_declared_length_is_body_too_large_not_an_allocation() {
+        let mut stream = Scripted::new(&[b"POST /p HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"]);
+        let error = read(&mut stream, &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, HttpError::BodyTooLarge { declared: u64::MAX, .. }), "{error:?}");
+    }
+
+    #[test]
+    fn clean_close_returns_none() {
+        let mut stream = Scripted::new(&[]);
+        assert!(read(&mut stream, &mut Vec::new()).unwrap().is_none());
+        let mut stream = Scripted::new(&[b"\r\n"]);
+        assert!(read(&mut stream, &mut Vec::new()).unwrap().is_none());
+        // Blank lines before a request line are skipped.
+        let mut stream = Scripted::new(&[b"\r\nPOST /p HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"]);
+        assert_eq!(read(&mut stream, &mut Vec::new()).unwrap().unwrap().body, b"x");
+    }
+
+    #[test]
+    fn eof_mid_request_is_an_error() {
+        let mut stream = Scripted::new(&[b"POST /p HTTP/1.1\r\nContent-Le"]);
+        let error = read(&mut stream, &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, HttpError::Truncated), "{error:?}");
+        assert_eq!(error.status(), None);
+        assert!(error.response().is_none());
+
+        let mut stream = Scripted::new(&[b"POST /p HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"]);
+        assert!(matches!(read(&mut stream, &mut Vec::new()), Err(HttpError::Truncated)));
+    }
+
+    #[test]
+    fn io_errors_are_not_answered() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "timed out"))
+            }
+        }
+        impl Write for Failing {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let error = read_request(&mut Failing, &mut Vec::new(), &Limits::default()).unwrap_err();
+        assert!(matches!(error, HttpError::Io(ref e) if e.kind() == io::ErrorKind::WouldBlock), "{error:?}");
+        assert_eq!(error.status(), None);
+    }
+
+    #[test]
+    fn header_names_lowercased_values_trimmed_in_order() {
+        let mut stream = Scripted::new(&[
+            b"POST /p HTTP/1.1\r\nX-Request-ID:   abc  \r\nAUTHORIZATION: Bearer t\r\nx-request-id: second\r\n\
+X-Bin: \xff\xfe\r\nContent-Length: 0\r\n\r\n",
+        ]);
+        let request = read(&mut stream, &mut Vec::new()).unwrap().unwrap();
+        let names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-request-id", "authorization", "x-request-id", "content-length"]);
+        assert_eq!(request.header("X-Request-Id"), Some("abc"), "first value, any case");
+        assert_eq!(crate::auth::Headers::header(&request, "authorization"), Some("Bearer t"));
+        assert_eq!(request.header("x-bin"), None, "non-ASCII values are absent");
+    }
+
+    #[test]
+    fn http10_keep_alive_semantics() {
+        let cases: [(&[u8], bool); 6] = [
+            (b"POST /p HTTP/1.0\r\nContent-Length: 0\r\n\r\n", false),
+            (b"POST /p HTTP/1.0\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", true),
+            (b"POST /p HTTP/1.0\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n", false),
+            (b"POST /p HTTP/1.1\r\nContent-Length: 0\r\n\r\n", true),
+            (b"POST /p HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false),
+            (b"POST /p HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\nContent-Length: 0\r\n\r\n", false),
+        ];
+        for (raw, keep_alive) in cases {
+            let request = read(&mut Scripted::new(&[raw]), &mut Vec::new()).unwrap().unwrap();
+            assert_eq!(request.keep_alive, keep_alive, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let cases: [&[u8]; 5] = [
+            b"POST /p HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+            b"POST /p HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST /p HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nab",
+            b"POST /p HTTP/1.1\r\nContent-Length: +2\r\n\r\nab",
+            b"POST /p HTTP/1.1\r\nContent-Length: two\r\n\r\nab",
+        ];
+        for raw in cases {
+            let error = read(&mut Scripted::new(&[raw]), &mut Vec::new()).unwrap_err();
+            assert!(matches!(error, HttpError::Malformed(_)), "{error:?}");
+            assert_eq!(error.status(), Some(400));
+        }
+        let error = read(&mut Scripted::new(&[b"POST /p HTTP/1.1\r\n\r\n"]), &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, HttpError::LengthRequired), "{error:?}");
+        assert_eq!(error.status(), Some(411));
+        let get = read(&mut Scripted::new(&[b"GET /p HTTP/1.1\r\n\r\n"]), &mut Vec::new()).unwrap().unwrap();
+        assert!(get.body.is_empty());
+    }
+
+    #[test]
+    fn transfer_encoding_is_501() {
+        let raw: &[u8] = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
+        let error = read(&mut Scripted::new(&[raw]), &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, HttpError::UnsupportedTransferEncoding), "{error:?}");
+        assert_eq!(error.status(), Some(501));
+        assert!(error.message().contains("chunked"));
+    }
+
+    #[test]
+    fn header_limits_are_431() {
+        let limits = Limits { max_header_bytes: 64, ..Limits::default() };
+        let long = format!("POST /p HTTP/1.1\r\nX-Long: {}\r\nContent-Length: 0\r\n\r\n", "a".repeat(100));
+        let error = read_request(&mut Scripted::new(&[long.as_bytes()]), &mut Vec::new(), &limits).unwrap_err();
+        assert!(matches!(error, HttpError::HeadersTooLarge { limit: 64 }), "{error:?}");
+        assert_eq!(error.status(), Some(431));
+
+        // An endless header section is cut off at the limit, not buffered without bound.
+        let endless = vec![b'a'; 100_000];
+        let mut stream = Scripted::new(&[b"POST /p HTTP/1.1\r\nX: ", &endless]);
+        let mut buffered = Vec::new();
+        let error = read_request(&mut stream, &mut buffered, &limits).unwrap_err();
+        assert!(matches!(error, HttpError::HeadersTooLarge { .. }), "{error:?}");
+        assert!(buffered.len() <= limits.max_header_bytes + READ_CHUNK);
+
+        let limits = Limits { max_headers: 2, ..Limits::default() };
+        let raw: &[u8] = b"POST /p HTTP/1.1\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n";
+        let error = read_request(&mut Scripted::new(&[raw]), &mut Vec::new(), &limits).unwrap_err();
+        assert!(matches!(error, HttpError::TooManyHeaders { limit: 2 }), "{error:?}");
+        assert_eq!(error.status(), Some(431));
+    }
+
+    #[test]
+    fn malformed_and_wrong_version() {
+        let error = read(&mut Scripted::new(&[b"POST\r\n\r\n"]), &mut Vec::new()).unwrap_err();
+        assert_eq!(error.status(), Some(400), "{error:?}");
+        let error = read(&mut Scripted::new(&[b"POST /p HTTP/2.0\r\n\r\n"]), &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, HttpError::VersionNotSupported | HttpError::Malformed(_)), "{error:?}");
+        let response = error.response().unwrap();
+        assert!(!response.keep_alive);
+        assert_eq!(response.content_type, "text/plain; charset=utf-8");
+    }
+
+    #[test]
+    fn absolute_form_and_query() {
+        assert_eq!(split_target("http://h:8080/a/b?c=d"), ("/a/b".to_string(), Some("c=d".to_string())));
+        assert_eq!(split_target("HTTPS://h"), ("/".to_string(), None));
+        assert_eq!(split_target("/x?"), ("/x".to_string(), Some(String::new())));
+        assert_eq!(split_target("/x"), ("/x".to_string(), None));
+    }
+
+    #[test]
+    fn writes_a_response() {
+        let mut out = Vec::new();
+        let mut response = HttpResponse::new(200, "application/json", b"{}".to_vec());
+        response.extra_headers.push(("X-Request-Id", "abc".to_string()));
+        write_response(&mut out, &response).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\
+X-Request-Id: abc\r\n\r\n{}"
+        );
+
+        let mut out = Vec::new();
+        let response = HttpResponse { keep_alive: false, ..HttpResponse::new(404, "text/plain", Vec::new()) };
+        write_response(&mut out, &response).unwrap();
+        assert!(String::from_utf8(out).unwrap().starts_with("HTTP/1.1 404 Not Found\r\n"));
+
+        let mut out = Vec::new();
+        let response =
+            HttpResponse { extra_headers: vec![("X-Bad", "a\r\nSet-Cookie: x".to_string())], ..response.clone() };
+        assert_eq!(write_response(&mut out, &response).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn reason_phrases() {
+        assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
+        assert_eq!(reason_phrase(415), "Unsupported Media Type");
+        assert_eq!(reason_phrase(599), "Server Error");
+    }
+}
