@@ -23,10 +23,14 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// Protocol version this daemon speaks (SPEC §1).
 pub const PROTOCOL_SEMVER: &str = "2.1.0";
 
+/// Largest request message accepted by default (SPEC §2.5), on either transport.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 pub mod access_log;
 pub mod auth;
 pub mod mapping;
 pub mod rpc;
+pub mod tls;
 
 #[cfg(feature = "connect")]
 pub mod connect;

@@ -8,36 +8,21 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::service::EvidenceService;
 
-/// PEM material for TLS. With `client_ca`, client certificates are required and verified
-/// against it (mTLS); there is no optional-client-certificate mode.
-#[derive(Clone)]
-pub struct TlsFiles {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for TlsFiles {
-    // Never print the private key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsFiles").field("mtls", &self.client_ca_pem.is_some()).finish_non_exhaustive()
-    }
-}
-
-impl TlsFiles {
-    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
-        let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
-        let config = tonic::transport::ServerTlsConfig::new().identity(identity);
-        match &self.client_ca_pem {
-            Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)).client_auth_optional(false),
-            None => config,
-        }
-    }
-}
 use crate::{v1, v2};
 
-/// Largest request message accepted by default (SPEC §2.5).
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::tls::TlsFiles;
+
+/// tonic's TLS settings for the PEM material.
+fn server_tls_config(files: &TlsFiles) -> tonic::transport::ServerTlsConfig {
+    let identity = tonic::transport::Identity::from_pem(&files.cert_pem, &files.key_pem);
+    let config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    match &files.client_ca_pem {
+        Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)).client_auth_optional(false),
+        None => config,
+    }
+}
+
+pub use crate::DEFAULT_MAX_REQUEST_BYTES;
 
 #[derive(Debug)]
 pub enum ServeError {
@@ -107,7 +92,7 @@ pub async fn serve(
     let v1_server = v1::evidence_os_server::EvidenceOsServer::new(service).max_decoding_message_size(max_request_bytes);
     let mut builder = tonic::transport::Server::builder();
     if let Some(files) = tls {
-        builder = builder.tls_config(files.server_config()).map_err(ServeError::Transport)?;
+        builder = builder.tls_config(server_tls_config(&files)).map_err(ServeError::Transport)?;
     }
     builder
         .layer(crate::access_log::AccessLogLayer { metrics })

@@ -7,3 +7,5 @@
 
 pub mod codec;
 pub mod http;
+pub mod server;
+pub mod tls;
