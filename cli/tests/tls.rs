@@ -219,3 +219,96 @@ async fn the_bench_drives_lifecycles_over_mtls() {
     assert!(tokio::time::timeout(std::time::Duration::from_secs(30), refused).await.expect("bounded").is_err());
     drop(daemon);
 }
+
+/// One HTTPS POST to the sync daemon with a blocking rustls client: (status, body).
+fn sync_https_post(
+    daemon: &support::Daemon,
+    pki: &Pki,
+    identity: Option<(String, String)>,
+    method: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::io::{Read, Write};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pki.server_ca.pem.as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .map_err(std::io::Error::other)?;
+    let tcp = std::net::TcpStream::connect(daemon.addr.trim_start_matches("http://"))?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let request = format!(
+        "POST /evidenceos.v2.EvidenceOS/{method} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes())?;
+    let mut answer = Vec::new();
+    match tls.read_to_end(&mut answer) {
+        Ok(_) => {}
+        // A peer that closes without close_notify still sent its whole answer (Content-Length).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+#[test]
+fn the_sync_runtime_serves_tls_and_identifies_mtls_callers_by_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let (operator_cert, operator_key, operator_der) = pki.client_ca.issue(&["operator.example"]);
+    let (agent_cert, agent_key, _) = pki.client_ca.issue(&["agent.example"]);
+    let stranger_ca = Authority::new("someone else's ca");
+    let (foreign_cert, foreign_key, _) = stranger_ca.issue(&["intruder.example"]);
+    // A plaintext client's bytes are not a TLS record rustls can reject early; it waits for the
+    // rest until the request timeout, which is kept short here.
+    let mut flags = vec!["--runtime".to_string(), "sync".into(), "--request-timeout-ms".into(), "1500".into()];
+    flags.extend(pki.mtls_flags());
+    flags.extend(["--operator-cert-fingerprints".into(), hex::encode(sha256(&operator_der))]);
+    let daemon = start(tmp.path(), &flags);
+
+    // Plaintext gets no HTTP answer from a TLS listener.
+    let mut plain = std::net::TcpStream::connect(daemon.addr.trim_start_matches("http://")).unwrap();
+    plain.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    std::io::Write::write_all(
+        &mut plain,
+        b"POST /evidenceos.v2.EvidenceOS/Health HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut reply);
+    assert!(!String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"), "plaintext must not be served");
+
+    for identity in [None, Some((foreign_cert, foreign_key))] {
+        let attempt = sync_https_post(&daemon, &pki, identity, "Health", "{}");
+        assert!(!matches!(attempt, Ok((200, _))), "clients without a certificate from the client CA are refused");
+    }
+    let grant = r#"{"principalId":"agent-7","amount":"5","reason":"pilot"}"#;
+    let (status, body) =
+        sync_https_post(&daemon, &pki, Some((operator_cert, operator_key)), "GrantCredit", grant).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"creditBalance\":\"5\""), "{body}");
+    let (status, body) = sync_https_post(&daemon, &pki, Some((agent_cert, agent_key)), "GrantCredit", grant).unwrap();
+    assert_eq!(status, 403, "an agent certificate stays an agent: {body}");
+    assert!(body.contains("permission_denied"), "{body}");
+    daemon.stop();
+}

@@ -1,0 +1,97 @@
+//! `--runtime sync`: the Connect protocol over HTTP/1.1 on this one thread, no tokio. Requests
+//! are served one at a time and their effects carried out inline, so there is no group commit:
+//! each command costs its own fsyncs.
+
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use evidenceos_core::Kernel;
+use evidenceos_grpc::connect::http::Limits;
+use evidenceos_grpc::connect::server::{Control, ServeConfig, ServeEnd};
+use evidenceos_io_sync::{BlockingRuntime, DataDir, FileExecutor, Observe, Stopped, now};
+
+use crate::Args;
+use crate::security::Security;
+
+/// Flags raised by SIGTERM/SIGINT (stop) and SIGHUP (reload); each signal also writes to a pipe
+/// the server watches, so it wakes at once.
+fn install_signals() -> Result<Control, String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    let (wake_read, wake_write) = UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
+    wake_write.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
+    for (signal, flag) in [(SIGTERM, &stop), (SIGINT, &stop), (SIGHUP, &reload)] {
+        signal_hook::flag::register(signal, flag.clone()).map_err(|e| format!("signal {signal}: {e}"))?;
+        let pipe = wake_write.try_clone().map_err(|e| format!("signal pipe: {e}"))?;
+        signal_hook::low_level::pipe::register(signal, pipe).map_err(|e| format!("signal {signal}: {e}"))?;
+    }
+    Ok(Control { stop, reload, wakeup: Some(wake_read) })
+}
+
+pub(crate) fn serve(
+    args: Args,
+    security: Security,
+    kernel: Kernel,
+    executor: FileExecutor,
+    dir: DataDir,
+) -> Result<ExitCode, String> {
+    let Security { tls, auth } = security;
+    let tls = tls.as_ref().map(evidenceos_grpc::connect::tls::server_config).transpose()?;
+    let config = ServeConfig {
+        tls,
+        authenticator: auth,
+        server_info: evidenceos_grpc::rpc::server_info(
+            env!("CARGO_PKG_VERSION").to_string(),
+            env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
+            env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
+            crate::feature_flags(&args),
+        ),
+        limits: Limits { max_body_bytes: args.max_request_bytes, ..Limits::default() },
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+    };
+    let key_id = kernel.active_key_id();
+    let tree_size = kernel.durable_tree_size();
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let control = install_signals()?;
+    let mut runtime = BlockingRuntime::new(kernel, executor, Observe::LogOnly);
+    let settings = crate::settings_from(&args);
+
+    tracing::info!(event = "listening", addr = %local, key_id = %key_id, tree_size, data_dir = %dir.root().display(), runtime = "sync", protocol = "connect", "evidenceosd is serving");
+    #[allow(clippy::print_stdout)]
+    {
+        println!("evidenceosd listening on {local} (signing key id {key_id}, data dir {})", dir.root().display());
+    }
+    let ended = evidenceos_grpc::connect::server::serve(listener, &config, &mut runtime, control, |runtime| {
+        if let Some(request) = crate::reload::read_request(&dir, settings.clone()) {
+            crate::reload::log_outcome(runtime.call(now(), crate::reload::principal(), request));
+        }
+    })
+    .map_err(|e| format!("serving failed: {e}"))?;
+    if ended == ServeEnd::StopRequested {
+        tracing::info!(event = "shutdown_requested", signal = "SIGTERM/SIGINT", "writing the checkpoint");
+    }
+    let (stopped, _) = runtime.shutdown(now());
+    drop(dir); // the data directory lock goes with the process
+    match stopped {
+        Stopped::Clean if ended == ServeEnd::StopRequested => {
+            tracing::info!(event = "stopped", "checkpoint written; exiting");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            tracing::error!(
+                event = "stopped",
+                reason = "storage_failed",
+                "exiting non-zero so a supervisor restarts into recovery"
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `--runtime tokio`: gRPC (HTTP/2) on a multi-threaded tokio runtime; the kernel on its own task,
+//! effects on a dedicated thread, group commit.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use evidenceos_core::Kernel;
+use evidenceos_core::environment::Settings;
+use evidenceos_grpc::service::{EvidenceService, ServerFacts};
+use evidenceos_io_sync::{DataDir, FileExecutor};
+use evidenceos_io_tokio::{KernelHandle, Stopped};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Args;
+use crate::security::Security;
+
+/// One SIGHUP: the operator files are read on the blocking pool, then applied through the kernel.
+async fn reload(dir: &Arc<DataDir>, kernel: &KernelHandle, settings: Settings) {
+    let reader = dir.clone();
+    let request = match tokio::task::spawn_blocking(move || crate::reload::read_request(&reader, settings)).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(join) => {
+            let reason = join.to_string();
+            tracing::error!(
+                event = "config_reload_rejected",
+                reason = reason.as_str(),
+                "reading operator files failed"
+            );
+            return;
+        }
+    };
+    crate::reload::log_outcome(kernel.call(crate::reload::principal(), request).await);
+}
+
+pub(crate) async fn serve(
+    args: Args,
+    security: Security,
+    kernel: Kernel,
+    executor: FileExecutor,
+    dir: Arc<DataDir>,
+) -> Result<ExitCode, String> {
+    let key_id = kernel.active_key_id();
+    let tree_size = kernel.durable_tree_size();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (handle, kernel_task) = evidenceos_io_tokio::spawn(kernel, executor, evidenceos_io_tokio::wall_clock());
+    let facts = ServerFacts {
+        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+        build_git_commit: env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
+        build_time_utc: env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
+        feature_flags: crate::feature_flags(&args),
+    };
+    let metrics = Arc::new(evidenceos_grpc::metrics::Metrics::new());
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(event = "metrics_listening", addr = %local, "serving /metrics");
+        tokio::spawn(evidenceos_grpc::metrics::serve_metrics(listener, metrics.clone(), handle.clone()));
+    }
+    let Security { tls, auth } = security;
+    let service = EvidenceService::new(handle.clone(), facts, auth);
+
+    // The kernel task ends early only on a storage failure; that also stops the server.
+    let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(None::<Stopped>);
+    tokio::spawn(async move {
+        let stopped = kernel_task.await.unwrap_or(Stopped::StorageFailed);
+        let _ = stopped_tx.send(Some(stopped));
+    });
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    // SIGHUP: re-read the operator files; apply them through the kernel (journaled) if they
+    // all validate, else keep the last good configuration. Never fatal.
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let settings = crate::settings_from(&args);
+    let (reload_dir, reload_kernel) = (dir.clone(), handle.clone());
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reload(&reload_dir, &reload_kernel, settings.clone()).await;
+        }
+    });
+    let mut kernel_watch = stopped_rx.clone();
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(event = "shutdown_requested", signal = "SIGTERM", "draining"),
+            _ = interrupt.recv() => tracing::info!(event = "shutdown_requested", signal = "SIGINT", "draining"),
+            _ = kernel_watch.wait_for(Option::is_some) => {}
+        }
+        let _ = draining_tx.send(());
+    };
+
+    tracing::info!(event = "listening", addr = %local, key_id = %key_id, tree_size, data_dir = %dir.root().display(), "evidenceosd is serving");
+    #[allow(clippy::print_stdout)]
+    {
+        println!("evidenceosd listening on {local} (signing key id {key_id}, data dir {})", dir.root().display());
+    }
+    // Graceful shutdown waits for clients to close their connections; idle HTTP/2 clients may
+    // never do so, so the drain is bounded.
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    let drain_deadline = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, tls, metrics, shutdown) => served.map_err(|e| e.to_string())?,
+        () = drain_deadline => tracing::warn!(event = "drain_timeout", grace_secs = args.shutdown_grace_secs, "closing connections still open after the grace period"),
+    }
+
+    handle.shutdown().await;
+    let stopped = stopped_rx.wait_for(Option::is_some).await.map(|s| s.clone()).ok().flatten();
+    drop(dir); // the data directory lock goes with the process
+    match stopped {
+        Some(Stopped::Clean) => {
+            tracing::info!(event = "stopped", "checkpoint written; exiting");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            tracing::error!(
+                event = "stopped",
+                reason = "storage_failed",
+                "exiting non-zero so a supervisor restarts into recovery"
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! `evidenceosd --runtime sync` as a client sees it: plain HTTP/1.1 with JSON bodies, the way curl
+//! would send them, against the real binary; the same claim on the tokio daemon for comparison;
+//! one data directory served by both runtimes in turn.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use evidenceos_core::hash::sha256;
+use evidenceos_grpc::v2;
+use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
+use serde_json::{Value, json};
+
+mod support;
+
+use support::{Daemon, install_demo_holdout};
+
+const AGENT: &str = "agent-secret";
+const AUDITOR: &str = "auditor-secret";
+const TOKENS: [(&str, &str); 2] = [("EVIDENCEOS_AGENT_TOKENS", AGENT), ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR)];
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn start_sync(data_dir: &Path, log_dir: &Path, extra: &[&str]) -> Daemon {
+    let mut flags = vec!["--runtime", "sync"];
+    flags.extend_from_slice(extra);
+    support::start_with(data_dir, log_dir, &flags, &TOKENS)
+}
+
+fn start_tokio(data_dir: &Path, log_dir: &Path) -> Daemon {
+    support::start_with(data_dir, log_dir, &["--runtime", "tokio"], &TOKENS)
+}
+
+/// One HTTP/1.1 response.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?} {}", self.status, String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection, written by hand so the test sends exactly what curl would.
+struct Http {
+    stream: TcpStream,
+    host: String,
+}
+
+impl Http {
+    fn connect(daemon: &Daemon) -> Self {
+        let host = daemon.addr.trim_start_matches("http://").to_string();
+        let stream = TcpStream::connect(&host).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Self { stream, host }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) -> Answer {
+        self.stream.write_all(bytes).unwrap();
+        self.read_answer()
+    }
+
+    fn read_answer(&mut self) -> Answer {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(self.stream.read(&mut byte).unwrap(), 1, "connection closed mid-response: {head:?}");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (name, value) = l.split_once(':').unwrap();
+                (name.trim().to_string(), value.trim().to_string())
+            })
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("content-length");
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).unwrap();
+        Answer { status, headers, body }
+    }
+
+    fn post(&mut self, method: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let mut request = format!(
+            "POST /evidenceos.v2.EvidenceOS/{method} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+            self.host,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_raw(&bytes)
+    }
+
+    /// A JSON call with a bearer token (and `x-request-id` when given); panics unless it is 200.
+    fn call(&mut self, method: &str, token: &str, request_id: Option<&str>, body: &Value) -> Value {
+        let authorization = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", authorization.as_str())];
+        if let Some(id) = request_id {
+            headers.push(("x-request-id", id));
+        }
+        let answer = self.post(method, "application/json", &headers, body.to_string().as_bytes());
+        assert_eq!(answer.status, 200, "{method}: {}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        answer.json()
+    }
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{name}.wat"))).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
+fn unb64(value: &Value) -> Vec<u8> {
+    BASE64.decode(value.as_str().unwrap_or_default()).unwrap()
+}
+
+/// The README walkthrough's claim as JSON: create → commit → freeze → seal → execute → fetch.
+/// Returns (ExecuteClaimV2 answer, FetchCapsule answer).
+fn walkthrough_over_json(http: &mut Http, name: &str, module: &str) -> (Value, Value) {
+    let create = json!({
+        "claimName": name,
+        "metadata": {"lane": "fast", "alphaMicros": 50000, "epochConfigRef": "epoch/v1", "outputSchemaId": "EVIDENCEOS_SC_V0"},
+        "signals": {},
+        "holdoutRef": "demo",
+        "epochSize": "1",
+        "oracleNumSymbols": 4,
+        "accessCredit": "64",
+        "oracleId": "accuracy"
+    });
+    let created = http.call("CreateClaimV2", AGENT, Some(&format!("create-{name}")), &create);
+    assert_eq!(created["state"], "CLAIM_STATE_UNCOMMITTED", "{created}");
+    let claim_id = created["claimId"].as_str().unwrap().to_string();
+    let module = wasm(module);
+    let commit = json!({
+        "claimId": claim_id,
+        "artifacts": [{"artifactHash": b64(&sha256(&module)), "kind": "wasm"}],
+        "wasmModule": b64(&module)
+    });
+    assert_eq!(http.call("CommitArtifacts", AGENT, None, &commit)["state"], "CLAIM_STATE_COMMITTED");
+    let id = json!({ "claimId": claim_id });
+    assert_eq!(http.call("FreezeGates", AGENT, None, &id)["state"], "CLAIM_STATE_SEALED");
+    assert_eq!(http.call("SealClaim", AGENT, None, &id)["state"], "CLAIM_STATE_SEALED");
+    let executed = http.call("ExecuteClaimV2", AGENT, Some(&format!("execute-{name}")), &id);
+    let fetched = http.call("FetchCapsule", AUDITOR, None, &id);
+    (executed, fetched)
+}
+
+fn with<T>(message: T, token: &str, request_id: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    if let Some(id) = request_id {
+        request.metadata_mut().insert("x-request-id", id.parse().unwrap());
+    }
+    request
+}
+
+/// The same claim over gRPC with the prost messages.
+async fn walkthrough_over_grpc(
+    addr: &str,
+    name: &str,
+    module: &str,
+) -> (v2::ExecuteClaimV2Response, v2::FetchCapsuleResponse) {
+    let mut client = EvidenceOsClient::connect(addr.to_string()).await.unwrap();
+    let mut create = support::claim_request(name, "fast", "demo");
+    create.metadata.as_mut().unwrap().epoch_config_ref = "epoch/v1".into();
+    create.metadata.as_mut().unwrap().output_schema_id = "EVIDENCEOS_SC_V0".into();
+    create.signals = Some(v2::TopicSignalsV2::default());
+    create.oracle_id = "accuracy".into();
+    let created =
+        client.create_claim_v2(with(create, AGENT, Some(&format!("create-{name}")))).await.unwrap().into_inner();
+    let module = wasm(module);
+    let artifacts = vec![v2::Artifact { artifact_hash: sha256(&module).to_vec(), kind: "wasm".into() }];
+    let claim_id = created.claim_id;
+    let commit = v2::CommitArtifactsRequest { claim_id: claim_id.clone(), artifacts, wasm_module: module };
+    client.commit_artifacts(with(commit, AGENT, None)).await.unwrap();
+    client.freeze_gates(with(v2::FreezeGatesRequest { claim_id: claim_id.clone() }, AGENT, None)).await.unwrap();
+    client.seal_claim(with(v2::SealClaimRequest { claim_id: claim_id.clone() }, AGENT, None)).await.unwrap();
+    let execute = v2::ExecuteClaimV2Request { claim_id: claim_id.clone() };
+    let executed =
+        client.execute_claim_v2(with(execute, AGENT, Some(&format!("execute-{name}")))).await.unwrap().into_inner();
+    let fetched =
+        client.fetch_capsule(with(v2::FetchCapsuleRequest { claim_id }, AUDITOR, None)).await.unwrap().into_inner();
+    (executed, fetched)
+}
+
+/// Gives `to` the signing key of `from` (a daemon started on `from` generated it), so both
+/// daemons sign with the same key.
+fn copy_keys(from: &Path, to: &Path) {
+    let keys = to.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for entry in std::fs::read_dir(from.join("keys")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), keys.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_over_plain_http_json_gives_the_tokio_daemons_capsule_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sync_dir, tokio_dir) = (tmp.path().join("sync"), tmp.path().join("tokio"));
+    install_demo_holdout(&sync_dir);
+    install_demo_holdout(&tokio_dir);
+    let sync = start_sync(&sync_dir, tmp.path(), &[]);
+    copy_keys(&sync_dir, &tokio_dir);
+    let tokio = start_tokio(&tokio_dir, tmp.path());
+    assert_eq!(sync.key_id, tokio.key_id);
+
+    let mut http = Http::connect(&sync);
+    let mut capsules = Vec::new();
+    for (name, module, certified) in [("mod3", "claim_mod3", true), ("all-zero", "claim_all_zero", false)] {
+        let (executed, fetched) = walkthrough_over_json(&mut http, name, module);
+        let (grpc_executed, grpc_fetched) = walkthrough_over_grpc(&tokio.addr, name, module).await;
+        assert_eq!(executed["certified"].as_bool().unwrap_or(false), certified, "{executed}");
+        assert_eq!(grpc_executed.certified, certified);
+        let capsule = unb64(&fetched["capsuleBytes"]);
+        assert!(!capsule.is_empty());
+        assert_eq!(capsule, grpc_fetched.capsule_bytes, "{name}: the same capsule bytes on both runtimes");
+        assert_eq!(unb64(&executed["capsuleHash"]), grpc_executed.capsule_hash);
+        assert_eq!(unb64(&fetched["capsuleHash"]), sha256(&capsule).to_vec());
+        assert_eq!(unb64(&fetched["rootHash"]), grpc_fetched.root_hash, "{name}: the same ETL root");
+        assert_eq!(
+            fetched["signedTreeHead"]["signature"].as_str().map(|s| BASE64.decode(s).unwrap()),
+            grpc_fetched.signed_tree_head.as_ref().map(|sth| sth.signature.clone()),
+            "{name}: the same signed tree head"
+        );
+        capsules.push(capsule);
+    }
+    assert_ne!(capsules[0], capsules[1]);
+    drop(http);
+    sync.stop();
+    tokio.stop();
+    let journal = |dir: &Path| std::fs::read(dir.join("journal.log")).unwrap();
+    let etl = |dir: &Path| std::fs::read(dir.join("etl.log")).unwrap();
+    assert_eq!(etl(&sync_dir), etl(&tokio_dir), "byte-identical transparency logs");
+    assert_eq!(journal(&sync_dir).len(), journal(&tokio_dir).len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_is_served_by_one_runtime_then_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    install_demo_holdout(&dir);
+
+    let sync = start_sync(&dir, tmp.path(), &[]);
+    let mut http = Http::connect(&sync);
+    let (_, first) = walkthrough_over_json(&mut http, "first", "claim_mod3");
+    drop(http);
+    sync.stop();
+
+    let tokio = start_tokio(&dir, tmp.path());
+    let mut client = EvidenceOsClient::connect(tokio.addr.clone()).await.unwrap();
+    let sth =
+        client.get_signed_tree_head(with(v2::GetSignedTreeHeadRequest {}, AUDITOR, None)).await.unwrap().into_inner();
+    assert_eq!(sth.tree_size.to_string(), first["treeSize"].as_str().unwrap(), "the tokio daemon sees the sync writes");
+    let (_, second) = walkthrough_over_grpc(&tokio.addr, "second", "claim_all_zero").await;
+    tokio.stop();
+
+    let sync = start_sync(&dir, tmp.path(), &[]);
+    let mut http = Http::connect(&sync);
+    let sth = http.call("GetSignedTreeHead", AUDITOR, None, &json!({}));
+    assert_eq!(sth["treeSize"].as_str().unwrap(), second.tree_size.to_string(), "and the sync daemon the tokio ones");
+    let claim_id = json!({ "claimId": b64(&sha256(&[0])) });
+    let missing = http.post(
+        "FetchCapsule",
+        "application/json",
+        &[("Authorization", "Bearer auditor-secret")],
+        claim_id.to_string().as_bytes(),
+    );
+    assert_eq!(missing.status, 404, "{}", String::from_utf8_lossy(&missing.body));
+    drop(http);
+    sync.stop();
+}
+
+#[test]
+fn protobuf_bodies_keep_alive_errors_reload_and_shutdown() {
+    use prost::Message as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    install_demo_holdout(&dir);
+    let sync = start_sync(&dir, tmp.path(), &["--max-request-bytes", "4096"]);
+    let mut http = Http::connect(&sync);
+    let bearer = [("Authorization", "Bearer auditor-secret")];
+
+    // application/proto on the same keep-alive connection as the JSON calls.
+    let answer = http.post("GetServerInfo", "application/proto", &bearer, &[]);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type"), Some("application/proto"));
+    let info = v2::GetServerInfoResponse::decode(answer.body.as_slice()).unwrap();
+    assert_eq!(info.protocol_semver, evidenceos_grpc::PROTOCOL_SEMVER);
+    let health = http.call("Health", AUDITOR, None, &json!({}));
+    assert_eq!(health["status"], "SERVING");
+
+    let error = |answer: &Answer| (answer.status, answer.json()["code"].as_str().unwrap_or_default().to_string());
+    let json_body = b"{}";
+    let unauthenticated = http.post("GetSignedTreeHead", "application/json", &[], json_body);
+    assert_eq!(error(&unauthenticated), (401, "unauthenticated".into()));
+    let wrong_token =
+        http.post("GetSignedTreeHead", "application/json", &[("Authorization", "Bearer nope")], json_body);
+    assert_eq!(error(&wrong_token), (401, "unauthenticated".into()));
+    let unknown = http.post("Nope", "application/json", &bearer, json_body);
+    assert_eq!(unknown.status, 404);
+    let wrong_type = http.post("Health", "text/plain", &bearer, json_body);
+    assert_eq!(wrong_type.status, 415);
+    let malformed = http.post("GetInclusionProof", "application/json", &bearer, b"{\"leafIndex\": ");
+    assert_eq!(error(&malformed), (400, "invalid_argument".into()));
+    let unknown_field = http.post("GetInclusionProof", "application/json", &bearer, b"{\"leaf\": 1}");
+    assert_eq!(error(&unknown_field), (400, "invalid_argument".into()));
+    let agent = [("Authorization", "Bearer agent-secret")];
+    let no_request_id = http.post("ExecuteClaimV2", "application/json", &agent, b"{\"claimId\": \"AAAA\"}");
+    assert_eq!(error(&no_request_id), (400, "invalid_argument".into()));
+    let not_found = http.post("GetInclusionProof", "application/json", &bearer, b"{\"leafIndex\": \"7\"}");
+    assert_eq!(not_found.status / 100, 4, "{}", String::from_utf8_lossy(&not_found.body));
+    let get = http
+        .send_raw(format!("GET /evidenceos.v2.EvidenceOS/Health HTTP/1.1\r\nHost: {}\r\n\r\n", http.host).as_bytes());
+    assert_eq!(get.status, 405);
+    // Still the same connection, still serving.
+    assert_eq!(http.call("Health", AUDITOR, None, &json!({}))["status"], "SERVING");
+
+    // A body over --max-request-bytes is refused before it is read, and the connection closed.
+    let mut big = Http::connect(&sync);
+    let oversized = big.post("Health", "application/json", &bearer, &vec![b' '; 8192]);
+    assert_eq!(error(&oversized), (429, "resource_exhausted".into()));
+
+    // Pipelined: two requests in one write, two answers in order.
+    let one = "POST /evidenceos.v2.EvidenceOS/Health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer auditor-secret\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let mut pipelined = Http::connect(&sync);
+    pipelined.stream.write_all(format!("{one}{one}").as_bytes()).unwrap();
+    assert_eq!(pipelined.read_answer().status, 200);
+    assert_eq!(pipelined.read_answer().status, 200);
+
+    sync.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sync.log().contains("config_reload") {
+        assert!(std::time::Instant::now() < deadline, "no reload logged:\n{}", sync.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http.call("Health", AUDITOR, None, &json!({}))["status"], "SERVING");
+    let log = sync.log();
+    assert!(log.contains("event=\"rpc\"") || log.contains("event=rpc"), "access log lines:\n{log}");
+    drop((http, big, pipelined));
+    sync.stop();
+}
+
+#[test]
+fn the_sync_runtime_refuses_what_it_does_not_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
+        .args(["--runtime", "sync", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--metrics-listen is served by the tokio runtime only"), "{stderr}");
+}
