@@ -14,12 +14,23 @@ use clap::Parser;
 /// Every lifecycle spends the holdout's pool budget (4 bits with the defaults), so give the
 /// benchmark holdout a large `holdout_k_bits_budget` and `holdout_access_credit_budget` in its
 /// manifest (or raise them with SetHoldoutPoolBudgets), or runs end in FAILED_PRECONDITION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    Grpc,
+    Connect,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "evidenceos-bench", version, about, long_about)]
 pub struct Args {
     /// Endpoint URL: http://HOST:PORT, or https://HOST:PORT for TLS (needs --ca-cert).
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "EVIDENCEOS_BENCH_ENDPOINT")]
     pub endpoint: String,
+
+    /// Wire protocol: gRPC over HTTP/2 (`evidenceosd --runtime tokio`), or the Connect protocol's
+    /// unary form over HTTP/1.1 with protobuf bodies (`evidenceosd --runtime sync`; http:// only).
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    pub protocol: Protocol,
 
     /// Complete claim lifecycles to run and measure.
     #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod args;
+pub mod connect;
 pub mod fsync_probe;
 pub mod stats;
 pub mod transport;

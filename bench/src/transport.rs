@@ -1,5 +1,5 @@
-//! How RPCs reach the endpoint. One variant today (gRPC over HTTP/2 with tonic); the messages are
-//! the SPEC §1 protobuf types, so a Connect (HTTP/1.1) variant plugs in beside it unchanged.
+//! How RPCs reach the endpoint: gRPC over HTTP/2 (tonic), or Connect over HTTP/1.1; both carry
+//! the SPEC §1 protobuf messages.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::args::Args;
+use crate::args::{Args, Protocol};
+use crate::connect::ConnectConnection;
 
 /// An RPC that did not succeed: its canonical status name (`UNAVAILABLE`) and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,13 +21,18 @@ pub struct RpcError {
 /// Settings shared by every connection of a run.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
+    protocol: Protocol,
     endpoint: Endpoint,
+    timeout: Duration,
     /// Bearer token and `--header`s, attached to every request.
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
 }
 
 impl ConnectionSettings {
     pub fn from_args(args: &Args) -> Result<Self, String> {
+        if args.protocol == Protocol::Connect && !args.endpoint.starts_with("http://") {
+            return Err("--protocol connect drives http:// endpoints only".into());
+        }
         let timeout = Duration::from_secs(args.timeout_secs);
         let mut endpoint = Endpoint::from_shared(args.endpoint.clone())
             .map_err(|e| format!("bad --endpoint {:?}: {e}", args.endpoint))?
@@ -62,7 +68,7 @@ impl ConnectionSettings {
             let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| format!("bad value of {name}"))?;
             metadata.push((key, value));
         }
-        Ok(Self { endpoint, metadata })
+        Ok(Self { protocol: args.protocol, endpoint, timeout, metadata })
     }
 }
 
@@ -70,11 +76,24 @@ impl ConnectionSettings {
 #[derive(Debug, Clone)]
 pub enum Connection {
     Grpc(GrpcConnection),
+    Connect(ConnectConnection),
 }
 
 impl Connection {
     pub async fn connect(settings: &ConnectionSettings) -> Result<Self, String> {
-        GrpcConnection::connect(settings).await.map(Self::Grpc)
+        match settings.protocol {
+            Protocol::Grpc => GrpcConnection::connect(settings).await.map(Self::Grpc),
+            Protocol::Connect => {
+                let uri = settings.endpoint.uri();
+                let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+                let headers: Vec<(String, String)> = settings
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                    .collect();
+                ConnectConnection::connect(&authority, &headers, settings.timeout).await.map(Self::Connect)
+            }
+        }
     }
 
     /// `request_id` goes out as `x-request-id` (required by CreateClaimV2 and ExecuteClaimV2).
@@ -87,6 +106,7 @@ impl Connection {
             Self::Grpc(c) => {
                 c.unary(request, Some(request_id), |mut rpc, r| async move { rpc.create_claim_v2(r).await }).await
             }
+            Self::Connect(c) => c.unary("CreateClaimV2", &request, Some(request_id)).await,
         }
     }
 
@@ -96,18 +116,21 @@ impl Connection {
     ) -> Result<v2::CommitArtifactsResponse, RpcError> {
         match self {
             Self::Grpc(c) => c.unary(request, None, |mut rpc, r| async move { rpc.commit_artifacts(r).await }).await,
+            Self::Connect(c) => c.unary("CommitArtifacts", &request, None).await,
         }
     }
 
     pub async fn freeze_gates(&mut self, request: v2::FreezeGatesRequest) -> Result<v2::FreezeGatesResponse, RpcError> {
         match self {
             Self::Grpc(c) => c.unary(request, None, |mut rpc, r| async move { rpc.freeze_gates(r).await }).await,
+            Self::Connect(c) => c.unary("FreezeGates", &request, None).await,
         }
     }
 
     pub async fn seal_claim(&mut self, request: v2::SealClaimRequest) -> Result<v2::SealClaimResponse, RpcError> {
         match self {
             Self::Grpc(c) => c.unary(request, None, |mut rpc, r| async move { rpc.seal_claim(r).await }).await,
+            Self::Connect(c) => c.unary("SealClaim", &request, None).await,
         }
     }
 
@@ -120,6 +143,7 @@ impl Connection {
             Self::Grpc(c) => {
                 c.unary(request, Some(request_id), |mut rpc, r| async move { rpc.execute_claim_v2(r).await }).await
             }
+            Self::Connect(c) => c.unary("ExecuteClaimV2", &request, Some(request_id)).await,
         }
     }
 
@@ -129,6 +153,10 @@ impl Connection {
         match self {
             Self::Grpc(c) => c
                 .unary(request, None, |mut rpc, r| async move { rpc.get_signed_tree_head(r).await })
+                .await
+                .map(|sth| sth.tree_size),
+            Self::Connect(c) => c
+                .unary::<_, v2::GetSignedTreeHeadResponse>("GetSignedTreeHead", &request, None)
                 .await
                 .map(|sth| sth.tree_size),
         }

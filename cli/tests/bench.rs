@@ -104,3 +104,41 @@ async fn refusals_are_counted_by_status() {
     assert_eq!(json["rpc"]["CreateClaimV2"]["count"], 0, "failed RPCs are not timed as successes");
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_the_sync_runtime_over_connect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    install_bench_holdout(&data_dir);
+    let daemon = support::start_with(
+        &data_dir,
+        tmp.path(),
+        &["--runtime", "sync"],
+        &[("EVIDENCEOS_AGENT_TOKENS", "bench-agent")],
+    );
+    let args = Args::parse_from([
+        "evidenceos-bench",
+        "--protocol",
+        "connect",
+        "--endpoint",
+        &daemon.addr,
+        "--bearer-token",
+        "bench-agent",
+        "--lifecycles",
+        "8",
+        "--concurrency",
+        "2",
+    ]);
+    let run = evidenceos_bench::run(&args, Arc::new(|_: &str| {}));
+    let report = tokio::time::timeout(std::time::Duration::from_secs(60), run).await.expect("bounded").unwrap();
+    let json = report.to_json();
+    assert_eq!(json["errors"], serde_json::json!({}), "{}", report.to_text());
+    assert_eq!(json["lifecycles_completed"], 8);
+    assert_eq!(json["outcomes"]["CERTIFIED"], 8);
+    assert_eq!(json["tree_size_after"], 2 * 8, "an incident leaf and a capsule per lifecycle");
+    let bad = Args::parse_from(["evidenceos-bench", "--protocol", "connect", "--endpoint", "https://127.0.0.1:1"]);
+    let refused = evidenceos_bench::run(&bad, Arc::new(|_: &str| {})).await.unwrap_err();
+    assert!(refused.contains("http:// endpoints only"), "{refused}");
+    daemon.stop();
+}
