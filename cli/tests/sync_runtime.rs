@@ -379,3 +379,42 @@ fn the_sync_runtime_refuses_what_it_does_not_serve() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--metrics-listen is served by the tokio runtime only"), "{stderr}");
 }
+
+#[test]
+fn hmac_signatures_cover_the_url_path_and_a_replay_is_refused() {
+    use hmac::{KeyInit, Mac};
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = [7u8; 32];
+    let keys = format!("ops:{}:auditor", hex::encode(secret));
+    let sync = support::start_with(
+        &tmp.path().join("data"),
+        tmp.path(),
+        &["--runtime", "sync"],
+        &[("EVIDENCEOS_HMAC_KEYS", keys.as_str())],
+    );
+    let sign = |request_id: &str, path: &str| {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&secret).unwrap();
+        mac.update(format!("{request_id}:{path}").as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let mut http = Http::connect(&sync);
+    let signed = |request_id: &'static str, signature: String| {
+        vec![
+            ("x-request-id", request_id.to_string()),
+            ("x-evidenceos-key-id", "ops".to_string()),
+            ("x-evidenceos-signature", signature),
+        ]
+    };
+    let post = |http: &mut Http, headers: Vec<(&str, String)>| {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        http.post("GetSignedTreeHead", "application/json", &headers, b"{}")
+    };
+    let path = "/evidenceos.v2.EvidenceOS/GetSignedTreeHead";
+    assert_eq!(post(&mut http, signed("r-1", sign("r-1", path))).status, 200);
+    let replay = post(&mut http, signed("r-1", sign("r-1", path)));
+    assert_eq!((replay.status, replay.json()["code"].clone()), (401, json!("unauthenticated")));
+    let other_path = post(&mut http, signed("r-2", sign("r-2", "/evidenceos.v2.EvidenceOS/Health")));
+    assert_eq!(other_path.status, 401, "a signature for another method does not transfer");
+    drop(http);
+    sync.stop();
+}
