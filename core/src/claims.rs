@@ -165,6 +165,19 @@ fn owner_or_operator(claim: &Claim, principal: &Principal) -> Result<(), KernelE
     }
 }
 
+/// A create whose inputs derive an existing claim's id is a retry for its owner (or an operator)
+/// and gets that claim back; anyone else learns only that it exists, not its state.
+fn repeat_create_by(claim: &Claim, principal: &Principal) -> Result<(), KernelError> {
+    if claim.owner == principal.id || principal.is_operator() {
+        Ok(())
+    } else {
+        Err(KernelError::new(
+            ErrorCode::AlreadyExists,
+            "a claim with these inputs already exists and belongs to another principal",
+        ))
+    }
+}
+
 fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
     let global = format!("global/{}", holdout.holdout_ref);
     let personal = format!("principal/{}/{}", holdout.holdout_ref, principal);
@@ -271,6 +284,7 @@ impl Claims {
         let id = crate::claim::claim_id(&topic, &handle, &phys, epoch_size, num_symbols);
         let id_hex = hex::encode(id);
         if let Some(existing) = self.claims.get(&id_hex) {
+            repeat_create_by(existing, cx.principal)?;
             return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: existing.state }));
         }
         self.check_capacity()?;
@@ -352,6 +366,7 @@ impl Claims {
             crate::claim::claim_id(&topic, &holdout.handle, &signals, request.epoch_size, request.oracle_num_symbols);
         let id_hex = hex::encode(id);
         if let Some(existing) = self.claims.get(&id_hex) {
+            repeat_create_by(existing, cx.principal)?;
             let state = existing.effective_state(cx.now, cx.env.epoch);
             return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state }));
         }

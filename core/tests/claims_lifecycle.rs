@@ -94,7 +94,17 @@ fn create(h: &mut Harness, principal: &Principal, name: &str, lane: &str) -> Vec
 
 /// `signal` varies the client's semantic hash: same topic, different claim id.
 fn create_with_signal(h: &mut Harness, principal: &Principal, name: &str, lane: &str, signal: u8) -> Vec<u8> {
-    let request = CreateClaimV2 {
+    match h.command(principal, create_command(name, lane, signal)).unwrap() {
+        Response::ClaimCreated { claim_id, state, .. } => {
+            assert_eq!(state, ClaimState::Uncommitted);
+            claim_id.to_vec()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn create_command(name: &str, lane: &str, signal: u8) -> Command {
+    Command::CreateClaimV2(Box::new(CreateClaimV2 {
         claim_name: name.into(),
         lane: lane.into(),
         alpha_micros: 50_000,
@@ -111,14 +121,7 @@ fn create_with_signal(h: &mut Harness, principal: &Principal, name: &str, lane: 
         nullspec_id: String::new(),
         dp_epsilon_budget: None,
         dp_delta_budget: None,
-    };
-    match h.command(principal, Command::CreateClaimV2(Box::new(request))).unwrap() {
-        Response::ClaimCreated { claim_id, state, .. } => {
-            assert_eq!(state, ClaimState::Uncommitted);
-            claim_id.to_vec()
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    }))
 }
 
 fn commit(h: &mut Harness, principal: &Principal, claim_id: &[u8], module: &[u8], deps: &[[u8; 32]]) {
@@ -296,6 +299,10 @@ fn lifecycle_order_ownership_and_field_shapes_are_enforced() {
         )),
         ErrorCode::InvalidArgument
     );
+    // The same inputs again: the owner's retry gets the claim back; anyone else only hears that
+    // it exists.
+    assert_eq!(create(&mut h, &owner, "mod3-hypothesis", "fast"), claim);
+    assert_eq!(code(h.command(&stranger, create_command("mod3-hypothesis", "fast", 1))), ErrorCode::AlreadyExists);
     assert_eq!(h.kernel.state(), &before, "refused requests change nothing");
 }
 
