@@ -285,7 +285,8 @@ impl Claims {
         let id_hex = hex::encode(id);
         if let Some(existing) = self.claims.get(&id_hex) {
             repeat_create_by(existing, cx.principal)?;
-            return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: existing.state }));
+            let state = existing.effective_state(cx.now, cx.env.epoch);
+            return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state }));
         }
         self.check_capacity()?;
         let budget = access_credit as f64;
