@@ -418,3 +418,32 @@ fn hmac_signatures_cover_the_url_path_and_a_replay_is_refused() {
     drop(http);
     sync.stop();
 }
+
+#[test]
+fn a_slow_sender_holds_nobody_up_and_is_cut_off_after_the_request_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sync = start_sync(&tmp.path().join("data"), tmp.path(), &["--request-timeout-ms", "1500"]);
+    // Half a request, then silence.
+    let mut slow = Http::connect(&sync);
+    slow.stream
+        .write_all(b"POST /evidenceos.v2.EvidenceOS/Health HTTP/1.1\r\nContent-Type: application/json\r\nContent-Le")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let mut other = Http::connect(&sync);
+    assert_eq!(other.call("Health", AUDITOR, None, &json!({}))["status"], "SERVING");
+    assert!(started.elapsed() < Duration::from_millis(1000), "served while the slow request is pending");
+
+    // The slow connection is closed once its request has not arrived whole in time.
+    let mut rest = Vec::new();
+    let read = slow.stream.read_to_end(&mut rest);
+    assert!(started.elapsed() >= Duration::from_millis(1000), "closed by the timeout, not at once");
+    assert!(read.is_ok() || rest.is_empty(), "closed without an answer: {read:?} {rest:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sync.log().contains("request_timeout") {
+        assert!(std::time::Instant::now() < deadline, "no request_timeout logged:\n{}", sync.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop((slow, other));
+    sync.stop();
+}

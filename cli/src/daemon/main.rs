@@ -183,8 +183,9 @@ struct Args {
     #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65_536))]
     max_connections: u64,
 
-    /// Sync runtime: a request (and a TLS handshake) must arrive whole within this many
-    /// milliseconds of its first byte. Nobody else is served meanwhile, so keep it short.
+    /// Sync runtime: a request must arrive whole within this many milliseconds of its first byte,
+    /// or its connection is closed (others are served meanwhile). Also bounds writing an answer to
+    /// a client that does not read it; nobody else is served during that write.
     #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
 

@@ -17,10 +17,6 @@ use super::codec;
 /// Bytes asked of the stream per read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A body buffer starts at most this large and grows as bytes arrive, so a peer that declares a
-/// large (allowed) body but sends little of it pins little memory.
-const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
-
 /// Upper bounds on one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -200,27 +196,59 @@ struct Head {
 /// `HTTP/1.1 100 Continue\r\n\r\n` to the stream before reading the body (unless the body has
 /// already begun to arrive). A declared `Content-Length` above `limits.max_body_bytes` fails with
 /// [`HttpError::BodyTooLarge`] before any of the body is read.
+///
+/// Resumable: every byte read stays in `buffered` until the whole request is there, so on a
+/// non-blocking stream `HttpError::Io` of kind `WouldBlock` means "call again when readable",
+/// with nothing lost.
 pub fn read_request<S: Read + Write>(
     stream: &mut S,
     buffered: &mut Vec<u8>,
     limits: &Limits,
 ) -> Result<Option<HttpRequest>, HttpError> {
     let mut chunk = vec![0u8; READ_CHUNK];
-
-    // Request line and headers.
+    // A head already complete on entry was answered (100 Continue) by the call that completed it.
+    let mut head_complete_on_entry = None;
+    let mut framed: Option<(Head, usize, usize)> = None;
     let mut attempt_parse = !buffered.is_empty();
-    let (head, head_len) = loop {
-        if attempt_parse && let Some(parsed) = parse_head(buffered, limits)? {
-            break parsed;
+    loop {
+        if framed.is_none()
+            && attempt_parse
+            && let Some((head, head_len)) = parse_head(buffered, limits)?
+        {
+            let body_len = body_length(&head, limits)?;
+            let on_entry = *head_complete_on_entry.get_or_insert(true);
+            let nothing_of_the_body = buffered.len() == head_len;
+            if !on_entry && head.expect_continue && head.http11 && nothing_of_the_body && body_len > 0 {
+                stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                stream.flush()?;
+            }
+            framed = Some((head, head_len, body_len));
         }
-        // Everything buffered is (incomplete) head here: a complete one was parsed above.
-        if buffered.len() > limits.max_header_bytes {
+        // Everything buffered is (incomplete) head while nothing is framed.
+        if framed.is_none() && buffered.len() > limits.max_header_bytes {
             return Err(HttpError::HeadersTooLarge { limit: limits.max_header_bytes });
+        }
+        head_complete_on_entry.get_or_insert(false);
+        if let Some((_, head_len, body_len)) = &framed
+            && buffered.len() >= head_len + body_len
+        {
+            let (head, head_len, body_len) = framed.take().expect("checked");
+            let body = buffered[head_len..head_len + body_len].to_vec();
+            buffered.drain(..head_len + body_len);
+            let (path, query) = split_target(&head.target);
+            return Ok(Some(HttpRequest {
+                method: head.method,
+                path,
+                query,
+                headers: head.headers,
+                body,
+                keep_alive: head.keep_alive,
+            }));
         }
         let n = read_some(stream, &mut chunk)?;
         if n == 0 {
             // Blank lines before a request line are allowed (and skipped): still a clean close.
-            return if buffered.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return if framed.is_none() && buffered.iter().all(|b| matches!(b, b'\r' | b'\n')) {
                 buffered.clear();
                 Ok(None)
             } else {
@@ -230,44 +258,21 @@ pub fn read_request<S: Read + Write>(
         buffered.extend_from_slice(&chunk[..n]);
         // The head can only have become complete if a line ended.
         attempt_parse = chunk[..n].contains(&b'\n');
-    };
+    }
+}
 
-    // Body framing, all checked before reading any of the body.
-    let body_len = match head.content_length {
+/// The body's length from its framing, checked before any of it is read.
+fn body_length(head: &Head, limits: &Limits) -> Result<usize, HttpError> {
+    match head.content_length {
+        Some(declared) if declared > limits.max_body_bytes as u64 => {
+            Err(HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared })
+        }
         Some(declared) => {
-            if declared > limits.max_body_bytes as u64 {
-                return Err(HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared });
-            }
-            usize::try_from(declared).map_err(|_| HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared })?
+            usize::try_from(declared).map_err(|_| HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared })
         }
-        None if head.method == "POST" => return Err(HttpError::LengthRequired),
-        None => 0,
-    };
-
-    buffered.drain(..head_len);
-    let body = if buffered.len() >= body_len {
-        buffered.drain(..body_len).collect()
-    } else {
-        if head.expect_continue && head.http11 && buffered.is_empty() {
-            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            stream.flush()?;
-        }
-        let mut body = Vec::with_capacity(body_len.min(INITIAL_BODY_CAPACITY));
-        body.append(buffered);
-        while body.len() < body_len {
-            let n = read_some(stream, &mut chunk)?;
-            if n == 0 {
-                return Err(HttpError::Truncated);
-            }
-            let take = n.min(body_len - body.len());
-            body.extend_from_slice(&chunk[..take]);
-            buffered.extend_from_slice(&chunk[take..n]);
-        }
-        body
-    };
-
-    let (path, query) = split_target(&head.target);
-    Ok(Some(HttpRequest { method: head.method, path, query, headers: head.headers, body, keep_alive: head.keep_alive }))
+        None if head.method == "POST" => Err(HttpError::LengthRequired),
+        None => Ok(0),
+    }
 }
 
 /// One read, retried on `Interrupted`.
@@ -506,6 +511,11 @@ mod tests {
     impl Read for Scripted {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let Some(front) = self.reads.front_mut() else { return Ok(0) };
+            // An empty scripted read stands for a non-blocking socket with nothing to read yet.
+            if front.is_empty() {
+                self.reads.pop_front();
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             let n = front.len().min(buf.len()).min(self.max_read);
             buf[..n].copy_from_slice(&front[..n]);
             front.drain(..n);
@@ -578,6 +588,25 @@ Connection: close\r\n\r\nabc";
         let second = read(&mut stream, &mut buffered).unwrap().unwrap();
         assert_eq!(second.body, b"abc");
         assert!(read(&mut stream, &mut buffered).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_request_arriving_across_would_block_resumes_and_continues_once() {
+        let head: &[u8] = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let mut stream = Scripted::new(&[b"POST /p HT", b"", &head[10..], b"", b"hel", b"", b"lo"]);
+        let mut buffered = Vec::new();
+        let mut would_block = 0;
+        let request = loop {
+            match read(&mut stream, &mut buffered) {
+                Ok(request) => break request.unwrap(),
+                Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => would_block += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        assert_eq!(would_block, 3);
+        assert_eq!(request.body, b"hello");
+        assert!(buffered.is_empty());
+        assert_eq!(stream.written, b"HTTP/1.1 100 Continue\r\n\r\n", "exactly one interim answer");
     }
 
     #[test]

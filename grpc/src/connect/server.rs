@@ -1,10 +1,11 @@
 //! The blocking Connect server: one thread, one request at a time.
 //!
 //! A readiness loop (epoll through mio) watches the listener, the open connections and a wake-up
-//! pipe for signals. When a connection is readable its next request is read whole (blocking,
-//! bounded by `request_timeout`), authenticated, handed to the kernel, and its effects carried
-//! out inline before the answer is written: every reply to a command is durable. While one
-//! request is read or executed nobody else is served; that is the trade-off of this runtime.
+//! pipe for signals. Sockets are non-blocking: a readable connection's bytes are taken as they
+//! come and kept until a whole request is there, so a slow sender holds nobody up (it is cut off
+//! after `request_timeout`). A whole request is authenticated, handed to the kernel, and its
+//! effects carried out inline before the answer is written: every reply to a command is durable.
+//! While one request executes nobody else is served; that is the trade-off of this runtime.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -44,7 +45,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
-    /// A request (and a TLS handshake) must arrive whole within this once its first byte did.
+    /// A request must arrive whole within this once its first byte did (a TLS connection's
+    /// handshake and first request, once accepted); also bounds writing an answer.
     pub request_timeout: Duration,
 }
 
@@ -85,17 +87,6 @@ impl Stream {
         }
     }
 
-    /// Plaintext already decrypted by rustls but not yet read (a pipelined request).
-    fn take_buffered_plaintext(&mut self, into: &mut Vec<u8>) {
-        if let Self::Tls(tls) = self {
-            let mut chunk = [0u8; 4096];
-            // Reads only what rustls holds; WouldBlock means nothing is left.
-            while let Ok(n @ 1..) = tls.conn.reader().read(&mut chunk) {
-                into.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-
     fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
         match self {
             Self::Plain(_) => None,
@@ -131,10 +122,32 @@ impl Write for Stream {
 
 struct Connection {
     stream: Stream,
-    /// Bytes read past the last request (pipelining).
+    /// Bytes of the next request(s) read so far.
     buffered: Vec<u8>,
     peer: SocketAddr,
     last_active: Instant,
+    /// When the first byte of the request being received arrived (for TLS, the connection's
+    /// first request: when it was accepted).
+    request_started: Option<Instant>,
+}
+
+impl Connection {
+    /// Why the loop should close this connection now, if it should.
+    fn expired(&self, config: &ServeConfig) -> Option<&'static str> {
+        match self.request_started {
+            Some(started) if started.elapsed() >= config.request_timeout => Some("request_timeout"),
+            None if self.last_active.elapsed() >= config.idle_timeout => Some("idle_timeout"),
+            _ => None,
+        }
+    }
+
+    /// How long until [`Self::expired`] could say yes.
+    fn time_left(&self, config: &ServeConfig) -> Duration {
+        match self.request_started {
+            Some(started) => config.request_timeout.saturating_sub(started.elapsed()),
+            None => config.idle_timeout.saturating_sub(self.last_active.elapsed()),
+        }
+    }
 }
 
 /// What became of a connection after it was served.
@@ -177,7 +190,7 @@ pub fn serve(
         if runtime.is_failed() {
             return Ok(ServeEnd::StorageFailed);
         }
-        let wait = poll_wait(runtime, &connections, config.idle_timeout);
+        let wait = poll_wait(runtime, &connections, config);
         match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -196,29 +209,30 @@ pub fn serve(
                 }
             }
         }
-        let idle: Vec<usize> = connections
-            .iter()
-            .filter(|(_, c)| c.last_active.elapsed() >= config.idle_timeout)
-            .map(|(token, _)| *token)
-            .collect();
-        for token in idle {
+        let expired: Vec<(usize, &'static str)> =
+            connections.iter().filter_map(|(token, c)| c.expired(config).map(|why| (*token, why))).collect();
+        for (token, why) in expired {
             if let Some(connection) = connections.remove(&token) {
-                tracing::debug!(event = "connection_idle_closed", peer = %connection.peer);
+                if why == "request_timeout" {
+                    tracing::info!(event = "request_timeout", peer = %connection.peer, received_bytes = connection.buffered.len(), "a request did not arrive whole in time; connection closed");
+                } else {
+                    tracing::debug!(event = "connection_idle_closed", peer = %connection.peer);
+                }
                 close(&poll, connection);
             }
         }
     }
 }
 
-/// Until the earliest of: the kernel's next deadline, the next idle connection to close, and
+/// Until the earliest of: the kernel's next deadline, the next connection to close, and
 /// [`MAX_POLL_WAIT`].
-fn poll_wait(runtime: &BlockingRuntime, connections: &HashMap<usize, Connection>, idle: Duration) -> Duration {
+fn poll_wait(runtime: &BlockingRuntime, connections: &HashMap<usize, Connection>, config: &ServeConfig) -> Duration {
     let mut wait = MAX_POLL_WAIT;
     if let Some(at) = runtime.next_wake() {
         wait = wait.min(Duration::from_millis(at.0.saturating_sub(now().0)));
     }
     for connection in connections.values() {
-        wait = wait.min(idle.saturating_sub(connection.last_active.elapsed()));
+        wait = wait.min(connection.time_left(config));
     }
     wait
 }
@@ -258,15 +272,20 @@ fn accept_all(
         let token = *next_token;
         *next_token = next_token.checked_add(1).unwrap_or(FIRST_CONNECTION);
         let fd = stream.tcp().as_raw_fd();
-        let prepared = stream
-            .tcp()
+        let tcp = stream.tcp();
+        let prepared = tcp
             .set_nodelay(true)
+            .and_then(|()| tcp.set_nonblocking(true))
             .and_then(|()| poll.registry().register(&mut SourceFd(&fd), Token(token), Interest::READABLE));
         if let Err(e) = prepared {
             tracing::warn!(event = "accept_failed", peer = %peer, error = %e);
             continue;
         }
-        connections.insert(token, Connection { stream, buffered: Vec::new(), peer, last_active: Instant::now() });
+        // A TLS handshake counts as part of the first request: it too must finish in time.
+        let request_started = matches!(stream, Stream::Tls(_)).then(Instant::now);
+        let connection =
+            Connection { stream, buffered: Vec::new(), peer, last_active: Instant::now(), request_started };
+        connections.insert(token, connection);
     }
 }
 
@@ -284,65 +303,61 @@ fn close(poll: &Poll, mut connection: Connection) {
     }
 }
 
-/// Serves every request the connection has ready, then hands it back to the loop.
+/// Takes every byte the connection has ready (the poller is edge-triggered, so until the socket
+/// would block) and serves each whole request among them; a partial one waits in `buffered`.
 fn serve_connection(
     connection: &mut Connection,
     config: &ServeConfig,
     codecs: &Codecs,
     runtime: &mut BlockingRuntime,
 ) -> After {
-    let tcp = connection.stream.tcp();
-    let blocking = tcp
-        .set_nonblocking(false)
-        .and_then(|()| tcp.set_read_timeout(Some(config.request_timeout)))
-        .and_then(|()| tcp.set_write_timeout(Some(config.request_timeout)));
-    if blocking.is_err() {
-        return After::Close;
-    }
     loop {
         let request = match http::read_request(&mut connection.stream, &mut connection.buffered, &config.limits) {
             Ok(Some(request)) => request,
             Ok(None) => return After::Close,
+            Err(http::HttpError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !connection.buffered.is_empty() {
+                    connection.request_started.get_or_insert_with(Instant::now);
+                }
+                return After::KeepOpen;
+            }
             Err(error) => {
-                refuse_unreadable(connection, &error);
+                refuse_unreadable(connection, &error, config);
                 return After::Close;
             }
         };
         connection.last_active = Instant::now();
+        connection.request_started = (!connection.buffered.is_empty()).then(Instant::now);
         let keep_alive = request.keep_alive;
         let peer_certificates = connection.stream.peer_certificates();
         let response = answer(&request, peer_certificates.as_deref(), config, codecs, runtime);
         let response = HttpResponse { keep_alive, ..response };
-        if http::write_response(&mut connection.stream, &response).and_then(|()| connection.stream.flush()).is_err()
-            || !keep_alive
-        {
+        if write_blocking(connection, &response, config).is_err() || !keep_alive {
             return After::Close;
-        }
-        connection.stream.take_buffered_plaintext(&mut connection.buffered);
-        if connection.buffered.is_empty() && !bytes_waiting(connection.stream.tcp()) {
-            return After::KeepOpen;
         }
     }
 }
 
-/// Whether the socket holds unread bytes, without blocking (the poller is edge-triggered, so
-/// bytes that arrived while this request was served must be picked up now).
-fn bytes_waiting(tcp: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    let waiting = tcp.set_nonblocking(true).is_ok() && matches!(tcp.peek(&mut probe), Ok(1..));
-    let _ = tcp.set_nonblocking(false);
-    waiting
+/// Writes a response with the socket blocking for at most `request_timeout`: a client that does
+/// not read its answer is cut off rather than buffered for.
+fn write_blocking(connection: &mut Connection, response: &HttpResponse, config: &ServeConfig) -> std::io::Result<()> {
+    let tcp = connection.stream.tcp();
+    tcp.set_nonblocking(false)?;
+    tcp.set_write_timeout(Some(config.request_timeout))?;
+    let written = http::write_response(&mut connection.stream, response).and_then(|()| connection.stream.flush());
+    connection.stream.tcp().set_nonblocking(true)?;
+    written
 }
 
 /// A request that could not be read: answer with its status where one applies, then close
 /// (what follows in the buffer cannot be trusted).
-fn refuse_unreadable(connection: &mut Connection, error: &http::HttpError) {
+fn refuse_unreadable(connection: &mut Connection, error: &http::HttpError, config: &ServeConfig) {
     let Some(response) = error.response() else {
         tracing::debug!(event = "connection_closed", peer = %connection.peer, reason = %error.message());
         return;
     };
     tracing::info!(event = "http_refused", peer = %connection.peer, status = response.status, reason = %error.message());
-    let _ = http::write_response(&mut connection.stream, &response).and_then(|()| connection.stream.flush());
+    let _ = write_blocking(connection, &response, config);
 }
 
 /// One unary call, logged as one `event=rpc` line like the gRPC runtime's.
