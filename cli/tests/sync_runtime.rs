@@ -368,16 +368,33 @@ fn protobuf_bodies_keep_alive_errors_reload_and_shutdown() {
 }
 
 #[test]
-fn the_sync_runtime_refuses_what_it_does_not_serve() {
+fn metrics_are_served_on_their_own_plain_listener() {
     let tmp = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
-        .args(["--runtime", "sync", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--metrics-listen is served by the tokio runtime only"), "{stderr}");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let sync = start_sync(&tmp.path().join("data"), tmp.path(), &["--metrics-listen", &metrics_addr]);
+    let mut http = Http::connect(&sync);
+    assert_eq!(http.call("Health", AUDITOR, None, &json!({}))["status"], "SERVING");
+    let scrape = |request: &str| {
+        let mut stream = TcpStream::connect(&metrics_addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let text = scrape("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    assert!(
+        text.contains(r#"evidenceos_rpc_requests_total{method="/evidenceos.v2.EvidenceOS/Health",code="0"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("evidenceos_etl_durable_tree_size 0"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert!(scrape("GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    drop(http);
+    sync.stop();
 }
 
 #[test]

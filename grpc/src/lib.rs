@@ -35,7 +35,7 @@ pub mod tls;
 #[cfg(feature = "connect")]
 pub mod connect;
 
-#[cfg(feature = "server")]
+#[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod server;

@@ -3,17 +3,22 @@
 //! methods outside the served services count as "other".
 
 use std::collections::BTreeSet;
+#[cfg(feature = "server")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use evidenceos_core::claims::LedgerTotals;
-use evidenceos_io_tokio::{BATCH_BUCKETS, KernelHandle, RuntimeStats, SYNC_BUCKETS_US};
+use evidenceos_io_sync::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
+#[cfg(feature = "server")]
+use evidenceos_io_tokio::KernelHandle;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+#[cfg(feature = "server")]
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+#[cfg(feature = "server")]
 use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,11 +53,16 @@ fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 20))
 }
 
-/// gRPC paths of every service method in the descriptor sets the server registers.
+/// Paths of every service method in the descriptor sets the server registers (grpc.health only
+/// over gRPC).
 fn known_methods() -> BTreeSet<String> {
     use prost::Message as _;
     let mut methods = BTreeSet::new();
-    for bytes in [crate::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+    #[cfg(feature = "server")]
+    let sets = [crate::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
+    #[cfg(not(feature = "server"))]
+    let sets = [crate::FILE_DESCRIPTOR_SET];
+    for bytes in sets {
         let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else { continue };
         for file in set.file {
             for service in &file.service {
@@ -169,11 +179,17 @@ impl Metrics {
     }
 }
 
+/// Content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Most bytes read of a scrape request before answering.
+#[cfg(feature = "server")]
 const MAX_SCRAPE_REQUEST_BYTES: usize = 8 * 1024;
+#[cfg(feature = "server")]
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` (HTTP/1.1, one response per connection) until the process exits.
+#[cfg(feature = "server")]
 pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, kernel: KernelHandle) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
@@ -203,7 +219,7 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, kernel:
                     _ => None,
                 };
                 let body = metrics.render(kernel.stats(), ledger.as_ref());
-                ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
+                ("200 OK", CONTENT_TYPE, body)
             } else {
                 ("404 Not Found", "text/plain; charset=utf-8", "only GET /metrics is served here\n".to_string())
             };
@@ -227,6 +243,7 @@ mod tests {
         let metrics = Metrics::new();
         assert!(metrics.known_methods.contains("/evidenceos.v2.EvidenceOS/ExecuteClaimV2"));
         assert!(metrics.known_methods.contains("/evidenceos.v1.EvidenceOS/Health"));
+        #[cfg(feature = "server")]
         assert!(metrics.known_methods.contains("/grpc.health.v1.Health/Check"));
         metrics.record_rpc("/evidenceos.v2.EvidenceOS/Health", "0", Duration::from_millis(1));
         for junk in ["/x/y", "/evidenceos.v2.EvidenceOS/Nope", "/a/b"] {

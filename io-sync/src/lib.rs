@@ -10,6 +10,7 @@ mod executor;
 mod failpoint;
 mod operator_store;
 mod runtime;
+mod stats;
 #[cfg(feature = "crash-test-failpoints")]
 pub use failpoint::arm as arm_failpoints;
 
@@ -18,3 +19,4 @@ pub use events::log_event;
 pub use executor::{FileExecutor, apply_pending_governance, drive, now};
 pub use operator_store::{OperatorStore, read_log as read_governance_log};
 pub use runtime::{BlockingRuntime, Observe, Stopped};
+pub use stats::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};

@@ -2,10 +2,15 @@
 //! order, before the next one is looked at. No queue, no batch beyond one request, no timers of
 //! its own: the caller asks [`BlockingRuntime::next_wake`] and calls [`BlockingRuntime::tick`].
 
-use evidenceos_core::{Input, Kernel, KernelError, Output, Principal, Request, RequestId, Response, Timestamp};
+use std::sync::atomic::Ordering;
+
+use evidenceos_core::{
+    Effect, Input, Kernel, KernelError, LogEvent, Output, Principal, Request, RequestId, Response, Timestamp,
+};
 
 use crate::events::log_event;
 use crate::executor::FileExecutor;
+use crate::stats::RuntimeStats;
 
 /// Why the runtime stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +38,17 @@ pub struct BlockingRuntime {
     wake_at: Option<Timestamp>,
     observe: Observe,
     observed: Vec<Output>,
+    stats: RuntimeStats,
 }
 
 impl BlockingRuntime {
     /// The kernel must have finished recovery (see [`crate::drive`]).
     pub fn new(kernel: Kernel, executor: FileExecutor, observe: Observe) -> Self {
         assert!(!kernel.is_recovering(), "run recovery effects before serving");
-        Self { kernel, executor, next_request: 0, wake_at: None, observe, observed: Vec::new() }
+        let stats = RuntimeStats::default();
+        stats.durable_tree_size.store(kernel.durable_tree_size(), Ordering::Relaxed);
+        stats.durable_journal_seq.store(kernel.durable_journal_seq(), Ordering::Relaxed);
+        Self { kernel, executor, next_request: 0, wake_at: None, observe, observed: Vec::new(), stats }
     }
 
     /// Handles one request and carries out its effects: a command's reply is durable when returned.
@@ -84,6 +93,11 @@ impl BlockingRuntime {
         &self.kernel
     }
 
+    /// Monitoring counters, as io-tokio keeps them (every batch here is one command).
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+
     /// Writes the final checkpoint and stops.
     pub fn shutdown(mut self, now: Timestamp) -> (Stopped, Vec<Output>) {
         if !self.kernel.is_failed() {
@@ -101,7 +115,16 @@ impl BlockingRuntime {
         while let Some(output) = self.kernel.poll() {
             match output {
                 Output::Effect(effect, work) => {
+                    let started = std::time::Instant::now();
                     let outcome = self.executor.execute(&work);
+                    self.stats.effects.fetch_add(1, Ordering::Relaxed);
+                    match &work {
+                        Effect::Sync { .. } => self.stats.record_sync(started.elapsed()),
+                        Effect::Append { bytes, .. } => {
+                            self.stats.bytes_appended.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        }
+                        Effect::Replace { .. } | Effect::Truncate { .. } => {}
+                    }
                     self.kernel.handle(now, Input::Done { effect, outcome });
                 }
                 other => {
@@ -109,6 +132,9 @@ impl BlockingRuntime {
                         self.wake_at = Some(self.wake_at.map_or(at, |current| current.min(at)));
                     }
                     if let Output::Event(event) = &other {
+                        if let LogEvent::BatchDurable { commands, .. } = event {
+                            self.stats.record_batch(*commands);
+                        }
                         log_event(event);
                     }
                     see(&other);
@@ -119,6 +145,8 @@ impl BlockingRuntime {
                 }
             }
         }
+        self.stats.durable_tree_size.store(self.kernel.durable_tree_size(), Ordering::Relaxed);
+        self.stats.durable_journal_seq.store(self.kernel.durable_journal_seq(), Ordering::Relaxed);
     }
 }
 
@@ -153,6 +181,10 @@ mod tests {
             panic!("STH expected")
         };
         assert_eq!(sth.tree_size, 5);
+        let stats = runtime.stats();
+        assert_eq!(RuntimeStats::load(&stats.durable_tree_size), 5);
+        assert_eq!(RuntimeStats::load(&stats.batches), 5, "one command per batch");
+        assert_eq!(RuntimeStats::load(&stats.syncs), 10, "journal and ETL synced for each");
         assert!(runtime.next_wake().is_some(), "an idle checkpoint is scheduled after commands");
         let (stopped, _) = runtime.shutdown(now());
         assert_eq!(stopped, Stopped::Clean);

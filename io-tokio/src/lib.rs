@@ -15,8 +15,7 @@ use evidenceos_core::{
 use evidenceos_io_sync::{FileExecutor, log_event};
 use tokio::sync::{mpsc, oneshot};
 
-mod stats;
-pub use stats::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
+pub use evidenceos_io_sync::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
 
 /// Where the kernel's `now` comes from: the wall clock in the daemon, a scripted clock in
 /// conformance runs (so both runtimes journal identical bytes).

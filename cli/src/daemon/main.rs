@@ -236,10 +236,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<ExitCode, String> {
-    #[cfg(feature = "runtime-sync")]
-    if args.runtime == RuntimeKind::Sync && args.metrics_listen.is_some() {
-        return Err("--metrics-listen is served by the tokio runtime only; the sync runtime logs one event=rpc line per request instead".into());
-    }
     // Configuration errors first: nothing is touched on disk for a daemon that will not start.
     let security = security(&args)?;
     let dir = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;

@@ -51,6 +51,7 @@ pub(crate) fn serve(
             crate::feature_flags(&args),
         ),
         limits: Limits { max_body_bytes: args.max_request_bytes, ..Limits::default() },
+        metrics: args.metrics_listen.map(|_| Arc::new(evidenceos_grpc::metrics::Metrics::new())),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
@@ -60,6 +61,16 @@ pub(crate) fn serve(
     let listener =
         std::net::TcpListener::bind(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(event = "metrics_listening", addr = %local, "serving /metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let control = install_signals()?;
     let mut runtime = BlockingRuntime::new(kernel, executor, Observe::LogOnly);
     let settings = crate::settings_from(&args);
@@ -69,12 +80,14 @@ pub(crate) fn serve(
     {
         println!("evidenceosd listening on {local} (signing key id {key_id}, data dir {})", dir.root().display());
     }
-    let ended = evidenceos_grpc::connect::server::serve(listener, &config, &mut runtime, control, |runtime| {
+    let reload = |runtime: &mut BlockingRuntime| {
         if let Some(request) = crate::reload::read_request(&dir, settings.clone()) {
             crate::reload::log_outcome(runtime.call(now(), crate::reload::principal(), request));
         }
-    })
-    .map_err(|e| format!("serving failed: {e}"))?;
+    };
+    let ended =
+        evidenceos_grpc::connect::server::serve(listener, metrics_listener, &config, &mut runtime, control, reload)
+            .map_err(|e| format!("serving failed: {e}"))?;
     if ended == ServeEnd::StopRequested {
         tracing::info!(event = "shutdown_requested", signal = "SIGTERM/SIGINT", "writing the checkpoint");
     }

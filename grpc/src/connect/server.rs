@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use evidenceos_core::{ErrorCode, KernelError};
+use evidenceos_core::{ErrorCode, KernelError, Principal, Query, Request, Response, Role};
 use evidenceos_io_sync::{BlockingRuntime, now};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -25,12 +25,14 @@ use super::codec::{self, Codec, Codecs};
 use super::http::{self, HttpRequest, HttpResponse, Limits};
 use crate::access_log::log_rpc;
 use crate::auth::Authenticator;
+use crate::metrics::Metrics;
 use crate::rpc::{self, Method, Plan};
 use crate::{mapping, v2};
 
 const LISTENER: Token = Token(0);
 const WAKEUP: Token = Token(1);
-const FIRST_CONNECTION: usize = 2;
+const METRICS_LISTENER: Token = Token(2);
+const FIRST_CONNECTION: usize = 3;
 /// The longest the loop sleeps without looking at the stop and reload flags.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(500);
 
@@ -45,6 +47,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// With `--metrics-listen`: every call is counted, and scrapes are answered from it.
+    pub metrics: Option<Arc<Metrics>>,
     /// A request must arrive whole within this once its first byte did (a TLS connection's
     /// handshake and first request, once accepted); also bounds writing an answer.
     pub request_timeout: Duration,
@@ -120,7 +124,16 @@ impl Write for Stream {
     }
 }
 
+/// What a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Api,
+    /// `--metrics-listen`: plain HTTP, `GET /metrics`, one answer per connection.
+    Metrics,
+}
+
 struct Connection {
+    listener: Listener,
     stream: Stream,
     /// Bytes of the next request(s) read so far.
     buffered: Vec<u8>,
@@ -157,9 +170,10 @@ enum After {
 }
 
 /// Serves until the stop flag is raised or storage fails. Reloads (SIGHUP) run `on_reload`
-/// between requests.
+/// between requests. `metrics_listener` (plain HTTP) answers scrapes of `config.metrics`.
 pub fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: &ServeConfig,
     runtime: &mut BlockingRuntime,
     control: Control,
@@ -169,6 +183,10 @@ pub fn serve(
     let mut events = Events::with_capacity(256);
     listener.set_nonblocking(true)?;
     poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
+    if let Some(metrics) = &metrics_listener {
+        metrics.set_nonblocking(true)?;
+        poll.registry().register(&mut SourceFd(&metrics.as_raw_fd()), METRICS_LISTENER, Interest::READABLE)?;
+    }
     if let Some(wakeup) = &control.wakeup {
         wakeup.set_nonblocking(true)?;
         poll.registry().register(&mut SourceFd(&wakeup.as_raw_fd()), WAKEUP, Interest::READABLE)?;
@@ -198,7 +216,14 @@ pub fn serve(
         }
         for event in &events {
             match event.token() {
-                LISTENER => accept_all(&listener, &poll, config, &mut connections, &mut next_token),
+                LISTENER => {
+                    accept_all(&listener, Listener::Api, &poll, config, &mut connections, &mut next_token);
+                }
+                METRICS_LISTENER => {
+                    if let Some(metrics) = &metrics_listener {
+                        accept_all(metrics, Listener::Metrics, &poll, config, &mut connections, &mut next_token);
+                    }
+                }
                 WAKEUP => drain_wakeup(control.wakeup.as_ref()),
                 Token(token) => {
                     let Some(mut connection) = connections.remove(&token) else { continue };
@@ -239,6 +264,7 @@ fn poll_wait(runtime: &BlockingRuntime, connections: &HashMap<usize, Connection>
 
 fn accept_all(
     listener: &TcpListener,
+    kind: Listener,
     poll: &Poll,
     config: &ServeConfig,
     connections: &mut HashMap<usize, Connection>,
@@ -259,7 +285,8 @@ fn accept_all(
             tracing::warn!(event = "connection_refused", peer = %peer, max_connections = config.max_connections, "too many open connections");
             continue;
         }
-        let stream = match &config.tls {
+        let tls = config.tls.as_ref().filter(|_| kind == Listener::Api);
+        let stream = match tls {
             Some(tls) => match rustls::ServerConnection::new(tls.clone()) {
                 Ok(conn) => Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))),
                 Err(e) => {
@@ -283,8 +310,14 @@ fn accept_all(
         }
         // A TLS handshake counts as part of the first request: it too must finish in time.
         let request_started = matches!(stream, Stream::Tls(_)).then(Instant::now);
-        let connection =
-            Connection { stream, buffered: Vec::new(), peer, last_active: Instant::now(), request_started };
+        let connection = Connection {
+            listener: kind,
+            stream,
+            buffered: Vec::new(),
+            peer,
+            last_active: Instant::now(),
+            request_started,
+        };
         connections.insert(token, connection);
     }
 }
@@ -328,6 +361,11 @@ fn serve_connection(
         };
         connection.last_active = Instant::now();
         connection.request_started = (!connection.buffered.is_empty()).then(Instant::now);
+        if connection.listener == Listener::Metrics {
+            let response = scrape(&request, config.metrics.as_deref(), runtime);
+            let _ = write_blocking(connection, &response, config);
+            return After::Close;
+        }
         let keep_alive = request.keep_alive;
         let peer_certificates = connection.stream.peer_certificates();
         let response = answer(&request, peer_certificates.as_deref(), config, codecs, runtime);
@@ -360,6 +398,21 @@ fn refuse_unreadable(connection: &mut Connection, error: &http::HttpError, confi
     let _ = write_blocking(connection, &response, config);
 }
 
+/// `GET /metrics`: the exposition of this runtime's counters and the kernel's ledger totals.
+fn scrape(request: &HttpRequest, metrics: Option<&Metrics>, runtime: &mut BlockingRuntime) -> HttpResponse {
+    let (Some(metrics), true) = (metrics, request.method == "GET" && request.path == "/metrics") else {
+        let body = b"only GET /metrics is served here\n".to_vec();
+        return HttpResponse { keep_alive: false, ..HttpResponse::new(404, "text/plain; charset=utf-8", body) };
+    };
+    let monitor = Principal::new("system:metrics", Role::Auditor);
+    let ledger = match runtime.call(now(), monitor, Request::Query(Query::LedgerTotals)) {
+        Ok(Response::LedgerTotals(totals)) => Some(totals),
+        _ => None,
+    };
+    let body = metrics.render(runtime.stats(), ledger.as_ref()).into_bytes();
+    HttpResponse { keep_alive: false, ..HttpResponse::new(200, crate::metrics::CONTENT_TYPE, body) }
+}
+
 /// One unary call, logged as one `event=rpc` line like the gRPC runtime's.
 fn answer(
     request: &HttpRequest,
@@ -376,7 +429,11 @@ fn answer(
         Err(Refusal::Kernel(error)) => mapping::grpc_code(error.code).to_string(),
         Err(Refusal::Http { .. }) => "-".to_string(),
     };
-    log_rpc(&request.path, &principal, &code, started.elapsed());
+    let elapsed = started.elapsed();
+    log_rpc(&request.path, &principal, &code, elapsed);
+    if let Some(metrics) = &config.metrics {
+        metrics.record_rpc(&request.path, &code, elapsed);
+    }
     match outcome {
         Ok((codec, body)) => HttpResponse {
             status: 200,

@@ -1,5 +1,5 @@
-//! Counters the runtime keeps for monitoring: plain atomics, read at scrape time by whoever
-//! exports them. Sync latency goes into fixed buckets so the histogram stays bounded.
+//! Counters a runtime keeps for monitoring (io-tokio's and the blocking one): plain atomics,
+//! read at scrape time by whoever exports them. Sync latency goes into fixed buckets so the histogram stays bounded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub struct RuntimeStats {
 }
 
 impl RuntimeStats {
-    pub(crate) fn record_sync(&self, elapsed: Duration) {
+    pub fn record_sync(&self, elapsed: Duration) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
@@ -36,7 +36,7 @@ impl RuntimeStats {
         self.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_batch(&self, commands: u64) {
+    pub fn record_batch(&self, commands: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.batched_commands.fetch_add(commands, Ordering::Relaxed);
         let bucket = BATCH_BUCKETS.iter().position(|bound| commands <= *bound).unwrap_or(BATCH_BUCKETS.len());
