@@ -842,4 +842,83 @@ X-Request-Id: abc\r\n\r\n{}"
         assert_eq!(reason_phrase(415), "Unsupported Media Type");
         assert_eq!(reason_phrase(599), "Server Error");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A request as the tests send it: method path, body, whether it asks for 100-continue.
+        fn request_bytes(path: &str, body: &[u8], expect: bool) -> Vec<u8> {
+            let expect = if expect { "Expect: 100-continue\r\n" } else { "" };
+            let mut bytes =
+                format!("POST /{path} HTTP/1.1\r\nHost: x\r\n{expect}Content-Length: {}\r\n\r\n", body.len())
+                    .into_bytes();
+            bytes.extend_from_slice(body);
+            bytes
+        }
+
+        proptest! {
+            /// However the bytes of pipelined requests are cut into reads, and wherever a
+            /// non-blocking stream says WouldBlock, the same requests come out, in order, and
+            /// every byte is accounted for.
+            #[test]
+            fn any_split_and_any_would_block_give_the_same_requests(
+                requests in proptest::collection::vec(("[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()), 1..5),
+                cuts in proptest::collection::vec(1usize..64, 1..40),
+                stalls in proptest::collection::vec(any::<bool>(), 1..40),
+            ) {
+                let mut wire = Vec::new();
+                for (path, body, expect) in &requests {
+                    wire.extend(request_bytes(path, body, *expect));
+                }
+                let mut reads: Vec<&[u8]> = Vec::new();
+                let mut rest = wire.as_slice();
+                let mut i = 0;
+                while !rest.is_empty() {
+                    let n = cuts[i % cuts.len()].min(rest.len());
+                    reads.push(&rest[..n]);
+                    if stalls[i % stalls.len()] {
+                        reads.push(b"");
+                    }
+                    rest = &rest[n..];
+                    i += 1;
+                }
+                let mut stream = Scripted::new(&reads);
+                let mut buffered = Vec::new();
+                let mut got = Vec::new();
+                loop {
+                    match read_request(&mut stream, &mut buffered, &Limits::default()) {
+                        Ok(Some(request)) => got.push(request),
+                        Ok(None) => break,
+                        Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => prop_assert!(false, "{e:?}"),
+                    }
+                }
+                prop_assert_eq!(got.len(), requests.len());
+                for (request, (path, body, _)) in got.iter().zip(&requests) {
+                    prop_assert_eq!(&request.path, &format!("/{path}"));
+                    prop_assert_eq!(&request.body, body);
+                }
+                prop_assert!(buffered.is_empty());
+                let continues = stream.written.windows(12).filter(|w| w == b"100 Continue").count();
+                prop_assert!(continues <= requests.iter().filter(|(_, b, e)| *e && !b.is_empty()).count());
+            }
+
+            /// Arbitrary bytes never panic and never buffer past the header limit plus one read.
+            #[test]
+            fn garbage_is_refused_or_waited_for_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+                let limits = Limits { max_header_bytes: 1024, max_headers: 8, max_body_bytes: 512 };
+                let mut stream = Scripted::new(&[&bytes]);
+                let mut buffered = Vec::new();
+                for _ in 0..8 {
+                    match read_request(&mut stream, &mut buffered, &limits) {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                prop_assert!(buffered.len() <= limits.max_header_bytes + limits.max_body_bytes + READ_CHUNK);
+            }
+        }
+    }
 }
