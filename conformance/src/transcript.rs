@@ -107,7 +107,6 @@ pub fn render_response(response: &Response) -> String {
         }
         Response::CreditBalance { credit_balance } => format!("CreditBalance {{ credit_balance: {credit_balance} }}"),
         Response::CreditLimit { credit_limit } => format!("CreditLimit {{ credit_limit: {credit_limit} }}"),
-        Response::LeafAppended { etl_index } => format!("LeafAppended {{ etl_index: {etl_index} }}"),
         Response::ClaimCreated { claim_id, topic_id, state } => format!(
             "ClaimCreated {{ claim_id: {}, topic_id: {}, state: {} }}",
             hex::encode(claim_id),

@@ -121,7 +121,7 @@ pub struct ArtifactSpec {
     pub capsule_of_step: Option<usize>,
 }
 
-/// Every request the kernel serves. Credit and test commands have exactly the JSON shape of
+/// Every request the kernel serves. Credit commands have exactly the JSON shape of
 /// `evidenceos_core::Command` (the journal format); queries and claim commands follow the wire
 /// field names with `_hex` on byte fields, and claim commands may refer to earlier replies.
 /// A claim is named by exactly one of `claim_id_hex` and `claim`.
@@ -136,9 +136,6 @@ pub enum StepRequest {
     SetCreditLimit {
         principal_id: String,
         limit: u64,
-    },
-    TestLeaf {
-        payload: String,
     },
     /// v1: the holdout is named by its handle.
     CreateClaim {
@@ -410,7 +407,6 @@ impl StepRequest {
                 command(Command::GrantCredit { principal_id, amount, reason })
             }
             Self::SetCreditLimit { principal_id, limit } => command(Command::SetCreditLimit { principal_id, limit }),
-            Self::TestLeaf { payload } => command(Command::TestLeaf { payload }),
             Self::CreateClaim {
                 topic_id_hex,
                 holdout_handle_id_hex,
@@ -788,7 +784,6 @@ mod tests {
         let requests = [
             r#"{"type":"grant_credit","principal_id":"a","amount":1,"reason":"r"}"#.to_string(),
             r#"{"type":"set_credit_limit","principal_id":"a","limit":1}"#.to_string(),
-            r#"{"type":"test_leaf","payload":"x"}"#.to_string(),
             format!(
                 r#"{{"type":"create_claim","topic_id_hex":"{id}","holdout_handle_id_hex":"{id}","phys_hir_hash_hex":"{id}","epoch_size":1,"oracle_num_symbols":4,"alpha":0.05,"access_credit":64}}"#
             ),
@@ -829,7 +824,6 @@ mod tests {
         let requests = [
             StepRequest::GrantCredit { principal_id: "a".into(), amount: 3, reason: "r".into() },
             StepRequest::SetCreditLimit { principal_id: "a".into(), limit: 9 },
-            StepRequest::TestLeaf { payload: "p".into() },
         ];
         for request in requests {
             let text = vector_json(&serde_json::to_string(&request).unwrap());
@@ -848,7 +842,7 @@ mod tests {
         let bad = [
             good.replacen(r#""description""#, r#""extra":1,"description""#, 1),
             vector_json(r#"{"type":"get_signed_tree_head","extra":1}"#),
-            vector_json(r#"{"type":"test_leaf","payload":"x","extra":1}"#),
+            vector_json(r#"{"type":"grant_credit","principal_id":"a","amount":1,"reason":"r","extra":1}"#),
             vector_json(r#"{"type":"no_such_request"}"#),
             good.replacen(r#""role":"operator""#, r#""role":"operator","extra":1"#, 1),
             good.replacen(r#""now_ms":1"#, r#""now_ms":1,"extra":1"#, 1),

@@ -188,8 +188,25 @@ mod tests {
             let sth = etl.signed_tree_head(&keyring);
             assert_eq!(hex::encode(sth.signature), tree["sth_signature_hex"].as_str().unwrap());
             let public = keyring.public_key(&sth.key_id).unwrap();
+            assert_eq!(hex::encode(public), vector["public_key_hex"].as_str().unwrap());
             assert!(verify_tree_head(&public, &sth));
         }
+    }
+
+    /// The kernel appends each leaf to etl.log as one frame (`frame::encode_into`), so a log of
+    /// the vector's first three entries holds exactly the vector's bytes.
+    #[test]
+    fn the_log_of_three_entries_matches_the_vector_byte_for_byte() {
+        let vector = vector();
+        let tree = &vector["trees"][3];
+        assert_eq!(tree["tree_size"].as_u64(), Some(3));
+        let mut log = Vec::new();
+        for entry in tree["entries_utf8"].as_array().unwrap() {
+            crate::frame::encode_into(entry.as_str().unwrap().as_bytes(), &mut log);
+        }
+        assert_eq!(hex::encode(&log), vector["etl_log_hex_for_3_entries"].as_str().unwrap());
+        let scanned = crate::frame::scan(&log, 0).unwrap();
+        assert_eq!(scanned.records.len(), 3, "and reads back as three leaves");
     }
 
     #[test]

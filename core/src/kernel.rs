@@ -862,8 +862,13 @@ mod tests {
         (vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }], format!("{id}\n").into_bytes())
     }
 
+    /// One holdout, so the tests can run real claims: their capsules and revocations are the
+    /// only ETL leaves a kernel writes.
     fn config() -> KernelConfig {
-        KernelConfig { checkpoint_every: 1000, ..KernelConfig::default() }
+        let labels: Vec<u8> = (0..64).map(|i| u8::from(i % 3 == 0)).collect();
+        let holdout = crate::holdout::holdout_files("demo", [0xd0; 32], &labels, 1_700_000_000);
+        let environment = crate::environment::Environment::default().with_holdouts(&[holdout]).unwrap();
+        KernelConfig { checkpoint_every: 1000, environment, ..KernelConfig::default() }
     }
 
     fn boot(disk: &mut MemDisk, config: KernelConfig) -> Kernel {
@@ -878,8 +883,52 @@ mod tests {
         Principal::new("op", Role::Operator)
     }
 
-    fn leaf(payload: &str) -> Request {
-        Request::Command(Command::TestLeaf { payload: payload.into() })
+    /// Runs claim `n` through create, commit, freeze and execute (four commands, one capsule
+    /// leaf) and returns its id.
+    fn executed_claim(disk: &mut MemDisk, kernel: &mut Kernel, n: u8) -> Vec<u8> {
+        let create = crate::request::CreateClaimV2 {
+            claim_name: format!("leaf-{n}"),
+            lane: "fast".into(),
+            alpha_micros: 50_000,
+            epoch_config_ref: String::new(),
+            output_schema_id: "legacy/v1".into(),
+            semantic_hash: vec![],
+            phys_hir_signature_hash: vec![],
+            dependency_merkle_root: vec![],
+            holdout_ref: "demo".into(),
+            epoch_size: 1,
+            oracle_num_symbols: 4,
+            access_credit: 64,
+            oracle_id: String::new(),
+            nullspec_id: String::new(),
+            dp_epsilon_budget: None,
+            dp_delta_budget: None,
+        };
+        let mut call = |command: Command| {
+            send(kernel, 900, Request::Command(command));
+            let reply = replies(&disk.drive(kernel, NOW)).pop().expect("answered once durable");
+            reply.1.expect("claim step accepted")
+        };
+        let Response::ClaimCreated { claim_id, .. } = call(Command::CreateClaimV2(Box::new(create))) else {
+            panic!("ClaimCreated expected")
+        };
+        let claim_id = claim_id.to_vec();
+        let module = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/claim_all_zero.wat")).unwrap();
+        let artifacts =
+            vec![crate::request::ArtifactInput { kind: "wasm".into(), hash: crate::hash::sha256(&module).to_vec() }];
+        call(Command::CommitArtifacts { claim_id: claim_id.clone(), artifacts, wasm_module: module });
+        call(Command::FreezeGates { claim_id: claim_id.clone() });
+        assert!(matches!(call(Command::ExecuteClaimV2 { claim_id: claim_id.clone() }), Response::Executed(_)));
+        claim_id
+    }
+
+    /// One command, one ETL leaf: the revocation of an executed claim.
+    fn revoke(claim_id: &[u8]) -> Request {
+        Request::Command(Command::RevokeClaim { claim_id: claim_id.to_vec(), reason: "test".into() })
+    }
+
+    fn revoked() -> Result<Response, KernelError> {
+        Ok(Response::Revoked { state: crate::claim::ClaimState::Revoked, timestamp_unix: NOW.0 / 1000 })
     }
 
     fn grant(amount: u64) -> Request {
@@ -931,7 +980,8 @@ mod tests {
     fn a_command_is_answered_only_after_its_records_are_synced() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        send(&mut kernel, 1, leaf("a"));
+        let claim = executed_claim(&mut disk, &mut kernel, 0);
+        send(&mut kernel, 1, revoke(&claim));
         let mut effects = Vec::new();
         while let Some(output) = kernel.poll() {
             match output {
@@ -942,24 +992,25 @@ mod tests {
         }
         let kinds: Vec<String> = effects.iter().map(|(_, e)| format!("{:?}", std::mem::discriminant(e))).collect();
         assert_eq!(kinds.len(), 4, "append journal, append etl, sync both: {effects:?}");
-        assert_eq!(sth(&mut kernel).tree_size, 0, "reads see only durable leaves");
+        assert_eq!(sth(&mut kernel).tree_size, 1, "reads see only durable leaves");
         for (id, effect) in effects {
             disk.apply(&effect).unwrap();
             kernel.handle(NOW, Input::Done { effect: id, outcome: Ok(()) });
         }
         let outputs = disk.drive(&mut kernel, NOW);
-        assert_eq!(replies(&outputs), vec![(1, Ok(Response::LeafAppended { etl_index: 0 }))]);
-        assert_eq!(sth(&mut kernel).tree_size, 1);
+        assert_eq!(replies(&outputs), vec![(1, revoked())]);
+        assert_eq!(sth(&mut kernel).tree_size, 2);
     }
 
     #[test]
     fn commands_arriving_during_a_sync_share_the_next_one() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        send(&mut kernel, 1, leaf("first"));
+        let claims: Vec<Vec<u8>> = (0..5).map(|n| executed_claim(&mut disk, &mut kernel, n)).collect();
+        send(&mut kernel, 1, revoke(&claims[0]));
         let first_batch: Vec<Output> = std::iter::from_fn(|| kernel.poll()).collect();
         for id in 2..=5 {
-            send(&mut kernel, id, leaf(&format!("leaf {id}")));
+            send(&mut kernel, id, revoke(&claims[id as usize - 1]));
         }
         assert!(kernel.poll().is_none(), "nothing more is written while a batch is in flight");
         for output in first_batch {
@@ -974,7 +1025,7 @@ mod tests {
         assert_eq!(journal_syncs, 1, "four commands, one sync");
         let ids: Vec<u64> = replies(&outputs).into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![1, 2, 3, 4, 5], "replies in admission order");
-        assert_eq!(sth(&mut kernel).tree_size, 5);
+        assert_eq!(sth(&mut kernel).tree_size, 10, "five capsules, five revocations");
     }
 
     #[test]
@@ -997,13 +1048,14 @@ mod tests {
     fn a_storage_failure_fails_pending_and_later_commands() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
+        let claims = [executed_claim(&mut disk, &mut kernel, 0), executed_claim(&mut disk, &mut kernel, 1)];
         disk.fail_effect(1);
-        send(&mut kernel, 1, leaf("x"));
+        send(&mut kernel, 1, revoke(&claims[0]));
         let outputs = disk.drive(&mut kernel, NOW);
         assert!(kernel.is_failed());
         assert!(outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::StorageFailed { .. }))));
         assert_eq!(replies(&outputs)[0].1.as_ref().unwrap_err().code, crate::ErrorCode::Unavailable);
-        send(&mut kernel, 2, leaf("y"));
+        send(&mut kernel, 2, revoke(&claims[1]));
         assert_eq!(
             replies(&disk.drive(&mut kernel, NOW))[0].1.as_ref().unwrap_err().code,
             crate::ErrorCode::Unavailable
@@ -1022,11 +1074,13 @@ mod tests {
     fn restart_replays_the_journal_to_the_same_state_and_tree() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        for id in 0..7 {
-            send(&mut kernel, id, leaf(&format!("leaf {id}")));
+        let claims: Vec<Vec<u8>> = (0..7).map(|n| executed_claim(&mut disk, &mut kernel, n)).collect();
+        for (id, claim) in (0..).zip(&claims) {
+            send(&mut kernel, id, revoke(claim));
             send(&mut kernel, 100 + id, grant(1 + id));
         }
         disk.drive(&mut kernel, NOW);
+        assert_eq!(kernel.durable_tree_size(), 14);
         let head = sth(&mut kernel);
         let state = kernel.state().clone();
         disk.crash();
@@ -1039,8 +1093,10 @@ mod tests {
     fn checkpoints_compact_the_journal_and_recover_identically() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, KernelConfig { checkpoint_every: 3, ..config() });
-        for id in 0..10 {
-            send(&mut kernel, id, leaf(&format!("leaf {id}")));
+        // Fifteen commands: three claims of four, three revocations.
+        let claims: Vec<Vec<u8>> = (0..3).map(|n| executed_claim(&mut disk, &mut kernel, n)).collect();
+        for (id, claim) in (0..).zip(&claims) {
+            send(&mut kernel, id, revoke(claim));
             disk.drive(&mut kernel, NOW);
         }
         let journal = frame::scan(disk.contents(FileId::Journal), 0).unwrap();
@@ -1049,7 +1105,7 @@ mod tests {
         disk.crash();
         let mut again = boot(&mut disk, config());
         assert_eq!(sth(&mut again), head);
-        assert_eq!(again.durable_journal_seq(), 10);
+        assert_eq!(again.durable_journal_seq(), 15);
     }
 
     #[test]
@@ -1083,7 +1139,7 @@ mod tests {
     fn idle_checkpoint_fires_on_tick_after_the_deadline() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        send(&mut kernel, 1, leaf("a"));
+        send(&mut kernel, 1, grant(1));
         let outputs = disk.drive(&mut kernel, NOW);
         let wake = outputs.iter().find_map(|o| if let Output::Wake(at) = o { Some(*at) } else { None }).unwrap();
         assert_eq!(wake, NOW.saturating_add_ms(config().checkpoint_idle_ms));
@@ -1098,8 +1154,7 @@ mod tests {
     fn unacknowledged_leaves_are_truncated_and_missing_ones_reappended() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        send(&mut kernel, 1, leaf("kept"));
-        disk.drive(&mut kernel, NOW);
+        executed_claim(&mut disk, &mut kernel, 0);
         let head = sth(&mut kernel);
         let before_restart = disk.clone();
         // A leaf whose journal record never made it: never acknowledged, never signed.
@@ -1128,8 +1183,7 @@ mod tests {
     fn a_leaf_that_differs_from_its_replay_refuses_to_start() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        send(&mut kernel, 1, leaf("genuine"));
-        disk.drive(&mut kernel, NOW);
+        executed_claim(&mut disk, &mut kernel, 0);
         let (keys, active) = keys();
         let mut files = disk.recovery_files(keys, active);
         files.etl = frame::encode(b"tampered");

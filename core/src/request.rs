@@ -153,11 +153,6 @@ pub enum Command {
         principal_id: String,
         limit: u64,
     },
-    /// Appends `payload` as an ETL leaf; see the `test-commands` feature.
-    #[cfg(any(test, feature = "test-commands"))]
-    TestLeaf {
-        payload: String,
-    },
 }
 
 /// CreateClaimV2's fields (boxed in `Command` to keep the enum small).
@@ -287,10 +282,6 @@ pub enum Response {
     CreditLimit {
         credit_limit: u64,
     },
-    #[cfg(any(test, feature = "test-commands"))]
-    LeafAppended {
-        etl_index: u64,
-    },
 }
 
 /// What ExecuteClaimV2 answers.
@@ -375,13 +366,6 @@ impl Command {
             | Self::RevokeClaim { .. }
             | Self::SetHoldoutPoolBudgets { .. }
             | Self::ReloadEnvironment(_) => Ok(()),
-            #[cfg(any(test, feature = "test-commands"))]
-            Self::TestLeaf { payload } => {
-                if payload.is_empty() || payload.len() > 4096 {
-                    return Err(KernelError::invalid_argument("test leaf payload must be 1..4096 bytes"));
-                }
-                Ok(())
-            }
         }
     }
 
@@ -407,8 +391,6 @@ impl Command {
             | Self::ExecuteClaimV2 { .. }
             | Self::ExecuteClaim { .. }
             | Self::RevokeClaim { .. } => Ok(()),
-            #[cfg(any(test, feature = "test-commands"))]
-            Self::TestLeaf { .. } => Ok(()),
         }
     }
 }

@@ -251,11 +251,6 @@ impl State {
                 self.credits.insert(principal_id.clone(), CreditAccount { balance, limit: Some(*limit) });
                 Ok(Applied::reply(Response::CreditLimit { credit_limit: *limit }))
             }
-            #[cfg(any(test, feature = "test-commands"))]
-            Command::TestLeaf { payload } => Ok(Applied {
-                response: Ok(Response::LeafAppended { etl_index: next_leaf_index }),
-                leaves: vec![payload.as_bytes().to_vec()],
-            }),
         }
     }
 

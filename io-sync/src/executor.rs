@@ -139,11 +139,11 @@ pub fn apply_pending_governance(kernel: &mut Kernel, executor: &mut FileExecutor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evidenceos_core::{Command, KernelConfig, Principal, Request, RequestId, Response, Role};
+    use evidenceos_core::{Principal, RequestId, Response, Role};
 
     fn boot(dir: &DataDir) -> (Kernel, FileExecutor) {
         dir.ensure_signing_key().unwrap();
-        let mut kernel = Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut kernel = Kernel::recover(evidenceos_testkit::config(), dir.read_recovery_files().unwrap()).unwrap();
         let mut executor = FileExecutor::new(dir).unwrap();
         drive(&mut kernel, &mut executor, now());
         assert!(!kernel.is_recovering());
@@ -155,25 +155,37 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::open(tmp.path()).unwrap();
         let (mut kernel, mut executor) = boot(&dir);
-        for n in 0..3 {
-            let request = Request::Command(Command::TestLeaf { payload: format!("leaf {n}") });
+        let claims: Vec<Vec<u8>> = (0..3)
+            .map(|n| {
+                evidenceos_testkit::run_to_capsule(n, |principal, request| {
+                    kernel.handle(now(), Input::Request { id: RequestId(0), principal, request });
+                    let outputs = drive(&mut kernel, &mut executor, now());
+                    outputs
+                        .into_iter()
+                        .find_map(|o| if let Output::Reply(_, reply) = o { Some(reply) } else { None })
+                        .expect("answered")
+                })
+            })
+            .collect();
+        // Three revocations in one batch.
+        for (n, claim) in (1..).zip(&claims) {
+            let principal = Principal::new("op", Role::Operator);
             kernel.handle(
                 now(),
-                Input::Request { id: RequestId(n), principal: Principal::new("op", Role::Operator), request },
+                Input::Request { id: RequestId(n), principal, request: evidenceos_testkit::revoke(claim) },
             );
         }
         let outputs = drive(&mut kernel, &mut executor, now());
-        let replies =
-            outputs.iter().filter(|o| matches!(o, Output::Reply(_, Ok(Response::LeafAppended { .. })))).count();
+        let replies = outputs.iter().filter(|o| matches!(o, Output::Reply(_, Ok(Response::Revoked { .. })))).count();
         assert_eq!(replies, 3);
         let etl = std::fs::read(tmp.path().join("etl.log")).unwrap();
-        assert_eq!(evidenceos_core::frame::scan(&etl, 0).unwrap().records.len(), 3);
+        assert_eq!(evidenceos_core::frame::scan(&etl, 0).unwrap().records.len(), 6);
         kernel.handle(now(), Input::Checkpoint);
         drive(&mut kernel, &mut executor, now());
         drop((kernel, executor, dir));
         let dir = DataDir::open(tmp.path()).unwrap();
         let (kernel, _) = boot(&dir);
-        assert_eq!(kernel.durable_tree_size(), 3);
+        assert_eq!(kernel.durable_tree_size(), 6);
         assert!(!tmp.path().join("state.json.tmp").exists());
     }
 }

@@ -154,11 +154,11 @@ impl BlockingRuntime {
 mod tests {
     use super::*;
     use crate::{DataDir, drive, now};
-    use evidenceos_core::{Command, KernelConfig, Query, Role};
+    use evidenceos_core::{Query, Role};
 
     fn boot(dir: &DataDir) -> BlockingRuntime {
         dir.ensure_signing_key().unwrap();
-        let mut kernel = Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut kernel = Kernel::recover(evidenceos_testkit::config(), dir.read_recovery_files().unwrap()).unwrap();
         let mut executor = FileExecutor::new(dir).unwrap();
         drive(&mut kernel, &mut executor, now());
         BlockingRuntime::new(kernel, executor, Observe::LogOnly)
@@ -170,21 +170,28 @@ mod tests {
         let dir = DataDir::open(tmp.path()).unwrap();
         let mut runtime = boot(&dir);
         let operator = Principal::new("op", Role::Operator);
-        for n in 0..5 {
-            let request = Request::Command(Command::TestLeaf { payload: format!("leaf {n}") });
-            assert!(matches!(runtime.call(now(), operator.clone(), request), Ok(Response::LeafAppended { .. })));
+        let etl_leaves = || {
             let etl = std::fs::read(tmp.path().join("etl.log")).unwrap();
-            assert_eq!(evidenceos_core::frame::scan(&etl, 0).unwrap().records.len(), n + 1, "on disk when answered");
+            evidenceos_core::frame::scan(&etl, 0).unwrap().records.len()
+        };
+        for n in 0..5 {
+            // Create, commit and freeze journal only; the execution appends the capsule leaf.
+            let id =
+                evidenceos_testkit::run_to_capsule(n, |principal, request| runtime.call(now(), principal, request));
+            assert_eq!(etl_leaves(), 2 * n as usize + 1, "capsule on disk when answered");
+            let revoked = runtime.call(now(), operator.clone(), evidenceos_testkit::revoke(&id));
+            assert!(matches!(revoked, Ok(Response::Revoked { .. })), "{revoked:?}");
+            assert_eq!(etl_leaves(), 2 * n as usize + 2, "revocation on disk when answered");
         }
         let Ok(Response::SignedTreeHead(sth)) = runtime.call(now(), operator, Request::Query(Query::GetSignedTreeHead))
         else {
             panic!("STH expected")
         };
-        assert_eq!(sth.tree_size, 5);
+        assert_eq!(sth.tree_size, 10);
         let stats = runtime.stats();
-        assert_eq!(RuntimeStats::load(&stats.durable_tree_size), 5);
-        assert_eq!(RuntimeStats::load(&stats.batches), 5, "one command per batch");
-        assert_eq!(RuntimeStats::load(&stats.syncs), 10, "journal and ETL synced for each");
+        assert_eq!(RuntimeStats::load(&stats.durable_tree_size), 10);
+        assert_eq!(RuntimeStats::load(&stats.batches), 25, "one command per batch");
+        assert_eq!(RuntimeStats::load(&stats.syncs), 35, "the journal synced for each, the ETL for each leaf");
         assert!(runtime.next_wake().is_some(), "an idle checkpoint is scheduled after commands");
         let (stopped, _) = runtime.shutdown(now());
         assert_eq!(stopped, Stopped::Clean);
@@ -192,7 +199,7 @@ mod tests {
         assert_eq!(evidenceos_core::frame::scan(&journal, 0).unwrap().records.len(), 1, "compacted at shutdown");
         drop(dir);
         let dir = DataDir::open(tmp.path()).unwrap();
-        assert_eq!(boot(&dir).kernel().durable_tree_size(), 5);
+        assert_eq!(boot(&dir).kernel().durable_tree_size(), 10);
     }
 
     #[test]
@@ -200,9 +207,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::open(tmp.path()).unwrap();
         let mut runtime = boot(&dir);
-        let request = Request::Command(Command::TestLeaf { payload: "one".into() });
         let start = now();
-        runtime.call(start, Principal::new("op", Role::Operator), request).unwrap();
+        evidenceos_testkit::run_to_capsule(0, |principal, request| runtime.call(start, principal, request));
         let wake = runtime.next_wake().expect("idle checkpoint deadline");
         let checkpoint = || std::fs::read(tmp.path().join("state.json")).unwrap();
         let before = checkpoint();

@@ -261,16 +261,18 @@ async fn run_kernel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evidenceos_core::{Command, KernelConfig, Query, Role};
+    use evidenceos_core::{Query, Role};
     use evidenceos_io_sync::{DataDir, drive, now};
 
     fn boot(dir: &DataDir) -> (Kernel, FileExecutor) {
         dir.ensure_signing_key().unwrap();
-        let mut kernel = Kernel::recover(KernelConfig::default(), dir.read_recovery_files().unwrap()).unwrap();
+        let mut kernel = Kernel::recover(evidenceos_testkit::config(), dir.read_recovery_files().unwrap()).unwrap();
         let mut executor = FileExecutor::new(dir).unwrap();
         drive(&mut kernel, &mut executor, now());
         (kernel, executor)
     }
+
+    const CLAIMS: u32 = 50;
 
     #[tokio::test]
     async fn concurrent_commands_are_durable_when_answered_and_shutdown_checkpoints() {
@@ -279,21 +281,30 @@ mod tests {
         let (kernel, executor) = boot(&dir);
         let (handle, task) = spawn(kernel, executor, wall_clock());
         let operator = Principal::new("op", Role::Operator);
+        // Claims run to their capsules one after another (each holds a pool reservation until
+        // executed); then every revocation is sent at once.
+        let mut claims = Vec::new();
+        for n in 0..CLAIMS {
+            let agent = evidenceos_testkit::agent(n);
+            let id =
+                evidenceos_testkit::claim_id(&handle.call(agent.clone(), evidenceos_testkit::create(n)).await.unwrap());
+            for request in evidenceos_testkit::to_capsule(&id) {
+                handle.call(agent.clone(), request).await.unwrap();
+            }
+            claims.push(id);
+        }
         let mut calls = Vec::new();
-        for n in 0..50 {
+        for claim in claims {
             let handle = handle.clone();
             let operator = operator.clone();
-            calls.push(tokio::spawn(async move {
-                let request = Request::Command(Command::TestLeaf { payload: format!("leaf {n}") });
-                handle.call(operator, request).await
-            }));
+            calls.push(tokio::spawn(async move { handle.call(operator, evidenceos_testkit::revoke(&claim)).await }));
         }
         for call in calls {
-            assert!(matches!(call.await.unwrap(), Ok(Response::LeafAppended { .. })));
+            assert!(matches!(call.await.unwrap(), Ok(Response::Revoked { .. })));
         }
         let sth = handle.call(operator.clone(), Request::Query(Query::GetSignedTreeHead)).await.unwrap();
         let Response::SignedTreeHead(sth) = sth else { panic!("STH expected") };
-        assert_eq!(sth.tree_size, 50);
+        assert_eq!(sth.tree_size, 2 * u64::from(CLAIMS), "a capsule and a revocation each");
         handle.shutdown().await;
         assert_eq!(task.await.unwrap(), Stopped::Clean);
         let journal = std::fs::read(tmp.path().join("journal.log")).unwrap();
