@@ -1,0 +1,215 @@
+//! RFC 9162 inclusion and consistency proofs computed from tiles, and which tiles they need.
+//!
+//! Every proof hash is the tree hash of one range of leaves the RFC recursion visits. A range
+//! splits into perfect subtrees of 2^k leaves; such a subtree is 2^(k mod 8) consecutive hashes of
+//! one tile at level k div 8. Tiles are read once each, at the width the tree `size` gives them
+//! (full where full, the partial right edge otherwise). Tile contents are not trusted: verify the
+//! proof against a signed root ([`verify_inclusion`], [`verify_consistency`]); a wrong tile makes
+//! that fail.
+
+use std::collections::BTreeMap;
+
+pub use evidenceos_core::merkle::{ProofError, verify_consistency, verify_inclusion};
+use evidenceos_core::merkle::{empty_root, node_hash};
+
+use crate::Hash;
+use crate::builder::subtree_root;
+use crate::tile::{FULL_WIDTH, TILE_HEIGHT, TileId, TileReader, hashes_of};
+
+/// Why a proof could not be computed from tiles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TileProofError<E> {
+    /// The index or sizes are out of range (same cases as the verifiers reject).
+    Range(ProofError),
+    /// A tile whose length is not its width × 32.
+    WrongTileLength { tile: TileId, len: usize },
+    /// The tile reader failed.
+    Read(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for TileProofError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TileProofError::Range(e) => write!(f, "proof request: {e}"),
+            TileProofError::WrongTileLength { tile, len } => {
+                write!(f, "tile {} has {len} bytes, want {}", tile.path(), tile.byte_len())
+            }
+            TileProofError::Read(e) => write!(f, "reading a tile: {e}"),
+        }
+    }
+}
+
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for TileProofError<E> {}
+
+/// Leaves [start, start + len).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Range {
+    start: u64,
+    len: u64,
+}
+
+/// Largest power of two strictly less than `n` (n >= 2).
+fn split_point(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// The ranges of an inclusion proof (RFC 9162 §2.1.3.1 PATH), leaf upwards.
+fn inclusion_ranges(index: u64, size: u64) -> Result<Vec<Range>, ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange);
+    }
+    let mut ranges = Vec::with_capacity(64);
+    let (mut start, mut n) = (0u64, size);
+    while n > 1 {
+        let k = split_point(n);
+        if index < start + k {
+            ranges.push(Range { start: start + k, len: n - k });
+            n = k;
+        } else {
+            ranges.push(Range { start, len: k });
+            start += k;
+            n -= k;
+        }
+    }
+    ranges.reverse();
+    Ok(ranges)
+}
+
+/// The ranges of a consistency proof (RFC 9162 §2.1.4.1 PROOF), in proof order.
+fn consistency_ranges(old_size: u64, new_size: u64) -> Result<Vec<Range>, ProofError> {
+    if old_size == 0 || old_size > new_size {
+        return Err(ProofError::SizeOutOfRange);
+    }
+    let mut siblings = Vec::with_capacity(64);
+    let (mut start, mut n, mut m, mut whole_old_tree) = (0u64, new_size, old_size, true);
+    while m != n {
+        let k = split_point(n);
+        if m <= k {
+            siblings.push(Range { start: start + k, len: n - k });
+            n = k;
+        } else {
+            siblings.push(Range { start, len: k });
+            start += k;
+            n -= k;
+            m -= k;
+            whole_old_tree = false;
+        }
+    }
+    let mut ranges = Vec::with_capacity(siblings.len() + 1);
+    // An old tree that is a complete left subtree is the verifier's own root, so it is not sent.
+    if !whole_old_tree {
+        ranges.push(Range { start, len: n });
+    }
+    ranges.extend(siblings.into_iter().rev());
+    Ok(ranges)
+}
+
+/// Where the hashes of a perfect subtree live: a tile, the first hash and how many.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    tile: TileId,
+    offset: usize,
+    count: usize,
+}
+
+/// The perfect subtrees of `range` (largest first, as its tree hash combines them) in the tiles
+/// of a tree of `size` leaves.
+fn parts(range: Range, size: u64) -> Vec<Part> {
+    debug_assert!(range.len >= 1 && range.start + range.len <= size, "proof: range outside the tree");
+    let mut parts = Vec::new();
+    let mut start = range.start;
+    for bit in (0..64).rev() {
+        let len = 1u64 << bit;
+        if range.len & len == 0 {
+            continue;
+        }
+        let level = bit / TILE_HEIGHT;
+        let row_start = start >> (level * TILE_HEIGHT);
+        let tile_index = row_start >> TILE_HEIGHT;
+        let in_level = size >> (level * TILE_HEIGHT);
+        let width = (in_level - tile_index * u64::from(FULL_WIDTH)).min(u64::from(FULL_WIDTH)) as u16;
+        let tile = TileId::new(level as u8, tile_index, width).expect("proof: coordinates within a u64 tree");
+        let offset = (row_start % u64::from(FULL_WIDTH)) as usize;
+        parts.push(Part { tile, offset, count: 1 << (bit % TILE_HEIGHT) });
+        start += len;
+    }
+    parts
+}
+
+fn tiles_for(ranges: &[Range], size: u64) -> Vec<TileId> {
+    let mut tiles: Vec<TileId> = ranges.iter().flat_map(|r| parts(*r, size)).map(|p| p.tile).collect();
+    tiles.sort();
+    tiles.dedup();
+    tiles
+}
+
+/// The tiles (at the widths of a tree of `size`) an inclusion proof of `index` needs.
+pub fn inclusion_tiles(index: u64, size: u64) -> Result<Vec<TileId>, ProofError> {
+    Ok(tiles_for(&inclusion_ranges(index, size)?, size))
+}
+
+/// The tiles (at the widths of the newer tree) a consistency proof `old_size` → `new_size` needs.
+pub fn consistency_tiles(old_size: u64, new_size: u64) -> Result<Vec<TileId>, ProofError> {
+    Ok(tiles_for(&consistency_ranges(old_size, new_size)?, new_size))
+}
+
+/// Reads each needed tile once and hashes every range.
+fn range_hashes<R: TileReader>(
+    reader: &mut R,
+    ranges: &[Range],
+    size: u64,
+) -> Result<Vec<Hash>, TileProofError<R::Error>> {
+    let mut tiles: BTreeMap<TileId, Vec<Hash>> = BTreeMap::new();
+    for tile in tiles_for(ranges, size) {
+        let data = reader.read_tile(tile).map_err(TileProofError::Read)?;
+        let hashes = hashes_of(tile, &data).map_err(|(tile, len)| TileProofError::WrongTileLength { tile, len })?;
+        tiles.insert(tile, hashes);
+    }
+    let hash_range = |range: &Range| {
+        let subtrees: Vec<Hash> =
+            parts(*range, size).iter().map(|p| subtree_root(&tiles[&p.tile][p.offset..p.offset + p.count])).collect();
+        let (last, rest) = subtrees.split_last().expect("proof: a range has at least one leaf");
+        rest.iter().rev().fold(*last, |acc, left| node_hash(left, &acc))
+    };
+    Ok(ranges.iter().map(hash_range).collect())
+}
+
+/// Inclusion proof of leaf `index` in the tree of `size` leaves, from tiles.
+pub fn inclusion_proof<R: TileReader>(
+    reader: &mut R,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, TileProofError<R::Error>> {
+    let ranges = inclusion_ranges(index, size).map_err(TileProofError::Range)?;
+    range_hashes(reader, &ranges, size)
+}
+
+/// Consistency proof from the tree of `old_size` leaves to the tree of `new_size`, from the
+/// newer tree's tiles.
+pub fn consistency_proof<R: TileReader>(
+    reader: &mut R,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, TileProofError<R::Error>> {
+    let ranges = consistency_ranges(old_size, new_size).map_err(TileProofError::Range)?;
+    range_hashes(reader, &ranges, new_size)
+}
+
+/// Tree hash of the first `size` leaves, from tiles (a monitor compares it with a checkpoint).
+pub fn root<R: TileReader>(reader: &mut R, size: u64) -> Result<Hash, TileProofError<R::Error>> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    let hashes = range_hashes(reader, &[Range { start: 0, len: size }], size)?;
+    Ok(hashes[0])
+}
+
+/// Leaf hash at `index` in the tree of `size` leaves, from its level-0 tile.
+pub fn leaf_hash<R: TileReader>(reader: &mut R, index: u64, size: u64) -> Result<Hash, TileProofError<R::Error>> {
+    if index >= size {
+        return Err(TileProofError::Range(ProofError::IndexOutOfRange));
+    }
+    let hashes = range_hashes(reader, &[Range { start: index, len: 1 }], size)?;
+    Ok(hashes[0])
+}
