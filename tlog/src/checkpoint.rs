@@ -186,3 +186,110 @@ impl CheckpointPolicy {
         Ok(VerifiedCheckpoint { checkpoint, note, log_signatures, cosignatures })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cosignature::Cosigner;
+
+    const SPEC_TEXT: &str = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+
+    fn origin() -> Origin {
+        KeyName::new("log.example/etl").unwrap()
+    }
+
+    fn text(s: &str) -> NoteText {
+        NoteText::new(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn parses_and_reproduces_the_spec_example() {
+        let checkpoint = Checkpoint::parse(&text(SPEC_TEXT)).unwrap();
+        assert_eq!(checkpoint.origin().as_str(), "example.com/behind-the-sofa");
+        assert_eq!(checkpoint.size(), 20852163);
+        assert_eq!(checkpoint.root()[..3], [0x0a, 0xc5, 0x18]);
+        assert_eq!(checkpoint.to_text().as_str(), SPEC_TEXT);
+    }
+
+    #[test]
+    fn extensions_are_carried_but_never_produced() {
+        let with_ext = format!("{SPEC_TEXT}ext one\next two\n");
+        let checkpoint = Checkpoint::parse(&text(&with_ext)).unwrap();
+        assert_eq!(checkpoint.extensions(), ["ext one", "ext two"]);
+        assert_eq!(checkpoint.to_text().as_str(), with_ext);
+        let fresh = Checkpoint::new(checkpoint.origin().clone(), checkpoint.size(), *checkpoint.root());
+        assert_eq!(fresh.to_text().as_str(), SPEC_TEXT);
+        assert_eq!(Checkpoint::parse(&text(&format!("{SPEC_TEXT}\n"))), Err(CheckpointError::MissingLines));
+    }
+
+    #[test]
+    fn rejects_malformed_fields() {
+        let root = "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=";
+        let cases = [
+            (format!("o\n5\n"), CheckpointError::MissingLines),
+            (format!("o o\n5\n{root}\n"), CheckpointError::InvalidOrigin),
+            (format!("\n5\n{root}\n"), CheckpointError::InvalidOrigin),
+            (format!("o\n05\n{root}\n"), CheckpointError::InvalidSize),
+            (format!("o\n+5\n{root}\n"), CheckpointError::InvalidSize),
+            (format!("o\n18446744073709551616\n{root}\n"), CheckpointError::InvalidSize),
+            (format!("o\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2\n"), CheckpointError::InvalidRoot),
+            (format!("o\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2J=\n"), CheckpointError::InvalidRoot),
+            (format!("o\n5\nAAAA\n"), CheckpointError::InvalidRoot),
+        ];
+        for (t, want) in cases {
+            assert_eq!(Checkpoint::parse(&text(&t)), Err(want), "{t:?}");
+        }
+        assert_eq!(Checkpoint::parse(&text(&format!("o\n0\n{root}\n"))).unwrap().size(), 0);
+    }
+
+    fn policy(log_keys: Vec<VerifierKey>, witness_keys: Vec<VerifierKey>, quorum: usize) -> CheckpointPolicy {
+        CheckpointPolicy { origin: origin(), log_keys, witness_keys, quorum }
+    }
+
+    #[test]
+    fn sign_requires_the_origin_as_key_name() {
+        let checkpoint = Checkpoint::new(origin(), 3, [1; 32]);
+        let stranger = NoteSigner::new(KeyName::new("other.example/etl").unwrap(), &[1; 32]);
+        assert_eq!(checkpoint.sign(&stranger), Err(CheckpointError::SignerNotOrigin));
+    }
+
+    #[test]
+    fn policy_checks_origin_log_signature_and_quorum() {
+        let log = NoteSigner::new(origin(), &[1; 32]);
+        let rotated_out = NoteSigner::new(origin(), &[2; 32]);
+        let w1 = Cosigner::new(KeyName::new("w1.example").unwrap(), &[3; 32]);
+        let w2 = Cosigner::new(KeyName::new("w2.example").unwrap(), &[4; 32]);
+        let checkpoint = Checkpoint::new(origin(), 3, [1; 32]);
+        let mut note = checkpoint.sign(&rotated_out).unwrap();
+        note.push_signature(w1.cosign(note.text(), 1000).unwrap());
+        let bytes = note.to_bytes();
+        let logs = vec![log.verifier_key(), rotated_out.verifier_key()];
+        let witnesses = vec![w1.verifier_key(), w2.verifier_key()];
+
+        let verified = policy(logs.clone(), witnesses.clone(), 1).verify(&bytes, NoteLimits::DEFAULT).unwrap();
+        assert_eq!(verified.checkpoint, checkpoint);
+        assert_eq!(verified.log_signatures.len(), 1);
+        assert_eq!(verified.cosignatures[0].timestamp, Some(1000));
+        assert_eq!(
+            policy(logs.clone(), witnesses.clone(), 2).verify(&bytes, NoteLimits::DEFAULT),
+            Err(CheckpointError::QuorumNotMet { cosigned: 1, quorum: 2 })
+        );
+        assert_eq!(
+            policy(vec![log.verifier_key()], witnesses.clone(), 0).verify(&bytes, NoteLimits::DEFAULT),
+            Err(CheckpointError::NotSignedByLog)
+        );
+        let elsewhere =
+            CheckpointPolicy { origin: KeyName::new("other.example").unwrap(), ..policy(logs, witnesses, 0) };
+        assert_eq!(elsewhere.verify(&bytes, NoteLimits::DEFAULT), Err(CheckpointError::WrongOrigin));
+    }
+
+    #[test]
+    fn witness_cosignatures_alone_are_not_a_log_signature() {
+        let w1 = Cosigner::new(KeyName::new("w1.example").unwrap(), &[3; 32]);
+        let t = Checkpoint::new(origin(), 3, [1; 32]).to_text();
+        let note = SignedNote::new(t.clone(), w1.cosign(&t, 5).unwrap());
+        let log = NoteSigner::new(origin(), &[1; 32]);
+        let p = policy(vec![log.verifier_key()], vec![w1.verifier_key()], 1);
+        assert_eq!(p.verify(&note.to_bytes(), NoteLimits::DEFAULT), Err(CheckpointError::NotSignedByLog));
+    }
+}

@@ -139,3 +139,91 @@ impl Cosigner {
         Ok(NoteSignature::new(self.name.clone(), self.key_id, bytes)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::note::{NoteLimits, NoteSigner, SignedNote};
+
+    fn name(s: &str) -> KeyName {
+        KeyName::new(s).unwrap()
+    }
+
+    // The checkpoint of c2sp.org/tlog-cosignature's example.
+    fn spec_checkpoint() -> NoteText {
+        NoteText::new("example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n".into())
+            .unwrap()
+    }
+
+    #[test]
+    fn signed_message_is_the_spec_example() {
+        let want = "cosignature/v1\ntime 1679315147\nexample.com/behind-the-sofa\n20852163\n\
+                    CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        assert_eq!(signed_message(&spec_checkpoint(), 1679315147), want.as_bytes());
+    }
+
+    #[test]
+    fn cosign_then_verify_returns_the_timestamp() {
+        let witness = Cosigner::new(name("witness.example/w1"), &[9; 32]);
+        let signature = witness.cosign(&spec_checkpoint(), 1679315147).unwrap();
+        assert_eq!(signature.signature().len(), 72);
+        assert_eq!(&signature.signature()[..8], &1679315147u64.to_be_bytes());
+        let vkey = witness.verifier_key();
+        assert_eq!(vkey.kind(), SignatureType::Cosignature);
+        assert_eq!(verify_line(&vkey, &spec_checkpoint(), &signature.to_line()), Ok(1679315147));
+        // Through the note verifier too (how a client reads a cosigned checkpoint).
+        let note = SignedNote::new(spec_checkpoint(), signature);
+        let verified = note.verify(&[vkey]).unwrap();
+        assert_eq!(verified[0].timestamp, Some(1679315147));
+    }
+
+    #[test]
+    fn type_04_key_id_differs_from_type_01_for_the_same_key() {
+        let seed = [9; 32];
+        let cosigner = Cosigner::new(name("witness.example/w1"), &seed);
+        let note_signer = NoteSigner::new(name("witness.example/w1"), &seed);
+        assert_ne!(cosigner.verifier_key().key_id(), note_signer.key_id());
+        assert_eq!(cosigner.verifier_key().public_key(), note_signer.verifier_key().public_key());
+    }
+
+    #[test]
+    fn verify_rejects_tampering_and_the_wrong_key() {
+        let witness = Cosigner::new(name("witness.example/w1"), &[9; 32]);
+        let vkey = witness.verifier_key();
+        let signature = witness.cosign(&spec_checkpoint(), 100).unwrap();
+        let other = NoteText::new(
+            "example.com/behind-the-sofa\n20852164\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n".into(),
+        )
+        .unwrap();
+        assert_eq!(verify(&vkey, &other, &signature), Err(CosignatureError::BadSignature));
+        let mut bytes = signature.signature().to_vec();
+        bytes[7] ^= 1; // another timestamp
+        let retimed = NoteSignature::new(signature.name().clone(), signature.key_id(), bytes).unwrap();
+        assert_eq!(verify(&vkey, &spec_checkpoint(), &retimed), Err(CosignatureError::BadSignature));
+        let short = NoteSignature::new(signature.name().clone(), signature.key_id(), vec![0; 71]).unwrap();
+        assert_eq!(verify(&vkey, &spec_checkpoint(), &short), Err(CosignatureError::WrongLength(71)));
+        let w2 = Cosigner::new(name("witness.example/w2"), &[9; 32]).verifier_key();
+        assert_eq!(verify(&w2, &spec_checkpoint(), &signature), Err(CosignatureError::WrongKey));
+        let log_key = NoteSigner::new(name("witness.example/w1"), &[9; 32]).verifier_key();
+        assert_eq!(verify(&log_key, &spec_checkpoint(), &signature), Err(CosignatureError::NotACosignerKey));
+    }
+
+    #[test]
+    fn timestamps_above_2_pow_63_are_refused() {
+        let witness = Cosigner::new(name("witness.example/w1"), &[9; 32]);
+        assert!(witness.cosign(&spec_checkpoint(), MAX_TIMESTAMP).is_ok());
+        assert_eq!(
+            witness.cosign(&spec_checkpoint(), MAX_TIMESTAMP + 1),
+            Err(CosignatureError::TimestampOutOfRange(MAX_TIMESTAMP + 1))
+        );
+        // A line claiming such a timestamp is refused before any signature check.
+        let mut bytes = vec![0xff; 8];
+        bytes.extend_from_slice(&[0; 64]);
+        let vkey = witness.verifier_key();
+        let line = NoteSignature::new(vkey.name().clone(), vkey.key_id(), bytes).unwrap();
+        assert_eq!(verify(&vkey, &spec_checkpoint(), &line), Err(CosignatureError::TimestampOutOfRange(u64::MAX)));
+        let note =
+            SignedNote::parse(&SignedNote::new(spec_checkpoint(), line).to_bytes(), NoteLimits::DEFAULT).unwrap();
+        assert!(matches!(note.verify(&[vkey]), Err(NoteError::BadSignature { .. })));
+    }
+}

@@ -225,3 +225,81 @@ pub(crate) fn hashes_of(id: TileId, data: &[u8]) -> Result<Vec<crate::Hash>, (Ti
     }
     Ok(data.chunks_exact(32).map(|c| c.try_into().expect("tile: chunks are 32 bytes")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tile(level: u8, index: u64, width: u16) -> TileId {
+        TileId::new(level, index, width).unwrap()
+    }
+
+    #[test]
+    fn paths_follow_the_spec_examples() {
+        assert_eq!(tile(0, 1234067, 256).path(), "tile/0/x001/x234/067");
+        assert_eq!(tile(4, 1234067, 1).path(), "tile/4/x001/x234/067.p/1");
+        assert_eq!(tile(0, 0, 256).path(), "tile/0/000");
+        assert_eq!(tile(1, 999, 255).path(), "tile/1/999.p/255");
+        assert_eq!(tile(2, 1000, 256).path(), "tile/2/x001/000");
+        assert_eq!(tile(63, u64::MAX, 256).path(), "tile/63/x018/x446/x744/x073/x709/x551/615");
+        assert_eq!(BundleId::new(1234067, 256).unwrap().path(), "tile/entries/x001/x234/067");
+        assert_eq!(BundleId::new(5, 112).unwrap().path(), "tile/entries/005.p/112");
+    }
+
+    #[test]
+    fn coordinates_are_bounded() {
+        assert_eq!(TileId::new(64, 0, 256), Err(TileError::LevelOutOfRange(64)));
+        assert_eq!(TileId::new(0, 0, 0), Err(TileError::WidthOutOfRange(0)));
+        assert_eq!(TileId::new(0, 0, 257), Err(TileError::WidthOutOfRange(257)));
+        assert_eq!(BundleId::new(0, 0), Err(TileError::WidthOutOfRange(0)));
+    }
+
+    #[test]
+    fn parse_accepts_only_canonical_paths() {
+        assert_eq!(TilePath::parse("tile/0/x001/x234/067"), Ok(TilePath::Hashes(tile(0, 1234067, 256))));
+        assert_eq!(
+            TilePath::parse("tile/entries/x001/x234/067.p/9"),
+            Ok(TilePath::Entries(BundleId::new(1234067, 9).unwrap()))
+        );
+        for bad in [
+            "tile/0/x000/005",  // leading zero group
+            "tile/00/005",      // leading zero level
+            "tile/0/005.p/256", // a full tile is never spelled partial
+            "tile/0/005.p/0",
+            "tile/0/005.p/05",
+            "tile/0/001/234",   // first group lacks its x
+            "tile/0/x001/x234", // last group has an x
+            "tile/0/1234",      // not 3-digit groups
+            "tile/0/12",
+            "tile/0/",
+            "tile/8/0/x001/x234/067", // the Go sumdb layout (height element)
+            "tile/data/000",
+            "/tile/0/000",
+            "tile/0/x018/x446/x744/x073/x709/x551/616", // u64::MAX + 1
+            "tile/0/x001/x001/x001/x001/x001/x001/x001/000",
+            "tile/0/000/",
+            "checkpoint",
+        ] {
+            assert_eq!(TilePath::parse(bad), Err(TileError::MalformedPath), "{bad}");
+        }
+        assert_eq!(TilePath::parse("tile/64/005"), Err(TileError::LevelOutOfRange(64)));
+    }
+
+    proptest! {
+        #[test]
+        fn tile_paths_round_trip(level in 0u8..=MAX_LEVEL, index in any::<u64>(), width in 1u16..=FULL_WIDTH) {
+            let id = tile(level, index, width);
+            prop_assert_eq!(TilePath::parse(&id.path()), Ok(TilePath::Hashes(id)));
+            let bundle = BundleId::new(index, width).unwrap();
+            prop_assert_eq!(TilePath::parse(&bundle.path()), Ok(TilePath::Entries(bundle)));
+        }
+
+        #[test]
+        fn parse_never_panics(path in "tile/[0-9a-z./x]{0,40}") {
+            if let Ok(parsed) = TilePath::parse(&path) {
+                prop_assert_eq!(parsed.path(), path);
+            }
+        }
+    }
+}
