@@ -310,3 +310,159 @@ impl LogTiler {
         (self.tiles.partial_tiles(), self.bundles.partial())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FIXTURE_SIZE, RowStore, entry, fixture};
+    use evidenceos_core::merkle::MerkleTree;
+    use proptest::prelude::*;
+
+    fn build(size: u64) -> (TileBuilder, Vec<Tile>) {
+        let (mut builder, mut full) = (TileBuilder::new(), Vec::new());
+        for i in 0..size {
+            builder.push(leaf_hash(&entry(i)), &mut full);
+        }
+        (builder, full)
+    }
+
+    fn shape(tiles: &[Tile]) -> Vec<(u8, u64, u16)> {
+        tiles.iter().map(|t| (t.id.level(), t.id.index(), t.id.width())).collect()
+    }
+
+    #[test]
+    fn tiles_of_the_spec_example_size_70000() {
+        let (builder, full) = build(70_000);
+        let level0 = full.iter().filter(|t| t.id.level() == 0).count();
+        assert_eq!(level0, 273);
+        assert_eq!(shape(&full[full.len() - 1..]), [(0, 272, 256)]);
+        assert_eq!(shape(&full.iter().filter(|t| t.id.level() == 1).cloned().collect::<Vec<_>>()), [(1, 0, 256)]);
+        assert_eq!(full.len(), 274);
+        assert_eq!(shape(&builder.partial_tiles()), [(0, 273, 112), (1, 1, 17), (2, 0, 1)]);
+        let (builder, full) = build(256);
+        assert_eq!(shape(&full), [(0, 0, 256)]);
+        assert_eq!(shape(&builder.partial_tiles()), [(1, 0, 1)]);
+    }
+
+    #[test]
+    fn tile_hashes_are_leaf_hashes_and_256_leaf_subtree_roots() {
+        let (_, full) = build(65_536 + 3);
+        let level1 = full.iter().find(|t| t.id.level() == 1).unwrap();
+        for (i, tile) in full.iter().filter(|t| t.id.level() == 0).enumerate() {
+            let mut chunk = MerkleTree::new();
+            for j in 0..256 {
+                let leaf = leaf_hash(&entry(i as u64 * 256 + j));
+                assert_eq!(tile.data[j as usize * 32..][..32], leaf);
+                chunk.push(leaf);
+            }
+            assert_eq!(level1.data[i * 32..][..32], chunk.root(), "level-1 hash {i}");
+        }
+        assert_eq!(shape(&full[full.len() - 2..]), [(0, 255, 256), (1, 0, 256)]);
+    }
+
+    #[test]
+    fn resume_from_stored_partial_tiles_continues_identically() {
+        let (mut builder, mut full) = build(65_800);
+        let store = RowStore::from_tiles(&full, &builder.partial_tiles());
+        let mut resumed = TileBuilder::resume(65_800, &builder.root(), &mut store.reader()).unwrap();
+        assert_eq!(resumed, builder);
+        let mut after = Vec::new();
+        for i in 65_800..66_100 {
+            builder.push(leaf_hash(&entry(i)), &mut full);
+            resumed.push(leaf_hash(&entry(i)), &mut after);
+        }
+        assert_eq!(resumed, builder);
+        assert_eq!(after.as_slice(), &full[full.len() - after.len()..]);
+        assert_eq!(after.len(), 1);
+        assert_eq!(TileBuilder::resume(65_800, &[0; 32], &mut store.reader()), Err(BuildError::RootMismatch));
+    }
+
+    #[test]
+    fn resume_rejects_a_tile_of_the_wrong_length() {
+        struct Short;
+        impl TileReader for Short {
+            type Error = ();
+            fn read_tile(&mut self, _: TileId) -> Result<Vec<u8>, ()> {
+                Ok(vec![0; 31])
+            }
+        }
+        let tile = TileId::new(0, 0, 5).unwrap();
+        assert_eq!(TileBuilder::resume(5, &[0; 32], &mut Short), Err(BuildError::WrongTileLength { tile, len: 31 }));
+    }
+
+    #[test]
+    fn bundles_hold_length_prefixed_entries_and_refuse_oversized_ones() {
+        let mut bundles = BundleBuilder::new();
+        assert_eq!(
+            bundles.push::<()>(&vec![0; MAX_ENTRY_BYTES + 1]),
+            Err(BuildError::EntryTooLarge { len: MAX_ENTRY_BYTES + 1 })
+        );
+        assert_eq!(bundles.size(), 0);
+        assert_eq!(bundles.push::<()>(&vec![1; MAX_ENTRY_BYTES]), Ok(None));
+        assert_eq!(bundles.push::<()>(b""), Ok(None));
+        let partial = bundles.partial().unwrap();
+        assert_eq!(partial.id.path(), "tile/entries/000.p/2");
+        assert_eq!(&partial.data[..2], &[0xff, 0xff]);
+        let entries = parse_bundle::<()>(&partial.data, 2).unwrap();
+        assert_eq!(entries, [&vec![1; MAX_ENTRY_BYTES][..], b""]);
+        let mut completed = None;
+        for i in 2..256 {
+            completed = bundles.push::<()>(&entry(i)).unwrap();
+        }
+        let full = completed.unwrap();
+        assert_eq!(full.id.path(), "tile/entries/000");
+        assert_eq!(parse_bundle::<()>(&full.data, 256).unwrap()[255], entry(255));
+        assert_eq!(bundles.partial(), None);
+    }
+
+    #[test]
+    fn parse_bundle_rejects_truncation_and_wrong_counts() {
+        let mut bundles = BundleBuilder::new();
+        for i in 0..3 {
+            bundles.push::<()>(&entry(i)).unwrap();
+        }
+        let data = bundles.partial().unwrap().data;
+        assert_eq!(parse_bundle::<()>(&data, 2), Err(BuildError::MalformedBundle));
+        assert_eq!(parse_bundle::<()>(&data, 4), Err(BuildError::MalformedBundle));
+        assert_eq!(parse_bundle::<()>(&data[..data.len() - 1], 3), Err(BuildError::MalformedBundle));
+        assert_eq!(parse_bundle::<()>(&[0], 1), Err(BuildError::MalformedBundle));
+        let resumed = BundleBuilder::resume::<()>(3, Some(&data)).unwrap();
+        assert_eq!(resumed, bundles);
+        assert_eq!(BundleBuilder::resume::<()>(4, Some(&data)), Err(BuildError::MalformedBundle));
+        assert_eq!(BundleBuilder::resume::<()>(3, None), Err(BuildError::MalformedBundle));
+        assert_eq!(BundleBuilder::resume::<()>(256, None).unwrap().partial(), None);
+    }
+
+    #[test]
+    fn log_tiler_keeps_tiles_and_bundles_in_step() {
+        let mut tiler = LogTiler::new();
+        let mut completed = Completed::default();
+        for i in 0..300 {
+            tiler.append::<()>(&entry(i), &mut completed).unwrap();
+        }
+        assert_eq!(
+            tiler.append::<()>(&vec![0; MAX_ENTRY_BYTES + 1], &mut completed),
+            Err(BuildError::EntryTooLarge { len: MAX_ENTRY_BYTES + 1 })
+        );
+        assert_eq!(tiler.size(), 300);
+        assert_eq!(shape(&completed.tiles), [(0, 0, 256)]);
+        assert_eq!(completed.bundles.len(), 1);
+        let bundle = parse_bundle::<()>(&completed.bundles[0].data, 256).unwrap();
+        for (j, e) in bundle.iter().enumerate() {
+            assert_eq!(completed.tiles[0].data[j * 32..][..32], leaf_hash(e));
+        }
+        let (tiles, bundle) = tiler.partial();
+        assert_eq!(shape(&tiles), [(0, 1, 44), (1, 0, 1)]);
+        assert_eq!(bundle.unwrap().id.path(), "tile/entries/001.p/44");
+        assert_eq!(tiler.root(), fixture().tree.root_at(300).unwrap());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn root_matches_the_in_memory_tree(size in 0..=FIXTURE_SIZE) {
+            let (builder, _) = build(size);
+            prop_assert_eq!(builder.root(), fixture().tree.root_at(size).unwrap());
+        }
+    }
+}

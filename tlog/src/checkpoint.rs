@@ -226,15 +226,15 @@ mod tests {
     fn rejects_malformed_fields() {
         let root = "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=";
         let cases = [
-            (format!("o\n5\n"), CheckpointError::MissingLines),
+            ("o\n5\n".to_string(), CheckpointError::MissingLines),
             (format!("o o\n5\n{root}\n"), CheckpointError::InvalidOrigin),
             (format!("\n5\n{root}\n"), CheckpointError::InvalidOrigin),
             (format!("o\n05\n{root}\n"), CheckpointError::InvalidSize),
             (format!("o\n+5\n{root}\n"), CheckpointError::InvalidSize),
             (format!("o\n18446744073709551616\n{root}\n"), CheckpointError::InvalidSize),
-            (format!("o\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2\n"), CheckpointError::InvalidRoot),
-            (format!("o\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2J=\n"), CheckpointError::InvalidRoot),
-            (format!("o\n5\nAAAA\n"), CheckpointError::InvalidRoot),
+            ("o\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2\n".to_string(), CheckpointError::InvalidRoot),
+            ("o\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2J=\n".to_string(), CheckpointError::InvalidRoot),
+            ("o\n5\nAAAA\n".to_string(), CheckpointError::InvalidRoot),
         ];
         for (t, want) in cases {
             assert_eq!(Checkpoint::parse(&text(&t)), Err(want), "{t:?}");

@@ -26,3 +26,83 @@ pub(crate) fn parse_canonical_decimal(s: &str) -> Option<u64> {
     }
     s.parse().ok()
 }
+
+/// A log of synthetic entries with its tiles, shared by the builder and proof tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+    use std::sync::OnceLock;
+
+    use evidenceos_core::merkle::{MerkleTree, leaf_hash};
+
+    use crate::Hash;
+    use crate::builder::{Tile, TileBuilder};
+    use crate::tile::{FULL_WIDTH, TileId, TileReader};
+
+    /// Leaves in the shared fixture: three tile levels, partial tiles at each.
+    pub(crate) const FIXTURE_SIZE: u64 = 70_000;
+
+    pub(crate) fn entry(i: u64) -> Vec<u8> {
+        format!("entry {i}").into_bytes()
+    }
+
+    /// Every hash of each tile level of a tree, served at any width a smaller tree would have.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct RowStore {
+        rows: BTreeMap<u8, Vec<Hash>>,
+    }
+
+    impl RowStore {
+        /// From the full tiles a builder completed (in order) and its final partial tiles.
+        pub(crate) fn from_tiles(full: &[Tile], partial: &[Tile]) -> Self {
+            let mut rows: BTreeMap<u8, Vec<Hash>> = BTreeMap::new();
+            for tile in full.iter().chain(partial) {
+                let row = rows.entry(tile.id.level()).or_default();
+                assert_eq!(row.len() as u64, tile.id.index() * u64::from(FULL_WIDTH), "tiles out of order");
+                row.extend(tile.data.chunks_exact(32).map(|c| <Hash>::try_from(c).unwrap()));
+            }
+            Self { rows }
+        }
+
+        /// A reader that records what it was asked for.
+        pub(crate) fn reader(&self) -> StoreReader<'_> {
+            StoreReader { store: self, reads: Vec::new() }
+        }
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct StoreReader<'a> {
+        store: &'a RowStore,
+        pub(crate) reads: Vec<TileId>,
+    }
+
+    impl TileReader for StoreReader<'_> {
+        type Error = String;
+
+        fn read_tile(&mut self, tile: TileId) -> Result<Vec<u8>, String> {
+            self.reads.push(tile);
+            let start = usize::try_from(tile.index() * u64::from(FULL_WIDTH)).unwrap();
+            let row = self.store.rows.get(&tile.level()).ok_or_else(|| format!("no level {}", tile.level()))?;
+            let hashes = row.get(start..start + usize::from(tile.width())).ok_or_else(|| tile.path())?;
+            Ok(hashes.iter().flatten().copied().collect())
+        }
+    }
+
+    pub(crate) struct Fixture {
+        pub(crate) tree: MerkleTree,
+        pub(crate) store: RowStore,
+    }
+
+    pub(crate) fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let (mut tree, mut builder, mut full) = (MerkleTree::new(), TileBuilder::new(), Vec::new());
+            for i in 0..FIXTURE_SIZE {
+                let hash = leaf_hash(&entry(i));
+                tree.push(hash);
+                builder.push(hash, &mut full);
+            }
+            Fixture { tree, store: RowStore::from_tiles(&full, &builder.partial_tiles()) }
+        })
+    }
+}

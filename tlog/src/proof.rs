@@ -213,3 +213,143 @@ pub fn leaf_hash<R: TileReader>(reader: &mut R, index: u64, size: u64) -> Result
     let hashes = range_hashes(reader, &[Range { start: index, len: 1 }], size)?;
     Ok(hashes[0])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FIXTURE_SIZE, entry, fixture};
+    use evidenceos_core::merkle::leaf_hash as hash_leaf;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_exactly_the_tiles_it_names_each_once() {
+        let f = fixture();
+        for (index, size) in [(0, 1), (5, 70_000), (69_999, 70_000), (65_535, 65_537), (300, 513)] {
+            let mut store = f.store.reader();
+            inclusion_proof(&mut store, index, size).unwrap();
+            assert_eq!(store.reads, inclusion_tiles(index, size).unwrap(), "inclusion {index} in {size}");
+        }
+        for (old, new) in [(1, 70_000), (256, 65_536), (65_535, 70_000), (7, 7)] {
+            let mut store = f.store.reader();
+            consistency_proof(&mut store, old, new).unwrap();
+            assert_eq!(store.reads, consistency_tiles(old, new).unwrap(), "consistency {old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn a_million_leaf_inclusion_needs_few_tiles() {
+        // O(log_256 n): at most the path tile and the right-edge tile per level.
+        for index in [0, 123_456, 999_999] {
+            let tiles = inclusion_tiles(index, 1_000_000).unwrap();
+            assert!(tiles.len() <= 6, "{index}: {tiles:?}");
+        }
+        let tiles = inclusion_tiles(123_456, 1_000_000).unwrap();
+        assert!(tiles.contains(&TileId::new(0, 482, 256).unwrap()));
+        assert!(tiles.contains(&TileId::new(2, 0, 15).unwrap()));
+    }
+
+    #[test]
+    fn a_tampered_tile_fails_verification() {
+        let f = fixture();
+        let (index, size) = (1_000, 70_000);
+        let mut store = f.store.reader();
+        let proof = inclusion_proof(&mut store, index, size).unwrap();
+        let root = f.tree.root_at(size).unwrap();
+        let leaf = hash_leaf(&entry(index));
+        assert_eq!(verify_inclusion(&leaf, index, size, &proof, &root), Ok(()));
+        for tile in inclusion_tiles(index, size).unwrap() {
+            let mut bad = TamperOne { inner: f.store.reader(), target: tile };
+            let proof = inclusion_proof(&mut bad, index, size).unwrap();
+            assert_eq!(verify_inclusion(&leaf, index, size, &proof, &root), Err(ProofError::RootMismatch), "{tile:?}");
+        }
+    }
+
+    struct TamperOne<'a> {
+        inner: crate::testing::StoreReader<'a>,
+        target: TileId,
+    }
+
+    impl TileReader for TamperOne<'_> {
+        type Error = String;
+        fn read_tile(&mut self, tile: TileId) -> Result<Vec<u8>, String> {
+            let mut data = self.inner.read_tile(tile)?;
+            if tile == self.target {
+                // Flip every hash: whichever one the proof uses changes.
+                for hash in data.chunks_exact_mut(32) {
+                    hash[0] ^= 1;
+                }
+            }
+            Ok(data)
+        }
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let mut store = fixture().store.reader();
+        assert_eq!(inclusion_proof(&mut store, 5, 5), Err(TileProofError::Range(ProofError::IndexOutOfRange)));
+        assert_eq!(consistency_proof(&mut store, 0, 5), Err(TileProofError::Range(ProofError::SizeOutOfRange)));
+        assert_eq!(consistency_proof(&mut store, 6, 5), Err(TileProofError::Range(ProofError::SizeOutOfRange)));
+        struct Long;
+        impl TileReader for Long {
+            type Error = ();
+            fn read_tile(&mut self, tile: TileId) -> Result<Vec<u8>, ()> {
+                Ok(vec![0; tile.byte_len() + 1])
+            }
+        }
+        let tile = TileId::new(0, 0, 2).unwrap();
+        assert_eq!(inclusion_proof(&mut Long, 0, 2), Err(TileProofError::WrongTileLength { tile, len: 65 }));
+        let missing = inclusion_proof(&mut store, 0, FIXTURE_SIZE + 1);
+        assert!(matches!(missing, Err(TileProofError::Read(_))), "{missing:?}");
+    }
+
+    #[test]
+    fn root_and_leaf_from_tiles() {
+        let f = fixture();
+        let mut store = f.store.reader();
+        assert_eq!(root(&mut store, 0), Ok(empty_root()));
+        for size in [1, 255, 256, 257, 65_536, 69_999, 70_000] {
+            assert_eq!(root(&mut store, size), Ok(f.tree.root_at(size).unwrap()), "{size}");
+        }
+        assert_eq!(leaf_hash(&mut store, 68_000, 70_000), Ok(hash_leaf(&entry(68_000))));
+        assert_eq!(leaf_hash(&mut store, 7, 7), Err(TileProofError::Range(ProofError::IndexOutOfRange)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn inclusion_from_tiles_equals_the_in_memory_tree(size in 1..=FIXTURE_SIZE, seed in any::<u64>()) {
+            let f = fixture();
+            let index = seed % size;
+            let mut store = f.store.reader();
+            let proof = inclusion_proof(&mut store, index, size).unwrap();
+            prop_assert_eq!(&proof, &f.tree.inclusion_proof(index, size).unwrap());
+            let root = f.tree.root_at(size).unwrap();
+            prop_assert_eq!(verify_inclusion(&hash_leaf(&entry(index)), index, size, &proof, &root), Ok(()));
+        }
+
+        #[test]
+        fn consistency_from_tiles_equals_the_in_memory_tree(new in 1..=FIXTURE_SIZE, seed in any::<u64>()) {
+            let f = fixture();
+            let old = 1 + seed % new;
+            let mut store = f.store.reader();
+            let proof = consistency_proof(&mut store, old, new).unwrap();
+            prop_assert_eq!(&proof, &f.tree.consistency_proof(old, new).unwrap());
+            let (old_root, new_root) = (f.tree.root_at(old).unwrap(), f.tree.root_at(new).unwrap());
+            prop_assert_eq!(verify_consistency(old, new, &old_root, &new_root, &proof), Ok(()));
+        }
+
+    }
+
+    proptest! {
+        // Every index of a tree is many proofs: few trees.
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn small_trees_prove_every_index(size in 1u64..600) {
+            let f = fixture();
+            for index in 0..size {
+                let mut store = f.store.reader();
+                prop_assert_eq!(inclusion_proof(&mut store, index, size).unwrap(), f.tree.inclusion_proof(index, size).unwrap());
+            }
+        }
+    }
+}
