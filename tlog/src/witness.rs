@@ -219,3 +219,126 @@ pub fn parse_conflict_body(body: &[u8]) -> Result<u64, WitnessError> {
 pub fn conflict_body(witness_size: u64) -> Vec<u8> {
     format!("{witness_size}\n").into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cosignature::Cosigner;
+    use crate::note::{KeyName, NoteSigner};
+
+    // The request body of c2sp.org/tlog-witness's example (its signatures are by keys we do not
+    // have, so only the format is checked).
+    const SPEC_BODY: &str = "old 20852014\n\
+        PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n\
+        jrJZDmY8Y7SyJE0MWLpLozkIVMSMZcD5kvuKxPC3swk=\n\
+        5+pKlUdi2LeF/BcMHBn+Ku6yhPGNCswZZD1X/6QgPd8=\n\
+        /6WVhPs2CwSsb5rYBH5cjHV/wSmA79abXAwhXw3Kj/0=\n\
+        \n\
+        example.com/behind-the-sofa\n\
+        20852163\n\
+        CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\
+        \n\
+        \u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n\
+        \u{2014} example.com/behind-the-sofa opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2Wks+49/V6267UEjw6QUXTS5Rovnzv++qbSzm9Q=\n";
+
+    #[test]
+    fn parses_and_reproduces_the_spec_example_request() {
+        let request = AddCheckpoint::parse(SPEC_BODY.as_bytes(), NoteLimits::DEFAULT).unwrap();
+        assert_eq!(request.old_size(), 20852014);
+        assert_eq!(request.proof().len(), 4);
+        assert_eq!(request.checkpoint().signatures().len(), 2);
+        let checkpoint = request.parsed_checkpoint().unwrap();
+        assert_eq!(checkpoint.size(), 20852163);
+        assert_eq!(request.to_body(), SPEC_BODY.as_bytes());
+    }
+
+    fn signed_checkpoint() -> SignedNote {
+        let origin = KeyName::new("log.example/etl").unwrap();
+        Checkpoint::new(origin.clone(), 10, [3; 32]).sign(&NoteSigner::new(origin, &[1; 32])).unwrap()
+    }
+
+    #[test]
+    fn request_round_trips_and_limits_the_proof() {
+        let request = AddCheckpoint::new(0, Vec::new(), signed_checkpoint()).unwrap();
+        assert!(request.to_body().starts_with(b"old 0\n\nlog.example/etl\n"));
+        assert_eq!(AddCheckpoint::parse(&request.to_body(), NoteLimits::DEFAULT), Ok(request));
+        let longest = AddCheckpoint::new(9, vec![[7; 32]; MAX_PROOF_HASHES], signed_checkpoint()).unwrap();
+        assert_eq!(AddCheckpoint::parse(&longest.to_body(), NoteLimits::DEFAULT), Ok(longest.clone()));
+        assert_eq!(
+            AddCheckpoint::new(9, vec![[7; 32]; MAX_PROOF_HASHES + 1], signed_checkpoint()),
+            Err(WitnessError::ProofTooLong(MAX_PROOF_HASHES + 1))
+        );
+        let mut too_long = b"old 9\n".to_vec();
+        too_long.extend_from_slice(&longest.to_body()[6..]);
+        too_long.splice(6..6, b"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n".iter().copied());
+        assert_eq!(
+            AddCheckpoint::parse(&too_long, NoteLimits::DEFAULT),
+            Err(WitnessError::ProofTooLong(MAX_PROOF_HASHES + 1))
+        );
+    }
+
+    #[test]
+    fn request_parse_rejects_malformed_bodies() {
+        let note = String::from_utf8(signed_checkpoint().to_bytes()).unwrap();
+        let hash = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let cases = [
+            (format!("old 01\n\n{note}"), WitnessError::BadOldSize),
+            (format!("old -1\n\n{note}"), WitnessError::BadOldSize),
+            (format!("new 1\n\n{note}"), WitnessError::BadOldSize),
+            ("old 1".to_string(), WitnessError::BadOldSize),
+            (format!("old 1\n{hash}\n"), WitnessError::MissingCheckpoint),
+            (format!("old 1\nAAAA\n\n{note}"), WitnessError::BadProofHash),
+            (format!("old 1\n{}\n\n{note}", &hash[..43]), WitnessError::BadProofHash),
+            (format!("old 1\n\nlog.example/etl\n"), WitnessError::Note(NoteError::MissingSignatures)),
+        ];
+        for (body, want) in cases {
+            assert_eq!(AddCheckpoint::parse(body.as_bytes(), NoteLimits::DEFAULT), Err(want), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn responses_map_statuses_and_bodies() {
+        let checkpoint = signed_checkpoint();
+        let witness = Cosigner::new(KeyName::new("w.example").unwrap(), &[5; 32]);
+        let cosignature = witness.cosign(checkpoint.text(), 1234).unwrap();
+        let body = cosignatures_body(std::slice::from_ref(&cosignature));
+        let parsed = AddCheckpointResponse::parse(200, &body, NoteLimits::DEFAULT).unwrap();
+        assert_eq!(parsed, AddCheckpointResponse::Cosigned(vec![cosignature.clone()]));
+        let verified = crate::cosignature::verify(&witness.verifier_key(), checkpoint.text(), &cosignature);
+        assert_eq!(verified, Ok(1234));
+        assert_eq!(
+            AddCheckpointResponse::parse(409, &conflict_body(42), NoteLimits::DEFAULT),
+            Ok(AddCheckpointResponse::Conflict { witness_size: 42 })
+        );
+        for (status, want) in [
+            (404, AddCheckpointResponse::UnknownOrigin),
+            (403, AddCheckpointResponse::LogSignatureRejected),
+            (422, AddCheckpointResponse::ProofRejected),
+            (400, AddCheckpointResponse::BadRequest),
+            (503, AddCheckpointResponse::Unexpected(503)),
+        ] {
+            assert_eq!(AddCheckpointResponse::parse(status, b"whatever", NoteLimits::DEFAULT), Ok(want));
+        }
+    }
+
+    #[test]
+    fn malformed_response_bodies_are_errors() {
+        let limits = NoteLimits::DEFAULT;
+        assert_eq!(AddCheckpointResponse::parse(409, b"42", limits), Err(WitnessError::BadConflictBody));
+        assert_eq!(AddCheckpointResponse::parse(409, b"042\n", limits), Err(WitnessError::BadConflictBody));
+        assert_eq!(AddCheckpointResponse::parse(200, b"", limits), Err(WitnessError::BadCosignatureBody));
+        assert_eq!(AddCheckpointResponse::parse(200, b"\n", limits), Err(WitnessError::BadCosignatureBody));
+        let line = Cosigner::new(KeyName::new("w.example").unwrap(), &[5; 32])
+            .cosign(signed_checkpoint().text(), 1)
+            .unwrap()
+            .to_line();
+        let unterminated = line.trim_end().as_bytes().to_vec();
+        assert_eq!(AddCheckpointResponse::parse(200, &unterminated, limits), Err(WitnessError::BadCosignatureBody));
+        let two = format!("{line}{line}");
+        let one_allowed = NoteLimits { max_signatures: 1, ..limits };
+        assert_eq!(
+            AddCheckpointResponse::parse(200, two.as_bytes(), one_allowed),
+            Err(WitnessError::Note(NoteError::TooManySignatures { max: 1 }))
+        );
+    }
+}
