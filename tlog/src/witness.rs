@@ -289,7 +289,7 @@ mod tests {
             (format!("old 1\n{hash}\n"), WitnessError::MissingCheckpoint),
             (format!("old 1\nAAAA\n\n{note}"), WitnessError::BadProofHash),
             (format!("old 1\n{}\n\n{note}", &hash[..43]), WitnessError::BadProofHash),
-            (format!("old 1\n\nlog.example/etl\n"), WitnessError::Note(NoteError::MissingSignatures)),
+            ("old 1\n\nlog.example/etl\n".to_string(), WitnessError::Note(NoteError::MissingSignatures)),
         ];
         for (body, want) in cases {
             assert_eq!(AddCheckpoint::parse(body.as_bytes(), NoteLimits::DEFAULT), Err(want), "{body:?}");
