@@ -14,6 +14,9 @@ pub mod proof;
 pub mod tile;
 pub mod witness;
 
+#[cfg(test)]
+mod cross_check;
+
 pub use evidenceos_core::merkle::Hash;
 pub use tile::{BundleId, TileId, TilePath, TileReader};
 
