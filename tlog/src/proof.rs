@@ -303,6 +303,16 @@ mod tests {
     }
 
     #[test]
+    fn consistency_edge_cases_equal_the_in_memory_tree() {
+        let f = fixture();
+        let pairs = [(1, 1), (7, 7), (256, 256), (1, 2), (2, 3), (4, 5), (256, 257), (256, 65_536), (65_536, 70_000)];
+        for (old, new) in pairs.into_iter().chain((1..=40).flat_map(|new| (1..=new).map(move |old| (old, new)))) {
+            let proof = consistency_proof(&mut f.store.reader(), old, new).unwrap();
+            assert_eq!(proof, f.tree.consistency_proof(old, new).unwrap(), "{old} -> {new}");
+        }
+    }
+
+    #[test]
     fn root_and_leaf_from_tiles() {
         let f = fixture();
         let mut store = f.store.reader();

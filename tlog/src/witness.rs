@@ -141,10 +141,9 @@ fn split_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&bytes[..end], &bytes[end + 1..]))
 }
 
-/// Base64 of exactly 32 bytes, canonical spelling only.
+/// Base64 of exactly 32 bytes (canonical spelling only, as the padded standard engine enforces).
 fn parse_hash(line: &[u8]) -> Option<Hash> {
-    let hash: Hash = BASE64.decode(line).ok()?.try_into().ok()?;
-    (BASE64.encode(hash).as_bytes() == line).then_some(hash)
+    BASE64.decode(line).ok()?.try_into().ok()
 }
 
 /// A witness's answer to add-checkpoint.
@@ -289,6 +288,7 @@ mod tests {
             (format!("old 1\n{hash}\n"), WitnessError::MissingCheckpoint),
             (format!("old 1\nAAAA\n\n{note}"), WitnessError::BadProofHash),
             (format!("old 1\n{}\n\n{note}", &hash[..43]), WitnessError::BadProofHash),
+            (format!("old 1\n{}d=\n\n{note}", &hash[..42]), WitnessError::BadProofHash),
             ("old 1\n\nlog.example/etl\n".to_string(), WitnessError::Note(NoteError::MissingSignatures)),
         ];
         for (body, want) in cases {
