@@ -5,7 +5,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::Hash;
-use crate::note::{KeyName, NoteError, NoteLimits, NoteSigner, NoteText, SignedNote, VerifiedSignature, VerifierKey};
+use crate::note::{
+    KeyName, NoteError, NoteLimits, NoteSignature, NoteSigner, NoteText, SignedNote, VerifiedSignature, VerifierKey,
+};
 
 /// A log's origin: the checkpoint's first line and the log key's name. Held to the key-name rules
 /// (non-empty, no space, no `+`), which the spec recommends and a signing key name requires.
@@ -128,6 +130,14 @@ impl Checkpoint {
         let signature = signer.sign(&text);
         Ok(SignedNote::new(text, signature))
     }
+
+    /// Signs through a function that holds the key (the kernel's keyring signs any message with
+    /// the active ETL key): `sign` gets the note text, the signature is named by the origin.
+    pub fn sign_with(&self, public_key: &[u8; 32], sign: impl FnOnce(&[u8]) -> [u8; 64]) -> SignedNote {
+        let text = self.to_text();
+        let signature = sign(text.as_str().as_bytes());
+        SignedNote::new(text, NoteSignature::ed25519(self.origin.clone(), public_key, signature))
+    }
 }
 
 /// Base64 of exactly 32 bytes. The padded standard engine accepts only the canonical spelling
@@ -243,6 +253,16 @@ mod tests {
 
     fn policy(log_keys: Vec<VerifierKey>, witness_keys: Vec<VerifierKey>, quorum: usize) -> CheckpointPolicy {
         CheckpointPolicy { origin: origin(), log_keys, witness_keys, quorum }
+    }
+
+    #[test]
+    fn sign_with_an_external_key_equals_sign() {
+        let seed = [6; 32];
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let checkpoint = Checkpoint::new(origin(), 3, [1; 32]);
+        let external =
+            checkpoint.sign_with(key.verifying_key().as_bytes(), |m| ed25519_dalek::Signer::sign(&key, m).to_bytes());
+        assert_eq!(Ok(external), checkpoint.sign(&NoteSigner::new(origin(), &seed)));
     }
 
     #[test]

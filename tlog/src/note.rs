@@ -301,6 +301,13 @@ impl NoteSignature {
         Ok(Self { name, key_id, signature })
     }
 
+    /// A type 0x01 signature made elsewhere (e.g. by the kernel's keyring, which signs any
+    /// message with the active ETL key): the key id is derived from `name` and `public_key`.
+    pub fn ed25519(name: KeyName, public_key: &[u8; 32], signature: [u8; 64]) -> Self {
+        let key_id = key_id(&name, SignatureType::Ed25519, public_key);
+        Self { name, key_id, signature: signature.to_vec() }
+    }
+
     /// Parses one line, with or without its final newline.
     pub fn parse_line(line: &str) -> Result<Self, NoteError> {
         let line = line.strip_suffix('\n').unwrap_or(line);
@@ -477,7 +484,7 @@ impl NoteSigner {
 
     pub fn sign(&self, text: &NoteText) -> NoteSignature {
         let signature = self.key.sign(text.as_str().as_bytes());
-        NoteSignature { name: self.name.clone(), key_id: self.key_id, signature: signature.to_bytes().to_vec() }
+        NoteSignature::ed25519(self.name.clone(), self.key.verifying_key().as_bytes(), signature.to_bytes())
     }
 }
 
