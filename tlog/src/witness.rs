@@ -3,12 +3,16 @@
 //! and the answers (200 cosignature lines, 409 with the witness's size, error statuses).
 //! HTTP itself is the caller's.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use evidenceos_core::merkle::{empty_root, verify_consistency};
 
 use crate::Hash;
-use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::note::{NoteError, NoteLimits, NoteSignature, SignedNote};
+use crate::checkpoint::{Checkpoint, CheckpointError, Origin};
+use crate::cosignature::Cosigner;
+use crate::note::{NoteError, NoteLimits, NoteSignature, SignedNote, VerifierKey};
 
 /// A client must not send more consistency-proof lines than this.
 pub const MAX_PROOF_HASHES: usize = 63;
@@ -219,11 +223,103 @@ pub fn conflict_body(witness_size: u64) -> Vec<u8> {
     format!("{witness_size}\n").into_bytes()
 }
 
+/// A witness's record for one log: the latest checkpoint it cosigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WitnessedHead {
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// A reply of a witness: HTTP status, content type and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl WitnessReply {
+    fn error(status: u16, message: &str) -> Self {
+        Self { status, content_type: "text/plain; charset=utf-8", body: format!("{message}\n").into_bytes() }
+    }
+}
+
+/// The add-checkpoint rules of a witness, without HTTP or storage: the in-process witness of
+/// the integration tests, and the reference the log's witness client is tested against. The
+/// caller serializes calls (check and update must be atomic) and persists [`Witness::heads`]
+/// before sending a 200.
+#[derive(Debug)]
+pub struct Witness {
+    cosigner: Cosigner,
+    logs: BTreeMap<Origin, Vec<VerifierKey>>,
+    heads: BTreeMap<Origin, WitnessedHead>,
+}
+
+impl Witness {
+    pub fn new(cosigner: Cosigner) -> Self {
+        Self { cosigner, logs: Default::default(), heads: Default::default() }
+    }
+
+    /// Trusts `log_keys` for checkpoints of `origin`.
+    pub fn add_log(&mut self, origin: Origin, log_keys: Vec<VerifierKey>) {
+        self.logs.insert(origin, log_keys);
+    }
+
+    pub fn heads(&self) -> &BTreeMap<Origin, WitnessedHead> {
+        &self.heads
+    }
+
+    /// Handles one add-checkpoint body at `timestamp` (POSIX seconds, passed in).
+    pub fn add_checkpoint(&mut self, body: &[u8], timestamp: u64) -> WitnessReply {
+        let Ok(request) = AddCheckpoint::parse(body, NoteLimits::DEFAULT) else {
+            return WitnessReply::error(400, "malformed request");
+        };
+        let Ok(checkpoint) = request.parsed_checkpoint() else {
+            return WitnessReply::error(400, "malformed checkpoint");
+        };
+        let Some(log_keys) = self.logs.get(checkpoint.origin()) else {
+            return WitnessReply::error(404, "unknown origin");
+        };
+        if request.checkpoint().verify(log_keys).is_err() {
+            return WitnessReply::error(403, "no valid log signature");
+        }
+        if request.old_size() > checkpoint.size() {
+            return WitnessReply::error(400, "old size above the checkpoint size");
+        }
+        let latest = self.heads.get(checkpoint.origin()).copied();
+        let latest_size = latest.map_or(0, |head| head.size);
+        if request.old_size() != latest_size {
+            return WitnessReply { status: 409, content_type: CONFLICT_CONTENT_TYPE, body: conflict_body(latest_size) };
+        }
+        if !Self::consistent(&request, &checkpoint, latest) {
+            return WitnessReply::error(422, "not consistent with the last cosigned checkpoint");
+        }
+        let Ok(cosignature) = self.cosigner.cosign(request.checkpoint().text(), timestamp) else {
+            return WitnessReply::error(500, "timestamp out of range");
+        };
+        let head = WitnessedHead { size: checkpoint.size(), root: *checkpoint.root() };
+        self.heads.insert(checkpoint.origin().clone(), head);
+        WitnessReply { status: 200, content_type: "text/plain; charset=utf-8", body: cosignatures_body(&[cosignature]) }
+    }
+
+    /// The 422 rules: the empty tree's root, no proof from size 0, equal roots at equal sizes,
+    /// and a verifying consistency proof otherwise.
+    fn consistent(request: &AddCheckpoint, checkpoint: &Checkpoint, latest: Option<WitnessedHead>) -> bool {
+        if checkpoint.size() == 0 && *checkpoint.root() != empty_root() {
+            return false;
+        }
+        let Some(latest) = latest.filter(|head| head.size > 0) else {
+            return request.proof().is_empty();
+        };
+        verify_consistency(latest.size, checkpoint.size(), &latest.root, checkpoint.root(), request.proof()).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cosignature::Cosigner;
     use crate::note::{KeyName, NoteSigner};
+    use evidenceos_core::merkle::{MerkleTree, leaf_hash};
 
     // The request body of c2sp.org/tlog-witness's example (its signatures are by keys we do not
     // have, so only the format is checked).
@@ -340,5 +436,106 @@ mod tests {
             AddCheckpointResponse::parse(200, two.as_bytes(), one_allowed),
             Err(WitnessError::Note(NoteError::TooManySignatures { max: 1 }))
         );
+    }
+
+    struct Log {
+        tree: MerkleTree,
+        signer: NoteSigner,
+    }
+
+    impl Log {
+        fn new(seed: u8) -> Self {
+            Self {
+                tree: MerkleTree::new(),
+                signer: NoteSigner::new(KeyName::new("log.example/etl").unwrap(), &[seed; 32]),
+            }
+        }
+
+        fn grow_to(&mut self, size: u64) {
+            while self.tree.len() < size {
+                self.tree.push(leaf_hash(&self.tree.len().to_be_bytes()));
+            }
+        }
+
+        fn checkpoint(&self, size: u64) -> SignedNote {
+            let checkpoint = Checkpoint::new(self.signer.name().clone(), size, self.tree.root_at(size).unwrap());
+            checkpoint.sign(&self.signer).unwrap()
+        }
+
+        fn body(&self, old: u64, size: u64) -> Vec<u8> {
+            let proof = if old == 0 { Vec::new() } else { self.tree.consistency_proof(old, size).unwrap() };
+            AddCheckpoint::new(old, proof, self.checkpoint(size)).unwrap().to_body()
+        }
+    }
+
+    fn witness_for(log: &Log) -> Witness {
+        let mut witness = Witness::new(Cosigner::new(KeyName::new("w.example").unwrap(), &[5; 32]));
+        witness.add_log(log.signer.name().clone(), vec![log.signer.verifier_key()]);
+        witness
+    }
+
+    #[test]
+    fn witness_cosigns_consistent_growth_and_answers_409_with_its_size() {
+        let mut log = Log::new(1);
+        log.grow_to(12);
+        let mut witness = witness_for(&log);
+        let vkey = witness.cosigner.verifier_key();
+        let reply = witness.add_checkpoint(&log.body(0, 5), 1_000);
+        assert_eq!(reply.status, 200);
+        let AddCheckpointResponse::Cosigned(lines) =
+            AddCheckpointResponse::parse(200, &reply.body, NoteLimits::DEFAULT).unwrap()
+        else {
+            panic!("not cosigned");
+        };
+        assert_eq!(crate::cosignature::verify(&vkey, log.checkpoint(5).text(), &lines[0]), Ok(1_000));
+        let reply = witness.add_checkpoint(&log.body(0, 9), 1_001);
+        assert_eq!((reply.status, reply.content_type), (409, CONFLICT_CONTENT_TYPE));
+        let parsed = AddCheckpointResponse::parse(409, &reply.body, NoteLimits::DEFAULT).unwrap();
+        assert_eq!(parsed, AddCheckpointResponse::Conflict { witness_size: 5 });
+        assert_eq!(witness.add_checkpoint(&log.body(5, 9), 1_002).status, 200);
+        assert_eq!(witness.add_checkpoint(&log.body(9, 9), 1_003).status, 200);
+        assert_eq!(witness.heads()[log.signer.name()], WitnessedHead { size: 9, root: log.tree.root_at(9).unwrap() });
+    }
+
+    #[test]
+    fn witness_refuses_what_the_spec_refuses() {
+        let mut log = Log::new(1);
+        log.grow_to(12);
+        let mut witness = witness_for(&log);
+        assert_eq!(witness.add_checkpoint(&log.body(0, 5), 1).status, 200);
+        // A fork: another tree of the same origin, signed by the same key.
+        let mut fork = Log::new(1);
+        fork.tree.push([9; 32]);
+        fork.grow_to(12);
+        let forged_proof =
+            AddCheckpoint::new(5, log.tree.consistency_proof(5, 12).unwrap(), fork.checkpoint(12)).unwrap();
+        assert_eq!(witness.add_checkpoint(&forged_proof.to_body(), 2).status, 422);
+        let same_size_other_root = AddCheckpoint::new(5, Vec::new(), fork.checkpoint(5)).unwrap();
+        assert_eq!(witness.add_checkpoint(&same_size_other_root.to_body(), 2).status, 422);
+        assert_eq!(witness.add_checkpoint(&Log::new(2).body(0, 0), 2).status, 403);
+        let mut stranger = Log::new(3);
+        stranger.signer = NoteSigner::new(KeyName::new("other.example/log").unwrap(), &[3; 32]);
+        stranger.grow_to(2);
+        assert_eq!(witness.add_checkpoint(&stranger.body(0, 2), 2).status, 404);
+        assert_eq!(witness.add_checkpoint(&log.body(5, 12)[1..], 2).status, 400);
+        let backwards = AddCheckpoint::new(12, Vec::new(), log.checkpoint(5)).unwrap();
+        assert_eq!(witness.add_checkpoint(&backwards.to_body(), 2).status, 400);
+        // Nothing above moved the witness.
+        assert_eq!(witness.heads()[log.signer.name()].size, 5);
+    }
+
+    #[test]
+    fn witness_checks_the_empty_tree_and_proofs_from_zero() {
+        let mut log = Log::new(1);
+        log.grow_to(3);
+        let mut witness = witness_for(&log);
+        let with_proof = AddCheckpoint::new(0, vec![[1; 32]], log.checkpoint(3)).unwrap();
+        assert_eq!(witness.add_checkpoint(&with_proof.to_body(), 1).status, 422);
+        let origin = log.signer.name().clone();
+        let bad_empty = Checkpoint::new(origin.clone(), 0, [1; 32]).sign(&log.signer).unwrap();
+        assert_eq!(witness.add_checkpoint(&AddCheckpoint::new(0, vec![], bad_empty).unwrap().to_body(), 1).status, 422);
+        let empty = Checkpoint::new(origin, 0, empty_root()).sign(&log.signer).unwrap();
+        assert_eq!(witness.add_checkpoint(&AddCheckpoint::new(0, vec![], empty).unwrap().to_body(), 1).status, 200);
+        assert_eq!(witness.add_checkpoint(&log.body(0, 3), 1).status, 200);
     }
 }
