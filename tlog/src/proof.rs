@@ -14,7 +14,7 @@ use evidenceos_core::merkle::{empty_root, node_hash};
 
 use crate::Hash;
 use crate::builder::subtree_root;
-use crate::tile::{FULL_WIDTH, TILE_HEIGHT, TileId, TileReader, hashes_of};
+use crate::tile::{BundleId, FULL_WIDTH, TILE_HEIGHT, TileId, TileReader, hashes_of};
 
 /// Why a proof could not be computed from tiles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub enum TileProofError<E> {
     WrongTileLength { tile: TileId, len: usize },
     /// The tile reader failed.
     Read(E),
+    /// The proof built from the tiles does not verify against the given root(s): the tiles or
+    /// the signed head are wrong (a split view if both are signed).
+    Invalid(ProofError),
 }
 
 impl<E: std::fmt::Display> std::fmt::Display for TileProofError<E> {
@@ -35,6 +38,7 @@ impl<E: std::fmt::Display> std::fmt::Display for TileProofError<E> {
                 write!(f, "tile {} has {len} bytes, want {}", tile.path(), tile.byte_len())
             }
             TileProofError::Read(e) => write!(f, "reading a tile: {e}"),
+            TileProofError::Invalid(e) => write!(f, "proof from tiles does not verify: {e}"),
         }
     }
 }
@@ -214,6 +218,43 @@ pub fn leaf_hash<R: TileReader>(reader: &mut R, index: u64, size: u64) -> Result
     Ok(hashes[0])
 }
 
+/// The entry bundle holding leaf `index` in a tree of `size` leaves, and the entry's position in it.
+pub fn bundle_for(index: u64, size: u64) -> Result<(BundleId, usize), ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange);
+    }
+    let bundle_index = index >> TILE_HEIGHT;
+    let width = (size - bundle_index * u64::from(FULL_WIDTH)).min(u64::from(FULL_WIDTH)) as u16;
+    let bundle = BundleId::new(bundle_index, width).expect("proof: a bundle below the size has entries");
+    Ok((bundle, (index % u64::from(FULL_WIDTH)) as usize))
+}
+
+/// Proves from tiles that `leaf_hash` is leaf `index` of the tree of `size` leaves with `root`.
+pub fn prove_inclusion<R: TileReader>(
+    reader: &mut R,
+    leaf_hash: &Hash,
+    index: u64,
+    size: u64,
+    root: &Hash,
+) -> Result<(), TileProofError<R::Error>> {
+    let proof = inclusion_proof(reader, index, size)?;
+    verify_inclusion(leaf_hash, index, size, &proof, root).map_err(TileProofError::Invalid)
+}
+
+/// Proves from the newer tree's tiles that the tree (`old_size`, `old_root`) is a prefix of
+/// (`new_size`, `new_root`). An empty old tree is a prefix of every tree.
+pub fn prove_consistency<R: TileReader>(
+    reader: &mut R,
+    (old_size, old_root): (u64, &Hash),
+    (new_size, new_root): (u64, &Hash),
+) -> Result<(), TileProofError<R::Error>> {
+    if old_size == 0 {
+        return Ok(());
+    }
+    let proof = consistency_proof(reader, old_size, new_size)?;
+    verify_consistency(old_size, new_size, old_root, new_root, &proof).map_err(TileProofError::Invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +351,32 @@ mod tests {
             let proof = consistency_proof(&mut f.store.reader(), old, new).unwrap();
             assert_eq!(proof, f.tree.consistency_proof(old, new).unwrap(), "{old} -> {new}");
         }
+    }
+
+    #[test]
+    fn prove_checks_against_the_roots() {
+        let f = fixture();
+        let (index, size) = (4_242, 69_000);
+        let root = f.tree.root_at(size).unwrap();
+        let leaf = hash_leaf(&entry(index));
+        assert_eq!(prove_inclusion(&mut f.store.reader(), &leaf, index, size, &root), Ok(()));
+        let other = hash_leaf(b"not the entry");
+        let rejected = prove_inclusion(&mut f.store.reader(), &other, index, size, &root);
+        assert_eq!(rejected, Err(TileProofError::Invalid(ProofError::RootMismatch)));
+        let old = (1_000, &f.tree.root_at(1_000).unwrap());
+        assert_eq!(prove_consistency(&mut f.store.reader(), old, (size, &root)), Ok(()));
+        let split_view = (1_000, &[0; 32]);
+        let rejected = prove_consistency(&mut f.store.reader(), split_view, (size, &root));
+        assert_eq!(rejected, Err(TileProofError::Invalid(ProofError::RootMismatch)));
+        assert_eq!(prove_consistency(&mut f.store.reader(), (0, &[0; 32]), (size, &root)), Ok(()));
+    }
+
+    #[test]
+    fn bundle_for_names_the_bundle_at_the_trees_width() {
+        assert_eq!(bundle_for(0, 1), Ok((BundleId::new(0, 1).unwrap(), 0)));
+        assert_eq!(bundle_for(300, 70_000), Ok((BundleId::new(1, 256).unwrap(), 44)));
+        assert_eq!(bundle_for(69_999, 70_000), Ok((BundleId::new(273, 112).unwrap(), 111)));
+        assert_eq!(bundle_for(5, 5), Err(ProofError::IndexOutOfRange));
     }
 
     #[test]
