@@ -35,6 +35,8 @@ pub enum BuildError<E> {
     WrongTileLength { tile: TileId, len: usize },
     /// The state rebuilt from stored partial tiles does not have the expected root.
     RootMismatch,
+    /// A stored partial bundle whose entries do not hash to the stored level-0 tile.
+    BundleMismatch,
     /// The tile reader failed.
     Read(E),
 }
@@ -50,6 +52,7 @@ impl<E: std::fmt::Display> std::fmt::Display for BuildError<E> {
                 write!(f, "tile {} has {len} bytes, want {}", tile.path(), tile.byte_len())
             }
             BuildError::RootMismatch => f.write_str("stored tiles do not match the expected root"),
+            BuildError::BundleMismatch => f.write_str("stored entry bundle does not match the stored tiles"),
             BuildError::Read(e) => write!(f, "reading a tile: {e}"),
         }
     }
@@ -283,9 +286,23 @@ impl LogTiler {
         Self::default()
     }
 
-    /// Resumes at `size` with the given (already checked) builders.
-    pub fn from_parts(tiles: TileBuilder, bundles: BundleBuilder) -> Option<Self> {
-        (tiles.size() == bundles.size()).then_some(Self { tiles, bundles })
+    /// Resumes at `size` from what a store holds for that size: its partial tiles (checked
+    /// against `root`) and its partial entry bundle (each entry checked against its leaf hash).
+    pub fn resume<R: TileReader>(
+        size: u64,
+        root: &Hash,
+        reader: &mut R,
+        partial_bundle: Option<&[u8]>,
+    ) -> Result<Self, BuildError<R::Error>> {
+        let tiles = TileBuilder::resume(size, root, reader)?;
+        let bundles = BundleBuilder::resume(size, partial_bundle)?;
+        let width = (size % u64::from(FULL_WIDTH)) as u16;
+        let entries = parse_bundle::<R::Error>(&bundles.pending, width)?;
+        let leaves = tiles.rows.first().map_or(&[][..], Vec::as_slice);
+        if entries.len() != leaves.len() || entries.iter().zip(leaves).any(|(e, leaf)| leaf_hash(e) != *leaf) {
+            return Err(BuildError::BundleMismatch);
+        }
+        Ok(Self { tiles, bundles })
     }
 
     pub fn size(&self) -> u64 {
@@ -455,6 +472,28 @@ mod tests {
         assert_eq!(shape(&tiles), [(0, 1, 44), (1, 0, 1)]);
         assert_eq!(bundle.unwrap().id.path(), "tile/entries/001.p/44");
         assert_eq!(tiler.root(), fixture().tree.root_at(300).unwrap());
+    }
+
+    #[test]
+    fn log_tiler_resumes_from_stored_objects_and_checks_the_bundle() {
+        let (mut tiler, mut completed) = (LogTiler::new(), Completed::default());
+        for i in 0..600 {
+            tiler.append::<()>(&entry(i), &mut completed).unwrap();
+        }
+        let (partial_tiles, bundle) = tiler.partial();
+        let store = RowStore::from_tiles(&completed.tiles, &partial_tiles);
+        let bundle = bundle.unwrap().data;
+        let resumed = LogTiler::resume(600, &tiler.root(), &mut store.reader(), Some(&bundle)).unwrap();
+        assert_eq!(resumed, tiler);
+        let mut other = BundleBuilder::new();
+        for i in 512..600 {
+            other.push::<()>(&entry(i + 1)).unwrap();
+        }
+        let wrong = other.partial().unwrap().data;
+        let resumed = LogTiler::resume(600, &tiler.root(), &mut store.reader(), Some(&wrong));
+        assert_eq!(resumed, Err(BuildError::BundleMismatch));
+        let resumed = LogTiler::resume(600, &tiler.root(), &mut store.reader(), None);
+        assert_eq!(resumed, Err(BuildError::MalformedBundle));
     }
 
     proptest! {
