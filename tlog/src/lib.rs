@@ -4,6 +4,19 @@
 //!
 //! Pure: no files, sockets or clocks; time is passed in and tiles are read through
 //! [`TileReader`], which the caller implements over a directory, a bucket or HTTP.
+//!
+//! - Publishing (sequencer side): feed each durable ETL payload to [`builder::LogTiler::append`]
+//!   (refuse payloads [`builder::check_entry`] rejects before logging them); store the completed
+//!   full tiles and bundles, then the partial ones from [`builder::LogTiler::partial`], then the
+//!   checkpoint from [`checkpoint::Checkpoint::sign_with`] last. Restart with
+//!   [`builder::LogTiler::resume`] from what the store holds.
+//! - Witnesses: [`witness::AddCheckpoint`] with a consistency proof ([`proof::consistency_proof`]
+//!   from the tiles, or the in-memory tree), [`witness::AddCheckpointResponse::parse`], then
+//!   [`cosignature::verify`] each line and [`note::SignedNote::push_signature`] the valid ones.
+//!   [`witness::Witness`] is a conforming witness for tests.
+//! - Verifying clients: [`checkpoint::CheckpointPolicy::verify`], then [`proof::inclusion_tiles`]
+//!   (fetch those in parallel), [`proof::bundle_for`] + [`builder::parse_bundle`] for the entry,
+//!   and [`proof::prove_inclusion`] / [`proof::prove_consistency`].
 #![forbid(unsafe_code)]
 
 pub mod builder;
