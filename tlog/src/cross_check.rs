@@ -224,3 +224,18 @@ fn proofs_agree_and_our_tiles_pass_their_tile_checks() {
         tlog_tiles::check_tree(&ours_as_theirs, size, TheirHash(root), old, old_root).unwrap();
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_proofs_agree(size in 1..=FIXTURE_SIZE, seed in proptest::prelude::any::<u64>()) {
+        let f = fixture();
+        let (index, old) = (seed % size, 1 + (seed >> 20) % size);
+        let root = TheirHash(f.tree.root_at(size).unwrap());
+        let theirs = TileHashReader::new(size, root, &OurTiles);
+        let their_inclusion: Vec<Hash> = tlog_tiles::prove_record(size, index, &theirs).unwrap().iter().map(|h| h.0).collect();
+        proptest::prop_assert_eq!(proof::inclusion_proof(&mut f.store.reader(), index, size).unwrap(), their_inclusion);
+        let their_consistency: Vec<Hash> = tlog_tiles::prove_tree(size, old, &theirs).unwrap().iter().map(|h| h.0).collect();
+        proptest::prop_assert_eq!(proof::consistency_proof(&mut f.store.reader(), old, size).unwrap(), their_consistency);
+    }
+}

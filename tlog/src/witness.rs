@@ -537,5 +537,9 @@ mod tests {
         let empty = Checkpoint::new(origin, 0, empty_root()).sign(&log.signer).unwrap();
         assert_eq!(witness.add_checkpoint(&AddCheckpoint::new(0, vec![], empty).unwrap().to_body(), 1).status, 200);
         assert_eq!(witness.add_checkpoint(&log.body(0, 3), 1).status, 200);
+        // A clock beyond 2^63 - 1 seconds cannot be cosigned, and the record stays.
+        log.grow_to(5);
+        assert_eq!(witness.add_checkpoint(&log.body(3, 5), u64::MAX).status, 500);
+        assert_eq!(witness.heads()[log.signer.name()].size, 3);
     }
 }
