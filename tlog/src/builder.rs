@@ -148,7 +148,8 @@ impl TileBuilder {
     pub fn partial_tiles(&self) -> Vec<Tile> {
         let mut tiles = Vec::new();
         for (level, row) in self.rows.iter().enumerate().filter(|(_, row)| !row.is_empty()) {
-            let index = self.size >> (TILE_HEIGHT as usize * (level + 1));
+            // Level 7 is the top of a u64 tree: its index is 0 (a shift by 64 would overflow).
+            let index = self.size.checked_shr(TILE_HEIGHT * (level as u32 + 1)).unwrap_or(0);
             let width = u16::try_from(row.len()).expect("tile builder: a row holds fewer than 256 hashes");
             let level = u8::try_from(level).expect("tile builder: at most 8 levels");
             let id = TileId::new(level, index, width).expect("tile builder: partial tile coordinates are valid");
@@ -392,6 +393,17 @@ mod tests {
         assert_eq!(after.as_slice(), &full[full.len() - after.len()..]);
         assert_eq!(after.len(), 1);
         assert_eq!(TileBuilder::resume(65_800, &[0; 32], &mut store.reader()), Err(BuildError::RootMismatch));
+    }
+
+    #[test]
+    fn partial_tiles_of_the_largest_tree_reach_level_7() {
+        let size = u64::MAX;
+        let rows = (0..8).map(|l| vec![[l as u8; 32]; ((size >> (8 * l)) % 256) as usize]).collect();
+        let builder = TileBuilder { size, rows };
+        let tiles = builder.partial_tiles();
+        assert_eq!(tiles.len(), 8);
+        assert_eq!(shape(&tiles[7..]), [(7, 0, 255)]);
+        assert_eq!(shape(&tiles[..1]), [(0, size >> 8, 255)]);
     }
 
     #[test]
