@@ -578,6 +578,18 @@ mod tests {
     }
 
     #[test]
+    fn other_signature_types_are_parsed_and_ignored() {
+        // An ML-DSA-44 cosignature (type 0x06) is 8 + 2420 bytes: parse it, never check it.
+        let log = signer("log.example/a", 1);
+        let body = text("x\n");
+        let mut note = SignedNote::new(body.clone(), log.sign(&body));
+        note.push_signature(NoteSignature::new(name("w.example/pq"), KeyId(0x0102_0304), vec![6; 2428]).unwrap());
+        let parsed = SignedNote::parse(&note.to_bytes(), NoteLimits::DEFAULT).unwrap();
+        assert_eq!(parsed.signatures()[1].signature().len(), 2428);
+        assert_eq!(parsed.verify(&[log.verifier_key()]).unwrap().len(), 1);
+    }
+
+    #[test]
     fn push_signature_replaces_the_same_keys_line() {
         let log = signer("log.example/a", 1);
         let mut note = SignedNote::new(text("x\n"), log.sign(&text("x\n")));
