@@ -333,6 +333,9 @@ async fn the_operations_guide_end_to_end() {
     let canary = ["--data-dir", d, "--claim-name", "canary-probe", "--holdout", "demo"];
     let status = ok(&[&["canary", "status"][..], &canary].concat());
     assert_eq!((status["frozen"].as_bool(), status["seen"].as_bool()), (Some(true), Some(true)), "{status}");
+    let head = client.tree_head().await;
+    assert!(head.tree_size > 5, "several executions are in the log: {}", head.tree_size);
+    assert_eq!(status["as_of"]["tree_size"].as_u64(), Some(head.tree_size), "status reads the daemon's log: {status}");
     let (blocked, _) = client.run("canary-probe", "calibrated", 2).await;
     assert_eq!((blocked.decision, blocked.reason_codes.clone()), (2, vec![2, 91]), "rejected while frozen");
     let reset_doc = tmp.path().join("reset.json");
@@ -351,6 +354,7 @@ async fn the_operations_guide_end_to_end() {
     reload(&daemon, "canary_resets_after=1").await;
     let status = ok(&[&["canary", "status"][..], &canary].concat());
     assert_eq!((status["frozen"].as_bool(), status["e_drift"].as_f64()), (Some(false), Some(1.0)), "{status}");
+    assert_eq!(status["as_of"]["tree_size"].as_u64(), Some(client.tree_head().await.tree_size), "{status}");
     assert_eq!(status["last_reset_event_id"], signed["event_id"]);
     assert!(status["staged_reset_event_id"].is_null());
     let (resumed, _) = client.run("canary-probe", "calibrated", 3).await;
