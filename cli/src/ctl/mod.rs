@@ -52,7 +52,7 @@ fn report(failure: &Failure) -> ExitCode {
     for line in failure.lines() {
         eprintln!("{line}");
     }
-    ExitCode::FAILURE
+    failure.exit_code()
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
