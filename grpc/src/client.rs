@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,8 @@ pub enum ClientConfigError {
     Read { flag: &'static str, path: PathBuf, source: std::io::Error },
     /// The PEM material does not make a TLS configuration.
     Tls(String),
+    /// `--hmac-key-id` without a secret: no `--hmac-key-file` and no [`HMAC_KEYS_VARIABLE`].
+    HmacWithoutSecret,
     /// HMAC signing settings (key id, key list) are unusable.
     Hmac(String),
 }
@@ -48,6 +51,10 @@ impl std::fmt::Display for ClientConfigError {
             Self::HalfIdentity { given, missing } => write!(f, "{given} needs {missing} (mTLS uses both)"),
             Self::Read { flag, path, source } => write!(f, "{flag} {}: {source}", path.display()),
             Self::Tls(reason) => write!(f, "TLS settings: {reason}"),
+            Self::HmacWithoutSecret => write!(
+                f,
+                "--hmac-key-id needs its secret: give --hmac-key-file or set {HMAC_KEYS_VARIABLE}"
+            ),
             Self::Hmac(reason) => f.write_str(reason),
         }
     }
@@ -197,7 +204,30 @@ impl std::fmt::Debug for HmacSigner {
 /// Most entries a key list may hold (a daemon's key file, not a database).
 const MAX_KEY_LIST_ENTRIES: usize = 10_000;
 
+/// Where a client finds HMAC keys without `--hmac-key-file`: the daemon's variable and format.
+pub const HMAC_KEYS_VARIABLE: &str = "EVIDENCEOS_HMAC_KEYS";
+
 impl HmacSigner {
+    /// The key `key_id` from `file` (`--hmac-key-file`), or else from [`HMAC_KEYS_VARIABLE`]:
+    /// secrets never come from a command-line value.
+    pub fn load(key_id: &str, file: Option<&Path>) -> Result<Self, ClientConfigError> {
+        let (list, source) = match file {
+            Some(path) => {
+                let list = std::fs::read_to_string(path).map_err(|source| ClientConfigError::Read {
+                    flag: "--hmac-key-file",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                (list, format!("--hmac-key-file {}", path.display()))
+            }
+            None => match std::env::var(HMAC_KEYS_VARIABLE) {
+                Ok(list) => (list, HMAC_KEYS_VARIABLE.to_string()),
+                Err(_) => return Err(ClientConfigError::HmacWithoutSecret),
+            },
+        };
+        Self::from_key_list(key_id, &list).map_err(|e| ClientConfigError::Hmac(format!("{source}: {e}")))
+    }
+
     /// The key `key_id` of a key list in the daemon's format: `KID:HEXSECRET[:ROLE]` entries, one
     /// per line (`#` comments) or comma-separated. The role is the daemon's to decide; it is ignored.
     pub fn from_key_list(key_id: &str, list: &str) -> Result<Self, ClientConfigError> {
@@ -224,44 +254,47 @@ impl HmacSigner {
         format!("sha256={}", hex::encode(tag))
     }
 
-    /// Adds the signing headers. The timestamp is always sent: production daemons require it.
-    fn sign(&self, headers: &mut HeaderMap, path: &str, now_unix: u64, ids: &RequestIds) {
+    /// The signing headers of a request with this id, to this HTTP path, at this time. The
+    /// timestamp is always sent: production daemons require it.
+    pub fn headers(&self, request_id: &str, path: &str, now_unix: u64) -> [(&'static str, String); 3] {
+        let timestamp = now_unix.to_string();
+        let signature = self.signature(request_id, path, &timestamp);
+        let key_id = self.key_id.to_str().expect("checked to be a header value").to_string();
+        [("x-evidenceos-key-id", key_id), ("x-evidenceos-timestamp", timestamp), ("x-evidenceos-signature", signature)]
+    }
+
+    /// Signs a request in place, giving it a fresh `x-request-id` when it has none.
+    fn sign(&self, headers: &mut HeaderMap, path: &str, now_unix: u64, id_prefix: &str) {
         let request_id = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
             Some(id) => id.to_string(),
             None => {
-                let id = ids.next();
+                let id = fresh_request_id(id_prefix);
                 headers.insert("x-request-id", HeaderValue::from_str(&id).expect("ids are printable ASCII"));
                 id
             }
         };
-        let timestamp = now_unix.to_string();
-        let signature = self.signature(&request_id, path, &timestamp);
-        headers.insert("x-evidenceos-key-id", self.key_id.clone());
-        headers.insert("x-evidenceos-timestamp", HeaderValue::from_str(&timestamp).expect("digits"));
-        headers.insert("x-evidenceos-signature", HeaderValue::from_str(&signature).expect("hex"));
+        for (name, value) in self.headers(&request_id, path, now_unix) {
+            headers.insert(name, HeaderValue::from_str(&value).expect("key id, digits and hex"));
+        }
     }
 }
 
-/// Fresh `x-request-id`s for requests that carry none, unique within and across processes:
-/// `<prefix>-<pid>-<unix nanos at start>-<n>` (printable ASCII without `:`, SPEC §2.3).
-#[derive(Debug)]
-struct RequestIds {
-    prefix: &'static str,
-    started_nanos: u128,
-    next: AtomicU64,
+/// A fresh `x-request-id`, unique within the process and across processes:
+/// `<prefix>-<pid>-<unix nanos when the first id was made>-<n>` (printable ASCII without `:`,
+/// at most 128 bytes: SPEC §2.3).
+pub fn fresh_request_id(prefix: &str) -> String {
+    static STARTED_NANOS: OnceLock<u128> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    assert!(!prefix.contains(':') && prefix.len() <= 48, "request id prefixes are short and colon-free");
+    let started = STARTED_NANOS
+        .get_or_init(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{started}-{n}", std::process::id())
 }
 
-impl RequestIds {
-    fn new(prefix: &'static str) -> Self {
-        assert!(!prefix.contains(':') && prefix.len() <= 32, "request id prefixes are short and colon-free");
-        let started_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-        Self { prefix, started_nanos, next: AtomicU64::new(0) }
-    }
-
-    fn next(&self) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{}-{}-{n}", self.prefix, std::process::id(), self.started_nanos)
-    }
+/// Seconds since the Unix epoch, for HMAC timestamps.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 /// A channel that signs every request with HMAC when a key is configured (SPEC §2.3), over the
@@ -270,12 +303,13 @@ impl RequestIds {
 pub struct SignedChannel {
     inner: Channel,
     signer: Option<Arc<HmacSigner>>,
-    ids: Arc<RequestIds>,
+    /// Prefix of the request ids this channel makes up (the client's name).
+    id_prefix: &'static str,
 }
 
 impl SignedChannel {
-    pub fn new(inner: Channel, signer: Option<HmacSigner>, id_prefix: &'static str) -> Self {
-        Self { inner, signer: signer.map(Arc::new), ids: Arc::new(RequestIds::new(id_prefix)) }
+    pub fn new(inner: Channel, signer: Option<Arc<HmacSigner>>, id_prefix: &'static str) -> Self {
+        Self { inner, signer, id_prefix }
     }
 }
 
@@ -291,9 +325,8 @@ impl Service<http::Request<Body>> for SignedChannel {
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         if let Some(signer) = &self.signer {
             // The clock is read here, at the edge; the signature itself is a pure function of it.
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
             let path = request.uri().path().to_string();
-            signer.sign(request.headers_mut(), &path, now, &self.ids);
+            signer.sign(request.headers_mut(), &path, unix_now(), self.id_prefix);
         }
         Service::call(&mut self.inner, request)
     }
@@ -369,10 +402,9 @@ mod tests {
     #[test]
     fn signing_adds_the_headers_and_keeps_a_given_request_id() {
         let signer = HmacSigner::from_key_list("k1", "k0:00,k1:686d61632d736563726574").unwrap();
-        let ids = RequestIds::new("test");
         let mut headers = HeaderMap::new();
         headers.insert("x-request-id", HeaderValue::from_static("req-1"));
-        signer.sign(&mut headers, "/evidenceos.v1.EvidenceOS/Health", 1_735_689_600, &ids);
+        signer.sign(&mut headers, "/evidenceos.v1.EvidenceOS/Health", 1_735_689_600, "test");
         let get = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
         assert_eq!(get("x-request-id"), "req-1");
         assert_eq!(get("x-evidenceos-key-id"), "k1");
@@ -382,9 +414,9 @@ mod tests {
             "sha256=ed726476d189dc797b09ebe8f2a881cce52fc7dc714d1b3c32a1ead78a863267"
         );
         let mut fresh = HeaderMap::new();
-        signer.sign(&mut fresh, "/p", 1, &ids);
+        signer.sign(&mut fresh, "/p", 1, "test");
         let mut again = HeaderMap::new();
-        signer.sign(&mut again, "/p", 1, &ids);
+        signer.sign(&mut again, "/p", 1, "test");
         let id = fresh.get("x-request-id").unwrap().to_str().unwrap();
         assert!(id.starts_with("test-") && !id.contains(':') && id.len() <= 128, "{id}");
         assert_ne!(fresh.get("x-request-id"), again.get("x-request-id"), "every request gets its own id");

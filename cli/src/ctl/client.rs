@@ -2,10 +2,12 @@
 //! and how failures read. The transport itself is the one every client binary shares
 //! ([`evidenceos_grpc::client`]).
 
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use evidenceos_grpc::client::{ClientConfigError, HmacSigner, SignedChannel, TlsUse, TransportOptions};
+use evidenceos_grpc::client::{
+    ClientConfigError, HmacSigner, SignedChannel, TlsUse, TransportOptions, fresh_request_id,
+};
 use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::{Code, Status};
@@ -13,9 +15,6 @@ use tonic::{Code, Status};
 pub(crate) use evidenceos_grpc::client::code_name;
 
 use super::args::Connection;
-
-/// The environment variable holding HMAC keys when --hmac-key-file is not given (the daemon's).
-const HMAC_KEYS_VARIABLE: &str = "EVIDENCEOS_HMAC_KEYS";
 
 /// One step of a command, as named in progress lines and error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +118,6 @@ fn hint(step: Step, code: Code) -> Option<&'static str> {
 pub(crate) struct Client {
     pub(crate) rpc: EvidenceOsClient<SignedChannel>,
     authorization: Option<AsciiMetadataValue>,
-    /// Counts request ids handed out, so two ids of one process never collide.
-    request_ids: std::cell::Cell<u32>,
     /// How TLS is used (to explain a TLS refusal).
     tls: TlsUse,
 }
@@ -137,7 +134,9 @@ impl Client {
         };
         let endpoint = options.endpoint().map_err(config_failure)?;
         let signer = match &connection.hmac_key_id {
-            Some(key_id) => Some(hmac_signer(key_id, connection.hmac_key_file.as_deref())?),
+            Some(key_id) => {
+                Some(HmacSigner::load(key_id, connection.hmac_key_file.as_deref()).map_err(config_failure)?)
+            }
             None => None,
         };
         let channel = endpoint.connect().await.map_err(|e| Failure::Message(options.connect_failure(&e)))?;
@@ -149,9 +148,8 @@ impl Client {
             ),
         };
         Ok(Self {
-            rpc: EvidenceOsClient::new(SignedChannel::new(channel, signer, "evidenceosctl")),
+            rpc: EvidenceOsClient::new(SignedChannel::new(channel, signer.map(Arc::new), "evidenceosctl")),
             authorization,
-            request_ids: std::cell::Cell::new(0),
             tls: options.tls_use(),
         })
     }
@@ -174,8 +172,7 @@ impl Client {
     /// A request with the token and a fresh `x-request-id`, which CreateClaimV2, ExecuteClaimV2 and
     /// RevokeClaim require (SPEC §2.5). Ids are unique per call, so nothing is replayed by accident.
     pub(crate) fn request_with_id<T>(&self, message: T, step: Step) -> tonic::Request<T> {
-        self.request_ids.set(self.request_ids.get() + 1);
-        let id = request_id(step, self.request_ids.get());
+        let id = request_id(step);
         let mut request = self.request(message);
         let value = MetadataValue::try_from(id).expect("request ids are printable ASCII");
         request.metadata_mut().insert("x-request-id", value);
@@ -183,38 +180,19 @@ impl Client {
     }
 }
 
-/// Flag combinations that cannot work are command-line errors; unreadable files are not.
+/// Flag combinations that cannot work are command-line errors; unreadable or unusable files are not.
 fn config_failure(error: ClientConfigError) -> Failure {
     match error {
-        ClientConfigError::Read { .. } | ClientConfigError::Tls(_) => Failure::Message(error.to_string()),
+        ClientConfigError::Read { .. } | ClientConfigError::Tls(_) | ClientConfigError::Hmac(_) => {
+            Failure::Message(error.to_string())
+        }
         _ => Failure::Usage(error.to_string()),
     }
 }
 
-/// The HMAC key `key_id` from --hmac-key-file, or else from EVIDENCEOS_HMAC_KEYS.
-fn hmac_signer(key_id: &str, file: Option<&Path>) -> Result<HmacSigner, Failure> {
-    let (list, source) = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::Message(format!("--hmac-key-file {}: {e}", path.display())))?;
-            (text, format!("--hmac-key-file {}", path.display()))
-        }
-        None => match std::env::var(HMAC_KEYS_VARIABLE) {
-            Ok(text) => (text, HMAC_KEYS_VARIABLE.to_string()),
-            Err(_) => {
-                return Err(Failure::Usage(format!(
-                    "--hmac-key-id needs its secret: give --hmac-key-file or set {HMAC_KEYS_VARIABLE}"
-                )));
-            }
-        },
-    };
-    HmacSigner::from_key_list(key_id, &list).map_err(|e| Failure::Message(format!("{source}: {e}")))
-}
-
 /// `evidenceosctl-<step>-<pid>-<unix nanos>-<n>`: printable ASCII without `:`, at most 128 bytes.
-fn request_id(step: Step, n: u32) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-    format!("evidenceosctl-{}-{}-{nanos}-{n}", step.name, std::process::id())
+fn request_id(step: Step) -> String {
+    fresh_request_id(&format!("evidenceosctl-{}", step.name))
 }
 
 #[cfg(test)]
@@ -249,7 +227,7 @@ mod tests {
 
     #[test]
     fn request_ids_fit_the_spec() {
-        let id = request_id(EXECUTE, 7);
+        let id = request_id(EXECUTE);
         assert!(id.len() <= 128 && !id.contains(':') && id.bytes().all(|b| b.is_ascii_graphic()), "{id}");
         assert!(id.starts_with("evidenceosctl-execute-"));
     }
