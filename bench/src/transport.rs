@@ -1,9 +1,10 @@
 //! How RPCs reach the endpoint: gRPC over HTTP/2 (tonic), or Connect over HTTP/1.1; both carry
 //! the SPEC §1 protobuf messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use evidenceos_grpc::client::{SignedChannel, TransportOptions, code_name};
+use evidenceos_grpc::client::{HmacSigner, SignedChannel, TransportOptions, code_name};
 use evidenceos_grpc::v2;
 use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
@@ -11,6 +12,9 @@ use tonic::transport::Endpoint;
 
 use crate::args::{Args, Protocol};
 use crate::connect::ConnectConnection;
+
+/// Prefix of the request ids the bench makes up for signed requests.
+pub(crate) const ID_PREFIX: &str = "evidenceos-bench";
 
 /// An RPC that did not succeed: its canonical status name (`UNAVAILABLE`) and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,8 @@ pub struct ConnectionSettings {
     timeout: Duration,
     /// Bearer token and `--header`s, attached to every request.
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+    /// Signs every request when --hmac-key-id is given.
+    signer: Option<Arc<HmacSigner>>,
 }
 
 impl ConnectionSettings {
@@ -47,6 +53,12 @@ impl ConnectionSettings {
             timeout,
         };
         let endpoint = transport.endpoint().map_err(|e| e.to_string())?;
+        let signer = match &args.hmac_key_id {
+            Some(key_id) => {
+                Some(Arc::new(HmacSigner::load(key_id, args.hmac_key_file.as_deref()).map_err(|e| e.to_string())?))
+            }
+            None => None,
+        };
         let mut metadata = Vec::new();
         if let Some(token) = &args.bearer_token {
             let value = AsciiMetadataValue::try_from(format!("Bearer {token}"))
@@ -58,7 +70,7 @@ impl ConnectionSettings {
             let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| format!("bad value of {name}"))?;
             metadata.push((key, value));
         }
-        Ok(Self { protocol: args.protocol, transport, endpoint, timeout, metadata })
+        Ok(Self { protocol: args.protocol, transport, endpoint, timeout, metadata, signer })
     }
 }
 
@@ -80,7 +92,8 @@ impl Connection {
                     .iter()
                     .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
                     .collect();
-                ConnectConnection::connect(&authority, &headers, settings.timeout).await.map(Self::Connect)
+                let signer = settings.signer.clone();
+                ConnectConnection::connect(&authority, &headers, signer, settings.timeout).await.map(Self::Connect)
             }
         }
     }
@@ -162,7 +175,7 @@ pub struct GrpcConnection {
 impl GrpcConnection {
     async fn connect(settings: &ConnectionSettings) -> Result<Self, String> {
         let channel = settings.endpoint.connect().await.map_err(|e| settings.transport.connect_failure(&e))?;
-        let channel = SignedChannel::new(channel, None, "evidenceos-bench");
+        let channel = SignedChannel::new(channel, settings.signer.clone(), ID_PREFIX);
         Ok(Self { rpc: EvidenceOsClient::new(channel), metadata: settings.metadata.clone() })
     }
 
