@@ -335,6 +335,10 @@ fn inconsistent_connection_flags_are_refused() {
     let ran =
         run_ctl(tmp.path(), &[&verify[..], &["--endpoint", "http://localhost:1", "--ca-cert", "ca.pem"]].concat(), &[]);
     assert_eq!(ran.status.code(), Some(2), "a flag combination is a command-line error: {ran:?}");
+    let ran = run_ctl(tmp.path(), &[&verify[..], &["--hmac-key-file", "keys"]].concat(), &[]);
+    assert_eq!(ran.status.code(), Some(2), "{ran:?}");
+    assert_eq!(ran.stderr.lines().count(), 1, "{ran:?}");
+    assert!(ran.stderr.contains("required arguments were not provided: --hmac-key-id <KID>"), "{ran:?}");
     let help = run_ctl(tmp.path(), &["claim", "run", "--help"], &[]);
     for flag in ["--ca-cert", "--tls-server-name", "--client-cert", "--client-key", "--hmac-key-id", "--hmac-key-file"]
     {
