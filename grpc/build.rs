@@ -16,10 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("evidenceos_descriptor.bin"), fds.encode_to_vec())?;
 
-    let services = env::var_os("CARGO_FEATURE_SERVER").is_some();
+    let server = env::var_os("CARGO_FEATURE_SERVER").is_some();
+    let client = server || env::var_os("CARGO_FEATURE_CLIENT").is_some();
     tonic_prost_build::configure()
-        .build_server(services)
-        .build_client(services)
+        .build_server(server)
+        .build_client(client)
         // evidenceos.v1 messages are field-for-field copies of evidenceos.v2's, so v1 generates no
         // Rust types: its service uses crate::v2 types and one implementation serves both.
         .extern_path(".evidenceos.v1", "crate::v2")

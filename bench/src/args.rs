@@ -71,6 +71,16 @@ pub struct Args {
     #[arg(long, value_name = "PEM", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
 
+    /// Sign every request with the HMAC key KID (SPEC §2.3, with a timestamp and a fresh
+    /// x-request-id); the secret comes from --hmac-key-file or else EVIDENCEOS_HMAC_KEYS.
+    #[arg(long, value_name = "KID")]
+    pub hmac_key_id: Option<String>,
+
+    /// HMAC keys in the daemon's --auth-hmac-key-file format (`KID:HEXSECRET[:ROLE]` per line);
+    /// the entry of --hmac-key-id is used. Without it, EVIDENCEOS_HMAC_KEYS (comma-separated).
+    #[arg(long, value_name = "FILE", requires = "hmac_key_id")]
+    pub hmac_key_file: Option<PathBuf>,
+
     /// Sent as `authorization: Bearer <token>` on every RPC.
     #[arg(long, env = "EVIDENCEOS_BENCH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub bearer_token: Option<String>,

@@ -9,7 +9,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use crate::transport::RpcError;
+use evidenceos_grpc::client::{HmacSigner, fresh_request_id, unix_now};
+
+use crate::transport::{ID_PREFIX, RpcError};
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -22,12 +24,19 @@ pub struct ConnectConnection {
     authority: String,
     /// Bearer token and `--header`s, sent with every request.
     headers: Vec<(String, String)>,
+    /// Signs every request when an HMAC key is configured (SPEC §2.3).
+    signer: Option<Arc<HmacSigner>>,
     timeout: Duration,
     stream: Arc<Mutex<BufReader<TcpStream>>>,
 }
 
 impl ConnectConnection {
-    pub async fn connect(authority: &str, headers: &[(String, String)], timeout: Duration) -> Result<Self, String> {
+    pub async fn connect(
+        authority: &str,
+        headers: &[(String, String)],
+        signer: Option<Arc<HmacSigner>>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(authority))
             .await
             .map_err(|_| format!("cannot connect to {authority}: timed out"))?
@@ -36,6 +45,7 @@ impl ConnectConnection {
         Ok(Self {
             authority: authority.to_string(),
             headers: headers.to_vec(),
+            signer,
             timeout,
             stream: Arc::new(Mutex::new(BufReader::new(tcp))),
         })
@@ -49,16 +59,28 @@ impl ConnectConnection {
         request_id: Option<&str>,
     ) -> Result<Resp, RpcError> {
         let body = message.encode_to_vec();
+        let path = format!("/evidenceos.v2.EvidenceOS/{method}");
         let mut head = format!(
-            "POST /evidenceos.v2.EvidenceOS/{method} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/proto\r\nConnect-Protocol-Version: 1\r\nContent-Length: {}\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/proto\r\nConnect-Protocol-Version: 1\r\nContent-Length: {}\r\n",
             self.authority,
             body.len()
         );
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        if let Some(id) = request_id {
+        // A signed request needs an id even where the method does not (SPEC §2.3).
+        let request_id = match (request_id, &self.signer) {
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(_)) => Some(fresh_request_id(ID_PREFIX)),
+            (None, None) => None,
+        };
+        if let Some(id) = &request_id {
             head.push_str(&format!("x-request-id: {id}\r\n"));
+            if let Some(signer) = &self.signer {
+                for (name, value) in signer.headers(id, &path, unix_now()) {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+            }
         }
         head.push_str("\r\n");
         let mut stream = self.stream.lock().await;

@@ -1,15 +1,20 @@
 //! How RPCs reach the endpoint: gRPC over HTTP/2 (tonic), or Connect over HTTP/1.1; both carry
 //! the SPEC §1 protobuf messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use evidenceos_grpc::client::{HmacSigner, SignedChannel, TransportOptions, code_name};
 use evidenceos_grpc::v2;
 use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Endpoint;
 
 use crate::args::{Args, Protocol};
 use crate::connect::ConnectConnection;
+
+/// Prefix of the request ids the bench makes up for signed requests.
+pub(crate) const ID_PREFIX: &str = "evidenceos-bench";
 
 /// An RPC that did not succeed: its canonical status name (`UNAVAILABLE`) and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +27,15 @@ pub struct RpcError {
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
     protocol: Protocol,
+    /// Endpoint and TLS as given (for messages), and checked into the endpoint every worker
+    /// connects to: the transport every client binary shares.
+    transport: TransportOptions,
     endpoint: Endpoint,
     timeout: Duration,
     /// Bearer token and `--header`s, attached to every request.
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+    /// Signs every request when --hmac-key-id is given.
+    signer: Option<Arc<HmacSigner>>,
 }
 
 impl ConnectionSettings {
@@ -34,29 +44,21 @@ impl ConnectionSettings {
             return Err("--protocol connect drives http:// endpoints only".into());
         }
         let timeout = Duration::from_secs(args.timeout_secs);
-        let mut endpoint = Endpoint::from_shared(args.endpoint.clone())
-            .map_err(|e| format!("bad --endpoint {:?}: {e}", args.endpoint))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true);
-        if args.endpoint.starts_with("https://") {
-            let ca = args.ca_cert.as_ref().ok_or("an https endpoint needs --ca-cert")?;
-            let read = |path: &std::path::PathBuf| {
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-            };
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-            if let Some(name) = &args.tls_server_name {
-                tls = tls.domain_name(name.clone());
+        let transport = TransportOptions {
+            endpoint: args.endpoint.clone(),
+            ca_cert: args.ca_cert.clone(),
+            tls_server_name: args.tls_server_name.clone(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+            timeout,
+        };
+        let endpoint = transport.endpoint().map_err(|e| e.to_string())?;
+        let signer = match &args.hmac_key_id {
+            Some(key_id) => {
+                Some(Arc::new(HmacSigner::load(key_id, args.hmac_key_file.as_deref()).map_err(|e| e.to_string())?))
             }
-            if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
-        } else if !args.endpoint.starts_with("http://") {
-            return Err(format!("--endpoint must start with http:// or https://, got {:?}", args.endpoint));
-        } else if args.ca_cert.is_some() || args.client_cert.is_some() {
-            return Err("--ca-cert and --client-cert need an https:// endpoint".into());
-        }
+            None => None,
+        };
         let mut metadata = Vec::new();
         if let Some(token) = &args.bearer_token {
             let value = AsciiMetadataValue::try_from(format!("Bearer {token}"))
@@ -68,7 +70,7 @@ impl ConnectionSettings {
             let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| format!("bad value of {name}"))?;
             metadata.push((key, value));
         }
-        Ok(Self { protocol: args.protocol, endpoint, timeout, metadata })
+        Ok(Self { protocol: args.protocol, transport, endpoint, timeout, metadata, signer })
     }
 }
 
@@ -84,14 +86,14 @@ impl Connection {
         match settings.protocol {
             Protocol::Grpc => GrpcConnection::connect(settings).await.map(Self::Grpc),
             Protocol::Connect => {
-                let uri = settings.endpoint.uri();
-                let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+                let authority = settings.endpoint.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
                 let headers: Vec<(String, String)> = settings
                     .metadata
                     .iter()
                     .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
                     .collect();
-                ConnectConnection::connect(&authority, &headers, settings.timeout).await.map(Self::Connect)
+                let signer = settings.signer.clone();
+                ConnectConnection::connect(&authority, &headers, signer, settings.timeout).await.map(Self::Connect)
             }
         }
     }
@@ -166,23 +168,20 @@ impl Connection {
 /// gRPC over HTTP/2 (tonic). Clones share one connection; workers each connect their own.
 #[derive(Debug, Clone)]
 pub struct GrpcConnection {
-    rpc: EvidenceOsClient<Channel>,
+    rpc: EvidenceOsClient<SignedChannel>,
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
 }
 
 impl GrpcConnection {
     async fn connect(settings: &ConnectionSettings) -> Result<Self, String> {
-        let channel = settings
-            .endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {}: {}", settings.endpoint.uri(), error_chain(&e)))?;
+        let channel = settings.endpoint.connect().await.map_err(|e| settings.transport.connect_failure(&e))?;
+        let channel = SignedChannel::new(channel, settings.signer.clone(), ID_PREFIX);
         Ok(Self { rpc: EvidenceOsClient::new(channel), metadata: settings.metadata.clone() })
     }
 
     async fn unary<Req, Resp, F, Fut>(&self, message: Req, request_id: Option<&str>, call: F) -> Result<Resp, RpcError>
     where
-        F: FnOnce(EvidenceOsClient<Channel>, tonic::Request<Req>) -> Fut,
+        F: FnOnce(EvidenceOsClient<SignedChannel>, tonic::Request<Req>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let mut request = tonic::Request::new(message);
@@ -203,45 +202,6 @@ impl GrpcConnection {
             .map(tonic::Response::into_inner)
             .map_err(|status| RpcError { code: code_name(status.code()), message: status.message().to_string() })
     }
-}
-
-/// The canonical gRPC name of a status code (`PERMISSION_DENIED`).
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// An error with its chain of causes (`transport error: tcp connect error: …`).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -142,3 +142,51 @@ async fn bench_drives_the_sync_runtime_over_connect() {
     assert!(refused.contains("http:// endpoints only"), "{refused}");
     daemon.stop();
 }
+
+/// With --hmac-key-id every request is signed (SPEC §2.3), over gRPC (tokio runtime) and over
+/// Connect (sync runtime); a wrong secret is refused before any lifecycle starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_signs_every_request_with_hmac_on_both_runtimes() {
+    const KEY: &str = "bench:62656e63682d686d61632d736563726574";
+    for (runtime, protocol) in [("tokio", "grpc"), ("sync", "connect")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        install_bench_holdout(&data_dir);
+        let daemon =
+            support::start_with(&data_dir, tmp.path(), &["--runtime", runtime], &[("EVIDENCEOS_HMAC_KEYS", KEY)]);
+        let keys = tmp.path().join("hmac.keys");
+        std::fs::write(&keys, format!("# bench key\n{KEY}\n")).unwrap();
+        let args = |keys: &std::path::Path| {
+            Args::parse_from([
+                "evidenceos-bench",
+                "--protocol",
+                protocol,
+                "--endpoint",
+                &daemon.addr,
+                "--hmac-key-id",
+                "bench",
+                "--hmac-key-file",
+                keys.to_str().unwrap(),
+                "--lifecycles",
+                "4",
+                "--concurrency",
+                "2",
+            ])
+        };
+        let signed = args(&keys);
+        let run = evidenceos_bench::run(&signed, Arc::new(|_: &str| {}));
+        let report = tokio::time::timeout(std::time::Duration::from_secs(60), run).await.expect("bounded").unwrap();
+        let json = report.to_json();
+        assert_eq!(json["errors"], serde_json::json!({}), "{runtime}: {}", report.to_text());
+        assert_eq!(json["outcomes"]["CERTIFIED"], 4, "{runtime}: {}", report.to_text());
+
+        let wrong = tmp.path().join("wrong.keys");
+        std::fs::write(&wrong, "bench:0123456789abcdef\n").unwrap();
+        let forged = args(&wrong);
+        let run = evidenceos_bench::run(&forged, Arc::new(|_: &str| {}));
+        let error = tokio::time::timeout(std::time::Duration::from_secs(30), run).await.expect("bounded").unwrap_err();
+        assert!(error.contains("UNAUTHENTICATED") && error.contains("bad HMAC signature"), "{runtime}: {error}");
+        daemon.stop();
+    }
+}

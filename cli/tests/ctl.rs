@@ -197,3 +197,151 @@ fn a_daemon_that_is_not_there_is_a_clear_error() {
     assert!(ran.stdout.is_empty(), "{ran:?}");
     assert!(ran.stderr.starts_with(&format!("evidenceosctl: cannot connect to {endpoint}")), "{ran:?}");
 }
+
+/// The secrets of the test's HMAC keys (hex), in the daemon's key-file format with their roles.
+const HMAC_KEYS: &str = "# kid:hexsecret:role\nctl-agent:6167656e742d686d61632d736563726574:agent\n\
+                         ctl-auditor:61756469746f722d686d61632d736563726574:auditor\n";
+
+/// `https://localhost:PORT` of a daemon serving TLS (its certificate names localhost).
+fn https(daemon: &Daemon) -> String {
+    daemon.addr.replace("http://127.0.0.1", "https://localhost")
+}
+
+/// A daemon that requires TLS, with `extra` authentication flags, the demo holdout and HMAC keys.
+fn start_tls(dir: &Path, pki: &support::pki::Pki, tls: Vec<String>, extra: &[&str]) -> (Daemon, String) {
+    let data = dir.join(format!("data-{}", tls.len()));
+    std::fs::create_dir_all(&data).unwrap();
+    install_demo_holdout(&data);
+    let keys = pki.path("hmac.keys");
+    std::fs::write(&keys, HMAC_KEYS).unwrap();
+    let flags: Vec<&str> =
+        tls.iter().map(String::as_str).chain(["--auth-hmac-key-file", &keys]).chain(extra.iter().copied()).collect();
+    (support::start_with(&data, dir, &flags, &[]), keys)
+}
+
+/// `claim run` and `capsule verify` reach a daemon that requires TLS, client certificates and
+/// HMAC-signed requests; each missing or inconsistent piece is a clear error.
+#[test]
+fn claims_run_and_verify_over_tls_mtls_and_hmac() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path();
+    let pki = support::pki::Pki::new(tmp.path());
+    pki.client("agent");
+    let auditor = pki.client("auditor");
+    let (daemon, keys) = start_tls(tmp.path(), &pki, pki.mtls_flags(), &["--auditor-cert-fingerprints", &auditor]);
+    let endpoint = https(&daemon);
+    let (ca, agent_cert, agent_key) = (pki.path("server-ca.pem"), pki.path("agent.pem"), pki.path("agent.key"));
+    let tls = ["--endpoint", &endpoint, "--ca-cert", &ca];
+    let agent = [&tls[..], &["--client-cert", &agent_cert, "--client-key", &agent_key]].concat();
+    let signed = |kid| ["--hmac-key-id", kid, "--hmac-key-file", &keys];
+    let mod3 = ["claim", "run", "--wasm", "../examples/claim_mod3.wat", "--holdout", "demo"];
+
+    let good = run_ctl(logs, &[&mod3[..], &agent, &signed("ctl-agent")].concat(), &[]);
+    assert!(good.status.success(), "{good:?}");
+    assert_eq!(good.value("state"), "CERTIFIED", "{good:?}");
+    let claim_id = good.value("claim_id").to_string();
+    let (auditor_cert, auditor_key) = (pki.path("auditor.pem"), pki.path("auditor.key"));
+    let auditor = [&tls[..], &["--client-cert", &auditor_cert, "--client-key", &auditor_key]].concat();
+    let verify = ["capsule", "verify", "--claim-id", &claim_id, "--json"];
+    let verified = run_ctl(logs, &[&verify[..], &auditor, &signed("ctl-auditor")].concat(), &[]);
+    assert!(verified.status.success(), "{verified:?}");
+    let report: serde_json::Value = serde_json::from_str(&verified.stdout).unwrap();
+    assert_eq!((report["verified"].as_bool(), report["claim_id"].as_str()), (Some(true), Some(&*claim_id)));
+
+    // Without a client certificate the daemon refuses the connection; the message says why.
+    let refused = run_ctl(logs, &[&verify[..], &tls[..], &["--timeout-secs", "10"]].concat(), &[]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    // TLS 1.3 refuses after the handshake: the client sees the alert or only the connection closing.
+    assert!(
+        refused.stderr.contains("client certificate (mTLS)")
+            && refused.stderr.contains("pass --client-cert and --client-key"),
+        "{refused:?}"
+    );
+    daemon.stop();
+
+    // TLS and HMAC alone: the signature decides who calls, so it is checked for real.
+    let (daemon, keys) = start_tls(tmp.path(), &pki, pki.tls_flags(), &[]);
+    let endpoint = https(&daemon);
+    let tls = ["--endpoint", &endpoint, "--ca-cert", &ca];
+    let mod3 = [&mod3[..], &["--name", "hmac-only"]].concat();
+    let unsigned = run_ctl(logs, &[&mod3[..], &tls[..]].concat(), &[]);
+    assert_eq!(unsigned.status.code(), Some(1), "{unsigned:?}");
+    assert!(unsigned.stderr.contains("UNAUTHENTICATED missing x-evidenceos-signature"), "{unsigned:?}");
+    let wrong = pki.path("wrong.keys");
+    std::fs::write(&wrong, "ctl-agent:0123456789abcdef\n").unwrap();
+    let forged =
+        run_ctl(logs, &[&mod3[..], &tls[..], &["--hmac-key-id", "ctl-agent", "--hmac-key-file", &wrong]].concat(), &[]);
+    assert!(forged.stderr.contains("UNAUTHENTICATED bad HMAC signature"), "{forged:?}");
+    let from_env = [("EVIDENCEOS_HMAC_KEYS", "ctl-agent:6167656e742d686d61632d736563726574")];
+    let good = run_ctl(logs, &[&mod3[..], &tls[..], &["--hmac-key-id", "ctl-agent"]].concat(), &from_env);
+    assert!(good.status.success(), "{good:?}");
+    assert_eq!(good.value("state"), "CERTIFIED", "{good:?}");
+    let verify = ["capsule", "verify", "--claim-id", good.value("claim_id")];
+    let as_agent =
+        run_ctl(logs, &[&verify[..], &tls, &["--hmac-key-id", "ctl-agent", "--hmac-key-file", &keys]].concat(), &[]);
+    assert!(
+        as_agent.stderr.contains("fetch (FetchCapsule) failed: PERMISSION_DENIED"),
+        "the key's role counts: {as_agent:?}"
+    );
+    let verified = run_ctl(logs, &[&verify[..], &tls, &signed_with(&keys, "ctl-auditor")].concat(), &[]);
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(verified.stdout.contains("verified at tree size"), "{verified:?}");
+    daemon.stop();
+}
+
+fn signed_with<'a>(keys: &'a str, kid: &'a str) -> [&'a str; 4] {
+    ["--hmac-key-id", kid, "--hmac-key-file", keys]
+}
+
+/// Connection flags that cannot work together are command-line errors (exit status 2), found
+/// before anything is sent.
+#[test]
+fn inconsistent_connection_flags_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let verify = ["capsule", "verify", "--claim-id", &"ab".repeat(32)];
+    // (flags, environment, the error they give)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
+        (&["--endpoint", "https://localhost:1"], &[], "an https:// endpoint needs --ca-cert"),
+        (&["--endpoint", "http://localhost:1", "--ca-cert", "ca.pem"], &[], "--ca-cert needs an https:// endpoint"),
+        (
+            &["--endpoint", "https://localhost:1", "--ca-cert", "ca.pem", "--client-cert", "c.pem"],
+            &[],
+            "--client-cert needs --client-key (mTLS uses both)",
+        ),
+        (
+            &["--endpoint", "http://localhost:1", "--client-cert", "c.pem", "--client-key", "k.pem"],
+            &[],
+            "--client-cert needs an https:// endpoint",
+        ),
+        (
+            &["--hmac-key-id", "k1"],
+            &[],
+            "--hmac-key-id needs its secret: give --hmac-key-file or set EVIDENCEOS_HMAC_KEYS",
+        ),
+        (
+            &["--hmac-key-id", "k1"],
+            &[("EVIDENCEOS_HMAC_KEYS", "k2:abcd")],
+            "EVIDENCEOS_HMAC_KEYS: the HMAC key list has no key \"k1\"",
+        ),
+    ];
+    for (flags, env, expected) in cases {
+        let ran = run_ctl(tmp.path(), &[&verify[..], flags].concat(), env);
+        assert!(!ran.status.success() && ran.stdout.is_empty(), "{flags:?}: {ran:?}");
+        assert_eq!(ran.stderr.lines().count(), 1, "{flags:?}: one line: {ran:?}");
+        assert!(ran.stderr.contains(expected), "{flags:?}: expected {expected:?} in {ran:?}");
+    }
+    let ran =
+        run_ctl(tmp.path(), &[&verify[..], &["--endpoint", "http://localhost:1", "--ca-cert", "ca.pem"]].concat(), &[]);
+    assert_eq!(ran.status.code(), Some(2), "a flag combination is a command-line error: {ran:?}");
+    let ran = run_ctl(tmp.path(), &[&verify[..], &["--hmac-key-file", "keys"]].concat(), &[]);
+    assert_eq!(ran.status.code(), Some(2), "{ran:?}");
+    assert_eq!(ran.stderr.lines().count(), 1, "{ran:?}");
+    assert!(ran.stderr.contains("required arguments were not provided: --hmac-key-id <KID>"), "{ran:?}");
+    let help = run_ctl(tmp.path(), &["claim", "run", "--help"], &[]);
+    for flag in ["--ca-cert", "--tls-server-name", "--client-cert", "--client-key", "--hmac-key-id", "--hmac-key-file"]
+    {
+        assert!(help.stdout.contains(flag), "{flag} is documented: {help:?}");
+    }
+}

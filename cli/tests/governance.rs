@@ -40,8 +40,14 @@ impl Ran {
 
 /// Runs `evidenceosctl ARGS`, bounded in time; inherits no EVIDENCEOS_* variables.
 fn ctl(args: &[&str]) -> Ran {
+    ctl_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+/// [`ctl`] with `cwd` as the current directory (for relative paths, as an operator types them).
+fn ctl_in(cwd: &Path, args: &[&str]) -> Ran {
     let mut child = Command::new(env!("CARGO_BIN_EXE_evidenceosctl"))
         .args(args)
+        .current_dir(cwd)
         .env_remove("EVIDENCEOS_DATA_DIR")
         .env_remove("EVIDENCEOS_TOKEN")
         .stdin(Stdio::null())
@@ -327,6 +333,9 @@ async fn the_operations_guide_end_to_end() {
     let canary = ["--data-dir", d, "--claim-name", "canary-probe", "--holdout", "demo"];
     let status = ok(&[&["canary", "status"][..], &canary].concat());
     assert_eq!((status["frozen"].as_bool(), status["seen"].as_bool()), (Some(true), Some(true)), "{status}");
+    let head = client.tree_head().await;
+    assert!(head.tree_size > 5, "several executions are in the log: {}", head.tree_size);
+    assert_eq!(status["as_of"]["tree_size"].as_u64(), Some(head.tree_size), "status reads the daemon's log: {status}");
     let (blocked, _) = client.run("canary-probe", "calibrated", 2).await;
     assert_eq!((blocked.decision, blocked.reason_codes.clone()), (2, vec![2, 91]), "rejected while frozen");
     let reset_doc = tmp.path().join("reset.json");
@@ -345,6 +354,7 @@ async fn the_operations_guide_end_to_end() {
     reload(&daemon, "canary_resets_after=1").await;
     let status = ok(&[&["canary", "status"][..], &canary].concat());
     assert_eq!((status["frozen"].as_bool(), status["e_drift"].as_f64()), (Some(false), Some(1.0)), "{status}");
+    assert_eq!(status["as_of"]["tree_size"].as_u64(), Some(client.tree_head().await.tree_size), "{status}");
     assert_eq!(status["last_reset_event_id"], signed["event_id"]);
     assert!(status["staged_reset_event_id"].is_null());
     let (resumed, _) = client.run("canary-probe", "calibrated", 3).await;
@@ -568,4 +578,55 @@ fn ok_text(args: &[&str]) -> String {
     let ran = ctl(args);
     assert!(ran.ok, "{args:?}: {}", ran.stderr);
     ran.stdout
+}
+
+/// The guide's `--out FILE` commands, typed as written: a bare file name, in the current
+/// directory. Each exits 0 and leaves a valid document; a second key generation refuses to
+/// overwrite the key.
+#[test]
+fn every_out_of_the_guide_takes_a_bare_file_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path().join("operator");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&cwd).unwrap();
+    evidenceos_io_sync::DataDir::open(&data).unwrap().ensure_signing_key().unwrap();
+    install_demo_holdout(&data);
+    let run = |args: &[&str]| {
+        let ran = ctl_in(&cwd, args);
+        assert!(ran.ok && ran.stderr.is_empty(), "evidenceosctl {args:?} failed:\n{}", ran.stderr);
+        ran.json()
+    };
+
+    let generated = run(&["keys", "generate", "--out", "ops.key"]);
+    let seed: [u8; 32] = std::fs::read(cwd.join("ops.key")).unwrap().try_into().expect("a 32-byte seed");
+    let public = evidenceos_core::keys::public_key_for_seed(&seed);
+    assert_eq!(generated["public_key_hex"], hex::encode(public));
+    let again = ctl_in(&cwd, &["keys", "generate", "--out", "ops.key"]);
+    assert!(!again.ok && again.stderr.contains("File exists"), "a key is never overwritten: {}", again.stderr);
+    assert_eq!(std::fs::read(cwd.join("ops.key")).unwrap(), seed);
+    std::fs::write(data.join("trusted_oracle_keys.json"), format!(r#"{{"keys":{{"ops":"{}"}}}}"#, hex::encode(public)))
+        .unwrap();
+    let trusted = BTreeMap::from([("ops".to_string(), public)]);
+    let signer = ["--signing-key", "ops.key", "--key-id", "ops"];
+
+    let resolution = "ab".repeat(32);
+    let create = ["nullspec", "create", "--oracle-id", "default", "--holdout", "demo", "--resolution-hash"];
+    let fixed = ["--p0", "0.25,0.25,0.25,0.25", "--alt", "0.1,0.1,0.1,0.7", "--ttl-epochs", "10"];
+    let created = run(&[&create[..], &[&resolution], &fixed, &signer, &["--out", "contract.json"]].concat());
+    let contract =
+        evidenceos_core::nullspec::NullSpecContract::from_json(&std::fs::read(cwd.join("contract.json")).unwrap())
+            .expect("a NullSpec contract");
+    contract.verify(&trusted).expect("signed by ops");
+    assert_eq!(created["nullspec_id_hex"], hex::encode(contract.nullspec_id));
+
+    let canary = ["--data-dir", path(&data), "--claim-name", "probe", "--holdout", "demo"];
+    let signed =
+        run(&[&["canary", "sign-reset"][..], &canary, &["--reason", "INC-1"], &signer, &["--out", "reset.json"]]
+            .concat());
+    let bytes = std::fs::read(cwd.join("reset.json")).unwrap();
+    let event = evidenceos_core::governance::GovernanceEvent::from_json(bytes.strip_suffix(b"\n").unwrap())
+        .expect("a governance event");
+    event.verify(&trusted).expect("signed by ops");
+    assert_eq!(signed["event_id"], event.event_id.as_str());
+    assert_eq!(event.canary_reset().unwrap().claim_name, "probe");
 }

@@ -440,6 +440,13 @@ impl Kernel {
         self.durable_seq
     }
 
+    /// Leaves of the tree the state stands for, durable or not. Right after [`Kernel::recover`],
+    /// before its repair completes, this is the size the log has once repaired, while
+    /// [`Kernel::durable_tree_size`] is still 0 (offline readers never complete the repair).
+    pub fn tree_size(&self) -> u64 {
+        self.etl.len()
+    }
+
     /// A signed head for the durable size, without going through a request (runtimes use it
     /// for logs; tests for checks that must not disturb the output queue).
     pub fn signed_tree_head(&mut self) -> Result<crate::request::SignedTreeHead, KernelError> {

@@ -116,9 +116,23 @@ impl std::fmt::Debug for HmacKeys {
     }
 }
 
-impl HmacKeys {
-    /// Adds one `kid:hexsecret[:role]` entry (role agent, auditor or operator; default agent).
-    pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
+/// One HMAC key as operators write it, `kid:hexsecret[:role]` (role agent, auditor or operator;
+/// default agent): an entry of `--auth-hmac-key-file`, `EVIDENCEOS_HMAC_KEYS` or a client's key file.
+pub struct HmacKeyEntry {
+    pub key_id: String,
+    pub secret: Vec<u8>,
+    pub role: Role,
+}
+
+impl std::fmt::Debug for HmacKeyEntry {
+    // Never print the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacKeyEntry").field("key_id", &self.key_id).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+impl HmacKeyEntry {
+    pub fn parse(entry: &str) -> Result<Self, String> {
         let mut parts = entry.trim().split(':');
         let (Some(kid), Some(secret)) = (parts.next(), parts.next()) else {
             return Err("HMAC keys are kid:hexsecret[:role]".into());
@@ -136,7 +150,30 @@ impl HmacKeys {
         if secret.is_empty() {
             return Err(format!("HMAC key {kid}: empty secret"));
         }
-        self.keys.insert(kid.to_string(), HmacKey { secret, role });
+        Ok(Self { key_id: kid.to_string(), secret, role })
+    }
+}
+
+/// The MAC of a signed request (SPEC §2.3), over `"{request_id}:{path}"` or
+/// `"{request_id}:{path}:{timestamp}"`: clients finalize it, the daemon verifies it.
+pub fn request_mac(secret: &[u8], request_id: &str, path: &str, timestamp: Option<&str>) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).expect("any key length");
+    mac.update(request_id.as_bytes());
+    mac.update(b":");
+    mac.update(path.as_bytes());
+    if let Some(timestamp) = timestamp {
+        mac.update(b":");
+        mac.update(timestamp.as_bytes());
+    }
+    mac
+}
+
+impl HmacKeys {
+    /// Adds one `kid:hexsecret[:role]` entry (see [`HmacKeyEntry`]).
+    pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
+        let HmacKeyEntry { key_id, secret, role } = HmacKeyEntry::parse(entry)?;
+        self.keys.insert(key_id, HmacKey { secret, role });
         Ok(())
     }
 
@@ -149,7 +186,7 @@ impl HmacKeys {
     }
 
     fn verify(&self, headers: &dyn Headers, path: &str, now_unix: u64) -> Result<Principal, KernelError> {
-        use hmac::{KeyInit, Mac};
+        use hmac::Mac;
         let header = |name: &str| headers.header(name);
         let request_id = header("x-request-id").ok_or_else(|| unauthenticated("HMAC needs x-request-id"))?;
         let id_ok =
@@ -177,12 +214,7 @@ impl HmacKeys {
             .and_then(|v| v.strip_prefix("sha256="))
             .and_then(|v| hex::decode(v).ok())
             .ok_or_else(|| unauthenticated("x-evidenceos-signature must be sha256=<hex>"))?;
-        let material = match timestamp {
-            Some(ts) => format!("{request_id}:{path}:{ts}"),
-            None => format!("{request_id}:{path}"),
-        };
-        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key.secret).expect("any key length");
-        mac.update(material.as_bytes());
+        let mac = request_mac(&key.secret, request_id, path, timestamp);
         mac.verify_slice(&signature).map_err(|_| unauthenticated("bad HMAC signature"))?;
         self.remember(kid, request_id, now_unix)?;
         Ok(Principal::new(format!("hmac:{kid}"), key.role))

@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 pub mod access_log;
 pub mod auth;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod mapping;
 pub mod rpc;
 pub mod tls;

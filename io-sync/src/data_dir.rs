@@ -296,9 +296,20 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Fsyncs the directory holding `path`, so a create or rename in it survives a crash.
 pub fn sync_parent(path: &Path) -> Result<(), DataDirError> {
-    let parent = path.parent().expect("a file inside a directory");
+    let parent = parent_dir(path);
     File::open(parent).and_then(|dir| dir.sync_all()).map_err(io_error(parent))
+}
+
+/// The directory a file path names its file in. A bare name (`ops.key`) has the empty path as
+/// its `Path::parent`, which no system call opens: its directory is the current one.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => panic!("{} names no file inside a directory", path.display()),
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +333,15 @@ mod tests {
         let files = dir.read_recovery_files().unwrap();
         assert_eq!(files.keys.len(), 1);
         assert!(files.checkpoint.is_none() && files.etl.is_empty());
+    }
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("ops.key")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("./ops.key")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("keys/ops.key")), Path::new("keys"));
+        assert_eq!(parent_dir(Path::new("/ops.key")), Path::new("/"));
+        sync_parent(Path::new("a-file-in-the-current-directory")).unwrap();
     }
 
     #[test]

@@ -32,9 +32,42 @@ const CONNECTION: &str = "Connection (before or after the subcommand)";
 /// How to reach and authenticate to the daemon; accepted before or after the subcommand.
 #[derive(Debug, Args)]
 pub(crate) struct Connection {
-    /// gRPC endpoint of the daemon, as http://HOST:PORT.
+    /// gRPC endpoint of the daemon: http://HOST:PORT (plaintext), or https://HOST:PORT for a
+    /// daemon started with --tls-cert (always the case with --production); https needs --ca-cert.
     #[arg(long, global = true, default_value = "http://127.0.0.1:50051", value_name = "URL", help_heading = CONNECTION)]
     pub(crate) endpoint: String,
+
+    /// CA certificate (PEM) that signs the daemon's TLS certificate; required for an https://
+    /// endpoint (system trust roots are not used), refused with http://.
+    #[arg(long, global = true, value_name = "PEM", help_heading = CONNECTION)]
+    pub(crate) ca_cert: Option<PathBuf>,
+
+    /// Name to verify in the daemon's certificate, when it differs from the endpoint's host (e.g.
+    /// the endpoint is an IP address and the certificate names a DNS name).
+    #[arg(long, global = true, value_name = "NAME", help_heading = CONNECTION)]
+    pub(crate) tls_server_name: Option<String>,
+
+    /// Client certificate (PEM) for a daemon that requires one (--mtls-client-ca with
+    /// --require-client-cert): the daemon takes the caller's identity and role from it. Needs
+    /// --client-key and an https:// endpoint.
+    #[arg(long, global = true, value_name = "PEM", help_heading = CONNECTION)]
+    pub(crate) client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, global = true, value_name = "PEM", help_heading = CONNECTION)]
+    pub(crate) client_key: Option<PathBuf>,
+
+    /// Sign every request with the HMAC key KID (SPEC §2.3: x-request-id, x-evidenceos-key-id,
+    /// x-evidenceos-timestamp, x-evidenceos-signature); the daemon gives the key's role. The secret
+    /// comes from --hmac-key-file or else the EVIDENCEOS_HMAC_KEYS variable, never the command line.
+    #[arg(long, global = true, value_name = "KID", help_heading = CONNECTION)]
+    pub(crate) hmac_key_id: Option<String>,
+
+    /// File of HMAC keys in the daemon's --auth-hmac-key-file format (`KID:HEXSECRET[:ROLE]` per
+    /// line, # comments); the entry of --hmac-key-id is used. Keep it mode 0600. Without it, the
+    /// EVIDENCEOS_HMAC_KEYS variable gives the same entries, comma-separated.
+    #[arg(long, global = true, value_name = "FILE", requires = "hmac_key_id", help_heading = CONNECTION)]
+    pub(crate) hmac_key_file: Option<PathBuf>,
 
     /// Bearer token, sent as the `authorization: Bearer <TOKEN>` header. The daemon maps it to a
     /// role: agent tokens may run claims, auditor or operator tokens may fetch capsules and proofs.

@@ -145,7 +145,7 @@ pub(crate) async fn run(client: &mut Client, args: &RunArgs) -> Result<Outcome, 
         .rpc
         .create_claim_v2(client.request_with_id(request, CREATE))
         .await
-        .map_err(|status| Failure::Rpc { step: CREATE, status })?
+        .map_err(client.failure(CREATE))?
         .into_inner();
     let claim_id = created.claim_id;
     let state = state_name(created.state);
@@ -164,26 +164,16 @@ pub(crate) async fn run(client: &mut Client, args: &RunArgs) -> Result<Outcome, 
         artifacts: artifacts(&module_hash, &args.depends_on),
         wasm_module: module,
     };
-    let committed = client
-        .rpc
-        .commit_artifacts(client.request(commit))
-        .await
-        .map_err(|status| Failure::Rpc { step: COMMIT, status })?
-        .into_inner();
+    let committed =
+        client.rpc.commit_artifacts(client.request(commit)).await.map_err(client.failure(COMMIT))?.into_inner();
     progress(COMMIT.name, &format!("{} ({} dependencies)", state_name(committed.state), args.depends_on.len()));
 
     let freeze = v2::FreezeGatesRequest { claim_id: claim_id.clone() };
-    let frozen = client
-        .rpc
-        .freeze_gates(client.request(freeze))
-        .await
-        .map_err(|status| Failure::Rpc { step: FREEZE, status })?
-        .into_inner();
+    let frozen = client.rpc.freeze_gates(client.request(freeze)).await.map_err(client.failure(FREEZE))?.into_inner();
     progress(FREEZE.name, &state_name(frozen.state));
 
     let seal = v2::SealClaimRequest { claim_id: claim_id.clone() };
-    let sealed =
-        client.rpc.seal_claim(client.request(seal)).await.map_err(|status| Failure::Rpc { step: SEAL, status })?;
+    let sealed = client.rpc.seal_claim(client.request(seal)).await.map_err(client.failure(SEAL))?;
     progress(SEAL.name, &state_name(sealed.into_inner().state));
 
     let execute = v2::ExecuteClaimV2Request { claim_id: claim_id.clone() };
@@ -191,7 +181,7 @@ pub(crate) async fn run(client: &mut Client, args: &RunArgs) -> Result<Outcome, 
         .rpc
         .execute_claim_v2(client.request_with_id(execute, EXECUTE))
         .await
-        .map_err(|status| Failure::Rpc { step: EXECUTE, status })?
+        .map_err(client.failure(EXECUTE))?
         .into_inner();
     progress(
         EXECUTE.name,

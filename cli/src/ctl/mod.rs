@@ -22,10 +22,12 @@ pub(crate) fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => error.exit(), // --help, --version
         Err(error) => {
-            // One line, like every other failure, so scripts and logs can grep it.
+            // One line, like every other failure, so scripts and logs can grep it: the message
+            // and what clap lists under it (a missing flag's name), up to the blank line.
             let text = error.render().to_string();
-            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            eprintln!("evidenceosctl: {first} (see --help)");
+            let message: Vec<&str> = text.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+            let message = message.join(" ");
+            eprintln!("evidenceosctl: {} (see --help)", message.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -52,7 +54,7 @@ fn report(failure: &Failure) -> ExitCode {
     for line in failure.lines() {
         eprintln!("{line}");
     }
-    ExitCode::FAILURE
+    failure.exit_code()
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {

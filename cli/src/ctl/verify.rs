@@ -300,17 +300,11 @@ pub(crate) fn verify(claim_id: &Hash, fetched: &Fetched) -> Report {
 /// Fetches the capsule, the key that signed its tree head, and the root at the capsule's size.
 pub(crate) async fn fetch(client: &mut Client, claim_id: &Hash) -> Result<Fetched, Failure> {
     let request = client.request(v2::FetchCapsuleRequest { claim_id: claim_id.to_vec() });
-    let capsule =
-        client.rpc.fetch_capsule(request).await.map_err(|status| Failure::Rpc { step: FETCH, status })?.into_inner();
+    let capsule = client.rpc.fetch_capsule(request).await.map_err(client.failure(FETCH))?.into_inner();
     let sth = capsule.signed_tree_head.clone().unwrap_or_default();
 
     let request = client.request(v2::GetPublicKeyRequest { key_id: sth.key_id.clone() });
-    let public_key = client
-        .rpc
-        .get_public_key(request)
-        .await
-        .map_err(|status| Failure::Rpc { step: PUBLIC_KEY, status })?
-        .into_inner();
+    let public_key = client.rpc.get_public_key(request).await.map_err(client.failure(PUBLIC_KEY))?.into_inner();
 
     // A head that does not cover the capsule cannot be checked for consistency at all; the
     // consistency check then fails on the sizes without asking the daemon.
@@ -318,12 +312,7 @@ pub(crate) async fn fetch(client: &mut Client, claim_id: &Hash) -> Result<Fetche
         Some(first) if first <= sth.tree_size => {
             let request = client
                 .request(v2::GetConsistencyProofRequest { first_tree_size: first, second_tree_size: sth.tree_size });
-            client
-                .rpc
-                .get_consistency_proof(request)
-                .await
-                .map_err(|status| Failure::Rpc { step: CONSISTENCY, status })?
-                .into_inner()
+            client.rpc.get_consistency_proof(request).await.map_err(client.failure(CONSISTENCY))?.into_inner()
         }
         _ => v2::GetConsistencyProofResponse::default(),
     };

@@ -41,7 +41,7 @@ pub(crate) fn status(args: &CanaryStatusArgs) -> Outcome<String> {
         "last_reset_event_id": shown.last_reset_event_id,
         "staged_reset_event_id": staged,
         "epoch": kernel.environment().epoch,
-        "as_of": {"journal_seq": kernel.durable_journal_seq(), "tree_size": kernel.durable_tree_size()},
+        "as_of": {"journal_seq": kernel.durable_journal_seq(), "tree_size": kernel.tree_size()},
     })))
 }
 
