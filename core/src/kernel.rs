@@ -1139,8 +1139,10 @@ mod tests {
     #[test]
     fn replay_uses_the_policy_recorded_in_the_journal() {
         let mut disk = MemDisk::new();
-        let mut kernel =
-            boot(&mut disk, KernelConfig { policy: Policy { default_credit_limit: Some(10) }, ..config() });
+        let mut kernel = boot(
+            &mut disk,
+            KernelConfig { policy: Policy { default_credit_limit: Some(10), ..Policy::default() }, ..config() },
+        );
         send(&mut kernel, 1, Request::Command(Command::SetCreditLimit { principal_id: "agent".into(), limit: 20 }));
         send(&mut kernel, 2, grant(4));
         disk.drive(&mut kernel, NOW);
