@@ -176,6 +176,15 @@ pub struct LedgerTotals {
     pub k_bits_charged: f64,
     pub frozen_ledgers: u64,
     pub revocations: u64,
+    /// Per holdout ref, over its pools: reservations open now, and reservations that ran out
+    /// unused so far.
+    pub pool_reservations: BTreeMap<String, PoolReservations>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolReservations {
+    pub open: u64,
+    pub expired: u64,
 }
 
 /// Execution context a command needs beyond the claim state.
@@ -230,6 +239,12 @@ fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
     }
 }
 
+/// The holdout ref a holdout pool key names (`global/<ref>` or `principal/<ref>/<principal>`).
+fn pool_holdout_ref(key: &str) -> &str {
+    let rest = key.strip_prefix("global/").or_else(|| key.strip_prefix("principal/")).unwrap_or(key);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// The holdout pool every principal draws on (scope global), as opposed to one principal's own.
 fn is_shared_pool(key: &str) -> bool {
     key.starts_with("global/")
@@ -261,12 +276,17 @@ fn validate_num_symbols(num_symbols: u32) -> Result<(), KernelError> {
 }
 
 impl Claims {
-    pub fn totals(&self) -> LedgerTotals {
+    pub fn totals(&self, now: Timestamp) -> LedgerTotals {
         let mut totals = LedgerTotals { revocations: self.revocations.len() as u64, ..LedgerTotals::default() };
         for claim in self.claims.values() {
             *totals.claims_by_state.entry(claim.state.name()).or_default() += 1;
             totals.k_bits_charged += claim.ledger.k_bits_total;
             totals.frozen_ledgers += u64::from(claim.ledger.frozen);
+        }
+        for (key, pool) in &self.holdout_pools {
+            let entry = totals.pool_reservations.entry(pool_holdout_ref(key).to_string()).or_default();
+            entry.open += pool.active_reservations(now.0) as u64;
+            entry.expired += pool.expired_total(now.0);
         }
         totals
     }

@@ -392,7 +392,7 @@ impl Kernel {
         match input {
             Input::Request { id, principal, request } => match request {
                 Request::Query(query) => {
-                    let reply = self.answer(&principal, query);
+                    let reply = self.answer(now, &principal, query);
                     self.outputs.push_back(Output::Reply(id, reply));
                 }
                 Request::Command(command) => self.admit(now, id, principal, command, None),
@@ -459,7 +459,7 @@ impl Kernel {
         &self.config.environment
     }
 
-    fn answer(&mut self, principal: &Principal, query: Query) -> Result<Response, KernelError> {
+    fn answer(&mut self, now: Timestamp, principal: &Principal, query: Query) -> Result<Response, KernelError> {
         if self.recovering {
             return Err(KernelError::unavailable("kernel is recovering"));
         }
@@ -541,7 +541,7 @@ impl Kernel {
             }
             Query::LedgerTotals => {
                 require_auditor(principal)?;
-                Ok(Response::LedgerTotals(self.state.claims.totals()))
+                Ok(Response::LedgerTotals(self.state.claims.totals(now)))
             }
             Query::GetHoldoutPoolBudgets { holdout_id, scope } => {
                 require_auditor(principal)?;
