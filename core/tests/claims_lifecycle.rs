@@ -40,10 +40,13 @@ impl Harness {
         Self::boot_with(disk, environment())
     }
 
-    fn boot_with(mut disk: MemDisk, environment: Environment) -> Self {
+    fn boot_with(disk: MemDisk, environment: Environment) -> Self {
+        Self::boot_config(disk, KernelConfig { environment, ..KernelConfig::default() })
+    }
+
+    fn boot_config(mut disk: MemDisk, config: KernelConfig) -> Self {
         let id = key_id_for_seed(&SEED);
         let keys = vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }];
-        let config = KernelConfig { environment, ..KernelConfig::default() };
         let mut kernel = Kernel::recover(config, disk.recovery_files(keys, id.to_hex().into_bytes())).unwrap();
         disk.drive(&mut kernel, NOW);
         Self { kernel, disk, next: 0 }
@@ -680,4 +683,25 @@ fn v1_claims_reserve_and_settle_like_v2() {
     assert_eq!(claims.holdout_pools["global/demo"].available(NOW.0), (196.0, 1020.0));
     assert_eq!(claims.topic_pools[&hex::encode([0xa1; 32])].available(NOW.0), (1020.0, 1020.0));
     h.command(&Principal::new("agent-b", Role::Agent), create_v1(0xa2)).unwrap();
+}
+
+#[test]
+fn the_share_in_force_when_a_create_was_accepted_is_the_one_replayed() {
+    use evidenceos_core::state::Policy;
+    let uncapped = Policy { max_principal_reservation_share_percent: 100, ..Policy::default() };
+    let config = KernelConfig { policy: uncapped, environment: environment(), ..KernelConfig::default() };
+    let mut h = Harness::boot_config(MemDisk::new(), config);
+    for signal in 1..=3 {
+        create_with_signal(&mut h, &agent(), "uncapped", "fast", signal);
+    }
+    let state = h.kernel.state().clone();
+    let mut disk = h.disk;
+    disk.crash();
+    // Restarted with the default share (25 %): the third create would now be refused, but replay
+    // judges it under the policy its journal header recorded.
+    let h = Harness::boot(disk);
+    assert_eq!(h.kernel.state(), &state);
+    let mut h = h;
+    let refused = h.command(&agent(), create_command("uncapped", "fast", 4)).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::ResourceExhausted, "new creates follow the new policy");
 }
