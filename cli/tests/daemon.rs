@@ -401,3 +401,22 @@ async fn an_auditor_token_from_a_file_is_accepted() {
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     daemon.stop();
 }
+
+#[tokio::test]
+async fn pool_share_and_canary_flags_are_journaled_for_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let flags = ["--max-principal-reservation-share-percent", "40", "--canary-alpha-drift-micros", "5000"];
+    let daemon = support::start_with(&data, tmp.path(), &flags, &[]);
+    daemon.stop();
+    // The fresh journal's header carries the policy and the environment replay will use.
+    let journal = std::fs::read(data.join("journal.log")).unwrap();
+    let scan = evidenceos_core::frame::scan(&journal, 0).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(scan.records[0].payload).unwrap();
+    assert_eq!(header["policy"]["max_principal_reservation_share_percent"], 40, "{header}");
+    assert_eq!(header["environment"]["settings"]["canary_alpha_drift_micros"], 5000, "{header}");
+    for flag in ["--canary-alpha-drift-micros", "--max-principal-reservation-share-percent"] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_evidenceosd")).args([flag, "0"]).stderr(Stdio::piped()).output();
+        assert_eq!(refused.unwrap().status.code(), Some(2), "{flag} 0 is refused by the parser");
+    }
+}
