@@ -216,6 +216,15 @@ mod tests {
     }
 
     #[test]
+    fn pools_from_older_checkpoints_load_and_their_reservations_count_against_no_share() {
+        let old = r#"{"k_bits_budget":256.0,"access_credit_budget":256.0,"k_bits_settled":0.0,"access_credit_settled":0.0,"reservations":{"a":{"amount":128.0,"expires_at_ms":1000}}}"#;
+        let pool: Pool = serde_json::from_str(old).unwrap();
+        assert_eq!((pool.reservations["a"].principal.as_str(), pool.expired_pruned), ("", 0));
+        let holder = Holder { claim: "b", principal: "p", share_cap: pool.share_cap(25) };
+        pool.check_reserve(&holder, 64.0, 0).unwrap();
+    }
+
+    #[test]
     fn a_first_reservation_larger_than_the_share_is_allowed_when_it_fits() {
         let pool = Pool::new(128.0, 128.0);
         let holder = Holder { claim: "a", principal: "p", share_cap: pool.share_cap(25) };
