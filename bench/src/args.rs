@@ -13,7 +13,10 @@ use clap::Parser;
 ///
 /// Every lifecycle spends the holdout's pool budget (4 bits with the defaults), so give the
 /// benchmark holdout a large `holdout_k_bits_budget` and `holdout_access_credit_budget` in its
-/// manifest (or raise them with SetHoldoutPoolBudgets), or runs end in FAILED_PRECONDITION.
+/// manifest (or raise them with SetHoldoutPoolBudgets), or runs end in FAILED_PRECONDITION. All
+/// clients share one principal, whose open reservations (128 bits per fast 4-symbol lifecycle)
+/// must stay within the daemon's `--max-principal-reservation-share-percent` of that budget, or
+/// creates end in RESOURCE_EXHAUSTED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
     Grpc,
@@ -41,7 +44,7 @@ pub struct Args {
     pub concurrency: u32,
 
     /// Grow the log to at least N leaves before measuring, with unmeasured lifecycles (each adds
-    /// its capsule leaf, and a canary incident leaf when its first certification trips the canary);
+    /// its capsule leaf; names never repeat, so a first certification only sets its canary's baseline);
     /// the time it took is reported.
     #[arg(long, value_name = "N")]
     pub pregrow_leaves: Option<u64>,

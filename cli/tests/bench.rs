@@ -60,15 +60,15 @@ async fn bench_runs_complete_lifecycles_and_its_json_line_adds_up() {
         assert!(p50 > 0 && p50 <= summary["p99_us"].as_u64().unwrap(), "{rpc}: {summary}");
     }
     assert_eq!(json["mutating_rpcs"], 60);
-    // Each new claim name has its own canary, which a first certification trips: every
-    // lifecycle appends an incident leaf and its capsule.
-    // Pre-growth runs a first chunk of 4 lifecycles per client (24 leaves), then sizes the rest
-    // from the growth it saw (3 more); claim names never repeat across chunks.
-    assert_eq!(json["pregrow"]["lifecycles"], 15);
+    // Each new claim name has its own canary, which a first certification only establishes
+    // (SPEC §5.8): every lifecycle appends its capsule and nothing else.
+    // Pre-growth runs a first chunk of 4 lifecycles per client (12 leaves), then sizes the rest
+    // from the growth it saw (18 more); claim names never repeat across chunks.
+    assert_eq!(json["pregrow"]["lifecycles"], 30);
     assert_eq!(json["pregrow"]["errors"], 0);
     assert_eq!(json["pregrow"]["tree_size_after"], 30);
     assert_eq!(json["tree_size_before"], 30);
-    assert_eq!(json["tree_size_after"], 30 + 2 * 12);
+    assert_eq!(json["tree_size_after"], 30 + 12);
     assert_eq!(json["fdatasync"]["count"], 5);
     assert!(json["lifecycles_per_s"].as_f64().unwrap() > 0.0);
     daemon.stop();
@@ -136,7 +136,7 @@ async fn bench_drives_the_sync_runtime_over_connect() {
     assert_eq!(json["errors"], serde_json::json!({}), "{}", report.to_text());
     assert_eq!(json["lifecycles_completed"], 8);
     assert_eq!(json["outcomes"]["CERTIFIED"], 8);
-    assert_eq!(json["tree_size_after"], 2 * 8, "an incident leaf and a capsule per lifecycle");
+    assert_eq!(json["tree_size_after"], 8, "one capsule per lifecycle, no canary incident");
     let bad = Args::parse_from(["evidenceos-bench", "--protocol", "connect", "--endpoint", "https://127.0.0.1:1"]);
     let refused = evidenceos_bench::run(&bad, Arc::new(|_: &str| {})).await.unwrap_err();
     assert!(refused.contains("http:// endpoints only"), "{refused}");

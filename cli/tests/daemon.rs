@@ -287,6 +287,43 @@ async fn sighup_applies_valid_operator_files_and_keeps_the_last_good_ones() {
     assert!(daemon.log().contains("holdouts/fresh"), "the rejection names the file");
     assert!(client.create_claim_v2(create("fresh", "still-there")).await.is_ok());
 
+    // An active map edited by hand to point a contract signed for another holdout at "fresh"
+    // is refused as a whole: a contract judges only the oracle and holdout it was signed for.
+    let seed = [4u8; 32];
+    let kid = evidenceos_core::keys::key_id_for_seed(&seed).to_hex();
+    let public = hex::encode(evidenceos_core::keys::public_key_for_seed(&seed));
+    std::fs::write(data.join("trusted_oracle_keys.json"), format!(r#"{{"keys":{{"{kid}":"{public}"}}}}"#)).unwrap();
+    let (kind, eprocess) = evidenceos_core::nullspec::from_calibration_buckets(&[3, 1, 0, 0], 0.5);
+    let unsigned = evidenceos_core::nullspec::NullSpecContract {
+        schema: evidenceos_core::nullspec::SCHEMA.to_string(),
+        nullspec_id: [0; 32],
+        oracle_id: "accuracy".into(),
+        oracle_resolution_hash: [7; 32],
+        holdout_handle: "elsewhere".into(),
+        epoch_created: 0,
+        ttl_epochs: 2,
+        kind,
+        eprocess,
+        calibration_manifest_hash: None,
+        created_by: kid,
+        signature_ed25519: Vec::new(),
+    };
+    let contract = evidenceos_core::nullspec::NullSpecContract::sign(unsigned, &seed);
+    let id = hex::encode(contract.nullspec_id);
+    std::fs::create_dir_all(data.join("nullspec")).unwrap();
+    std::fs::write(data.join(format!("nullspec/{id}.json")), contract.to_json()).unwrap();
+    std::fs::write(dir.join("labels.bin"), &files.labels).unwrap();
+    let map =
+        format!(r#"{{"mappings":[{{"oracle_id":"accuracy","holdout_handle":"fresh","nullspec_id_hex":"{id}"}}]}}"#);
+    std::fs::write(data.join("nullspec/active_map.json"), map).unwrap();
+    daemon.signal("HUP");
+    wait_for("config_reload_rejected", 2);
+    let expected = format!(
+        "the entry for oracle \\\"accuracy\\\" and holdout \\\"fresh\\\" selects NullSpec {id}, which was signed for oracle \\\"accuracy\\\" and holdout \\\"elsewhere\\\""
+    );
+    assert!(daemon.log().contains(&expected), "the rejection names the entry and the contract:\n{}", daemon.log());
+    assert!(!daemon.log().contains("active_nullspecs_after=1"), "{}", daemon.log());
+
     drop(client);
     daemon.stop();
     // SIGTERM left a clean checkpoint: the journal holds only its header.
@@ -298,11 +335,20 @@ async fn sighup_applies_valid_operator_files_and_keeps_the_last_good_ones() {
 async fn metrics_are_scraped_and_parsed() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &["--metrics-listen", "127.0.0.1:0"], &[]);
+    let data = tmp.path().join("data");
+    let labels: Vec<u8> = (0..16).map(|i| u8::from(i % 2 == 0)).collect();
+    let files = evidenceos_core::holdout::holdout_files("demo", [0xab; 32], &labels, 1_700_000_000);
+    std::fs::create_dir_all(data.join("holdouts/demo")).unwrap();
+    std::fs::write(data.join("holdouts/demo/manifest.json"), &files.manifest).unwrap();
+    std::fs::write(data.join("holdouts/demo/labels.bin"), &files.labels).unwrap();
+    let daemon = support::start_with(&data, tmp.path(), &["--metrics-listen", "127.0.0.1:0"], &[]);
     let mut client = client(&daemon).await;
     for _ in 0..3 {
         client.health(v2::HealthRequest {}).await.unwrap();
     }
+    let mut create = tonic::Request::new(support::claim_request("metered", "fast", "demo"));
+    create.metadata_mut().insert("x-request-id", "metered".parse().unwrap());
+    client.create_claim_v2(create).await.unwrap();
     let denied = v2::GetInclusionProofRequest { leaf_index: 0 };
     assert_eq!(client.get_inclusion_proof(denied).await.unwrap_err().code(), Code::PermissionDenied);
 
@@ -331,6 +377,8 @@ async fn metrics_are_scraped_and_parsed() {
     );
     assert_eq!(samples["evidenceos_etl_durable_tree_size"], 0.0);
     assert_eq!(samples["evidenceos_ledger_k_bits_charged"], 0.0);
+    assert_eq!(samples[r#"evidenceos_pool_reservations{holdout="demo"}"#], 1.0, "the open claim's reservation");
+    assert_eq!(samples[r#"evidenceos_pool_reservations_expired_total{holdout="demo"}"#], 0.0);
     assert!(samples.contains_key(r#"evidenceos_storage_batch_commands_bucket{le="+Inf"}"#));
     assert!(samples.keys().any(|k| k.starts_with("evidenceos_rpc_latency_seconds_bucket")));
     assert!(body.trim_end().ends_with("# EOF"));
@@ -352,4 +400,23 @@ async fn an_auditor_token_from_a_file_is_accepted() {
     let anonymous = client.get_inclusion_proof(v2::GetInclusionProofRequest { leaf_index: 0 }).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     daemon.stop();
+}
+
+#[tokio::test]
+async fn pool_share_and_canary_flags_are_journaled_for_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let flags = ["--max-principal-reservation-share-percent", "40", "--canary-alpha-drift-micros", "5000"];
+    let daemon = support::start_with(&data, tmp.path(), &flags, &[]);
+    daemon.stop();
+    // The fresh journal's header carries the policy and the environment replay will use.
+    let journal = std::fs::read(data.join("journal.log")).unwrap();
+    let scan = evidenceos_core::frame::scan(&journal, 0).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(scan.records[0].payload).unwrap();
+    assert_eq!(header["policy"]["max_principal_reservation_share_percent"], 40, "{header}");
+    assert_eq!(header["environment"]["settings"]["canary_alpha_drift_micros"], 5000, "{header}");
+    for flag in ["--canary-alpha-drift-micros", "--max-principal-reservation-share-percent"] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_evidenceosd")).args([flag, "0"]).stderr(Stdio::piped()).output();
+        assert_eq!(refused.unwrap().status.code(), Some(2), "{flag} 0 is refused by the parser");
+    }
 }

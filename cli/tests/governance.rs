@@ -325,12 +325,17 @@ async fn the_operations_guide_end_to_end() {
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert!(stale.message().contains("STALE"), "{}", stale.message());
 
-    // Canary operations: strong evidence trips the canary; status reads it while the daemon
-    // runs; a signed reset is recorded, applied by the daemon at reload, and certification
-    // resumes.
+    // Canary operations: the first certification of a name sets its baseline; strong evidence
+    // after it trips the canary; status reads it while the daemon runs; a signed reset is
+    // recorded, applied by the daemon at reload, and certification resumes.
     let (first, _) = client.run("canary-probe", "calibrated", 1).await;
     assert_eq!(first.state, 6);
     let canary = ["--data-dir", d, "--claim-name", "canary-probe", "--holdout", "demo"];
+    let status = ok(&[&["canary", "status"][..], &canary].concat());
+    let seen = (status["frozen"].as_bool(), status["baseline_set"].as_bool(), status["e_drift"].as_f64());
+    assert_eq!(seen, (Some(false), Some(true), Some(1.0)), "one certification never trips: {status}");
+    let (tripping, _) = client.run("canary-probe", "calibrated", 4).await;
+    assert_eq!(tripping.state, 6, "decided on the canary as it was");
     let status = ok(&[&["canary", "status"][..], &canary].concat());
     assert_eq!((status["frozen"].as_bool(), status["seen"].as_bool()), (Some(true), Some(true)), "{status}");
     let head = client.tree_head().await;
@@ -353,7 +358,8 @@ async fn the_operations_guide_end_to_end() {
     assert_eq!(status["staged_reset_event_id"], signed["event_id"]);
     reload(&daemon, "canary_resets_after=1").await;
     let status = ok(&[&["canary", "status"][..], &canary].concat());
-    assert_eq!((status["frozen"].as_bool(), status["e_drift"].as_f64()), (Some(false), Some(1.0)), "{status}");
+    let seen = (status["frozen"].as_bool(), status["e_drift"].as_f64(), status["baseline_set"].as_bool());
+    assert_eq!(seen, (Some(false), Some(1.0), Some(true)), "a reset keeps the baseline: {status}");
     assert_eq!(status["as_of"]["tree_size"].as_u64(), Some(client.tree_head().await.tree_size), "{status}");
     assert_eq!(status["last_reset_event_id"], signed["event_id"]);
     assert!(status["staged_reset_event_id"].is_null());

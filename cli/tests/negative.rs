@@ -86,6 +86,16 @@ async fn fixtures(client: &mut EvidenceOsClient<Channel>) -> Fixtures {
         .execute_claim_v2(with_id(v2::ExecuteClaimV2Request { claim_id: certified.clone() }, AGENT, "x"))
         .await
         .unwrap();
+    // A second leaf (another agent's rejected claim), so the log has sizes to reverse: a first
+    // certification logs only its capsule.
+    let other = client.create_claim_v2(with_id(v2_request("grown-log"), OTHER, "g")).await.unwrap().into_inner();
+    let zero = wasm("claim_all_zero");
+    let artifacts = vec![v2::Artifact { artifact_hash: sha256(&zero).to_vec(), kind: "wasm".into() }];
+    let commit = v2::CommitArtifactsRequest { claim_id: other.claim_id.clone(), artifacts, wasm_module: zero };
+    client.commit_artifacts(req(commit, OTHER)).await.unwrap();
+    client.freeze_gates(req(v2::FreezeGatesRequest { claim_id: other.claim_id.clone() }, OTHER)).await.unwrap();
+    let execute = v2::ExecuteClaimV2Request { claim_id: other.claim_id };
+    client.execute_claim_v2(with_id(execute, OTHER, "g")).await.unwrap();
     Fixtures { uncommitted, committed, sealed, certified }
 }
 
@@ -113,7 +123,9 @@ async fn every_rpc_refuses_bad_input_without_changing_anything() {
         ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR),
         ("EVIDENCEOS_OPERATOR_TOKENS", OPERATOR),
     ];
-    let daemon = support::start_with(&data, tmp.path(), &[], &env);
+    // The fixtures hold four open reservations (512 of demo's 1024 bits) for one agent.
+    let share = ["--max-principal-reservation-share-percent", "50"];
+    let daemon = support::start_with(&data, tmp.path(), &share, &env);
     let mut c = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
     let f = fixtures(&mut c).await;
     let before = snapshot(&mut c, "before").await;

@@ -76,7 +76,8 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     std::fs::create_dir_all(&data).unwrap();
     support::install_demo_holdout(&data);
     let env = [("EVIDENCEOS_AGENT_TOKENS", AGENT), ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR)];
-    let flags = ["--checkpoint-every", "16"];
+    // Lifecycles cut by a kill keep their reservations for 600 s; the share cap is not under test.
+    let flags = ["--checkpoint-every", "16", "--max-principal-reservation-share-percent", "100"];
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut schedule = Schedule(0x9e37_79b9_7f4a_7c15);
     let (mut lost, mut inconsistent, mut checked_heads) = (0usize, 0usize, 0usize);

@@ -391,6 +391,8 @@ fn metrics_are_served_on_their_own_plain_listener() {
         "{text}"
     );
     assert!(text.contains("evidenceos_etl_durable_tree_size 0"), "{text}");
+    assert!(text.contains("# TYPE evidenceos_pool_reservations gauge"), "{text}");
+    assert!(text.contains("# TYPE evidenceos_pool_reservations_expired counter"), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     assert!(scrape("GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     drop(http);

@@ -58,6 +58,15 @@ pub struct ConfigOverrides {
     /// Becomes `Policy::default_credit_limit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_credit_limit: Option<u64>,
+    /// Becomes `Policy::max_principal_reservation_share_percent` (the daemon's default otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_principal_reservation_share_percent: Option<u8>,
+    /// Becomes `Settings::reservation_ttl_ms`, so an expiry fits in one vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_ttl_ms: Option<u64>,
+    /// Becomes `Settings::canary_alpha_drift_micros`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_alpha_drift_micros: Option<u32>,
 }
 
 /// One holdout of the vector's environment, as `holdout_files` builds its directory.
@@ -598,7 +607,11 @@ impl Vector {
                 "steps span {span} ms; keep them within checkpoint_idle_ms ({idle_ms} ms) so no idle checkpoint fires"
             )));
         }
-        let environment = environment(&file.holdouts).map_err(invalid)?;
+        let mut environment = environment(&file.holdouts).map_err(invalid)?;
+        let settings = &mut environment.settings;
+        settings.reservation_ttl_ms = file.config.reservation_ttl_ms.unwrap_or(settings.reservation_ttl_ms);
+        settings.canary_alpha_drift_micros =
+            file.config.canary_alpha_drift_micros.unwrap_or(settings.canary_alpha_drift_micros);
         check_references(&file.steps).map_err(invalid)?;
         let mut modules = BTreeMap::new();
         for step in &file.steps {
@@ -638,7 +651,13 @@ impl Vector {
         let defaults = KernelConfig::default();
         KernelConfig {
             checkpoint_every: self.config.checkpoint_every.unwrap_or(defaults.checkpoint_every),
-            policy: Policy { default_credit_limit: self.config.default_credit_limit },
+            policy: Policy {
+                default_credit_limit: self.config.default_credit_limit,
+                max_principal_reservation_share_percent: self
+                    .config
+                    .max_principal_reservation_share_percent
+                    .unwrap_or(defaults.policy.max_principal_reservation_share_percent),
+            },
             environment: self.environment.clone(),
             ..defaults
         }

@@ -56,7 +56,8 @@ fn every_snapshot_belongs_to_a_vector() {
 }
 
 /// Queries are answered at once; accepted commands only after the syncs that make their journal
-/// record (and leaves) durable; refused commands without writing anything.
+/// record (and leaves) durable; refused commands without writing anything, except a failed
+/// execution, whose charge and release are journaled before the refusal is answered.
 #[test]
 fn replies_follow_the_durability_rules() {
     let mut commands_checked = 0;
@@ -74,6 +75,14 @@ fn replies_follow_the_durability_rules() {
             let wrote = before.iter().any(|o| matches!(o, Output::Effect(..)));
             match (&step.request, &run.replies[index]) {
                 (request, _) if !request.is_command() => assert_eq!(reply_at, 0, "{context}: a query waited"),
+                // An execution whose claim code failed is refused but changes state (what it
+                // saw is charged, its reservation released): journaled, durable, no leaves.
+                (StepRequest::ExecuteClaimV2 { .. }, Err(_)) if wrote => {
+                    assert!(synced(FileId::Journal), "{context}: refusal answered before its journal sync");
+                    let leaves =
+                        before.iter().any(|o| matches!(o, Output::Effect(_, Effect::Append { file: FileId::Etl, .. })));
+                    assert!(!leaves, "{context}: a refused execution appended leaves");
+                }
                 (_, Err(_)) => assert!(!wrote, "{context}: a refused command wrote {before:?}"),
                 (_, Ok(response)) => {
                     commands_checked += 1;

@@ -18,7 +18,7 @@ use crate::holdout::{Holdout, PoolScope};
 use crate::io::Timestamp;
 use crate::ledger::Ledger;
 use crate::oracle::{AccuracyOracle, OracleResolution};
-use crate::pool::Pool;
+use crate::pool::{Holder, Pool};
 use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response, validate_name, validate_reason};
 use crate::state::Applied;
 
@@ -65,10 +65,13 @@ pub struct Claim {
     #[serde(with = "crate::hexbytes")]
     pub wasm: Vec<u8>,
     pub pin: Option<Pin>,
-    /// Worst-case charge reserved in the topic and holdout pools (0 for v1 claims).
+    /// Worst-case charge R this claim reserves in its topic and holdout pools (0 only for v1
+    /// claims created before v1 claims were pooled). Kept after settling: a re-freeze renews it.
     pub reserved_bits: f64,
-    /// Keys of the pools holding this claim's reservation.
+    /// Keys of the holdout pools holding this claim's reservation.
     pub pools: Vec<String>,
+    /// End of the reservation. Settling (an execution, failed or not) releases it at once and
+    /// sets this to that moment, so a claim whose execution failed is STALE until re-frozen.
     pub reservation_expires_at_ms: u64,
     pub capsule: Option<CapsuleRecord>,
     /// Set by RevokeClaim (REJECT also ends in REVOKED, without a revocation record).
@@ -91,6 +94,11 @@ pub struct Canary {
     pub e_drift: f64,
     pub last_check_epoch: Option<u64>,
     pub frozen: bool,
+    /// Set by the first CERTIFIED execution of the name on the holdout; only later executions
+    /// count towards e_drift. Absent in checkpoints from before it existed: a canary with
+    /// history then counts as established (it has already been judged under the old rule).
+    #[serde(default = "established")]
+    pub baseline_set: bool,
     /// The signed `canary_reset` governance event last applied to this canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reset_event_id: Option<String>,
@@ -98,12 +106,45 @@ pub struct Canary {
 
 impl Default for Canary {
     fn default() -> Self {
-        Self { e_drift: 1.0, last_check_epoch: None, frozen: false, last_reset_event_id: None }
+        Self { e_drift: 1.0, last_check_epoch: None, frozen: false, baseline_set: false, last_reset_event_id: None }
     }
+}
+
+fn established() -> bool {
+    true
 }
 
 pub const CANARY_CHECK_EVERY_EPOCHS: u64 = 1;
 pub const CANARY_MAX_STALENESS_EPOCHS: u64 = 100;
+
+impl Canary {
+    /// Updates the canary with one execution of its name on its holdout (SPEC §5.8) and says
+    /// why it froze, if this execution froze it (the caller logs one `canary_incident`). The
+    /// first certification only establishes the baseline, whatever its e-value; later
+    /// executions multiply e_drift by their e-value, at most once per check interval.
+    pub fn observe(&mut self, e_value: f64, certified: bool, epoch: u64, barrier: f64) -> Option<&'static str> {
+        if self.frozen {
+            return None;
+        }
+        if !self.baseline_set {
+            self.baseline_set = certified;
+            return None;
+        }
+        let due = self.last_check_epoch.is_none_or(|last| epoch >= last.saturating_add(CANARY_CHECK_EVERY_EPOCHS));
+        let stale = self.last_check_epoch.is_some_and(|last| epoch > last.saturating_add(CANARY_MAX_STALENESS_EPOCHS));
+        if due && e_value.is_finite() {
+            self.e_drift *= e_value;
+            self.last_check_epoch = Some(epoch);
+        }
+        let drifted = !self.e_drift.is_finite() || self.e_drift >= barrier;
+        self.frozen = stale || drifted;
+        match (stale, drifted) {
+            (true, _) => Some("staleness"),
+            (false, true) => Some("drift"),
+            (false, false) => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationRecord {
@@ -135,12 +176,22 @@ pub struct LedgerTotals {
     pub k_bits_charged: f64,
     pub frozen_ledgers: u64,
     pub revocations: u64,
+    /// Per holdout ref, over its pools: reservations open now, and reservations that ran out
+    /// unused so far.
+    pub pool_reservations: BTreeMap<String, PoolReservations>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolReservations {
+    pub open: u64,
+    pub expired: u64,
 }
 
 /// Execution context a command needs beyond the claim state.
 #[derive(Debug)]
 pub struct Context<'a> {
     pub env: &'a Environment,
+    pub policy: &'a crate::state::Policy,
     pub principal: &'a Principal,
     pub now: Timestamp,
     pub next_leaf_index: u64,
@@ -188,6 +239,24 @@ fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
     }
 }
 
+/// The holdout ref a holdout pool key names (`global/<ref>` or `principal/<ref>/<principal>`).
+fn pool_holdout_ref(key: &str) -> &str {
+    let rest = key.strip_prefix("global/").or_else(|| key.strip_prefix("principal/")).unwrap_or(key);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// The holdout pool every principal draws on (scope global), as opposed to one principal's own.
+fn is_shared_pool(key: &str) -> bool {
+    key.starts_with("global/")
+}
+
+/// What a create reserved: R, in which holdout pools, until when.
+struct Reservation {
+    bits: f64,
+    pools: Vec<String>,
+    expires_at_ms: u64,
+}
+
 /// The key of a canary: one per (claim_name, holdout_ref).
 pub fn canary_key(claim_name: &str, holdout_ref: &str) -> String {
     format!("{claim_name}/{holdout_ref}")
@@ -207,12 +276,17 @@ fn validate_num_symbols(num_symbols: u32) -> Result<(), KernelError> {
 }
 
 impl Claims {
-    pub fn totals(&self) -> LedgerTotals {
+    pub fn totals(&self, now: Timestamp) -> LedgerTotals {
         let mut totals = LedgerTotals { revocations: self.revocations.len() as u64, ..LedgerTotals::default() };
         for claim in self.claims.values() {
             *totals.claims_by_state.entry(claim.state.name()).or_default() += 1;
             totals.k_bits_charged += claim.ledger.k_bits_total;
             totals.frozen_ledgers += u64::from(claim.ledger.frozen);
+        }
+        for (key, pool) in &self.holdout_pools {
+            let entry = totals.pool_reservations.entry(pool_holdout_ref(key).to_string()).or_default();
+            entry.open += pool.active_reservations(now.0) as u64;
+            entry.expired += pool.expired_total(now.0);
         }
         totals
     }
@@ -231,8 +305,10 @@ impl Claims {
         let pending: Vec<(String, String)> =
             self.pending_canary_resets(resets).into_iter().map(|(k, id)| (k.clone(), id.clone())).collect();
         for (key, event_id) in &pending {
-            self.canaries
-                .insert(key.clone(), Canary { last_reset_event_id: Some(event_id.clone()), ..Canary::default() });
+            // A reset clears drift and the freeze; the name stays established (SPEC §5.8).
+            let baseline_set = self.canaries.get(key).is_some_and(|c| c.baseline_set);
+            let canary = Canary { baseline_set, last_reset_event_id: Some(event_id.clone()), ..Canary::default() };
+            self.canaries.insert(key.clone(), canary);
         }
         pending.len()
     }
@@ -255,8 +331,8 @@ impl Claims {
         }
     }
 
-    /// v1 CreateClaim: the holdout is named by its handle; no shared pools (the v1 protocol has
-    /// no reservation step); the claim's own budget is `access_credit`.
+    /// v1 CreateClaim: the holdout is named by its handle; the claim's own budget is
+    /// `access_credit`; the topic and holdout pools are reserved exactly as for CreateClaimV2.
     #[allow(clippy::too_many_arguments)]
     pub fn create_v1(
         &mut self,
@@ -292,6 +368,8 @@ impl Claims {
         let budget = access_credit as f64;
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
+        // v1 has no lane field: the kernel runs v1 claims on the fast lane, and reserves for it.
+        let reservation = self.reserve_pools(cx, &id_hex, &hex::encode(topic), holdout, Lane::Fast, num_symbols)?;
         let claim = Claim {
             claim_id_hex: id_hex.clone(),
             topic_id_hex: hex::encode(topic),
@@ -310,9 +388,9 @@ impl Claims {
             dependencies: Vec::new(),
             wasm: Vec::new(),
             pin: None,
-            reserved_bits: 0.0,
-            pools: Vec::new(),
-            reservation_expires_at_ms: 0,
+            reserved_bits: reservation.bits,
+            pools: reservation.pools,
+            reservation_expires_at_ms: reservation.expires_at_ms,
             capsule: None,
             revoked: false,
         };
@@ -373,35 +451,12 @@ impl Claims {
         }
         self.check_capacity()?;
 
-        let settings = &cx.env.settings;
-        let reserve = worst_case_bits(request.oracle_num_symbols, lane, settings.dependence_tax);
-        let topic_hex = hex::encode(topic);
-        let pool_keys = holdout_pool_keys(holdout, &cx.principal.id);
-        let topic_pool = self.topic_pools.get(&topic_hex).cloned().unwrap_or_else(default_pool);
-        topic_pool.check_reserve(&id_hex, reserve, cx.now.0)?;
-        for key in &pool_keys {
-            let pool = self.holdout_pools.get(key).cloned().unwrap_or_else(|| holdout_pool(holdout));
-            pool.check_reserve(&id_hex, reserve, cx.now.0)?;
-        }
         let alpha = f64::from(request.alpha_micros) / 1e6;
         let budget = request.access_credit as f64;
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
-
-        self.topic_pools.entry(topic_hex.clone()).or_insert_with(default_pool).reserve(
-            &id_hex,
-            reserve,
-            cx.now.0,
-            settings.reservation_ttl_ms,
-        );
-        for key in &pool_keys {
-            self.holdout_pools.entry(key.clone()).or_insert_with(|| holdout_pool(holdout)).reserve(
-                &id_hex,
-                reserve,
-                cx.now.0,
-                settings.reservation_ttl_ms,
-            );
-        }
+        let topic_hex = hex::encode(topic);
+        let reservation = self.reserve_pools(cx, &id_hex, &topic_hex, holdout, lane, request.oracle_num_symbols)?;
         let claim = Claim {
             claim_id_hex: id_hex.clone(),
             topic_id_hex: topic_hex,
@@ -420,14 +475,72 @@ impl Claims {
             dependencies: Vec::new(),
             wasm: Vec::new(),
             pin: None,
-            reserved_bits: reserve,
-            pools: pool_keys,
-            reservation_expires_at_ms: cx.now.0.saturating_add(settings.reservation_ttl_ms),
+            reserved_bits: reservation.bits,
+            pools: reservation.pools,
+            reservation_expires_at_ms: reservation.expires_at_ms,
             capsule: None,
             revoked: false,
         };
         self.claims.insert(id_hex, claim);
         Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: ClaimState::Uncommitted }))
+    }
+
+    /// Reserves the worst case R of one execution in the topic pool and every holdout pool the
+    /// claim draws on, or refuses without touching any of them (SPEC §5.3). The one place v1
+    /// and v2 creates and re-freezes reserve.
+    fn reserve_pools(
+        &mut self,
+        cx: &Context<'_>,
+        claim_id_hex: &str,
+        topic_hex: &str,
+        holdout: &Holdout,
+        lane: Lane,
+        num_symbols: u32,
+    ) -> Result<Reservation, KernelError> {
+        let bits = worst_case_bits(num_symbols, lane, cx.env.settings.dependence_tax);
+        let pools = holdout_pool_keys(holdout, &cx.principal.id);
+        self.reserve_in(cx, claim_id_hex, topic_hex, holdout, &pools, bits)?;
+        Ok(Reservation { bits, pools, expires_at_ms: cx.now.0.saturating_add(cx.env.settings.reservation_ttl_ms) })
+    }
+
+    /// Checks every pool first, then reserves `bits` in all of them (all or nothing). Only the
+    /// shared (global) holdout pool caps one principal's share; a per-principal pool is its own.
+    fn reserve_in(
+        &mut self,
+        cx: &Context<'_>,
+        claim_id_hex: &str,
+        topic_hex: &str,
+        holdout: &Holdout,
+        pool_keys: &[String],
+        bits: f64,
+    ) -> Result<(), KernelError> {
+        let (now, ttl) = (cx.now.0, cx.env.settings.reservation_ttl_ms);
+        let share = cx.policy.max_principal_reservation_share_percent;
+        let principal = cx.principal.id.as_str();
+        let topic_holder = Holder { claim: claim_id_hex, principal, share_cap: None };
+        let topic_pool = self.topic_pools.get(topic_hex).cloned().unwrap_or_else(default_pool);
+        topic_pool.check_reserve(&topic_holder, bits, now)?;
+        let mut holders = Vec::with_capacity(pool_keys.len());
+        for key in pool_keys {
+            let pool = self.holdout_pools.get(key).cloned().unwrap_or_else(|| holdout_pool(holdout));
+            let share_cap = if is_shared_pool(key) { pool.share_cap(share) } else { None };
+            let holder = Holder { claim: claim_id_hex, principal, share_cap };
+            pool.check_reserve(&holder, bits, now)?;
+            holders.push((key, holder));
+        }
+        self.topic_pools.entry(topic_hex.to_string()).or_insert_with(default_pool).reserve(
+            &topic_holder,
+            bits,
+            now,
+            ttl,
+        );
+        for (key, holder) in holders {
+            self.holdout_pools
+                .entry(key.clone())
+                .or_insert_with(|| holdout_pool(holdout))
+                .reserve(&holder, bits, now, ttl);
+        }
+        Ok(())
     }
 
     pub fn commit(
@@ -489,22 +602,18 @@ impl Claims {
             _ => return Err(precondition(format!("claim is {}; FreezeGates needs COMMITTED or STALE", state.name()))),
         };
         if renewing {
-            for key in &claim.pools {
-                if let Some(pool) = self.holdout_pools.get(key) {
-                    pool.check_reserve(&claim.claim_id_hex, claim.reserved_bits, now.0)?;
-                }
-            }
-            if let Some(pool) = self.topic_pools.get(&claim.topic_id_hex) {
-                pool.check_reserve(&claim.claim_id_hex, claim.reserved_bits, now.0)?;
-            }
-            for key in &claim.pools {
-                if let Some(pool) = self.holdout_pools.get_mut(key) {
-                    pool.reserve(&claim.claim_id_hex, claim.reserved_bits, now.0, env.settings.reservation_ttl_ms);
-                }
-            }
-            if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
-                pool.reserve(&claim.claim_id_hex, claim.reserved_bits, now.0, env.settings.reservation_ttl_ms);
-            }
+            let holdout = env.holdouts.get(&claim.holdout_ref).ok_or_else(|| precondition("holdout is not loaded"))?;
+            // The claim's owner holds the reservation, whoever renews it.
+            let owner = Principal::new(claim.owner.clone(), crate::request::Role::Agent);
+            let owner_cx = Context { principal: &owner, ..*cx };
+            self.reserve_in(
+                &owner_cx,
+                &claim.claim_id_hex,
+                &claim.topic_id_hex,
+                holdout,
+                &claim.pools,
+                claim.reserved_bits,
+            )?;
         }
         let lane_delta = match claim.lane {
             Lane::Fast => crate::oracle::DELTA_SIGMA_FAST,
@@ -582,17 +691,8 @@ impl Claims {
         let run = match output {
             Ok(run) => run,
             Err(error) => {
-                let refusal = guest_refusal(&error);
-                if calls == 0 {
-                    return Err(refusal);
-                }
-                // The code saw oracle answers before failing: what it saw is charged (fail
-                // closed), or a failing probe could be retried for free.
-                let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
-                // Over budget this freezes the ledger, which is the intended outcome here too.
-                let _ = stored.ledger.charge(charge, charge);
-                self.settle_pools(&claim.claim_id_hex, charge);
-                return Ok((Applied { response: Err(refusal), leaves: Vec::new() }, worst_credit));
+                let credit = if calls == 0 { 0 } else { worst_credit };
+                return Ok((self.fail_execution(cx, &claim.claim_id_hex, &error, charge, calls), credit));
             }
         };
 
@@ -621,7 +721,8 @@ impl Claims {
             // execution fails; later ones DEFER.
             let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
             stored.ledger = ledger;
-            self.settle_pools(&claim.claim_id_hex, 0.0);
+            // The bits the code saw are settled in the pools too; the rest is released.
+            self.settle_pools(&claim.claim_id_hex, charge, cx.now);
             let refusal = KernelError::resource_exhausted("charge exceeds the claim's budget; ledger frozen");
             return Ok((
                 Applied { response: Err(refusal), leaves: Vec::new() },
@@ -632,40 +733,13 @@ impl Claims {
         // Canary: decided on its state before this execution, then updated (SPEC §5.8).
         let key = canary_key(&claim.claim_name, &claim.holdout_ref);
         let mut canary = self.canaries.get(&key).cloned().unwrap_or_default();
-        let canary_was_frozen = canary.frozen;
-        let barrier = 1e6 / f64::from(env.settings.canary_alpha_drift_micros.max(1));
-        let mut leaves = Vec::new();
-        let mut capsule_index = cx.next_leaf_index;
-        if !canary.frozen {
-            let due = canary.last_check_epoch.is_none_or(|last| env.epoch >= last + CANARY_CHECK_EVERY_EPOCHS);
-            let stale = canary.last_check_epoch.is_some_and(|last| env.epoch > last + CANARY_MAX_STALENESS_EPOCHS);
-            if due && e_value.is_finite() {
-                canary.e_drift *= e_value;
-                canary.last_check_epoch = Some(env.epoch);
-            }
-            if stale || !canary.e_drift.is_finite() || canary.e_drift >= barrier {
-                canary.frozen = true;
-                let incident = serde_json::json!({
-                    "kind": "canary_incident",
-                    "claim_name": claim.claim_name,
-                    "holdout_ref": claim.holdout_ref,
-                    "e_drift": if canary.e_drift.is_finite() { canary.e_drift } else { 0.0 },
-                    "barrier": barrier,
-                    "epoch": env.epoch,
-                    "reason": if stale { "staleness" } else { "drift" },
-                });
-                leaves.push(crate::canonical::value_to_vec(&incident).expect("plain JSON"));
-                capsule_index += 1;
-            }
-        }
-
         let mut reason_codes = Vec::new();
         let decision = if ledger.frozen || numeric_guard || claim.lane == Lane::Heavy {
             if numeric_guard {
                 reason_codes.push(reason::NUMERIC_GUARD);
             }
             Decision::Defer
-        } else if canary_was_frozen {
+        } else if canary.frozen {
             reason_codes.push(reason::CANARY_FROZEN);
             Decision::Reject
         } else if ledger.certifies() {
@@ -673,10 +747,26 @@ impl Claims {
         } else {
             Decision::Reject
         };
+        let barrier = 1e6 / f64::from(env.settings.canary_alpha_drift_micros.max(1));
+        let mut leaves = Vec::new();
+        let mut capsule_index = cx.next_leaf_index;
+        if let Some(reason) = canary.observe(e_value, decision == Decision::Approve, env.epoch, barrier) {
+            let incident = serde_json::json!({
+                "kind": "canary_incident",
+                "claim_name": claim.claim_name,
+                "holdout_ref": claim.holdout_ref,
+                "e_drift": if canary.e_drift.is_finite() { canary.e_drift } else { 0.0 },
+                "barrier": barrier,
+                "epoch": env.epoch,
+                "reason": reason,
+            });
+            leaves.push(crate::canonical::value_to_vec(&incident).expect("plain JSON"));
+            capsule_index += 1;
+        }
         reason_codes.insert(0, decision.wire());
         let reported_e = if decision == Decision::Approve { e_value } else { e_value.min(1.0) };
         self.canaries.insert(key, canary);
-        self.settle_pools(&claim.claim_id_hex, charge);
+        self.settle_pools(&claim.claim_id_hex, charge, cx.now);
         let verdict = Verdict {
             decision,
             reason_codes,
@@ -689,6 +779,30 @@ impl Claims {
             self.record_execution(&claim, holdout, ledger, verdict, run.output, env.epoch, capsule_index, &mut leaves);
         let credit = credit_cost(charge, run.fuel_used, run.memory_pages);
         Ok((Applied { response: Ok(Response::Executed(Box::new(execution))), leaves }, credit))
+    }
+
+    /// An execution whose code failed (fuel, memory, trap, too many oracle calls, no or bad
+    /// output). What it saw of the oracle is charged to the ledger and settled in the pools (fail
+    /// closed, or a failing probe could be retried for free), and the rest of the reservation is
+    /// released at once so a failing agent cannot hold the pool. The claim stays SEALED with its
+    /// reservation ended, so it reads STALE: it executes again only after a re-freeze has
+    /// reserved R anew (never against an unreserved pool).
+    fn fail_execution(
+        &mut self,
+        cx: &Context<'_>,
+        claim_id_hex: &str,
+        error: &GuestError,
+        charge: f64,
+        calls: u32,
+    ) -> Applied {
+        let settled = if calls == 0 { 0.0 } else { charge };
+        if calls > 0 {
+            let stored = self.claims.get_mut(claim_id_hex).expect("claim exists");
+            // Over budget this freezes the ledger, which is the intended outcome here too.
+            let _ = stored.ledger.charge(charge, charge);
+        }
+        self.settle_pools(claim_id_hex, settled, cx.now);
+        Applied { response: Err(guest_refusal(error)), leaves: Vec::new() }
     }
 
     /// Writes an execution down: the capsule (appended to `leaves`), the claim's new state and
@@ -803,7 +917,7 @@ impl Claims {
         }
         let pin = claim.pin.clone().ok_or_else(|| precondition("claim has no pinned oracle resolution"))?;
         let holdout = cx.env.holdouts.get(&claim.holdout_ref).ok_or_else(|| precondition("holdout is not loaded"))?;
-        self.settle_pools(&claim.claim_id_hex, 0.0);
+        self.settle_pools(&claim.claim_id_hex, 0.0, cx.now);
         let verdict = Verdict {
             decision,
             reason_codes: reason_codes.to_vec(),
@@ -843,21 +957,23 @@ impl Claims {
         Ok(resolved)
     }
 
-    /// Releases the claim's reservations and books the actual charge in every pool it holds.
-    fn settle_pools(&mut self, claim_id_hex: &str, charge: f64) {
+    /// Books the actual charge of an execution in every pool the claim draws on and releases
+    /// the rest of its reservation at once, successful or not (SPEC §5.3). The claim keeps R:
+    /// a re-freeze reserves it again before any further execution.
+    fn settle_pools(&mut self, claim_id_hex: &str, charge: f64, now: Timestamp) {
         let Some(claim) = self.claims.get_mut(claim_id_hex) else { return };
         if claim.reserved_bits <= 0.0 {
             return;
         }
         if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
-            pool.settle(claim_id_hex, charge, charge);
+            pool.settle(claim_id_hex, charge, charge, now.0);
         }
         for key in &claim.pools {
             if let Some(pool) = self.holdout_pools.get_mut(key) {
-                pool.settle(claim_id_hex, charge, charge);
+                pool.settle(claim_id_hex, charge, charge, now.0);
             }
         }
-        claim.reserved_bits = 0.0;
+        claim.reservation_expires_at_ms = claim.reservation_expires_at_ms.min(now.0);
     }
 
     /// RevokeClaim: marks the claim REVOKED, logs the revocation, and taints every claim whose
@@ -1038,5 +1154,60 @@ impl crate::guest::Oracle for OracleAdapter<'_> {
             Err(crate::oracle::OracleError::TooManyCalls) => crate::guest::abi_error::TOO_MANY_CALLS,
             Err(_) => crate::guest::abi_error::BAD_PREDICTIONS,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARRIER: f64 = 1000.0;
+
+    #[test]
+    fn the_first_certification_sets_the_baseline_whatever_its_e_value() {
+        let mut canary = Canary::default();
+        assert_eq!(canary.observe(0.5, false, 0, BARRIER), None, "a rejection before the baseline");
+        assert!(!canary.baseline_set);
+        assert_eq!(canary.observe(1e8, true, 0, BARRIER), None, "one honest certification never trips");
+        assert!(canary.baseline_set && canary.e_drift == 1.0 && !canary.frozen);
+    }
+
+    #[test]
+    fn later_executions_multiply_once_per_check_interval_and_trip_at_the_barrier() {
+        let mut canary = Canary { baseline_set: true, ..Canary::default() };
+        assert_eq!(canary.observe(10.0, true, 0, BARRIER), None);
+        assert_eq!(canary.observe(10.0, true, 0, BARRIER), None, "same epoch: not counted again");
+        assert_eq!(canary.e_drift, 10.0);
+        assert_eq!(canary.observe(10.0, true, 1, BARRIER), None);
+        assert_eq!(canary.observe(10.0, true, 2, BARRIER), Some("drift"), "10^3 reaches the barrier");
+        assert!(canary.frozen);
+        assert_eq!(canary.observe(0.001, true, 3, BARRIER), None, "frozen is sticky; one incident");
+        assert!(canary.frozen);
+    }
+
+    #[test]
+    fn a_canary_not_checked_for_too_long_freezes_as_stale() {
+        let mut canary = Canary { baseline_set: true, ..Canary::default() };
+        canary.observe(1.0, true, 0, BARRIER);
+        assert_eq!(canary.observe(1.0, true, CANARY_MAX_STALENESS_EPOCHS + 1, BARRIER), Some("staleness"));
+    }
+
+    #[test]
+    fn canaries_from_older_checkpoints_load_as_established() {
+        let old = r#"{"e_drift":3.5,"last_check_epoch":2,"frozen":false}"#;
+        let canary: Canary = serde_json::from_str(old).unwrap();
+        assert!(canary.baseline_set, "a canary with history was judged under the old rule");
+        assert_eq!((canary.e_drift, canary.last_check_epoch), (3.5, Some(2)));
+    }
+
+    #[test]
+    fn a_reset_clears_drift_and_freeze_but_keeps_the_baseline() {
+        let mut claims = Claims::default();
+        let frozen = Canary { e_drift: 2000.0, frozen: true, baseline_set: true, ..Canary::default() };
+        claims.canaries.insert("name/demo".into(), frozen);
+        let resets = BTreeMap::from([("name/demo".to_string(), "ab".repeat(32))]);
+        assert_eq!(claims.apply_canary_resets(&resets), 1);
+        let canary = &claims.canaries["name/demo"];
+        assert!(!canary.frozen && canary.e_drift == 1.0 && canary.baseline_set);
     }
 }

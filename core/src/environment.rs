@@ -222,10 +222,17 @@ impl Environment {
                 .map_err(|e| EnvironmentError(format!("nullspec/active_map.json: {e}")))?;
             for mapping in map.mappings {
                 let id = mapping.nullspec_id_hex.to_ascii_lowercase();
-                if !self.nullspecs.contains_key(&id) {
+                let Some(contract) = self.nullspecs.get(&id) else {
                     return Err(EnvironmentError(format!(
                         "nullspec/active_map.json: {} is not an installed, verified contract",
                         mapping.nullspec_id_hex
+                    )));
+                };
+                // The signed contract names what it may judge; an edited map cannot retarget it.
+                if contract.oracle_id != mapping.oracle_id || contract.holdout_handle != mapping.holdout_handle {
+                    return Err(EnvironmentError(format!(
+                        "nullspec/active_map.json: the entry for oracle {:?} and holdout {:?} selects NullSpec {id}, which was signed for oracle {:?} and holdout {:?}",
+                        mapping.oracle_id, mapping.holdout_handle, contract.oracle_id, contract.holdout_handle
                     )));
                 }
                 self.active_nullspecs.insert((mapping.oracle_id, mapping.holdout_handle), id);
@@ -398,6 +405,26 @@ mod tests {
         let mut misnamed = files(&contract, true);
         misnamed.contracts[0].0 = "other.json".into();
         assert!(Environment::default().with_operator_files(&misnamed).unwrap_err().0.contains("does not match"));
+    }
+
+    #[test]
+    fn an_active_map_entry_cannot_retarget_a_contract_to_another_oracle_or_holdout() {
+        let contract = signed_contract([7; 32], 0);
+        let id = hex::encode(contract.nullspec_id);
+        for (oracle, holdout) in [("accuracy", "other-holdout"), ("other-oracle", "demo")] {
+            let mut edited = files(&contract, true);
+            edited.active_map = Some(
+                format!(r#"{{"mappings":[{{"oracle_id":"{oracle}","holdout_handle":"{holdout}","nullspec_id_hex":"{id}"}}]}}"#)
+                    .into_bytes(),
+            );
+            let err = Environment::default().with_operator_files(&edited).unwrap_err();
+            assert_eq!(
+                err.0,
+                format!(
+                    "nullspec/active_map.json: the entry for oracle {oracle:?} and holdout {holdout:?} selects NullSpec {id}, which was signed for oracle \"accuracy\" and holdout \"demo\""
+                )
+            );
+        }
     }
 
     #[test]

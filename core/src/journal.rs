@@ -83,7 +83,11 @@ mod tests {
     #[test]
     fn records_round_trip_through_frames() {
         let records = [
-            JournalRecord::header(7, &Policy { default_credit_limit: Some(3) }, &Default::default()),
+            JournalRecord::header(
+                7,
+                &Policy { default_credit_limit: Some(3), ..Policy::default() },
+                &Default::default(),
+            ),
             JournalRecord::entry(
                 8,
                 Timestamp(1_700_000_000_000),

@@ -392,7 +392,7 @@ impl Kernel {
         match input {
             Input::Request { id, principal, request } => match request {
                 Request::Query(query) => {
-                    let reply = self.answer(&principal, query);
+                    let reply = self.answer(now, &principal, query);
                     self.outputs.push_back(Output::Reply(id, reply));
                 }
                 Request::Command(command) => self.admit(now, id, principal, command, None),
@@ -466,7 +466,7 @@ impl Kernel {
         &self.config.environment
     }
 
-    fn answer(&mut self, principal: &Principal, query: Query) -> Result<Response, KernelError> {
+    fn answer(&mut self, now: Timestamp, principal: &Principal, query: Query) -> Result<Response, KernelError> {
         if self.recovering {
             return Err(KernelError::unavailable("kernel is recovering"));
         }
@@ -548,7 +548,7 @@ impl Kernel {
             }
             Query::LedgerTotals => {
                 require_auditor(principal)?;
-                Ok(Response::LedgerTotals(self.state.claims.totals()))
+                Ok(Response::LedgerTotals(self.state.claims.totals(now)))
             }
             Query::GetHoldoutPoolBudgets { holdout_id, scope } => {
                 require_auditor(principal)?;
@@ -1200,8 +1200,10 @@ mod tests {
     #[test]
     fn replay_uses_the_policy_recorded_in_the_journal() {
         let mut disk = MemDisk::new();
-        let mut kernel =
-            boot(&mut disk, KernelConfig { policy: Policy { default_credit_limit: Some(10) }, ..config() });
+        let mut kernel = boot(
+            &mut disk,
+            KernelConfig { policy: Policy { default_credit_limit: Some(10), ..Policy::default() }, ..config() },
+        );
         send(&mut kernel, 1, Request::Command(Command::SetCreditLimit { principal_id: "agent".into(), limit: 20 }));
         send(&mut kernel, 2, grant(4));
         disk.drive(&mut kernel, NOW);

@@ -20,6 +20,10 @@ pub const MAX_RESERVATIONS_PER_POOL: usize = 65_536;
 pub struct Reservation {
     pub amount: f64,
     pub expires_at_ms: u64,
+    /// Who holds it, for the per-principal share. Empty in checkpoints from before the share
+    /// existed: such reservations count against nobody's share.
+    #[serde(default)]
+    pub principal: String,
 }
 
 impl Reservation {
@@ -36,6 +40,20 @@ pub struct Pool {
     pub access_credit_settled: f64,
     /// Open reservations by claim id hex.
     pub reservations: BTreeMap<String, Reservation>,
+    /// Reservations that ran out unused and were pruned (the rest of the expiries are the
+    /// expired entries still in `reservations`): see [`Pool::expired_total`].
+    #[serde(default)]
+    pub expired_pruned: u64,
+}
+
+/// Who asks for a reservation and how much of the pool one principal may hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holder<'a> {
+    pub claim: &'a str,
+    pub principal: &'a str,
+    /// Most k-bits this principal's open reservations may total in this pool; `None` when the
+    /// pool is the principal's own (a per-principal pool) or no share is configured.
+    pub share_cap: Option<f64>,
 }
 
 impl Pool {
@@ -46,7 +64,33 @@ impl Pool {
             k_bits_settled: 0.0,
             access_credit_settled: 0.0,
             reservations: BTreeMap::new(),
+            expired_pruned: 0,
         }
+    }
+
+    /// The cap a share of `percent` puts on one principal's reservations in this pool.
+    pub fn share_cap(&self, percent: u8) -> Option<f64> {
+        (percent < 100).then(|| self.k_bits_budget.min(self.access_credit_budget) * f64::from(percent) / 100.0)
+    }
+
+    /// Open (unexpired) reservations at `now_ms`.
+    pub fn active_reservations(&self, now_ms: u64) -> usize {
+        self.reservations.values().filter(|r| r.is_active(now_ms)).count()
+    }
+
+    /// Reservations that expired unused, up to `now_ms`. Monotonic in `now_ms`: an expired entry
+    /// moves from `reservations` to `expired_pruned` when it is pruned.
+    pub fn expired_total(&self, now_ms: u64) -> u64 {
+        let waiting = self.reservations.values().filter(|r| !r.is_active(now_ms)).count() as u64;
+        self.expired_pruned + waiting
+    }
+
+    fn reserved_by(&self, principal: &str, now_ms: u64, except: &str) -> f64 {
+        self.reservations
+            .iter()
+            .filter(|(claim, r)| r.is_active(now_ms) && claim.as_str() != except && r.principal == principal)
+            .map(|(_, r)| r.amount)
+            .sum()
     }
 
     fn reserved(&self, now_ms: u64, except: Option<&str>) -> f64 {
@@ -66,8 +110,11 @@ impl Pool {
         )
     }
 
-    /// Checks that `claim` could reserve `amount` (replacing any reservation it holds).
-    pub fn check_reserve(&self, claim: &str, amount: f64, now_ms: u64) -> Result<(), KernelError> {
+    /// Checks that `holder` could reserve `amount` (replacing any reservation its claim holds).
+    /// A principal holding nothing may always reserve what fits the pool, so a pool smaller than
+    /// one reservation divided by the share still serves one claim at a time.
+    pub fn check_reserve(&self, holder: &Holder<'_>, amount: f64, now_ms: u64) -> Result<(), KernelError> {
+        let claim = holder.claim;
         let reserved = self.reserved(now_ms, Some(claim));
         let fits = self.k_bits_settled + reserved + amount <= self.k_bits_budget + f64::EPSILON
             && self.access_credit_settled + reserved + amount <= self.access_credit_budget + f64::EPSILON;
@@ -77,6 +124,14 @@ impl Pool {
                 "reservation does not fit the remaining pool budget",
             ));
         }
+        if let Some(cap) = holder.share_cap {
+            let held = self.reserved_by(holder.principal, now_ms, claim);
+            if held > 0.0 && held + amount > cap + f64::EPSILON {
+                return Err(KernelError::resource_exhausted(
+                    "reservation would exceed this principal's share of the pool",
+                ));
+            }
+        }
         if !self.reservations.contains_key(claim) && self.reservations.len() >= MAX_RESERVATIONS_PER_POOL {
             return Err(KernelError::resource_exhausted("too many open reservations in this pool"));
         }
@@ -84,15 +139,24 @@ impl Pool {
     }
 
     /// Records a reservation; call `check_reserve` first. Expired reservations are pruned.
-    pub fn reserve(&mut self, claim: &str, amount: f64, now_ms: u64, ttl_ms: u64) {
+    pub fn reserve(&mut self, holder: &Holder<'_>, amount: f64, now_ms: u64, ttl_ms: u64) {
+        let before = self.reservations.len();
         self.reservations.retain(|_, r| r.is_active(now_ms));
-        self.reservations
-            .insert(claim.to_string(), Reservation { amount, expires_at_ms: now_ms.saturating_add(ttl_ms) });
+        self.expired_pruned += (before - self.reservations.len()) as u64;
+        let reservation = Reservation {
+            amount,
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            principal: holder.principal.to_string(),
+        };
+        self.reservations.insert(holder.claim.to_string(), reservation);
     }
 
-    /// Settles an actual charge and releases what remains of the claim's reservation.
-    pub fn settle(&mut self, claim: &str, k_bits: f64, access_credit: f64) {
-        self.reservations.remove(claim);
+    /// Settles an actual charge and releases what remains of the claim's reservation. A
+    /// reservation that had already expired counts as expired.
+    pub fn settle(&mut self, claim: &str, k_bits: f64, access_credit: f64, now_ms: u64) {
+        if self.reservations.remove(claim).is_some_and(|r| !r.is_active(now_ms)) {
+            self.expired_pruned += 1;
+        }
         self.k_bits_settled += k_bits;
         self.access_credit_settled += access_credit;
     }
@@ -102,31 +166,76 @@ impl Pool {
 mod tests {
     use super::*;
 
+    fn holder(claim: &str) -> Holder<'_> {
+        Holder { claim, principal: "agent", share_cap: None }
+    }
+
     #[test]
     fn an_oversized_reservation_is_refused_and_the_pool_stays_usable() {
         let mut pool = Pool::new(100.0, 100.0);
-        let err = pool.check_reserve("big", 101.0, 0).unwrap_err();
+        let err = pool.check_reserve(&holder("big"), 101.0, 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::FailedPrecondition);
         assert_eq!(pool.available(0), (100.0, 100.0));
-        pool.check_reserve("small", 60.0, 0).unwrap();
-        pool.reserve("small", 60.0, 0, 1000);
-        assert!(pool.check_reserve("other", 50.0, 10).is_err());
-        assert!(pool.check_reserve("other", 40.0, 10).is_ok());
+        pool.check_reserve(&holder("small"), 60.0, 0).unwrap();
+        pool.reserve(&holder("small"), 60.0, 0, 1000);
+        assert!(pool.check_reserve(&holder("other"), 50.0, 10).is_err());
+        assert!(pool.check_reserve(&holder("other"), 40.0, 10).is_ok());
     }
 
     #[test]
     fn expired_reservations_stop_counting() {
         let mut pool = Pool::new(100.0, 100.0);
-        pool.reserve("a", 80.0, 0, 1000);
-        assert!(pool.check_reserve("b", 30.0, 999).is_err());
-        assert!(pool.check_reserve("b", 30.0, 1000).is_ok());
+        pool.reserve(&holder("a"), 80.0, 0, 1000);
+        assert!(pool.check_reserve(&holder("b"), 30.0, 999).is_err());
+        assert!(pool.check_reserve(&holder("b"), 30.0, 1000).is_ok());
+        assert_eq!((pool.active_reservations(999), pool.expired_total(999)), (1, 0));
+        assert_eq!((pool.active_reservations(1000), pool.expired_total(1000)), (0, 1));
+        pool.reserve(&holder("b"), 30.0, 1000, 1000);
+        assert_eq!(pool.expired_total(1000), 1, "pruning keeps the count");
+        assert_eq!(pool.expired_pruned, 1);
+    }
+
+    #[test]
+    fn one_principal_holds_at_most_its_share_and_others_still_get_in() {
+        let mut pool = Pool::new(1024.0, 1024.0);
+        let cap = pool.share_cap(25);
+        assert_eq!(cap, Some(256.0));
+        assert_eq!(pool.share_cap(100), None);
+        let greedy = |claim| Holder { claim, principal: "greedy", share_cap: cap };
+        for claim in ["g1", "g2"] {
+            pool.check_reserve(&greedy(claim), 128.0, 0).unwrap();
+            pool.reserve(&greedy(claim), 128.0, 0, 1000);
+        }
+        let err = pool.check_reserve(&greedy("g3"), 128.0, 0).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ResourceExhausted);
+        assert_eq!(err.message, "reservation would exceed this principal's share of the pool");
+        let other = Holder { claim: "o1", principal: "other", share_cap: cap };
+        pool.check_reserve(&other, 128.0, 0).unwrap();
+        // Renewing a reservation the principal already holds does not count it twice.
+        pool.check_reserve(&greedy("g2"), 128.0, 0).unwrap();
+    }
+
+    #[test]
+    fn pools_from_older_checkpoints_load_and_their_reservations_count_against_no_share() {
+        let old = r#"{"k_bits_budget":256.0,"access_credit_budget":256.0,"k_bits_settled":0.0,"access_credit_settled":0.0,"reservations":{"a":{"amount":128.0,"expires_at_ms":1000}}}"#;
+        let pool: Pool = serde_json::from_str(old).unwrap();
+        assert_eq!((pool.reservations["a"].principal.as_str(), pool.expired_pruned), ("", 0));
+        let holder = Holder { claim: "b", principal: "p", share_cap: pool.share_cap(25) };
+        pool.check_reserve(&holder, 64.0, 0).unwrap();
+    }
+
+    #[test]
+    fn a_first_reservation_larger_than_the_share_is_allowed_when_it_fits() {
+        let pool = Pool::new(128.0, 128.0);
+        let holder = Holder { claim: "a", principal: "p", share_cap: pool.share_cap(25) };
+        pool.check_reserve(&holder, 128.0, 0).unwrap();
     }
 
     #[test]
     fn settling_releases_the_unused_part() {
         let mut pool = Pool::new(100.0, 100.0);
-        pool.reserve("a", 64.0, 0, 1000);
-        pool.settle("a", 4.0, 4.0);
+        pool.reserve(&holder("a"), 64.0, 0, 1000);
+        pool.settle("a", 4.0, 4.0, 1);
         assert_eq!(pool.available(1), (96.0, 96.0));
         assert!(pool.reservations.is_empty());
     }

@@ -15,10 +15,31 @@ fn idempotency_slot(principal: &Principal, key: &IdempotencyKey) -> String {
 
 /// Settings that change what a command does. They are written into every journal header, so
 /// replay uses the values in force when a command was accepted, whatever the new flags say.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// When set, principal credit is enforced and new principals start with balance = limit = N.
     pub default_credit_limit: Option<u64>,
+    /// Most of a shared holdout pool's budget (percent, 1..=100) one principal's open
+    /// reservations may total (SPEC §5.3). Journal headers written before this setting existed
+    /// lack it and replay without a cap (100), as those commands were accepted.
+    #[serde(default = "no_share_cap")]
+    pub max_principal_reservation_share_percent: u8,
+}
+
+/// The daemon's default share: four principals are needed to fill a shared pool.
+pub const DEFAULT_MAX_PRINCIPAL_RESERVATION_SHARE_PERCENT: u8 = 25;
+
+fn no_share_cap() -> u8 {
+    100
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default_credit_limit: None,
+            max_principal_reservation_share_percent: DEFAULT_MAX_PRINCIPAL_RESERVATION_SHARE_PERCENT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +194,7 @@ impl State {
         command: &Command,
         next_leaf_index: u64,
     ) -> Result<Applied, KernelError> {
-        let cx = crate::claims::Context { env, principal, now, next_leaf_index, credit_balance: None };
+        let cx = crate::claims::Context { env, policy, principal, now, next_leaf_index, credit_balance: None };
         let claims = &mut self.claims;
         match command {
             Command::CreateClaim {
@@ -300,7 +321,10 @@ mod tests {
     #[test]
     fn a_borrowed_checkpoint_writes_the_same_bytes() {
         let mut state = State::default();
-        state.credits.insert("agent".into(), CreditAccount::opened_under(&Policy { default_credit_limit: Some(7) }));
+        state.credits.insert(
+            "agent".into(),
+            CreditAccount::opened_under(&Policy { default_credit_limit: Some(7), ..Policy::default() }),
+        );
         let owned = Checkpoint {
             format: CHECKPOINT_FORMAT.into(),
             kernel_version: "0.1.0".into(),
@@ -360,7 +384,7 @@ mod tests {
     #[test]
     fn new_accounts_open_under_the_default_limit() {
         let mut state = State::default();
-        let policy = Policy { default_credit_limit: Some(100) };
+        let policy = Policy { default_credit_limit: Some(100), ..Policy::default() };
         let err = state.apply(&Environment::default(), &policy, &operator(), Timestamp(0), &grant(1), 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::ResourceExhausted, "starts full: balance = limit = 100");
         assert!(state.credits.is_empty());
@@ -372,6 +396,13 @@ mod tests {
         let state: State = serde_json::from_str(old).unwrap();
         assert_eq!(state.credits["agent"].balance, 3);
         assert!(state.claims.claims.is_empty());
+    }
+
+    #[test]
+    fn journal_headers_from_before_the_share_replay_without_a_cap() {
+        let old: Policy = serde_json::from_str(r#"{"default_credit_limit":null}"#).unwrap();
+        assert_eq!(old.max_principal_reservation_share_percent, 100);
+        assert_eq!(Policy::default().max_principal_reservation_share_percent, 25);
     }
 
     #[test]

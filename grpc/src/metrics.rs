@@ -173,9 +173,27 @@ impl Metrics {
             for (name, help, value) in gauges {
                 text.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"));
             }
+            render_pool_reservations(&mut text, ledger);
         }
         text.push_str("# EOF\n");
         text
+    }
+}
+
+/// Reservations per holdout (over its global and per-principal pools). Holdout refs are a
+/// bounded set of `[A-Za-z0-9._:/-]` names, so they need no label escaping.
+fn render_pool_reservations(text: &mut String, ledger: &LedgerTotals) {
+    let name = "evidenceos_pool_reservations";
+    text.push_str(&format!("# HELP {name} Open reservations in the holdout's pools.\n# TYPE {name} gauge\n"));
+    for (holdout, counts) in &ledger.pool_reservations {
+        text.push_str(&format!("{name}{{holdout=\"{holdout}\"}} {}\n", counts.open));
+    }
+    let name = "evidenceos_pool_reservations_expired";
+    text.push_str(&format!(
+        "# HELP {name} Reservations in the holdout's pools that expired unused.\n# TYPE {name} counter\n"
+    ));
+    for (holdout, counts) in &ledger.pool_reservations {
+        text.push_str(&format!("{name}_total{{holdout=\"{holdout}\"}} {}\n", counts.expired));
     }
 }
 
@@ -252,9 +270,18 @@ mod tests {
         metrics.record_rpc("/x/y", "999", Duration::from_millis(1));
         let mut ledger = LedgerTotals { k_bits_charged: 8.0, revocations: 1, ..LedgerTotals::default() };
         ledger.claims_by_state.insert("CERTIFIED", 2);
+        let counts = evidenceos_core::claims::PoolReservations { open: 3, expired: 5 };
+        ledger.pool_reservations.insert("demo".into(), counts);
         let text = metrics.render(&RuntimeStats::default(), Some(&ledger));
         assert!(text.contains("evidenceos_claims{state=\"CERTIFIED\"} 2"), "{text}");
         assert!(text.contains("evidenceos_ledger_k_bits_charged 8"));
+        assert!(
+            text.contains(
+                "# TYPE evidenceos_pool_reservations gauge\nevidenceos_pool_reservations{holdout=\"demo\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE evidenceos_pool_reservations_expired counter\nevidenceos_pool_reservations_expired_total{holdout=\"demo\"} 5\n"), "{text}");
         assert!(text.contains(r#"evidenceos_rpc_requests_total{method="other",code="12"} 3"#), "{text}");
         assert!(text.contains(r#"code="transport_error""#));
         assert!(

@@ -86,6 +86,22 @@ struct Args {
     #[arg(long, value_name = "N")]
     default_credit_limit: Option<u64>,
 
+    /// Most of a shared (global) holdout pool's budget, in percent, that one principal's open
+    /// reservations may total; a CreateClaim/CreateClaimV2 beyond it is RESOURCE_EXHAUSTED. A
+    /// principal holding nothing may always reserve what fits. 100 turns the cap off.
+    #[arg(
+        long,
+        default_value_t = evidenceos_core::state::DEFAULT_MAX_PRINCIPAL_RESERVATION_SHARE_PERCENT,
+        value_name = "PERCENT",
+        value_parser = clap::value_parser!(u8).range(1..=100)
+    )]
+    max_principal_reservation_share_percent: u8,
+
+    /// Canary drift level alpha_drift in millionths (SPEC §5.8): a claim name's canary freezes
+    /// once the e-values of its executions after the first certification multiply to 1/alpha_drift.
+    #[arg(long, default_value_t = 1000, value_name = "MICROS", value_parser = clap::value_parser!(u32).range(1..1_000_000))]
+    canary_alpha_drift_micros: u32,
+
     /// On SIGTERM/SIGINT, how long in-flight RPCs may take before open connections are cut.
     /// The kernel's own work (journal, ETL, checkpoint) always completes.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
@@ -248,7 +264,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
     }
     let config = KernelConfig {
-        policy: Policy { default_credit_limit: args.default_credit_limit },
+        policy: Policy {
+            default_credit_limit: args.default_credit_limit,
+            max_principal_reservation_share_percent: args.max_principal_reservation_share_percent,
+        },
         checkpoint_every: args.checkpoint_every,
         ..KernelConfig::default()
     };
@@ -266,6 +285,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
         ),
     }
 
+    tracing::info!(
+        event = "reservation_share",
+        percent = args.max_principal_reservation_share_percent,
+        "one principal's reservations are capped at this share of a shared holdout pool"
+    );
     let settings = settings_from(&args);
     if settings.insecure_v1 {
         tracing::warn!(event = "insecure_v1_enabled", "legacy ExecuteClaim with client-supplied decisions is enabled");
@@ -334,5 +358,10 @@ fn feature_flags(args: &Args) -> evidenceos_grpc::v2::FeatureFlags {
 }
 
 fn settings_from(args: &Args) -> Settings {
-    Settings { insecure_v1: args.enable_insecure_v1, production: args.production, ..Settings::default() }
+    Settings {
+        insecure_v1: args.enable_insecure_v1,
+        production: args.production,
+        canary_alpha_drift_micros: args.canary_alpha_drift_micros,
+        ..Settings::default()
+    }
 }

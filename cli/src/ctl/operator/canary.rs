@@ -35,6 +35,7 @@ pub(crate) fn status(args: &CanaryStatusArgs) -> Outcome<String> {
         "holdout_ref": args.holdout,
         "seen": canary.is_some(),
         "frozen": shown.frozen,
+        "baseline_set": shown.baseline_set,
         "e_drift": shown.e_drift,
         "barrier": barrier,
         "last_check_epoch": shown.last_check_epoch,
