@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use evidenceos_conformance::{ReferenceRun, VECTORS_DIR, Vector, load_dir, run_reference};
+use evidenceos_conformance::{ReferenceRun, StepRequest, VECTORS_DIR, Vector, load_dir, run_reference};
 use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
 use evidenceos_core::frame;
 use evidenceos_core::hash::sha256;
