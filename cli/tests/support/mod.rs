@@ -2,6 +2,8 @@
 //! directory, bounded waits, and a kill on drop so no test leaves a daemon behind.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub(crate) mod rpc;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
