@@ -40,6 +40,8 @@ const FAILPOINTS: [&str; 15] = [
 
 /// Rounds a run may take before the armed point must have fired (each round hits every point).
 const MAX_ROUNDS: usize = 3;
+/// How long the calibration daemon must stay without new hits to count as settled.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 /// Crash runs in flight at once (each is one daemon, mostly waiting on fsync).
 const PARALLEL: usize = 3;
 
@@ -124,8 +126,9 @@ async fn drive(agent: &Rpc, rounds: usize) -> Acked {
     acked
 }
 
-/// Hits of every point during one acknowledged round, from a traced run: a point armed at one
-/// more hit fires only after that whole round was acknowledged.
+/// Hits of every point during one acknowledged round and the work it set off after its last
+/// reply (a checkpoint may follow the revocation's reply), from a traced run: a point armed at
+/// one more hit fires only after that whole round was acknowledged.
 async fn calibrate(runtime: Runtime) -> BTreeMap<&'static str, u64> {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -134,11 +137,24 @@ async fn calibrate(runtime: Runtime) -> BTreeMap<&'static str, u64> {
     let agent = Rpc::connect(runtime, &daemon.addr, AGENT).await.unwrap();
     let acked = drive(&agent, 1).await;
     assert_eq!(acked.full_rounds, 1, "{runtime:?}: the calibration round failed:\n{}", daemon.log());
-    let log = daemon.log();
-    let hits = FAILPOINTS.map(|point| {
-        let count = log.lines().filter(|line| line.strip_prefix("failpoint_hit ") == Some(point)).count();
-        (point, u64::try_from(count).unwrap())
-    });
+    let count = |log: &str| {
+        FAILPOINTS.map(|point| {
+            let count = log.lines().filter(|line| line.strip_prefix("failpoint_hit ") == Some(point)).count();
+            (point, u64::try_from(count).unwrap())
+        })
+    };
+    // Settled: the same counts twice, QUIET apart, with nothing else asked of the daemon.
+    let deadline = std::time::Instant::now() + support::START_TIMEOUT;
+    let mut hits = count(&daemon.log());
+    loop {
+        tokio::time::sleep(QUIET).await;
+        let again = count(&daemon.log());
+        if again == hits {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runtime:?}: the daemon never went quiet");
+        hits = again;
+    }
     drop(agent);
     block_in_place(|| daemon.stop());
     hits.into_iter().collect()
