@@ -98,3 +98,28 @@ pub(crate) fn after(effect: &Effect) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn a_name_fires_at_its_first_hit_and_name_n_at_its_nth() {
+        let first = parse("after_etl_sync".into());
+        assert_eq!((first.name.as_str(), first.nth), ("after_etl_sync", 1));
+        let nth = parse("before_journal_append:12".into());
+        assert_eq!((nth.name.as_str(), nth.nth), ("before_journal_append", 12));
+    }
+
+    #[test]
+    #[should_panic(expected = "must be a number >= 1")]
+    fn hit_zero_is_refused() {
+        parse("after_etl_sync:0".into());
+    }
+
+    #[test]
+    #[should_panic(expected = "must be a number >= 1")]
+    fn a_count_that_is_no_number_is_refused() {
+        parse("after_etl_sync:x".into());
+    }
+}
