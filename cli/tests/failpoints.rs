@@ -1,8 +1,9 @@
 //! With the real binary built with `crash-test-failpoints`, on both runtimes (the failpoints sit in
 //! io-sync's file executor, which both use): every named failpoint is armed at a hit that comes
 //! after a whole round of acknowledged work (creates, commits, freezes, both executes, a
-//! revocation), at several such hits; a client drives rounds until the daemon aborts there; after
-//! a restart every acknowledged state, capsule (with a verifiable proof) and revocation is there.
+//! revocation): at each of its hits in a second round, so the cut falls after each step in turn;
+//! a client drives rounds until the daemon aborts there; after a restart every acknowledged
+//! state (or a later one), capsule (with a verifiable proof) and revocation (in the feed) is there.
 //! Run with `cargo test -p evidenceos-cli --features crash-test-failpoints --test failpoints`.
 #![cfg(feature = "crash-test-failpoints")]
 
