@@ -356,7 +356,7 @@ fn protobuf_bodies_keep_alive_errors_reload_and_shutdown() {
 
     sync.signal("HUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !sync.log().contains("config_reload") {
+    while !sync.log().contains("event=\"config_reload\"") {
         assert!(std::time::Instant::now() < deadline, "no reload logged:\n{}", sync.log());
         std::thread::sleep(Duration::from_millis(50));
     }
