@@ -1,6 +1,8 @@
 //! Every RPC refuses malformed fields, wrong lifecycle order and wrong roles with the right
-//! status code, and no refusal changes anything: the signed log and every claim's state are the
-//! same before and after the whole table.
+//! status code, and no refusal changes anything: the checkpoint the daemon writes at shutdown
+//! (every claim, pool, reservation, canary, revocation, credit account and idempotency record,
+//! the journal position and the log head) and the signed log's bytes are the same before and
+//! after the whole table.
 
 mod support;
 
@@ -82,10 +84,11 @@ async fn fixtures(client: &mut EvidenceOsClient<Channel>) -> Fixtures {
     for id in [&sealed, &certified] {
         client.freeze_gates(req(v2::FreezeGatesRequest { claim_id: id.clone() }, AGENT)).await.unwrap();
     }
-    client
+    let executed = client
         .execute_claim_v2(with_id(v2::ExecuteClaimV2Request { claim_id: certified.clone() }, AGENT, "x"))
         .await
         .unwrap();
+    assert_eq!(executed.into_inner().state, v2::ClaimState::Certified as i32);
     // A second leaf (another agent's rejected claim), so the log has sizes to reverse: a first
     // certification logs only its capsule.
     let other = client.create_claim_v2(with_id(v2_request("grown-log"), OTHER, "g")).await.unwrap().into_inner();
@@ -99,17 +102,26 @@ async fn fixtures(client: &mut EvidenceOsClient<Channel>) -> Fixtures {
     Fixtures { uncommitted, committed, sealed, certified }
 }
 
-/// What must not change: the signed head and the state of every fixture claim. `tag` keeps the
-/// probes' request ids fresh, so they read current state rather than a recorded reply.
-async fn snapshot(client: &mut EvidenceOsClient<Channel>, tag: &str) -> (Vec<u8>, u64, Vec<i32>) {
-    let sth = client.get_signed_tree_head(req(v2::GetSignedTreeHeadRequest {}, AUDITOR)).await.unwrap().into_inner();
-    let mut states = Vec::new();
-    for name in ["uncommitted", "committed", "sealed", "certified"] {
-        // Creating an existing claim returns it with its current state.
-        let again = client.create_claim_v2(with_id(v2_request(name), AGENT, &format!("probe-{tag}-{name}"))).await;
-        states.push(again.unwrap().into_inner().state);
+/// What must not change, as the daemon leaves it on disk after a clean stop: `state.json` (the
+/// whole kernel state, the journal position it covers and the log head) and `etl.log`.
+fn durable_state(data: &Path) -> (serde_json::Value, Vec<u8>) {
+    let checkpoint = std::fs::read(data.join("state.json")).expect("a clean stop writes state.json");
+    (serde_json::from_slice(&checkpoint).unwrap(), std::fs::read(data.join("etl.log")).unwrap())
+}
+
+/// JSON paths where `a` and `b` differ (the leaves, not every enclosing object).
+fn differences(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value::Object;
+    match (a, b) {
+        (Object(a), Object(b)) => {
+            for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+                let null = serde_json::Value::Null;
+                differences(&format!("{path}/{key}"), a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null), out);
+            }
+        }
+        _ if a != b => out.push(path.to_string()),
+        _ => {}
     }
-    (sth.root_hash, sth.tree_size, states)
 }
 
 #[tokio::test]
@@ -123,13 +135,19 @@ async fn every_rpc_refuses_bad_input_without_changing_anything() {
         ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR),
         ("EVIDENCEOS_OPERATOR_TOKENS", OPERATOR),
     ];
-    // The fixtures hold four open reservations (512 of demo's 1024 bits) for one agent.
-    let share = ["--max-principal-reservation-share-percent", "50"];
-    let daemon = support::start_with(&data, tmp.path(), &share, &env);
+    // Credit enforced, so every agent has an account a refusal could wrongly charge; the
+    // fixtures hold four open reservations (512 of demo's 1024 bits) for one agent.
+    let flags = ["--default-credit-limit", "1000000000000", "--max-principal-reservation-share-percent", "50"];
+    let daemon = support::start_with(&data, tmp.path(), &flags, &env);
     let mut c = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
     let f = fixtures(&mut c).await;
-    let before = snapshot(&mut c, "before").await;
-    assert_eq!(before.2, vec![1, 2, 3, 6], "fixtures are UNCOMMITTED, COMMITTED, SEALED, CERTIFIED");
+    drop(c);
+    daemon.stop();
+    let before = durable_state(&data);
+    let credits = &before.0["state"]["credits"];
+    assert!(credits.as_object().is_some_and(|accounts| !accounts.is_empty()), "credit accounts: {credits}");
+    let daemon = support::start_with(&data, tmp.path(), &flags, &env);
+    let mut c = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
     let mut t = Table { failures: Vec::new(), cases: 0 };
     let (bad31, unknown) = (vec![1u8; 31], vec![9u8; 32]);
     use Code::{AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated};
@@ -407,8 +425,11 @@ async fn every_rpc_refuses_bad_input_without_changing_anything() {
 
     assert!(t.failures.is_empty(), "{} of {} cases wrong:\n{}", t.failures.len(), t.cases, t.failures.join("\n"));
     assert!(t.cases > 90, "{} cases", t.cases);
-    let after = snapshot(&mut c, "after").await;
-    assert_eq!(before, after, "refusals changed the log or a claim's state");
     drop(c);
     daemon.stop();
+    let after = durable_state(&data);
+    assert_eq!(before.1, after.1, "refusals changed the signed log");
+    let mut changed = Vec::new();
+    differences("", &before.0, &after.0, &mut changed);
+    assert!(changed.is_empty(), "refusals changed the kernel state at {changed:?}");
 }

@@ -356,7 +356,7 @@ fn protobuf_bodies_keep_alive_errors_reload_and_shutdown() {
 
     sync.signal("HUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !sync.log().contains("config_reload") {
+    while !sync.log().contains("event=\"config_reload\"") {
         assert!(std::time::Instant::now() < deadline, "no reload logged:\n{}", sync.log());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -464,5 +464,57 @@ fn a_slow_sender_holds_nobody_up_and_is_cut_off_after_the_request_timeout() {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop((slow, other));
+    sync.stop();
+}
+
+#[tokio::test]
+async fn sighup_applies_valid_operator_files_and_a_rejected_reload_keeps_the_old_ones() {
+    use support::rpc::{Rpc, Runtime};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let sync = start_sync(&data, tmp.path(), &[]);
+    let agent = Rpc::connect(Runtime::Sync, &sync.addr, AGENT).await.unwrap();
+    let create = |name: &'static str| {
+        let agent = agent.clone();
+        async move {
+            let request = support::claim_request(name, "fast", "fresh");
+            agent.call::<_, v2::CreateClaimV2Response>("CreateClaimV2", request, Some(name)).await
+        }
+    };
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !sync.log().contains(needle) {
+            assert!(std::time::Instant::now() < deadline, "no {needle} in:\n{}", sync.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let refused = create("before").await.unwrap_err();
+    assert!(refused.starts_with("NOT_FOUND"), "{refused}");
+
+    // A new holdout appears on disk; SIGHUP applies it.
+    let labels: Vec<u8> = (0..16).map(|i| u8::from(i % 2 == 0)).collect();
+    let files = evidenceos_core::holdout::holdout_files("fresh", [0xab; 32], &labels, 1_700_000_000);
+    let dir = data.join("holdouts/fresh");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), &files.manifest).unwrap();
+    std::fs::write(dir.join("labels.bin"), &files.labels).unwrap();
+    sync.signal("HUP");
+    wait_for("holdouts_before=0 holdouts_after=1");
+    create("after").await.unwrap();
+
+    // Tampered labels and a second new holdout: the reload is refused as a whole, naming the
+    // file; the old configuration stays in force (fresh serves, the second is unknown).
+    std::fs::write(dir.join("labels.bin"), vec![1u8; 16]).unwrap();
+    install_demo_holdout(&data);
+    sync.signal("HUP");
+    wait_for("config_reload_rejected");
+    let log = sync.log();
+    assert!(log.contains("holdouts/fresh"), "the rejection names the file:\n{log}");
+    assert_eq!(log.matches("event=\"config_reload\"").count(), 1, "one reload applied:\n{log}");
+    create("still-there").await.unwrap();
+    let demo = support::claim_request("demo-claim", "fast", "demo");
+    let unknown = agent.call::<_, v2::CreateClaimV2Response>("CreateClaimV2", demo, Some("demo-claim")).await;
+    assert!(unknown.unwrap_err().starts_with("NOT_FOUND"), "the rejected files were not applied in part");
+    drop(agent);
     sync.stop();
 }

@@ -228,6 +228,18 @@ fn sync_https_post(
     method: &str,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    sync_https_post_with(daemon, pki, identity, method, &[], body)
+}
+
+/// [`sync_https_post`] with extra request headers.
+fn sync_https_post_with(
+    daemon: &support::Daemon,
+    pki: &Pki,
+    identity: Option<(String, String)>,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use std::io::{Read, Write};
@@ -253,8 +265,9 @@ fn sync_https_post(
     let tcp = std::net::TcpStream::connect(daemon.addr.trim_start_matches("http://"))?;
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
     let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let request = format!(
-        "POST /evidenceos.v2.EvidenceOS/{method} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /evidenceos.v2.EvidenceOS/{method} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
     );
     tls.write_all(request.as_bytes())?;
@@ -310,5 +323,195 @@ fn the_sync_runtime_serves_tls_and_identifies_mtls_callers_by_certificate() {
     let (status, body) = sync_https_post(&daemon, &pki, Some((agent_cert, agent_key)), "GrantCredit", grant).unwrap();
     assert_eq!(status, 403, "an agent certificate stays an agent: {body}");
     assert!(body.contains("permission_denied"), "{body}");
+    daemon.stop();
+}
+
+/// Runs `evidenceosctl ARGS` (offline commands), bounded in time; returns its JSON result.
+fn ctl(args: &[&str]) -> serde_json::Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evidenceosctl"))
+        .args(args)
+        .env_remove("EVIDENCEOS_DATA_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "evidenceosctl {args:?} did not finish in time");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "evidenceosctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// What production demands of the data directory, done as the operations guide does it: a
+/// first start (keys), the demo holdout, a trusted operator key, and a NullSpec for (accuracy,
+/// demo) created, installed and activated. Returns the data directory and the NullSpec id.
+fn production_data_dir(dir: &Path) -> (PathBuf, String) {
+    let data = dir.join("data");
+    support::install_demo_holdout(&data);
+    support::start_with(&data, dir, &[], &[]).stop();
+    let d = data.to_str().unwrap();
+    let operator_key = dir.join("operator.key");
+    let key = operator_key.to_str().unwrap();
+    let public = ctl(&["keys", "generate", "--out", key])["public_key_hex"].as_str().unwrap().to_string();
+    std::fs::write(data.join("trusted_oracle_keys.json"), format!(r#"{{"keys":{{"ops":"{public}"}}}}"#)).unwrap();
+    let signer = ["--signing-key", key, "--key-id", "ops"];
+    let shown = ctl(&["oracle", "show", "--data-dir", d, "--oracle-id", "accuracy", "--num-symbols", "4"]);
+    let resolution = shown["resolution_hash_hex"].as_str().unwrap().to_string();
+    let buckets = dir.join("buckets.json");
+    std::fs::write(&buckets, r#"{"counts":[40,30,20,0]}"#).unwrap();
+    let contract = dir.join("contract.json");
+    let create = [
+        "nullspec",
+        "create",
+        "--oracle-id",
+        "accuracy",
+        "--holdout",
+        "demo",
+        "--resolution-hash",
+        &resolution,
+        "--from-calibration-buckets",
+        buckets.to_str().unwrap(),
+        "--alpha",
+        "0.5",
+        "--ttl-epochs",
+        "10",
+        "--out",
+        contract.to_str().unwrap(),
+    ];
+    let nullspec_id = ctl(&[&create[..], &signer].concat())["nullspec_id_hex"].as_str().unwrap().to_string();
+    ctl(&[&["nullspec", "install", "--data-dir", d, "--contract", contract.to_str().unwrap()][..], &signer].concat());
+    let activate = ["nullspec", "activate", "--data-dir", d, "--oracle-id", "accuracy", "--holdout", "demo"];
+    ctl(&[&activate[..], &["--nullspec-id", &nullspec_id], &signer].concat());
+    (data, nullspec_id)
+}
+
+fn bearer<T>(message: T, token: &str, request_id: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    if let Some(id) = request_id {
+        request.metadata_mut().insert("x-request-id", id.parse().unwrap());
+    }
+    request
+}
+
+/// create → commit (claim_mod3) → freeze, as the agent; returns the claim id.
+async fn sealed(client: &mut EvidenceOsClient<Channel>, name: &str, oracle_id: &str) -> Vec<u8> {
+    let mut request = support::claim_request(name, "fast", "demo");
+    request.oracle_id = oracle_id.into();
+    let created = client.create_claim_v2(bearer(request, "agent-secret", Some(name))).await.unwrap().into_inner();
+    let module = wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/claim_mod3.wat")).unwrap();
+    let artifacts = vec![v2::Artifact { artifact_hash: sha256(&module).to_vec(), kind: "wasm".into() }];
+    let claim_id = created.claim_id;
+    let commit = v2::CommitArtifactsRequest { claim_id: claim_id.clone(), artifacts, wasm_module: module };
+    client.commit_artifacts(bearer(commit, "agent-secret", None)).await.unwrap();
+    let freeze = v2::FreezeGatesRequest { claim_id: claim_id.clone() };
+    client.freeze_gates(bearer(freeze, "agent-secret", None)).await.unwrap();
+    claim_id
+}
+
+#[tokio::test]
+async fn a_production_daemon_serves_tls_and_tokens_and_judges_claims_under_the_active_nullspec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let (data, nullspec_id) = production_data_dir(tmp.path());
+    let mut flags: Vec<&str> = vec!["--production", "--runtime", "tokio"];
+    let tls_flags = pki.tls_flags();
+    flags.extend(tls_flags.iter().map(String::as_str));
+    let env = [("EVIDENCEOS_AGENT_TOKENS", "agent-secret"), ("EVIDENCEOS_AUDITOR_TOKENS", "auditor-secret")];
+    let daemon = support::start_with(&data, tmp.path(), &flags, &env);
+    assert!(!daemon.log().contains("development_nullspec"), "no development fallback:\n{}", daemon.log());
+    let mut client = tls_client(&daemon, &pki, None).await.unwrap();
+    let info = client.get_server_info(bearer(v2::GetServerInfoRequest {}, "auditor-secret", None)).await;
+    let features = info.unwrap().into_inner().feature_flags.unwrap();
+    assert!(features.tls_enabled && !features.insecure_v1_enabled);
+    let unauthenticated = client.get_signed_tree_head(v2::GetSignedTreeHeadRequest {}).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+
+    // Without an active NullSpec for its oracle a claim is refused at execution (production has
+    // no development fallback); under the activated one it runs to a capsule naming the contract.
+    let no_contract = sealed(&mut client, "no-contract", "default").await;
+    let execute = v2::ExecuteClaimV2Request { claim_id: no_contract };
+    let refused = client.execute_claim_v2(bearer(execute, "agent-secret", Some("e0"))).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("production mode"), "{refused:?}");
+    let claim_id = sealed(&mut client, "under-contract", "accuracy").await;
+    let execute = v2::ExecuteClaimV2Request { claim_id: claim_id.clone() };
+    let executed = client.execute_claim_v2(bearer(execute, "agent-secret", Some("e1"))).await.unwrap().into_inner();
+    assert_eq!(executed.capsule_hash.len(), 32, "{executed:?}");
+    let capsule = client
+        .get_capsule(bearer(v2::GetCapsuleRequest { claim_id }, "auditor-secret", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(capsule.capsule_hash, executed.capsule_hash);
+    let capsule: serde_json::Value = serde_json::from_slice(&capsule.capsule_bytes).unwrap();
+    assert_eq!(capsule["nullspec_id_hex"], nullspec_id.as_str(), "judged under the activated contract");
+    drop(client);
+    daemon.stop();
+}
+
+#[test]
+fn a_production_sync_daemon_serves_mtls_callers_and_judges_claims_under_the_active_nullspec() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let (data, nullspec_id) = production_data_dir(tmp.path());
+    let (agent_cert, agent_key, _) = pki.client_ca.issue(&["agent.example"]);
+    let (auditor_cert, auditor_key, auditor_der) = pki.client_ca.issue(&["auditor.example"]);
+    let mut flags = vec!["--production".to_string(), "--runtime".into(), "sync".into()];
+    flags.extend(pki.mtls_flags());
+    flags.extend(["--auditor-cert-fingerprints".into(), hex::encode(sha256(&auditor_der))]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = support::start_with(&data, tmp.path(), &flags, &[]);
+    let agent = || Some((agent_cert.clone(), agent_key.clone()));
+    let call = |identity, method: &str, request_id: Option<&str>, body: serde_json::Value| {
+        let headers: Vec<(&str, &str)> = request_id.map(|id| ("x-request-id", id)).into_iter().collect();
+        let (status, body) =
+            sync_https_post_with(&daemon, &pki, identity, method, &headers, &body.to_string()).unwrap();
+        (status, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default())
+    };
+    let (status, info) = call(agent(), "GetServerInfo", None, serde_json::json!({}));
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(
+        (&info["featureFlags"]["tlsEnabled"], &info["featureFlags"]["mtlsEnabled"]),
+        (&true.into(), &true.into())
+    );
+
+    let module = wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/claim_mod3.wat")).unwrap();
+    let create = serde_json::json!({
+        "claimName": "under-contract",
+        "metadata": {"lane": "fast", "alphaMicros": 50000, "outputSchemaId": "legacy/v1"},
+        "holdoutRef": "demo",
+        "epochSize": "1",
+        "oracleNumSymbols": 4,
+        "accessCredit": "64",
+        "oracleId": "accuracy"
+    });
+    let (status, created) = call(agent(), "CreateClaimV2", Some("c1"), create);
+    assert_eq!(status, 200, "{created}");
+    let claim_id = created["claimId"].clone();
+    let commit = serde_json::json!({
+        "claimId": claim_id,
+        "artifacts": [{"artifactHash": BASE64.encode(sha256(&module)), "kind": "wasm"}],
+        "wasmModule": BASE64.encode(&module)
+    });
+    assert_eq!(call(agent(), "CommitArtifacts", None, commit).0, 200);
+    assert_eq!(call(agent(), "FreezeGates", None, serde_json::json!({ "claimId": claim_id })).0, 200);
+    let (status, executed) = call(agent(), "ExecuteClaimV2", Some("e1"), serde_json::json!({ "claimId": claim_id }));
+    assert_eq!(status, 200, "{executed}");
+    let auditor = Some((auditor_cert, auditor_key));
+    let (status, capsule) = call(auditor, "GetCapsule", None, serde_json::json!({ "claimId": claim_id }));
+    assert_eq!(status, 200, "{capsule}");
+    assert_eq!(capsule["capsuleHash"], executed["capsuleHash"]);
+    let bytes = BASE64.decode(capsule["capsuleBytes"].as_str().unwrap()).unwrap();
+    let capsule: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(capsule["nullspec_id_hex"], nullspec_id.as_str(), "judged under the activated contract");
+    let (status, refused) = call(agent(), "GetCapsule", None, serde_json::json!({ "claimId": claim_id }));
+    assert_eq!(status, 403, "an agent certificate is no auditor: {refused}");
     daemon.stop();
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub(crate) mod pki;
+pub(crate) mod rpc;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,8 +24,31 @@ pub(crate) struct Daemon {
 /// Starts the daemon on `data_dir` with `extra` flags and `env` variables, and waits for its
 /// "evidenceosd listening on ADDR (signing key id HEX, data dir PATH)" line.
 pub(crate) fn start_with(data_dir: &Path, log_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    start_command(Command::new(env!("CARGO_BIN_EXE_evidenceosd")), data_dir, log_dir, extra, env)
+}
+
+/// As [`start_with`], the daemon run by `sh -c SCRIPT`, which must end with `exec "$0" "$@"`:
+/// e.g. to set a resource limit first. The shell's process becomes the daemon's.
+pub(crate) fn start_under_shell(
+    script: &str,
+    data_dir: &Path,
+    log_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Daemon {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_evidenceosd"));
+    start_command(command, data_dir, log_dir, extra, env)
+}
+
+fn start_command(
+    mut command: Command,
+    data_dir: &Path,
+    log_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Daemon {
     let stderr = log_dir.join(format!("daemon-{}.log", unique()));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evidenceosd"));
     command
         .args(["--listen", "127.0.0.1:0", "--shutdown-grace-secs", "1", "--data-dir"])
         .arg(data_dir)
