@@ -37,6 +37,12 @@ pub fn default_origin(key_id: &KeyId) -> Origin {
     KeyName::new(&format!("evidenceos.local/etl/{}", &hex[..16])).expect("publish: a hex suffix is a valid key name")
 }
 
+/// The configured origin, or the default for the active key: the one rule the daemon and
+/// `evidenceosctl keys list` share.
+pub fn log_origin(configured: Option<&Origin>, active_key: &KeyId) -> Origin {
+    configured.cloned().unwrap_or_else(|| default_origin(active_key))
+}
+
 /// The vkey (c2sp.org/signed-note) of an ETL key under `origin`: what verifiers configure.
 pub fn log_vkey(origin: &Origin, public_key: &[u8; 32]) -> VerifierKey {
     VerifierKey::new(origin.clone(), SignatureType::Ed25519, public_key).expect("publish: a keyring key is valid")
@@ -152,7 +158,8 @@ impl EtlReader {
 struct Following {
     tiler: LogTiler,
     etl: EtlReader,
-    published: u64,
+    /// Size of the directory's checkpoint; `None` before the first (an empty log gets one too).
+    published: Option<u64>,
 }
 
 /// Publishes one log to one directory. Sans thread: [`spawn`] drives it.
@@ -189,12 +196,13 @@ impl Publisher {
     /// from the start to find where that prefix ends, as the kernel's own recovery does.
     fn resume(&self, durable: u64) -> Result<Following, PublishError> {
         let path = self.root.join(CHECKPOINT_FILE);
-        let (size, root) = match fs::read(&path) {
+        let (size, root, published) = match fs::read(&path) {
             Ok(bytes) => {
                 let verified = self.policy().verify(&bytes, NoteLimits::DEFAULT).map_err(PublishError::Checkpoint)?;
-                (verified.checkpoint.size(), *verified.checkpoint.root())
+                let size = verified.checkpoint.size();
+                (size, *verified.checkpoint.root(), Some(size))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, empty_root()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, empty_root(), None),
             Err(source) => return Err(PublishError::Io { path, source }),
         };
         if size > durable {
@@ -211,7 +219,7 @@ impl Publisher {
         if tiler.root() != root {
             return Err(PublishError::NotAPrefix { size });
         }
-        Ok(Following { tiler, etl, published: size })
+        Ok(Following { tiler, etl, published })
     }
 
     /// Every key this log ever signed with, under its origin (old checkpoints survive rotation).
@@ -226,7 +234,7 @@ impl Publisher {
     }
 
     fn advance(&self, following: &mut Following, durable: u64) -> Result<Option<u64>, PublishError> {
-        if durable <= following.published {
+        if following.published.is_some_and(|published| durable <= published) {
             return Ok(None);
         }
         let (mut completed, mut pending) = (Completed::default(), 0usize);
@@ -255,7 +263,7 @@ impl Publisher {
         let path = self.root.join(CHECKPOINT_FILE);
         fs::create_dir_all(&self.root).map_err(|source| PublishError::Io { path: self.root.clone(), source })?;
         write_atomically_with_mode(&path, &note.to_bytes(), OBJECT_MODE).map_err(PublishError::Store)?;
-        following.published = durable;
+        following.published = Some(durable);
         Ok(Some(durable))
     }
 
@@ -396,6 +404,8 @@ mod tests {
         let mut f = Fixture::new();
         f.grow(700);
         let mut publisher = f.publisher();
+        assert_eq!(publisher.publish(0).unwrap(), Some(0), "an empty log has a checkpoint too");
+        assert_eq!(f.checkpoint().size(), 0);
         assert_eq!(publisher.publish(600).unwrap(), Some(600), "records past the durable size stay unpublished");
         assert_eq!(publisher.publish(600).unwrap(), None);
         let checkpoint = f.checkpoint();
