@@ -145,6 +145,7 @@ fn both_runtimes_publish_a_log_that_verifies_from_the_files_alone() {
         assert_eq!(verify(&publish, &vkey, &["--claim-id", claim_id])["index"], *index);
         assert_eq!(verify(&publish, &vkey, &["--capsule-hash", capsule_hash])["index"], *index);
     }
+    cross_check(&publish, &vkey);
     let first = json_of(&monitor(&publish, &vkey, &state));
     assert_eq!(first["consistent"], true, "{first}");
     daemon.stop();
@@ -161,6 +162,7 @@ fn both_runtimes_publish_a_log_that_verifies_from_the_files_alone() {
     let revocation = verify(&publish, &vkey, &["--index", &(size - 1).to_string()]);
     assert_eq!(revocation["entry"]["kind"], "revocation", "{revocation}");
     assert_eq!(revocation["entry"]["capsule_hash_hex"], claims[0].2.as_str());
+    cross_check(&publish, &vkey);
     let second = json_of(&monitor(&publish, &vkey, &state));
     assert_eq!(second["tree_size"], size, "{second}");
     assert!(!daemon.log().contains("publish_failed"), "{}", daemon.log());
@@ -196,5 +198,72 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&path, &target).unwrap();
         }
+    }
+}
+
+/// Stored hashes computed by the independent implementation from the published entries.
+struct StoredHashes(Vec<tlog_tiles::Hash>);
+
+impl tlog_tiles::HashReader for StoredHashes {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog_tiles::Hash>, tlog_tiles::Error> {
+        indexes.iter().map(|&i| self.0.get(i as usize).copied().ok_or(tlog_tiles::Error::IndexesNotInTree)).collect()
+    }
+}
+
+/// The published tiles, served to the independent implementation's tile-verifying reader.
+struct PublishedTiles(PathBuf);
+
+impl tlog_tiles::TileReader for PublishedTiles {
+    fn height(&self) -> u8 {
+        8
+    }
+
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        let read = |t: &tlog_tiles::Tile| {
+            std::fs::read(self.0.join(c2sp_path(t))).map_err(|e| tlog_tiles::Error::InvalidInput(e.to_string()))
+        };
+        tiles.iter().map(read).collect()
+    }
+
+    fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+}
+
+/// Their tiles use the Go layout (`tile/8/<L>/…`); C2SP drops the height element.
+fn c2sp_path(tile: &tlog_tiles::Tile) -> String {
+    tile.path().strip_prefix("tile/8/").map(|rest| format!("tile/{rest}")).unwrap()
+}
+
+/// Checks the published checkpoint, every tile of its tree and every entry with `signed_note` /
+/// `tlog_tiles`, which share no code with ours.
+fn cross_check(publish: &Path, vkey: &str) {
+    use signed_note::{Note, StandardVerifier, VerifierList};
+    let note = Note::from_bytes(&std::fs::read(publish.join("checkpoint")).unwrap()).unwrap();
+    let verifiers = VerifierList::new(vec![Box::new(StandardVerifier::new(vkey).unwrap())]);
+    let (verified, _) = note.verify(&verifiers).expect("their note verification accepts our checkpoint");
+    assert_eq!(verified.len(), 1);
+    let checkpoint = tlog_tiles::Checkpoint::from_bytes(note.text()).unwrap();
+    let (size, root) = (checkpoint.size(), *checkpoint.hash());
+    let mut stored = StoredHashes(Vec::new());
+    for bundle_index in 0..size.div_ceil(256) {
+        let width = (size - bundle_index * 256).min(256);
+        let id = evidenceos_tlog::BundleId::new(bundle_index, width as u16).unwrap();
+        let data = std::fs::read(publish.join(id.path())).unwrap();
+        let entries = evidenceos_tlog::builder::parse_bundle::<()>(&data, id.width()).unwrap();
+        for (offset, entry) in entries.iter().enumerate() {
+            let hashes = tlog_tiles::stored_hashes(bundle_index * 256 + offset as u64, entry, &stored).unwrap();
+            stored.0.extend(hashes);
+        }
+    }
+    assert_eq!(tlog_tiles::tree_hash(size, &stored).unwrap(), root, "the entries hash to the checkpoint's root");
+    for tile in tlog_tiles::Tile::new_tiles(8, 0, size) {
+        let ours = std::fs::read(publish.join(c2sp_path(&tile))).unwrap();
+        assert_eq!(ours, tile.read_data(&stored).unwrap(), "{}", c2sp_path(&tile));
+    }
+    let tiles = PublishedTiles(publish.to_path_buf());
+    let reader = tlog_tiles::TileHashReader::new(size, root, &tiles);
+    for index in 0..size {
+        let proof = tlog_tiles::prove_record(size, index, &reader).unwrap();
+        let leaf = stored.0[tlog_tiles::stored_hash_index(0, index) as usize];
+        tlog_tiles::check_record(&proof, size, root, index, leaf).unwrap();
     }
 }
