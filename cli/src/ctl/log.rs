@@ -71,10 +71,13 @@ pub(crate) struct LogVerifyArgs {
     pub(crate) capsule_hash: Option<String>,
 }
 
-/// Follow the published log: prove each new checkpoint consistent with the last one kept in
-/// FILE, and check that every new entry is a leaf kind of SPEC §3 (capsule, revocation,
-/// incident). Progress goes to stderr; FILE is replaced atomically after each checkpoint that
-/// passes. A split view or a bad entry stops it with exit status 1 and FILE unchanged.
+/// Follow the published log: each new checkpoint consistent, each new entry well-formed.
+///
+/// Proves each new checkpoint consistent with the last one kept in FILE, and checks that every
+/// new entry is a leaf kind of SPEC §3 (capsule, revocation, incident) and that the entries hash
+/// to the checkpoint's root. Progress goes to stderr; FILE is replaced atomically after each
+/// checkpoint that passes. A split view (`SPLIT VIEW`) or a bad entry (`BAD ENTRY`) stops it with
+/// exit status 1 and FILE unchanged.
 #[derive(Debug, Args)]
 pub(crate) struct LogMonitorArgs {
     #[command(flatten)]
