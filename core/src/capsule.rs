@@ -161,6 +161,37 @@ mod tests {
         assert!(text.contains(r#""e_value":0.0"#) && text.contains(r#""w_max":0.0"#), "{text}");
     }
 
+    /// Every field at the most its request limits allow (128 artifacts of 128-character kinds, each
+    /// a dependency, 64 reason codes, 128-character names, longest numbers): still publishable.
+    #[test]
+    fn the_largest_capsule_the_limits_allow_fits_an_entry_bundle() {
+        let name = "n".repeat(128);
+        let mut capsule = example();
+        capsule.code_ir_manifests = (0..crate::claims::MAX_ARTIFACTS)
+            .map(|i| CodeManifest { kind: format!("{i:0>128}"), hash_hex: "ab".repeat(32) })
+            .collect();
+        capsule.dependency_capsule_hashes = vec!["cd".repeat(32); crate::claims::MAX_ARTIFACTS];
+        capsule.reason_codes = vec![u32::MAX; 64];
+        (capsule.holdout_ref, capsule.output_schema_id) = (name.clone(), "EVIDENCEOS_SC_V0".into());
+        let longest = -1.2345678901234567e-300;
+        capsule.e_value = longest;
+        capsule.ledger = LedgerSnapshot {
+            alpha: longest,
+            alpha_prime: longest,
+            k_bits_total: longest,
+            barrier: longest,
+            wealth: longest,
+            w_max: longest,
+            access_credit_spent: longest,
+        };
+        (capsule.epoch, capsule.eprocess_kind, capsule.state) = (u64::MAX, name.clone(), name);
+        let len = capsule.to_bytes().len();
+        assert!(len <= crate::etl::MAX_LEAF_BYTES, "{len} bytes");
+        let reason = "\"".repeat(256);
+        let revocation = RevocationLeaf { capsule_hash_hex: "ab".repeat(32), reason, revoked_at_index: u64::MAX };
+        assert!(revocation.to_bytes().len() <= crate::etl::MAX_LEAF_BYTES);
+    }
+
     #[test]
     fn revocation_leaf_shape() {
         let leaf = RevocationLeaf { capsule_hash_hex: "ab".into(), reason: "withdrawn".into(), revoked_at_index: 3 };

@@ -8,6 +8,11 @@ use crate::merkle::MerkleTree;
 use crate::request::{Response, SignedTreeHead};
 
 /// The 32-byte digest an STH signature covers: H("evidenceos:sth:v1", be64 size ‖ root).
+/// Largest ETL leaf: what a C2SP entry bundle can hold (a big-endian u16 length, SPEC §10). The
+/// request limits keep every leaf the kernel writes under it, so none is logged that could not
+/// be published.
+pub const MAX_LEAF_BYTES: usize = 65_535;
+
 pub fn sth_digest(tree_size: u64, root_hash: &Hash) -> Hash {
     domain_hash("evidenceos:sth:v1", &[&tree_size.to_be_bytes(), root_hash])
 }
@@ -59,6 +64,8 @@ impl Etl {
 
     /// Adds a leaf that is not yet durable; returns its index.
     pub fn append(&mut self, payload: &[u8]) -> u64 {
+        // The input limits keep every leaf under it (capsule tests); past it is a kernel bug.
+        assert!(payload.len() <= MAX_LEAF_BYTES, "ETL leaf of {} bytes cannot be published", payload.len());
         let index = self.tree.len();
         self.tree.push(crate::merkle::leaf_hash(payload));
         index

@@ -104,7 +104,7 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).expect("writing to a String");
         let load = RuntimeStats::load;
-        let gauges = [
+        let mut gauges = vec![
             (
                 "evidenceos_etl_durable_tree_size",
                 "Leaves of the ETL that are durable (and signable)",
@@ -116,6 +116,15 @@ impl Metrics {
                 load(&runtime.durable_journal_seq),
             ),
         ];
+        if runtime.publishing.load(std::sync::atomic::Ordering::Relaxed) {
+            let (durable, published) = (load(&runtime.durable_tree_size), load(&runtime.published_tree_size));
+            gauges.push(("evidenceos_etl_published_tree_size", "Size of the last published checkpoint", published));
+            gauges.push((
+                "evidenceos_etl_publish_lag",
+                "Durable ETL leaves not yet in a published checkpoint",
+                durable.saturating_sub(published),
+            ));
+        }
         for (name, help, value) in gauges {
             text.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"));
         }
@@ -289,5 +298,18 @@ mod tests {
         );
         assert!(text.contains("evidenceos_storage_sync_seconds_bucket{le=\"+Inf\"} 0"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_publish_lag_is_exported_only_while_publishing() {
+        let runtime = RuntimeStats::default();
+        runtime.durable_tree_size.store(10, std::sync::atomic::Ordering::Relaxed);
+        runtime.published_tree_size.store(7, std::sync::atomic::Ordering::Relaxed);
+        let text = Metrics::new().render(&runtime, None);
+        assert!(!text.contains("evidenceos_etl_publish_lag"), "{text}");
+        runtime.publishing.store(true, std::sync::atomic::Ordering::Relaxed);
+        let text = Metrics::new().render(&runtime, None);
+        assert!(text.contains("evidenceos_etl_publish_lag 3\n"), "{text}");
+        assert!(text.contains("evidenceos_etl_published_tree_size 7\n"), "{text}");
     }
 }

@@ -280,9 +280,14 @@ fn read_or_empty(path: &Path) -> Result<Vec<u8>, DataDirError> {
 /// Durable atomic replace: write a temporary file, fsync it, rename over the target, fsync the
 /// directory. Only one process writes a data directory (the lock), so one temp name suffices.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    write_atomically_with_mode(path, bytes, 0o600)
+}
+
+/// [`write_atomically`] with the new file's permission bits (published files are world-readable).
+pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DataDirError> {
     let tmp = temp_path(path);
     let mut file =
-        OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_error(&tmp))?;
+        OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp).map_err(io_error(&tmp))?;
     file.write_all(bytes).map_err(io_error(&tmp))?;
     file.sync_all().map_err(io_error(&tmp))?;
     drop(file);

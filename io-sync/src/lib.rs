@@ -9,12 +9,15 @@ mod executor;
 #[cfg(feature = "crash-test-failpoints")]
 mod failpoint;
 mod operator_store;
+pub mod publish;
 mod runtime;
 mod stats;
 #[cfg(feature = "crash-test-failpoints")]
 pub use failpoint::arm as arm_failpoints;
 
-pub use data_dir::{DataDir, DataDirError, SigningKeyStatus, sync_parent, write_atomically};
+pub use data_dir::{
+    DataDir, DataDirError, SigningKeyStatus, sync_parent, write_atomically, write_atomically_with_mode,
+};
 pub use events::log_event;
 pub use executor::{FileExecutor, apply_pending_governance, drive, now};
 pub use operator_store::{OperatorStore, read_log as read_governance_log};

@@ -38,14 +38,14 @@ pub struct BlockingRuntime {
     wake_at: Option<Timestamp>,
     observe: Observe,
     observed: Vec<Output>,
-    stats: RuntimeStats,
+    stats: std::sync::Arc<RuntimeStats>,
 }
 
 impl BlockingRuntime {
     /// The kernel must have finished recovery (see [`crate::drive`]).
     pub fn new(kernel: Kernel, executor: FileExecutor, observe: Observe) -> Self {
         assert!(!kernel.is_recovering(), "run recovery effects before serving");
-        let stats = RuntimeStats::default();
+        let stats = std::sync::Arc::new(RuntimeStats::default());
         stats.durable_tree_size.store(kernel.durable_tree_size(), Ordering::Relaxed);
         stats.durable_journal_seq.store(kernel.durable_journal_seq(), Ordering::Relaxed);
         Self { kernel, executor, next_request: 0, wake_at: None, observe, observed: Vec::new(), stats }
@@ -96,6 +96,11 @@ impl BlockingRuntime {
     /// Monitoring counters, as io-tokio keeps them (every batch here is one command).
     pub fn stats(&self) -> &RuntimeStats {
         &self.stats
+    }
+
+    /// The same counters, for a thread that follows the durable size (the ETL publisher).
+    pub fn shared_stats(&self) -> std::sync::Arc<RuntimeStats> {
+        self.stats.clone()
     }
 
     /// Writes the final checkpoint and stops.

@@ -25,6 +25,10 @@ pub struct RuntimeStats {
     pub batch_buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
     pub batches: AtomicU64,
     pub batched_commands: AtomicU64,
+    /// Size of the last checkpoint the ETL publisher wrote (0 until then, or without publishing).
+    pub published_tree_size: AtomicU64,
+    /// Set once a publisher follows this runtime, so the lag is exported only then.
+    pub publishing: std::sync::atomic::AtomicBool,
 }
 
 impl RuntimeStats {

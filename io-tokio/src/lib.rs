@@ -80,6 +80,11 @@ impl KernelHandle {
         &self.stats
     }
 
+    /// The same counters, for a thread that follows the durable size (the ETL publisher).
+    pub fn shared_stats(&self) -> std::sync::Arc<RuntimeStats> {
+        self.stats.clone()
+    }
+
     /// Asks the kernel task to finish in-flight work, checkpoint and stop.
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Message::Shutdown).await;

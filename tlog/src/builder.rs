@@ -9,6 +9,8 @@ use crate::tile::{BundleId, FULL_WIDTH, TILE_HEIGHT, TileId, TileReader, hashes_
 
 /// Largest entry an entry bundle can hold (big-endian u16 length prefix).
 pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
+// The kernel's leaf limit is this one: nothing is logged that could not be published.
+const _: () = assert!(MAX_ENTRY_BYTES == evidenceos_core::etl::MAX_LEAF_BYTES);
 
 /// A tile's contents, ready to store under [`TileId::path`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -154,10 +154,14 @@ pub(crate) enum Command {
     Governance(GovernanceCommand),
 
     Audit(AuditArgs),
+
+    /// The published transparency log (evidenceosd --publish-dir): verify entries, monitor.
+    #[command(subcommand)]
+    Log(super::log::LogCommand),
 }
 
 impl Command {
-    /// Operator commands work on a data directory and never connect to the daemon.
+    /// Operator and log commands work on files and never connect to the daemon.
     pub(crate) fn is_offline(&self) -> bool {
         !matches!(self, Self::Claim(_) | Self::Capsule(_))
     }

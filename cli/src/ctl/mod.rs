@@ -5,6 +5,7 @@
 mod args;
 mod claim;
 mod client;
+mod log;
 mod operator;
 mod operator_args;
 mod output;
@@ -106,6 +107,8 @@ fn run_offline(command: &Command) -> operator::Outcome<(String, ExitCode)> {
         Command::Governance(Governance::Events(Events::Show(args))) => events::show(args)?,
         Command::Governance(Governance::Events(Events::Verify(args))) => events::verify(args)?,
         Command::Audit(args) => audit::audit(args)?,
+        Command::Log(log::LogCommand::Verify(args)) => log::verify(args)?,
+        Command::Log(log::LogCommand::Monitor(args)) => log::monitor(args)?,
         Command::Claim(_) | Command::Capsule(_) => unreachable!("online commands are not offline"),
     };
     Ok((text, ExitCode::SUCCESS))

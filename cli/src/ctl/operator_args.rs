@@ -61,10 +61,22 @@ pub(crate) struct KeysGenerateArgs {
 /// ETL keys are the files keys/<key id>.key (the daemon loads all of them, so tree heads signed
 /// by any of them stay verifiable); the active one is named by keys/active_key_id. Operator keys
 /// are the entries of trusted_oracle_keys.json. Read only.
+///
+/// Each ETL key also gets its vkey under the log's origin (c2sp.org/signed-note): what
+/// `log verify --vkey` and `log monitor --vkey` take to check published checkpoints.
 #[derive(Debug, Args)]
 pub(crate) struct KeysListArgs {
     #[command(flatten)]
     pub(crate) dir: DataDirArg,
+
+    /// The daemon's --log-origin, if it sets one (default: the same default the daemon uses,
+    /// derived from the active signing key id).
+    #[arg(long, value_name = "NAME", value_parser = parse_log_origin)]
+    pub(crate) log_origin: Option<evidenceos_tlog::checkpoint::Origin>,
+}
+
+fn parse_log_origin(text: &str) -> Result<evidenceos_tlog::checkpoint::Origin, String> {
+    evidenceos_tlog::note::KeyName::new(text).map_err(|e| format!("not a log origin (no spaces or '+'): {e}"))
 }
 
 /// Make a key the daemon's ETL signing key from its next start (SPEC §4).

@@ -10,6 +10,7 @@ use evidenceos_core::state::Policy;
 use evidenceos_core::{Kernel, KernelConfig};
 use evidenceos_io_sync::{DataDir, FileExecutor, SigningKeyStatus, drive, log_event, now};
 
+mod publish;
 mod reload;
 mod security;
 #[cfg(feature = "runtime-sync")]
@@ -212,6 +213,9 @@ struct Args {
     /// Write a checkpoint after this many journal records (bounds replay time at restart).
     #[arg(long, default_value_t = 4096, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
+
+    #[command(flatten)]
+    publish: publish::PublishArgs,
 }
 
 fn init_logging(format: LogFormat) {

@@ -73,6 +73,7 @@ pub(crate) fn serve(
     };
     let control = install_signals()?;
     let mut runtime = BlockingRuntime::new(kernel, executor, Observe::LogOnly);
+    crate::publish::start(&args.publish, &dir, runtime.shared_stats())?;
     let settings = crate::settings_from(&args);
 
     tracing::info!(event = "listening", addr = %local, key_id = %key_id, tree_size, data_dir = %dir.root().display(), runtime = "sync", protocol = "connect", "evidenceosd is serving");

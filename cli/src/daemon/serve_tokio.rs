@@ -47,6 +47,7 @@ pub(crate) async fn serve(
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (handle, kernel_task) = evidenceos_io_tokio::spawn(kernel, executor, evidenceos_io_tokio::wall_clock());
+    crate::publish::start(&args.publish, &dir, handle.shared_stats())?;
     let facts = ServerFacts {
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
         build_git_commit: env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),

@@ -37,6 +37,9 @@ pub(crate) fn list(args: &KeysListArgs) -> Outcome<String> {
     let reader = evidenceos_io_sync::DataDir::open_read_only(root).map_err(|e| e.to_string())?;
     let files = reader.read_recovery_files().map_err(|e| e.to_string())?;
     let active = String::from_utf8_lossy(&files.active_key_id).trim_end().to_string();
+    let keyring = evidenceos_core::keys::Keyring::from_files(&files.keys, &files.active_key_id)
+        .map_err(|e| format!("the daemon would not load these keys: {e}"))?;
+    let origin = evidenceos_io_sync::publish::log_origin(args.log_origin.as_ref(), &keyring.active_key_id());
     let mut etl_keys = Vec::new();
     for file in &files.keys {
         let seed: [u8; 32] =
@@ -48,6 +51,7 @@ pub(crate) fn list(args: &KeysListArgs) -> Outcome<String> {
             "key_id": key_id,
             "public_key_hex": hex::encode(public_key_for_seed(&seed)),
             "active": key_id == active,
+            "vkey": evidenceos_io_sync::publish::log_vkey(&origin, &public_key_for_seed(&seed)).to_string(),
         }));
     }
     let operator = reader.read_operator_files().map_err(|e| e.to_string())?;
@@ -57,7 +61,12 @@ pub(crate) fn list(args: &KeysListArgs) -> Outcome<String> {
     };
     let trusted: Vec<Value> =
         trusted.iter().map(|(kid, key)| json!({"key_id": kid, "public_key_hex": hex::encode(key)})).collect();
-    Ok(pretty(&json!({"active_key_id": active, "etl_signing_keys": etl_keys, "trusted_operator_keys": trusted})))
+    Ok(pretty(&json!({
+        "active_key_id": active,
+        "log_origin": origin.as_str(),
+        "etl_signing_keys": etl_keys,
+        "trusted_operator_keys": trusted,
+    })))
 }
 
 pub(crate) fn activate(args: &KeysActivateArgs) -> Outcome<String> {
