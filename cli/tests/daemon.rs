@@ -195,7 +195,9 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     let tmp = tempfile::tempdir().unwrap();
     let secret = "7365637265742d6b6579";
     let key_flag = format!("ops:{secret}:operator");
-    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &["--auth-hmac-key", &key_flag], &[]);
+    let data = tmp.path().join("data");
+    support::install_demo_holdout(&data);
+    let daemon = support::start_with(&data, tmp.path(), &["--auth-hmac-key", &key_flag], &[]);
     let mut client = client(&daemon).await;
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let signed_as = |request_id: &str, signed_path: &str, key_id: &str, timestamp: u64| {
@@ -231,20 +233,32 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     assert_eq!(unknown_key.code(), Code::Unauthenticated);
     let unsigned = client.health(v2::HealthRequest {}).await.unwrap_err();
     assert_eq!(unsigned.code(), Code::Unauthenticated);
-    // An idempotent method is authenticated once: its x-request-id is not taken for a replay of
-    // itself, so the request reaches the kernel (which knows no holdout "demo" here).
-    let timestamp = now().to_string();
+    // On an idempotent method a repeated request id is a retry (SPEC §2.3): the idempotency
+    // record answers it, so a failed call can be retried and a repeat has no second effect.
     let create_path = "/evidenceos.v2.EvidenceOS/CreateClaimV2";
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&hex::decode(secret).unwrap()).unwrap();
-    mac.update(format!("create-1:{create_path}:{timestamp}").as_bytes());
-    let mut create = tonic::Request::new(support::claim_request("hmac-claim", "fast", "demo"));
-    let metadata = create.metadata_mut();
-    metadata.insert("x-request-id", "create-1".parse().unwrap());
-    metadata.insert("x-evidenceos-key-id", "ops".parse().unwrap());
-    metadata.insert("x-evidenceos-timestamp", timestamp.parse().unwrap());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    metadata.insert("x-evidenceos-signature", signature.parse().unwrap());
-    assert_eq!(client.create_claim_v2(create).await.unwrap_err().code(), Code::NotFound);
+    let create = |request_id: &str, message: v2::CreateClaimV2Request| {
+        let timestamp = now().to_string();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&hex::decode(secret).unwrap()).unwrap();
+        mac.update(format!("{request_id}:{create_path}:{timestamp}").as_bytes());
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        metadata.insert("x-request-id", request_id.parse().unwrap());
+        metadata.insert("x-evidenceos-key-id", "ops".parse().unwrap());
+        metadata.insert("x-evidenceos-timestamp", timestamp.parse().unwrap());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        metadata.insert("x-evidenceos-signature", signature.parse().unwrap());
+        request
+    };
+    let claim = support::claim_request("hmac-claim", "fast", "demo");
+    let missing_holdout = support::claim_request("hmac-claim", "fast", "nowhere");
+    let failed = client.create_claim_v2(create("create-1", missing_holdout)).await.unwrap_err();
+    assert_eq!(failed.code(), Code::NotFound);
+    let first = client.create_claim_v2(create("create-1", claim.clone())).await.unwrap().into_inner();
+    let again = client.create_claim_v2(create("create-1", claim.clone())).await.unwrap().into_inner();
+    assert_eq!(again, first, "a retry gets the recorded reply");
+    let other = support::claim_request("other-claim", "fast", "demo");
+    let conflicting = client.create_claim_v2(create("create-1", other)).await.unwrap_err();
+    assert_eq!(conflicting.code(), Code::AlreadyExists, "other bytes under the same request id");
     daemon.stop();
 }
 

@@ -184,11 +184,17 @@ impl HmacKeys {
         let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key.secret).expect("any key length");
         mac.update(material.as_bytes());
         mac.verify_slice(&signature).map_err(|_| unauthenticated("bad HMAC signature"))?;
-        self.remember(kid, request_id, now_unix)?;
+        // SPEC §2.3: on an idempotent method a repeat is a retry the idempotency record answers
+        // (no second effect), so a client whose call failed can retry with the same request id.
+        let idempotent = crate::rpc::Method::from_path(path).is_some_and(|(_, method)| method.is_idempotent());
+        if !idempotent {
+            self.remember(kid, request_id, now_unix)?;
+        }
         Ok(Principal::new(format!("hmac:{kid}"), key.role))
     }
 
     /// Refuses a (key id, request id) seen recently: a captured request cannot be sent again.
+    /// Not consulted on idempotent methods, where the kernel's idempotency record answers repeats.
     fn remember(&self, kid: &str, request_id: &str, now_unix: u64) -> Result<(), KernelError> {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (kid.to_string(), request_id.to_string());
@@ -412,8 +418,46 @@ mod hmac_tests {
             unknown.insert("x-evidenceos-key-id", "nobody");
             assert!(auth.authenticate(&unknown, &v.path, None, now).is_err(), "{}: unknown key", v.name);
             auth.authenticate(&signed(v), &v.path, None, now).unwrap();
-            let replay = auth.authenticate(&signed(v), &v.path, None, now).unwrap_err();
-            assert!(replay.message.contains("replayed"), "{}: replay", v.name);
+            let again = auth.authenticate(&signed(v), &v.path, None, now);
+            if v.path.ends_with("/CreateClaimV2") {
+                assert!(again.is_ok(), "{}: a retry, answered by the idempotency record", v.name);
+            } else {
+                assert!(again.unwrap_err().message.contains("replayed"), "{}: replay", v.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_request_id_is_a_retry_only_on_the_idempotent_methods() {
+        let mut keys = HmacKeys::default();
+        keys.add_entry("k1:00112233").unwrap();
+        let auth = Authenticator::new(BearerTokens::default(), keys, None);
+        // One request id per path: replay protection is per (key id, request id).
+        let sign = |path: &str| {
+            use hmac::{KeyInit, Mac};
+            let request_id = path.replace(':', "").replace('/', "-");
+            let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[0, 0x11, 0x22, 0x33]).unwrap();
+            mac.update(format!("{request_id}:{path}").as_bytes());
+            let mut map = MetadataMap::new();
+            map.insert("x-request-id", &request_id);
+            map.insert("x-evidenceos-key-id", "k1");
+            map.insert("x-evidenceos-signature", &format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+            map
+        };
+        for package in ["evidenceos.v2", "evidenceos.v1"] {
+            for method in ["CreateClaimV2", "ExecuteClaimV2", "RevokeClaim"] {
+                let path = format!("/{package}.EvidenceOS/{method}");
+                for attempt in 0..3 {
+                    let principal = auth.authenticate(&sign(&path), &path, None, 1_735_689_600);
+                    assert_eq!(principal.unwrap().id, "hmac:k1", "{path} attempt {attempt}");
+                }
+            }
+            for method in ["Health", "CommitArtifacts", "GrantCredit"] {
+                let path = format!("/{package}.EvidenceOS/{method}");
+                auth.authenticate(&sign(&path), &path, None, 1_735_689_600).unwrap();
+                let replay = auth.authenticate(&sign(&path), &path, None, 1_735_689_600).unwrap_err();
+                assert!(replay.message.contains("replayed"), "{path}");
+            }
         }
     }
 

@@ -93,6 +93,12 @@ impl Method {
         }
     }
 
+    /// SPEC §2.5: the methods whose repeats the idempotency record answers (same request id and
+    /// bytes → the recorded reply), so a repeated request id there is a retry, not a replay.
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, Self::CreateClaimV2 | Self::ExecuteClaimV2 | Self::RevokeClaim)
+    }
+
     /// Resolves `/<package>.EvidenceOS/<Method>`; the legacy v1 package lacks the pool RPCs.
     pub fn from_path(path: &str) -> Option<(&'static str, Method)> {
         let (package, name) = path.strip_prefix('/')?.split_once(".EvidenceOS/")?;
@@ -116,6 +122,7 @@ pub fn idempotent<M: Message>(
     message: &M,
     command: Command,
 ) -> Result<KernelRequest, KernelError> {
+    debug_assert!(method.is_idempotent(), "{method:?} has no idempotency record");
     let name = method.name();
     let request_id =
         request_id.ok_or_else(|| KernelError::invalid_argument(format!("{name} requires an x-request-id header")))?;
