@@ -187,15 +187,13 @@ async fn claims_end_to_end_over_grpc() {
     let feed =
         client.get_revocation_feed(with_token(v2::GetRevocationFeedRequest {}, AUDITOR)).await.unwrap().into_inner();
     assert_eq!(feed.entries.len(), 1);
-    let head =
-        client.get_signed_tree_head(with_token(v2::GetSignedTreeHeadRequest {}, AUDITOR)).await.unwrap().into_inner();
-    let head = SignedTreeHead {
-        tree_size: head.tree_size,
-        root_hash: head.root_hash.try_into().unwrap(),
-        key_id: KeyId(head.key_id.try_into().unwrap()),
-        signature: head.signature.try_into().unwrap(),
-    };
+    // The feed carries the head its signature covers (SPEC §1 field 4): verify with it alone.
+    let head = sth_of(feed.signed_tree_head.as_ref().expect("GetRevocationFeed returns its head"));
+    assert_eq!(head.key_id.0.as_slice(), feed.key_id.as_slice());
+    assert!(verify_tree_head(&public, &head), "the returned head is itself signed");
     assert!(verify_signature(&public, &revocation_feed_digest(&entries, &head), &feed.signature));
+    let other_size = SignedTreeHead { tree_size: head.tree_size - 1, ..head.clone() };
+    assert!(!verify_signature(&public, &revocation_feed_digest(&entries, &other_size), &feed.signature));
 
     // FetchCapsule: inclusion at the signed head, consistency from the capsule's size to it.
     let fetched = client
