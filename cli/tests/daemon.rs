@@ -367,3 +367,56 @@ async fn an_auditor_token_from_a_file_is_accepted() {
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     daemon.stop();
 }
+
+/// Opens a `grpc.health.v1` Watch on `service` and returns the stream after its first status.
+async fn watch_health(
+    daemon: &Daemon,
+    service: &str,
+) -> (i32, tonic::Streaming<tonic_health::pb::HealthCheckResponse>) {
+    let channel = tonic::transport::Endpoint::from_shared(daemon.addr.clone()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: service.to_string() };
+    let mut stream = health.watch(request).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().expect("a first status");
+    (first.status, stream)
+}
+
+/// The next status a Watch stream reports, waiting at most `secs`.
+async fn next_status(stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>, secs: u64) -> i32 {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(secs), stream.message()).await;
+    next.expect("a status change in time").expect("stream intact").expect("a status").status
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_draining_and_after_a_storage_failure() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let (serving, not_serving) = (ServingStatus::Serving as i32, ServingStatus::NotServing as i32);
+
+    // SIGTERM: health turns NOT_SERVING as the drain starts.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut daemon = start(&tmp.path().join("data"), tmp.path());
+    let (first, mut server_wide) = watch_health(&daemon, "").await;
+    let (first_v2, mut evidenceos) = watch_health(&daemon, "evidenceos.v2.EvidenceOS").await;
+    assert_eq!((first, first_v2), (serving, serving));
+    daemon.signal("TERM");
+    assert_eq!(next_status(&mut server_wide, 10).await, not_serving);
+    assert_eq!(next_status(&mut evidenceos, 10).await, not_serving);
+    assert!(daemon.wait().success());
+
+    // A checkpoint that cannot be written (its temp path is a directory) fails the kernel's
+    // storage: health turns NOT_SERVING and the daemon exits 2 for its supervisor.
+    let data = tmp.path().join("failing");
+    let env = [("EVIDENCEOS_OPERATOR_TOKENS", "operator-secret")];
+    let mut daemon = support::start_with(&data, tmp.path(), &[], &env);
+    std::fs::create_dir(data.join("state.json.tmp")).unwrap();
+    let (first, mut stream) = watch_health(&daemon, "").await;
+    assert_eq!(first, serving);
+    let mut grant =
+        tonic::Request::new(v2::GrantCreditRequest { principal_id: "a".into(), amount: 1, reason: "r".into() });
+    grant.metadata_mut().insert("authorization", "Bearer operator-secret".parse().unwrap());
+    client(&daemon).await.grant_credit(grant).await.unwrap();
+    // The idle checkpoint comes 10 s after the last command.
+    assert_eq!(next_status(&mut stream, 30).await, not_serving);
+    assert_eq!(daemon.wait().code(), Some(2), "{}", daemon.log());
+    assert!(daemon.log().contains("storage_failed"), "{}", daemon.log());
+}
