@@ -132,7 +132,7 @@ impl std::fmt::Display for RecoveryError {
             ),
             Self::UnexplainedLeaves { explained, on_disk } => write!(
                 f,
-                "etl.log holds {on_disk} leaves but state.json and journal.log explain only {explained}: {} unexplained leaves may be signed history, so they are not deleted; restore journal.log and state.json from the same backup as etl.log, or move etl.log aside to start an empty log",
+                "etl.log holds {on_disk} leaves but state.json and journal.log explain only {explained}: {} unexplained leaves may be signed history, so they are not deleted; restore journal.log and state.json from the same backup as etl.log, or move etl.log, state.json and journal.log out of the data directory to start an empty log",
                 on_disk - explained
             ),
         }
