@@ -187,15 +187,13 @@ async fn claims_end_to_end_over_grpc() {
     let feed =
         client.get_revocation_feed(with_token(v2::GetRevocationFeedRequest {}, AUDITOR)).await.unwrap().into_inner();
     assert_eq!(feed.entries.len(), 1);
-    let head =
-        client.get_signed_tree_head(with_token(v2::GetSignedTreeHeadRequest {}, AUDITOR)).await.unwrap().into_inner();
-    let head = SignedTreeHead {
-        tree_size: head.tree_size,
-        root_hash: head.root_hash.try_into().unwrap(),
-        key_id: KeyId(head.key_id.try_into().unwrap()),
-        signature: head.signature.try_into().unwrap(),
-    };
+    // The feed carries the head its signature covers (SPEC §1 field 4): verify with it alone.
+    let head = sth_of(feed.signed_tree_head.as_ref().expect("GetRevocationFeed returns its head"));
+    assert_eq!(head.key_id.0.as_slice(), feed.key_id.as_slice());
+    assert!(verify_tree_head(&public, &head), "the returned head is itself signed");
     assert!(verify_signature(&public, &revocation_feed_digest(&entries, &head), &feed.signature));
+    let other_size = SignedTreeHead { tree_size: head.tree_size - 1, ..head.clone() };
+    assert!(!verify_signature(&public, &revocation_feed_digest(&entries, &other_size), &feed.signature));
 
     // FetchCapsule: inclusion at the signed head, consistency from the capsule's size to it.
     let fetched = client
@@ -320,4 +318,73 @@ async fn a_signed_nullspec_activated_by_sighup_judges_the_next_claim() {
     assert_eq!(capsule["eprocess_kind"], "DirichletMultinomialMixture");
     drop(client);
     daemon.stop();
+}
+
+/// Restoring `etl.log` (and keys) without `journal.log` and `state.json` must not cost the signed
+/// history: the daemon refuses to start, says why and what to do, and leaves the log untouched.
+#[tokio::test]
+async fn a_log_restored_without_its_journal_refuses_to_start_and_stays_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    install_demo_holdout(&data);
+    let daemon = start(&data, tmp.path());
+    let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
+    run_claim(&mut client, "restored-a", "fast", "claim_all_zero", &[]).await;
+    run_claim(&mut client, "restored-b", "fast", "claim_all_zero", &[]).await;
+    let head = client.get_signed_tree_head(with_token(v2::GetSignedTreeHeadRequest {}, AGENT)).await.unwrap();
+    let leaves = head.into_inner().tree_size;
+    assert_eq!(leaves, 2, "one capsule per claim");
+    daemon.stop();
+
+    // A backup made without journal.log: the journal and the checkpoint are gone.
+    let journal = std::fs::read(data.join("journal.log")).unwrap();
+    let checkpoint = std::fs::read(data.join("state.json")).unwrap();
+    std::fs::remove_file(data.join("journal.log")).unwrap();
+    std::fs::remove_file(data.join("state.json")).unwrap();
+    let etl_before = std::fs::read(data.join("etl.log")).unwrap();
+    let (status, stderr) = start_expecting_refusal(&data, tmp.path());
+    assert!(!status.success(), "refused with a success status; stderr:\n{stderr}");
+    assert!(stderr.contains(&format!("etl.log holds {leaves} leaves")), "{stderr}");
+    assert!(stderr.contains(&format!("{leaves} unexplained leaves")), "{stderr}");
+    assert!(stderr.contains("restore journal.log and state.json"), "{stderr}");
+    assert_eq!(std::fs::read(data.join("etl.log")).unwrap(), etl_before, "etl.log must stay byte for byte");
+
+    // With the whole backup back the daemon starts, and a leftover intent record of the
+    // compatible implementation is named in the log rather than silently ignored.
+    std::fs::write(data.join("journal.log"), journal).unwrap();
+    std::fs::write(data.join("state.json"), checkpoint).unwrap();
+    std::fs::write(data.join("pending_mutation.json"), b"{}").unwrap();
+    let daemon = start(&data, tmp.path());
+    let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();
+    let head = client.get_signed_tree_head(with_token(v2::GetSignedTreeHeadRequest {}, AGENT)).await.unwrap();
+    assert_eq!(head.into_inner().tree_size, leaves);
+    assert!(daemon.log().contains("pending_mutation_not_applied"), "{}", daemon.log());
+    daemon.stop();
+}
+
+/// Runs the daemon on `data` and waits (bounded) for it to exit; a daemon that starts serving
+/// instead is killed and fails the test.
+fn start_expecting_refusal(data: &Path, log_dir: &Path) -> (std::process::ExitStatus, String) {
+    let log = log_dir.join("refused.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_evidenceosd"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + support::START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started instead of refusing:\n{}", std::fs::read_to_string(&log).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&log).unwrap())
 }

@@ -195,7 +195,9 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     let tmp = tempfile::tempdir().unwrap();
     let secret = "7365637265742d6b6579";
     let key_flag = format!("ops:{secret}:operator");
-    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &["--auth-hmac-key", &key_flag], &[]);
+    let data = tmp.path().join("data");
+    support::install_demo_holdout(&data);
+    let daemon = support::start_with(&data, tmp.path(), &["--auth-hmac-key", &key_flag], &[]);
     let mut client = client(&daemon).await;
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let signed_as = |request_id: &str, signed_path: &str, key_id: &str, timestamp: u64| {
@@ -231,20 +233,32 @@ async fn hmac_signed_requests_are_verified_over_the_real_path() {
     assert_eq!(unknown_key.code(), Code::Unauthenticated);
     let unsigned = client.health(v2::HealthRequest {}).await.unwrap_err();
     assert_eq!(unsigned.code(), Code::Unauthenticated);
-    // An idempotent method is authenticated once: its x-request-id is not taken for a replay of
-    // itself, so the request reaches the kernel (which knows no holdout "demo" here).
-    let timestamp = now().to_string();
+    // On an idempotent method a repeated request id is a retry (SPEC §2.3): the idempotency
+    // record answers it, so a failed call can be retried and a repeat has no second effect.
     let create_path = "/evidenceos.v2.EvidenceOS/CreateClaimV2";
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&hex::decode(secret).unwrap()).unwrap();
-    mac.update(format!("create-1:{create_path}:{timestamp}").as_bytes());
-    let mut create = tonic::Request::new(support::claim_request("hmac-claim", "fast", "demo"));
-    let metadata = create.metadata_mut();
-    metadata.insert("x-request-id", "create-1".parse().unwrap());
-    metadata.insert("x-evidenceos-key-id", "ops".parse().unwrap());
-    metadata.insert("x-evidenceos-timestamp", timestamp.parse().unwrap());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    metadata.insert("x-evidenceos-signature", signature.parse().unwrap());
-    assert_eq!(client.create_claim_v2(create).await.unwrap_err().code(), Code::NotFound);
+    let create = |request_id: &str, message: v2::CreateClaimV2Request| {
+        let timestamp = now().to_string();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&hex::decode(secret).unwrap()).unwrap();
+        mac.update(format!("{request_id}:{create_path}:{timestamp}").as_bytes());
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        metadata.insert("x-request-id", request_id.parse().unwrap());
+        metadata.insert("x-evidenceos-key-id", "ops".parse().unwrap());
+        metadata.insert("x-evidenceos-timestamp", timestamp.parse().unwrap());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        metadata.insert("x-evidenceos-signature", signature.parse().unwrap());
+        request
+    };
+    let claim = support::claim_request("hmac-claim", "fast", "demo");
+    let missing_holdout = support::claim_request("hmac-claim", "fast", "nowhere");
+    let failed = client.create_claim_v2(create("create-1", missing_holdout)).await.unwrap_err();
+    assert_eq!(failed.code(), Code::NotFound);
+    let first = client.create_claim_v2(create("create-1", claim.clone())).await.unwrap().into_inner();
+    let again = client.create_claim_v2(create("create-1", claim.clone())).await.unwrap().into_inner();
+    assert_eq!(again, first, "a retry gets the recorded reply");
+    let other = support::claim_request("other-claim", "fast", "demo");
+    let conflicting = client.create_claim_v2(create("create-1", other)).await.unwrap_err();
+    assert_eq!(conflicting.code(), Code::AlreadyExists, "other bytes under the same request id");
     daemon.stop();
 }
 
@@ -419,4 +433,57 @@ async fn pool_share_and_canary_flags_are_journaled_for_replay() {
         let refused = Command::new(env!("CARGO_BIN_EXE_evidenceosd")).args([flag, "0"]).stderr(Stdio::piped()).output();
         assert_eq!(refused.unwrap().status.code(), Some(2), "{flag} 0 is refused by the parser");
     }
+}
+
+/// Opens a `grpc.health.v1` Watch on `service` and returns the stream after its first status.
+async fn watch_health(
+    daemon: &Daemon,
+    service: &str,
+) -> (i32, tonic::Streaming<tonic_health::pb::HealthCheckResponse>) {
+    let channel = tonic::transport::Endpoint::from_shared(daemon.addr.clone()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: service.to_string() };
+    let mut stream = health.watch(request).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().expect("a first status");
+    (first.status, stream)
+}
+
+/// The next status a Watch stream reports, waiting at most `secs`.
+async fn next_status(stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>, secs: u64) -> i32 {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(secs), stream.message()).await;
+    next.expect("a status change in time").expect("stream intact").expect("a status").status
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_draining_and_after_a_storage_failure() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let (serving, not_serving) = (ServingStatus::Serving as i32, ServingStatus::NotServing as i32);
+
+    // SIGTERM: health turns NOT_SERVING as the drain starts.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut daemon = start(&tmp.path().join("data"), tmp.path());
+    let (first, mut server_wide) = watch_health(&daemon, "").await;
+    let (first_v2, mut evidenceos) = watch_health(&daemon, "evidenceos.v2.EvidenceOS").await;
+    assert_eq!((first, first_v2), (serving, serving));
+    daemon.signal("TERM");
+    assert_eq!(next_status(&mut server_wide, 10).await, not_serving);
+    assert_eq!(next_status(&mut evidenceos, 10).await, not_serving);
+    assert!(daemon.wait().success());
+
+    // A checkpoint that cannot be written (its temp path is a directory) fails the kernel's
+    // storage: health turns NOT_SERVING and the daemon exits 2 for its supervisor.
+    let data = tmp.path().join("failing");
+    let env = [("EVIDENCEOS_OPERATOR_TOKENS", "operator-secret")];
+    let mut daemon = support::start_with(&data, tmp.path(), &[], &env);
+    std::fs::create_dir(data.join("state.json.tmp")).unwrap();
+    let (first, mut stream) = watch_health(&daemon, "").await;
+    assert_eq!(first, serving);
+    let mut grant =
+        tonic::Request::new(v2::GrantCreditRequest { principal_id: "a".into(), amount: 1, reason: "r".into() });
+    grant.metadata_mut().insert("authorization", "Bearer operator-secret".parse().unwrap());
+    client(&daemon).await.grant_credit(grant).await.unwrap();
+    // The idle checkpoint comes 10 s after the last command.
+    assert_eq!(next_status(&mut stream, 30).await, not_serving);
+    assert_eq!(daemon.wait().code(), Some(2), "{}", daemon.log());
+    assert!(daemon.log().contains("storage_failed"), "{}", daemon.log());
 }

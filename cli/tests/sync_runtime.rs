@@ -434,6 +434,18 @@ fn hmac_signatures_cover_the_url_path_and_a_replay_is_refused() {
     assert_eq!((replay.status, replay.json()["code"].clone()), (401, json!("unauthenticated")));
     let other_path = post(&mut http, signed("r-2", sign("r-2", "/evidenceos.v2.EvidenceOS/Health")));
     assert_eq!(other_path.status, 401, "a signature for another method does not transfer");
+    // RevokeClaim is idempotent: a repeated request id is a retry the kernel answers (here: no
+    // such claim, nothing recorded), never a replay refused before it.
+    let revoke = |http: &mut Http| {
+        let headers = signed("revoke-1", sign("revoke-1", "/evidenceos.v2.EvidenceOS/RevokeClaim"));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let body = json!({"claimId": BASE64.encode([9u8; 32]), "reason": "retry"}).to_string();
+        http.post("RevokeClaim", "application/json", &headers, body.as_bytes())
+    };
+    for attempt in 0..2 {
+        let answer = revoke(&mut http);
+        assert_eq!(answer.json()["code"], json!("not_found"), "attempt {attempt}");
+    }
     drop(http);
     sync.stop();
 }
@@ -516,5 +528,33 @@ async fn sighup_applies_valid_operator_files_and_a_rejected_reload_keeps_the_old
     let unknown = agent.call::<_, v2::CreateClaimV2Response>("CreateClaimV2", demo, Some("demo-claim")).await;
     assert!(unknown.unwrap_err().starts_with("NOT_FOUND"), "the rejected files were not applied in part");
     drop(agent);
+    sync.stop();
+}
+
+/// GetRevocationFeed over Connect JSON carries `signedTreeHead` (SPEC §1 field 4), and the feed's
+/// signature verifies against exactly that head, with no second call for the head.
+#[test]
+fn the_revocation_feed_carries_the_head_its_signature_covers() {
+    use evidenceos_core::SignedTreeHead;
+    use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
+    use evidenceos_core::keys::{KeyId, verify_signature};
+    let tmp = tempfile::tempdir().unwrap();
+    let sync = start_sync(&tmp.path().join("data"), tmp.path(), &[]);
+    let mut http = Http::connect(&sync);
+    let bytes = |value: &Value| BASE64.decode(value.as_str().unwrap_or_default()).unwrap();
+    let feed = http.call("GetRevocationFeed", AUDITOR, None, &json!({}));
+    let head = &feed["signedTreeHead"];
+    let head = SignedTreeHead {
+        tree_size: head["treeSize"].as_str().map_or(0, |n| n.parse().unwrap()),
+        root_hash: bytes(&head["rootHash"]).try_into().unwrap(),
+        key_id: KeyId(bytes(&head["keyId"]).try_into().unwrap()),
+        signature: bytes(&head["signature"]).try_into().unwrap(),
+    };
+    let key = http.call("GetPublicKey", AUDITOR, None, &json!({"keyId": feed["keyId"]}));
+    let public: [u8; 32] = bytes(&key["ed25519PublicKey"]).try_into().unwrap();
+    assert!(verify_tree_head(&public, &head));
+    let signature: [u8; 64] = bytes(&feed["signature"]).try_into().unwrap();
+    assert!(verify_signature(&public, &revocation_feed_digest(&[], &head), &signature));
+    drop(http);
     sync.stop();
 }

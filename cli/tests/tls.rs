@@ -10,7 +10,8 @@ use std::process::Command;
 use evidenceos_core::hash::sha256;
 use evidenceos_grpc::v2;
 use evidenceos_grpc::v2::evidence_os_client::EvidenceOsClient;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::string::Ia5String;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -37,6 +38,17 @@ impl Authority {
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    /// A leaf certificate whose SAN holds these URIs (`evidenceos:role:*`, SPEC §2.2).
+    fn issue_with_uris(&self, uris: &[&str]) -> (String, String) {
+        let mut params = CertificateParams::new(vec!["client.example".to_string()]).unwrap();
+        for uri in uris {
+            params.subject_alt_names.push(SanType::URI(Ia5String::try_from(*uri).unwrap()));
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &Issuer::from_params(&self.params, &self.key)).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 }
 
@@ -147,6 +159,19 @@ async fn mtls_identifies_callers_by_certificate_only() {
     spoofed.metadata_mut().insert("x-evidenceos-principal", "operator".parse().unwrap());
     spoofed.metadata_mut().insert("authorization", "Bearer operator".parse().unwrap());
     assert_eq!(agent.grant_credit(spoofed).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // A SAN URI role from the client CA counts like a fingerprint list entry; two roles do not.
+    let san_operator = pki.client_ca.issue_with_uris(&["evidenceos:role:operator"]);
+    let mut operator = tls_client(&daemon, &pki, Some(san_operator)).await.unwrap();
+    assert_eq!(operator.grant_credit(grant()).await.unwrap().into_inner().credit_balance, 10);
+    let san_auditor = pki.client_ca.issue_with_uris(&["evidenceos:role:auditor"]);
+    let mut auditor = tls_client(&daemon, &pki, Some(san_auditor)).await.unwrap();
+    assert_eq!(auditor.grant_credit(grant()).await.unwrap_err().code(), Code::PermissionDenied);
+    let proof = v2::GetInclusionProofRequest { leaf_index: 0 };
+    assert_eq!(auditor.get_inclusion_proof(proof).await.unwrap_err().code(), Code::NotFound, "auditors may ask");
+    let two_roles = pki.client_ca.issue_with_uris(&["evidenceos:role:agent", "evidenceos:role:operator"]);
+    let mut ambiguous = tls_client(&daemon, &pki, Some(two_roles)).await.unwrap();
+    assert_eq!(ambiguous.grant_credit(grant()).await.unwrap_err().code(), Code::Unauthenticated);
     daemon.stop();
 }
 
@@ -182,6 +207,9 @@ fn insecure_or_inconsistent_configurations_refuse_to_start() {
         (with(pki.tls_flags(), &["--require-client-cert"]), "needs --mtls-client-ca"),
         (s(&["--mtls-client-ca", &pki.path("client-ca.pem"), "--require-client-cert"]), "mTLS needs TLS"),
         (with(pki.tls_flags(), &["--operator-cert-fingerprints", &"ab".repeat(32)]), "need mTLS"),
+        (with(pki.mtls_flags(), &["--agent-tokens", "t"]), "would never be checked"),
+        (with(pki.mtls_flags(), &["--auth-hmac-key", "k1:00112233"]), "would never be checked"),
+        (with(pki.mtls_flags(), &["--runtime", "sync", "--operator-tokens", "t"]), "would never be checked"),
         (s(&["--auth-token-file", &pki.path("absent-token")]), "--auth-token-file"),
     ];
     for (flags, expected) in cases {
@@ -323,6 +351,9 @@ fn the_sync_runtime_serves_tls_and_identifies_mtls_callers_by_certificate() {
     let (status, body) = sync_https_post(&daemon, &pki, Some((agent_cert, agent_key)), "GrantCredit", grant).unwrap();
     assert_eq!(status, 403, "an agent certificate stays an agent: {body}");
     assert!(body.contains("permission_denied"), "{body}");
+    let san_operator = pki.client_ca.issue_with_uris(&["evidenceos:role:operator"]);
+    let (status, body) = sync_https_post(&daemon, &pki, Some(san_operator), "GrantCredit", grant).unwrap();
+    assert_eq!(status, 200, "a SAN URI operator role: {body}");
     daemon.stop();
 }
 

@@ -46,6 +46,8 @@ pub struct EffectId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
 
+/// Runtimes carry out effects one at a time in the order the kernel emits them, across files too:
+/// recovery relies on a journal sync finishing before the leaves it explains are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Append bytes at the end of the file (creating it if absent).
@@ -93,9 +95,6 @@ pub enum LogEvent {
         file: FileId,
         valid_len: u64,
         dropped_bytes: u64,
-    },
-    UnacknowledgedLeavesTruncated {
-        count: u64,
     },
     MissingLeavesReappended {
         count: u64,

@@ -98,6 +98,15 @@ pub enum RecoveryError {
     LeafMismatch {
         index: u64,
     },
+    /// `etl.log` holds leaves that neither `state.json` nor `journal.log` explains. A crash cannot
+    /// leave them (a batch's journal is synced before its leaves are written), so they may be
+    /// signed history whose journal was lost, e.g. by restoring `etl.log` without it.
+    UnexplainedLeaves {
+        /// Leaves the checkpoint and journal account for.
+        explained: u64,
+        /// Complete leaves in `etl.log`.
+        on_disk: u64,
+    },
 }
 
 impl std::fmt::Display for RecoveryError {
@@ -120,6 +129,11 @@ impl std::fmt::Display for RecoveryError {
             Self::LeafMismatch { index } => write!(
                 f,
                 "etl.log leaf {index} differs from the leaf the journal replay produces; refusing to start (corruption or an incompatible kernel version)"
+            ),
+            Self::UnexplainedLeaves { explained, on_disk } => write!(
+                f,
+                "etl.log holds {on_disk} leaves but state.json and journal.log explain only {explained}: {} unexplained leaves may be signed history, so they are not deleted; restore journal.log and state.json from the same backup as etl.log, or move etl.log, state.json and journal.log out of the data directory to start an empty log",
+                on_disk - explained
             ),
         }
     }
@@ -205,7 +219,7 @@ pub struct Kernel {
 
 impl Kernel {
     /// Validates and replays the data directory, returning a kernel whose first outputs are the
-    /// effects that repair the disk (torn tails, missing or unacknowledged leaves) followed by a
+    /// effects that repair the disk (torn tails, leaves missing from `etl.log`) followed by a
     /// checkpoint and a fresh journal. Run them before serving.
     pub fn recover(config: KernelConfig, files: RecoveryFiles) -> Result<Self, RecoveryError> {
         let keyring =
@@ -326,8 +340,15 @@ impl Kernel {
             }));
         }
 
-        // Compare regenerated leaves with the log; re-append missing ones, drop unacknowledged ones.
+        // Compare regenerated leaves with the log and re-append missing ones. Leaves past the
+        // journal are never dropped: no crash leaves them, so only lost files can explain them.
         let beyond_checkpoint = &etl_scan.records[checkpoint_leaves as usize..];
+        if beyond_checkpoint.len() > regenerated.len() {
+            return Err(RecoveryError::UnexplainedLeaves {
+                explained: checkpoint_leaves + regenerated.len() as u64,
+                on_disk,
+            });
+        }
         let mut repair = Vec::new();
         for (i, payload) in regenerated.iter().enumerate() {
             if let Some(record) = beyond_checkpoint.get(i)
@@ -337,17 +358,9 @@ impl Kernel {
             }
             tree.push(crate::merkle::leaf_hash(payload));
         }
-        let keep = beyond_checkpoint.len().min(regenerated.len());
-        let keep_len = match beyond_checkpoint.get(keep) {
-            Some(first_dropped) => first_dropped.offset,
-            None => etl_scan.valid_len,
-        };
-        let unacknowledged = (beyond_checkpoint.len() - keep) as u64;
-        if unacknowledged > 0 {
-            outputs.push_back(Output::Event(LogEvent::UnacknowledgedLeavesTruncated { count: unacknowledged }));
-        }
-        if keep_len != files.etl.len() as u64 {
-            repair.push(Effect::Truncate { file: FileId::Etl, len: keep_len });
+        let keep = beyond_checkpoint.len();
+        if etl_scan.valid_len != files.etl.len() as u64 {
+            repair.push(Effect::Truncate { file: FileId::Etl, len: etl_scan.valid_len });
         }
         let missing = &regenerated[keep..];
         if !missing.is_empty() {
@@ -766,15 +779,18 @@ impl Kernel {
             self.checkpoint_requested = false;
             self.snapshot()
         });
+        // Crash boundary: the journal is durable before any of its leaves is written, so every
+        // leaf a crash can leave behind is explained by the journal, and recovery may refuse any
+        // other (it could be signed history whose journal was lost).
         let mut effects = Vec::with_capacity(4);
         if !journal.is_empty() {
             effects.push(Effect::Append { file: FileId::Journal, bytes: journal });
         }
-        if !etl.is_empty() {
-            effects.push(Effect::Append { file: FileId::Etl, bytes: etl });
-        }
         if records > 0 {
             effects.push(Effect::Sync { file: FileId::Journal });
+        }
+        if !etl.is_empty() {
+            effects.push(Effect::Append { file: FileId::Etl, bytes: etl });
         }
         if leaves > 0 {
             effects.push(Effect::Sync { file: FileId::Etl });
@@ -1158,32 +1174,61 @@ mod tests {
     }
 
     #[test]
-    fn unacknowledged_leaves_are_truncated_and_missing_ones_reappended() {
+    fn leaves_past_the_journal_refuse_to_start_and_missing_ones_are_reappended() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
         executed_claim(&mut disk, &mut kernel, 0);
         let head = sth(&mut kernel);
-        let before_restart = disk.clone();
-        // A leaf whose journal record never made it: never acknowledged, never signed.
+        // A leaf no journal record explains may be signed history: never delete it.
         let mut etl = disk.contents(FileId::Etl).to_vec();
         frame::encode_into(b"orphan", &mut etl);
         let (keys, active) = keys();
         let mut files = disk.recovery_files(keys.clone(), active.clone());
         files.etl = etl;
-        let mut again = Kernel::recover(config(), files).unwrap();
-        let outputs = disk.drive(&mut again, NOW);
-        assert!(
-            outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::UnacknowledgedLeavesTruncated { count: 1 })))
-        );
-        assert_eq!(sth(&mut again), head);
+        let refused = Kernel::recover(config(), files).unwrap_err();
+        assert_eq!(refused, RecoveryError::UnexplainedLeaves { explained: 1, on_disk: 2 });
+        let message = refused.to_string();
+        assert!(message.contains("etl.log holds 2 leaves") && message.contains("1 unexplained"), "{message}");
         // A journaled leaf missing from the log is regenerated byte for byte.
-        let mut disk = before_restart;
         let mut files = disk.recovery_files(keys, active);
         files.etl.clear();
-        let mut third = Kernel::recover(config(), files).unwrap();
-        let outputs = disk.drive(&mut third, NOW);
+        let mut again = Kernel::recover(config(), files).unwrap();
+        let outputs = disk.drive(&mut again, NOW);
         assert!(outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::MissingLeavesReappended { count: 1 }))));
-        assert_eq!(sth(&mut third), head);
+        assert_eq!(sth(&mut again), head);
+    }
+
+    #[test]
+    fn a_log_restored_without_journal_and_checkpoint_refuses_to_start() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        for (id, payload) in [(1, "a"), (2, "b"), (3, "c")] {
+            send(&mut kernel, id, leaf(payload));
+        }
+        disk.drive(&mut kernel, NOW);
+        let (keys, active) = keys();
+        let mut files = disk.recovery_files(keys, active);
+        files.journal.clear();
+        files.checkpoint = None;
+        assert_eq!(
+            Kernel::recover(config(), files).unwrap_err(),
+            RecoveryError::UnexplainedLeaves { explained: 0, on_disk: 3 }
+        );
+    }
+
+    #[test]
+    fn a_batch_syncs_its_journal_before_writing_its_leaves() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, leaf("ordered"));
+        let effects: Vec<Effect> = disk
+            .drive(&mut kernel, NOW)
+            .into_iter()
+            .filter_map(|o| if let Output::Effect(_, e) = o { Some(e) } else { None })
+            .collect();
+        let journal_sync = effects.iter().position(|e| *e == Effect::Sync { file: FileId::Journal });
+        let etl_append = effects.iter().position(|e| matches!(e, Effect::Append { file: FileId::Etl, .. }));
+        assert!(journal_sync.unwrap() < etl_append.unwrap(), "{effects:?}");
     }
 
     #[test]

@@ -60,25 +60,59 @@ impl BearerTokens {
     }
 }
 
-/// Roles of client certificates, by hex SHA-256 of the leaf certificate's DER.
+/// Roles of client certificates: by hex SHA-256 of the leaf certificate's DER (the lists win),
+/// else by the SAN URI `evidenceos:role:<role>` the configured client CA signed into it.
 #[derive(Debug, Clone, Default)]
 pub struct CertificateRoles {
     pub operators: BTreeSet<String>,
     pub auditors: BTreeSet<String>,
 }
 
+/// SAN URI prefix that names a certificate's role (SPEC §2.2).
+pub const SAN_ROLE_PREFIX: &str = "evidenceos:role:";
+
 impl CertificateRoles {
-    fn principal(&self, leaf_der: &[u8]) -> Principal {
+    fn principal(&self, leaf_der: &[u8]) -> Result<Principal, KernelError> {
         let fingerprint = hex::encode(sha256(leaf_der));
         let role = if self.operators.contains(&fingerprint) {
             Role::Operator
         } else if self.auditors.contains(&fingerprint) {
             Role::Auditor
         } else {
-            Role::Agent
+            san_role(leaf_der)?.unwrap_or(Role::Agent)
         };
-        Principal::new(format!("mtls:{fingerprint}"), role)
+        Ok(Principal::new(format!("mtls:{fingerprint}"), role))
     }
+}
+
+/// The role a certificate's SAN URIs name, if any. Two different roles, or an unknown
+/// `evidenceos:role:` value, are refused rather than guessed.
+fn san_role(leaf_der: &[u8]) -> Result<Option<Role>, KernelError> {
+    let refuse = |message: &str| Err(unauthenticated(message));
+    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(leaf_der) else {
+        return refuse("client certificate does not parse");
+    };
+    let Ok(names) = certificate.subject_alternative_name() else {
+        return refuse("client certificate has a malformed subject alternative name");
+    };
+    let uris = names.iter().flat_map(|san| san.value.general_names.iter()).filter_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => uri.strip_prefix(SAN_ROLE_PREFIX),
+        _ => None,
+    });
+    let mut found: Option<Role> = None;
+    for name in uris {
+        let role = match name {
+            "operator" => Role::Operator,
+            "auditor" => Role::Auditor,
+            "agent" => Role::Agent,
+            _ => return refuse("client certificate names an unknown evidenceos:role"),
+        };
+        if found.is_some_and(|earlier| earlier != role) {
+            return refuse("client certificate names more than one evidenceos:role");
+        }
+        found = Some(role);
+    }
+    Ok(found)
 }
 
 /// The HTTP `:path` of a request, put into its extensions by the server so HMAC signatures
@@ -216,11 +250,17 @@ impl HmacKeys {
             .ok_or_else(|| unauthenticated("x-evidenceos-signature must be sha256=<hex>"))?;
         let mac = request_mac(&key.secret, request_id, path, timestamp);
         mac.verify_slice(&signature).map_err(|_| unauthenticated("bad HMAC signature"))?;
-        self.remember(kid, request_id, now_unix)?;
+        // SPEC §2.3: on an idempotent method a repeat is a retry the idempotency record answers
+        // (no second effect), so a client whose call failed can retry with the same request id.
+        let idempotent = crate::rpc::Method::from_path(path).is_some_and(|(_, method)| method.is_idempotent());
+        if !idempotent {
+            self.remember(kid, request_id, now_unix)?;
+        }
         Ok(Principal::new(format!("hmac:{kid}"), key.role))
     }
 
     /// Refuses a (key id, request id) seen recently: a captured request cannot be sent again.
+    /// Not consulted on idempotent methods, where the kernel's idempotency record answers repeats.
     fn remember(&self, kid: &str, request_id: &str, now_unix: u64) -> Result<(), KernelError> {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (kid.to_string(), request_id.to_string());
@@ -246,9 +286,36 @@ pub struct Authenticator {
     certificates: Option<CertificateRoles>,
 }
 
+/// A combination of authentication methods the daemon refuses at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthConfigError {
+    /// With mTLS the certificate alone identifies a caller; secrets would never be checked.
+    SecretsWithCertificates,
+}
+
+impl std::fmt::Display for AuthConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SecretsWithCertificates => f.write_str(
+                "with mTLS (--require-client-cert) callers are identified by their client certificates, so bearer tokens and HMAC keys would never be checked: remove the tokens and HMAC keys (flags and EVIDENCEOS_* variables), or drop mTLS",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AuthConfigError {}
+
 impl Authenticator {
-    pub fn new(tokens: BearerTokens, hmac: HmacKeys, certificates: Option<CertificateRoles>) -> Self {
-        Self { tokens, hmac, certificates }
+    /// Refuses certificates combined with tokens or HMAC keys: one method decides who calls.
+    pub fn new(
+        tokens: BearerTokens,
+        hmac: HmacKeys,
+        certificates: Option<CertificateRoles>,
+    ) -> Result<Self, AuthConfigError> {
+        if certificates.is_some() && !(tokens.is_empty() && hmac.is_empty()) {
+            return Err(AuthConfigError::SecretsWithCertificates);
+        }
+        Ok(Self { tokens, hmac, certificates })
     }
 
     /// No authentication configured: every caller is `anonymous` with the agent role.
@@ -269,7 +336,7 @@ impl Authenticator {
             let leaf = peer_certificates
                 .and_then(<[Vec<u8>]>::first)
                 .ok_or_else(|| unauthenticated("a client certificate is required"))?;
-            return Ok(roles.principal(leaf));
+            return roles.principal(leaf);
         }
         if !self.hmac.is_empty() && headers.header("x-evidenceos-signature").is_some() {
             return self.hmac.verify(headers, path, now_unix);
@@ -326,7 +393,7 @@ mod tests {
         let mut tokens = BearerTokens::default();
         tokens.add("agent-secret", Role::Agent);
         tokens.add("auditor-secret", Role::Auditor);
-        Authenticator::new(tokens, HmacKeys::default(), None)
+        Authenticator::new(tokens, HmacKeys::default(), None).unwrap()
     }
 
     #[test]
@@ -352,15 +419,22 @@ mod tests {
         assert_eq!(Authenticator::default().authenticate(&claimed, PATH, None, NOW).unwrap(), Principal::anonymous());
     }
 
+    /// A self-signed certificate's DER with these SAN URIs.
+    fn certificate(uris: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["client.example".to_string()]).unwrap();
+        for uri in uris {
+            params.subject_alt_names.push(rcgen::SanType::URI(rcgen::string::Ia5String::try_from(*uri).unwrap()));
+        }
+        params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().to_vec()
+    }
+
     #[test]
     fn certificates_decide_the_principal_and_headers_cannot_raise_it() {
-        let operator_cert = b"operator leaf der".to_vec();
-        let agent_cert = b"agent leaf der".to_vec();
+        let operator_cert = certificate(&[]);
+        let agent_cert = certificate(&["https://example.org/not-a-role"]);
         let roles =
             CertificateRoles { operators: [hex::encode(sha256(&operator_cert))].into(), auditors: BTreeSet::new() };
-        let mut tokens = BearerTokens::default();
-        tokens.add("operator-token", Role::Operator);
-        let auth = Authenticator::new(tokens, HmacKeys::default(), Some(roles));
+        let auth = Authenticator::new(BearerTokens::default(), HmacKeys::default(), Some(roles)).unwrap();
         let operator =
             auth.authenticate(&MetadataMap::new(), PATH, Some(std::slice::from_ref(&operator_cert)), NOW).unwrap();
         assert_eq!(operator.role, Role::Operator);
@@ -369,6 +443,49 @@ mod tests {
         spoofing.insert("x-evidenceos-role", "operator");
         assert_eq!(auth.authenticate(&spoofing, PATH, Some(&[agent_cert]), NOW).unwrap().role, Role::Agent);
         assert_eq!(auth.authenticate(&spoofing, PATH, None, NOW).unwrap_err().code, ErrorCode::Unauthenticated);
+    }
+
+    #[test]
+    fn san_uri_roles_apply_unless_a_fingerprint_list_names_the_certificate() {
+        let listed_auditor = certificate(&["evidenceos:role:operator"]);
+        let roles =
+            CertificateRoles { operators: BTreeSet::new(), auditors: [hex::encode(sha256(&listed_auditor))].into() };
+        let auth = Authenticator::new(BearerTokens::default(), HmacKeys::default(), Some(roles)).unwrap();
+        let role_of = |der: Vec<u8>| auth.authenticate(&MetadataMap::new(), PATH, Some(&[der]), NOW);
+        let cases = [
+            (certificate(&["evidenceos:role:operator"]), Role::Operator),
+            (certificate(&["evidenceos:role:auditor"]), Role::Auditor),
+            (certificate(&["evidenceos:role:agent"]), Role::Agent),
+            (certificate(&["evidenceos:role:auditor", "evidenceos:role:auditor"]), Role::Auditor),
+            (listed_auditor, Role::Auditor),
+        ];
+        for (der, expected) in cases {
+            assert_eq!(role_of(der).unwrap().role, expected);
+        }
+        for refused in [
+            certificate(&["evidenceos:role:operator", "evidenceos:role:agent"]),
+            certificate(&["evidenceos:role:root"]),
+            b"not a certificate".to_vec(),
+        ] {
+            assert_eq!(role_of(refused).unwrap_err().code, ErrorCode::Unauthenticated);
+        }
+    }
+
+    #[test]
+    fn certificates_are_never_combined_with_tokens_or_hmac_keys() {
+        let mut tokens = BearerTokens::default();
+        tokens.add("operator-token", Role::Operator);
+        let mut hmac = HmacKeys::default();
+        hmac.add_entry("k1:00112233").unwrap();
+        let certificates = Some(CertificateRoles::default());
+        let refused = [
+            Authenticator::new(tokens.clone(), HmacKeys::default(), certificates.clone()),
+            Authenticator::new(BearerTokens::default(), hmac.clone(), certificates.clone()),
+        ];
+        for attempt in refused {
+            assert_eq!(attempt.unwrap_err(), AuthConfigError::SecretsWithCertificates);
+        }
+        assert!(Authenticator::new(tokens, hmac, None).is_ok(), "tokens and HMAC keys combine without mTLS");
     }
 
     #[test]
@@ -411,7 +528,7 @@ mod hmac_tests {
     fn keys(v: &Vector) -> Authenticator {
         let mut keys = HmacKeys::default();
         keys.add_entry(&format!("k1:{}:operator", v.secret_hex)).unwrap();
-        Authenticator::new(BearerTokens::default(), keys, None)
+        Authenticator::new(BearerTokens::default(), keys, None).unwrap()
     }
 
     fn now_for(v: &Vector) -> u64 {
@@ -444,8 +561,46 @@ mod hmac_tests {
             unknown.insert("x-evidenceos-key-id", "nobody");
             assert!(auth.authenticate(&unknown, &v.path, None, now).is_err(), "{}: unknown key", v.name);
             auth.authenticate(&signed(v), &v.path, None, now).unwrap();
-            let replay = auth.authenticate(&signed(v), &v.path, None, now).unwrap_err();
-            assert!(replay.message.contains("replayed"), "{}: replay", v.name);
+            let again = auth.authenticate(&signed(v), &v.path, None, now);
+            if v.path.ends_with("/CreateClaimV2") {
+                assert!(again.is_ok(), "{}: a retry, answered by the idempotency record", v.name);
+            } else {
+                assert!(again.unwrap_err().message.contains("replayed"), "{}: replay", v.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_request_id_is_a_retry_only_on_the_idempotent_methods() {
+        let mut keys = HmacKeys::default();
+        keys.add_entry("k1:00112233").unwrap();
+        let auth = Authenticator::new(BearerTokens::default(), keys, None).unwrap();
+        // One request id per path: replay protection is per (key id, request id).
+        let sign = |path: &str| {
+            use hmac::{KeyInit, Mac};
+            let request_id = path.replace(':', "").replace('/', "-");
+            let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[0, 0x11, 0x22, 0x33]).unwrap();
+            mac.update(format!("{request_id}:{path}").as_bytes());
+            let mut map = MetadataMap::new();
+            map.insert("x-request-id", &request_id);
+            map.insert("x-evidenceos-key-id", "k1");
+            map.insert("x-evidenceos-signature", &format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+            map
+        };
+        for package in ["evidenceos.v2", "evidenceos.v1"] {
+            for method in ["CreateClaimV2", "ExecuteClaimV2", "RevokeClaim"] {
+                let path = format!("/{package}.EvidenceOS/{method}");
+                for attempt in 0..3 {
+                    let principal = auth.authenticate(&sign(&path), &path, None, 1_735_689_600);
+                    assert_eq!(principal.unwrap().id, "hmac:k1", "{path} attempt {attempt}");
+                }
+            }
+            for method in ["Health", "CommitArtifacts", "GrantCredit"] {
+                let path = format!("/{package}.EvidenceOS/{method}");
+                auth.authenticate(&sign(&path), &path, None, 1_735_689_600).unwrap();
+                let replay = auth.authenticate(&sign(&path), &path, None, 1_735_689_600).unwrap_err();
+                assert!(replay.message.contains("replayed"), "{path}");
+            }
         }
     }
 
@@ -455,7 +610,7 @@ mod hmac_tests {
         let mut keys = HmacKeys::default();
         keys.add_entry(&format!("k1:{}", v.secret_hex)).unwrap();
         keys.require_timestamps();
-        let auth = Authenticator::new(BearerTokens::default(), keys, None);
+        let auth = Authenticator::new(BearerTokens::default(), keys, None).unwrap();
         let err = auth.authenticate(&signed(&v), &v.path, None, 1_735_689_600).unwrap_err();
         assert!(err.message.contains("timestamp is required"));
         let mut keys = HmacKeys::default();

@@ -158,6 +158,7 @@ pub fn revocation_feed(response: Response) -> Result<v2::GetRevocationFeedRespon
         entries: revocation_entries(&feed),
         signature: feed.signature.to_vec(),
         key_id: feed.sth.key_id.0.to_vec(),
+        signed_tree_head: Some(sth_message(&feed.sth)),
     })
 }
 

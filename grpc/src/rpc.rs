@@ -93,6 +93,12 @@ impl Method {
         }
     }
 
+    /// SPEC §2.5: the methods whose repeats the idempotency record answers (same request id and
+    /// bytes → the recorded reply), so a repeated request id there is a retry, not a replay.
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, Self::CreateClaimV2 | Self::ExecuteClaimV2 | Self::RevokeClaim)
+    }
+
     /// Resolves `/<package>.EvidenceOS/<Method>`; the legacy v1 package lacks the pool RPCs.
     pub fn from_path(path: &str) -> Option<(&'static str, Method)> {
         let (package, name) = path.strip_prefix('/')?.split_once(".EvidenceOS/")?;
@@ -116,6 +122,7 @@ pub fn idempotent<M: Message>(
     message: &M,
     command: Command,
 ) -> Result<KernelRequest, KernelError> {
+    debug_assert!(method.is_idempotent(), "{method:?} has no idempotency record");
     let name = method.name();
     let request_id =
         request_id.ok_or_else(|| KernelError::invalid_argument(format!("{name} requires an x-request-id header")))?;
@@ -124,8 +131,26 @@ pub fn idempotent<M: Message>(
     Ok(KernelRequest::IdempotentCommand { key, command })
 }
 
-pub fn health() -> v2::HealthResponse {
-    v2::HealthResponse { status: "SERVING".to_string() }
+/// Whether the daemon takes new work. A draining daemon or one whose kernel failed storage is
+/// `NotServing`, so load balancers and health probes stop sending it requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Serving,
+    NotServing,
+}
+
+impl Availability {
+    /// The status word of both health services (`grpc.health.v1` and EvidenceOS Health).
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Serving => "SERVING",
+            Self::NotServing => "NOT_SERVING",
+        }
+    }
+}
+
+pub fn health(availability: Availability) -> v2::HealthResponse {
+    v2::HealthResponse { status: availability.status().to_string() }
 }
 
 /// GetServerInfo's answer, fixed at start-up.
@@ -354,11 +379,12 @@ pub fn plan(
     body: &[u8],
     request_id: Option<&str>,
     server_info: &v2::GetServerInfoResponse,
+    availability: Availability,
 ) -> Result<Plan, KernelError> {
     Ok(match method {
         Method::Health => {
             decode::<v2::HealthRequest>(body)?;
-            Plan::Local(health().encode_to_vec())
+            Plan::Local(health(availability).encode_to_vec())
         }
         Method::GetServerInfo => {
             decode::<v2::GetServerInfoRequest>(body)?;
@@ -423,10 +449,10 @@ mod tests {
     fn idempotent_methods_need_a_request_id_and_bind_the_message() {
         let info = v2::GetServerInfoResponse::default();
         let body = v2::ExecuteClaimV2Request { claim_id: vec![1; 32] }.encode_to_vec();
-        let missing = plan(Method::ExecuteClaimV2, &body, None, &info).unwrap_err();
+        let missing = plan(Method::ExecuteClaimV2, &body, None, &info, Availability::Serving).unwrap_err();
         assert_eq!(missing.code, ErrorCode::InvalidArgument);
         let Plan::Kernel { request: KernelRequest::IdempotentCommand { key, .. }, .. } =
-            plan(Method::ExecuteClaimV2, &body, Some("r1"), &info).unwrap()
+            plan(Method::ExecuteClaimV2, &body, Some("r1"), &info, Availability::Serving).unwrap()
         else {
             panic!("an idempotent kernel command expected")
         };
@@ -437,9 +463,23 @@ mod tests {
     #[test]
     fn undecodable_bodies_are_invalid_arguments_and_local_answers_skip_the_kernel() {
         let info = v2::GetServerInfoResponse { protocol_semver: "2.1.0".into(), ..Default::default() };
-        let err = plan(Method::GetCapsule, &[0xff, 0xff, 0xff], None, &info).unwrap_err();
+        let err = plan(Method::GetCapsule, &[0xff, 0xff, 0xff], None, &info, Availability::Serving).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidArgument);
-        let Plan::Local(bytes) = plan(Method::GetServerInfo, &[], None, &info).unwrap() else { panic!("local") };
+        let Plan::Local(bytes) = plan(Method::GetServerInfo, &[], None, &info, Availability::Serving).unwrap() else {
+            panic!("local")
+        };
         assert_eq!(v2::GetServerInfoResponse::decode(bytes.as_slice()).unwrap(), info);
+    }
+
+    #[test]
+    fn health_reports_not_serving_when_the_daemon_takes_no_work() {
+        let info = v2::GetServerInfoResponse::default();
+        for (availability, expected) in [(Availability::Serving, "SERVING"), (Availability::NotServing, "NOT_SERVING")]
+        {
+            let Plan::Local(bytes) = plan(Method::Health, &[], None, &info, availability).unwrap() else {
+                panic!("local")
+            };
+            assert_eq!(v2::HealthResponse::decode(bytes.as_slice()).unwrap().status, expected);
+        }
     }
 }

@@ -64,6 +64,32 @@ fn oversized_as_resource_exhausted<B>(
     response
 }
 
+/// Keeps `grpc.health.v1` in step with the daemon's availability, for the whole server ("")
+/// and both EvidenceOS services, so probes and `Watch` streams see NOT_SERVING while it drains.
+async fn report_availability(
+    reporter: tonic_health::server::HealthReporter,
+    mut availability: tokio::sync::watch::Receiver<crate::rpc::Availability>,
+) {
+    use tonic::server::NamedService;
+    let names = [
+        "",
+        <v2::evidence_os_server::EvidenceOsServer<EvidenceService> as NamedService>::NAME,
+        <v1::evidence_os_server::EvidenceOsServer<EvidenceService> as NamedService>::NAME,
+    ];
+    loop {
+        let status = match *availability.borrow_and_update() {
+            crate::rpc::Availability::Serving => tonic_health::ServingStatus::Serving,
+            crate::rpc::Availability::NotServing => tonic_health::ServingStatus::NotServing,
+        };
+        for name in names {
+            reporter.set_service_status(name, status).await;
+        }
+        if availability.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves. Requests over `max_request_bytes` are refused with
 /// RESOURCE_EXHAUSTED before they are decoded.
 pub async fn serve(
@@ -75,8 +101,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<v2::evidence_os_server::EvidenceOsServer<EvidenceService>>().await;
-    health_reporter.set_serving::<v1::evidence_os_server::EvidenceOsServer<EvidenceService>>().await;
+    tokio::spawn(report_availability(health_reporter, service.availability()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

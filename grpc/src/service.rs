@@ -36,13 +36,25 @@ pub struct EvidenceService {
     kernel: KernelHandle,
     info: Arc<v2::GetServerInfoResponse>,
     auth: Arc<Authenticator>,
+    availability: tokio::sync::watch::Receiver<rpc::Availability>,
 }
 
 impl EvidenceService {
-    pub fn new(kernel: KernelHandle, facts: ServerFacts, auth: Authenticator) -> Self {
+    /// `availability` turns `NotServing` when the daemon drains or its kernel fails storage.
+    pub fn new(
+        kernel: KernelHandle,
+        facts: ServerFacts,
+        auth: Authenticator,
+        availability: tokio::sync::watch::Receiver<rpc::Availability>,
+    ) -> Self {
         let info =
             rpc::server_info(facts.daemon_version, facts.build_git_commit, facts.build_time_utc, facts.feature_flags);
-        Self { kernel, info: Arc::new(info), auth: Arc::new(auth) }
+        Self { kernel, info: Arc::new(info), auth: Arc::new(auth), availability }
+    }
+
+    /// The availability the health services report, shared with `grpc.health.v1`.
+    pub fn availability(&self) -> tokio::sync::watch::Receiver<rpc::Availability> {
+        self.availability.clone()
     }
 
     fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
@@ -82,7 +94,7 @@ fn plain<T: Clone>(map: fn(T) -> KernelRequest) -> impl FnOnce(&T, Option<&str>)
 impl V2 for EvidenceService {
     async fn health(&self, request: Request<v2::HealthRequest>) -> Result<Response<v2::HealthResponse>, Status> {
         self.principal(&request)?;
-        Ok(Response::new(rpc::health()))
+        Ok(Response::new(rpc::health(*self.availability.borrow())))
     }
 
     async fn get_server_info(

@@ -232,7 +232,7 @@ mod spec {
         GetConsistencyProofRequest: 1:first_tree_size uint64, 2:second_tree_size uint64
         GetConsistencyProofResponse: 1:consistent bool, 2:first_root_hash bytes, 3:second_root_hash bytes, 4:path repeated bytes
         GetRevocationFeedRequest:
-        GetRevocationFeedResponse: 1:entries repeated RevocationEntry, 2:signature bytes, 3:key_id bytes
+        GetRevocationFeedResponse: 1:entries repeated RevocationEntry, 2:signature bytes, 3:key_id bytes, 4:signed_tree_head SignedTreeHead
         SignedTreeHead: 1:tree_size uint64, 2:root_hash bytes, 3:signature bytes, 4:key_id bytes
         MerkleInclusionProof: 1:leaf_hash bytes, 2:leaf_index uint64, 3:tree_size uint64, 4:audit_path repeated bytes
         MerkleConsistencyProof: 1:old_tree_size uint64, 2:new_tree_size uint64, 3:path repeated bytes

@@ -17,6 +17,8 @@ pub(crate) const ACTIVE_KEY_FILE: &str = "active_key_id";
 pub(crate) const HOLDOUTS_DIR: &str = "holdouts";
 pub(crate) const NULLSPEC_DIR: &str = "nullspec";
 pub(crate) const TRUSTED_KEYS_FILE: &str = "trusted_oracle_keys.json";
+/// The compatible implementation's intent record; this kernel's journal supersedes it.
+pub(crate) const FOREIGN_INTENT_FILE: &str = "pending_mutation.json";
 
 #[derive(Debug)]
 pub enum DataDirError {
@@ -149,6 +151,13 @@ impl DataDir {
         write_atomically(&keys_dir.join(key_file_name(&key_id)), &seed)?;
         write_atomically(&active_path, format!("{key_id}\n").as_bytes())?;
         Ok(SigningKeyStatus::Generated(key_id))
+    }
+
+    /// The compatible implementation's `pending_mutation.json`, if one was left here. This kernel
+    /// never applies it (journal.log is its intent record), so the operator must be told.
+    pub fn foreign_intent_record(&self) -> Option<PathBuf> {
+        let path = self.root.join(FOREIGN_INTENT_FILE);
+        path.exists().then_some(path)
     }
 
     /// Reads everything `Kernel::recover` needs. Key files must be mode 0600 or stricter.

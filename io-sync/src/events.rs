@@ -12,11 +12,6 @@ pub fn log_event(event: &LogEvent) {
             dropped_bytes,
             "truncated a torn final record left by a crash"
         ),
-        LogEvent::UnacknowledgedLeavesTruncated { count } => tracing::warn!(
-            event = "unacknowledged_leaves_truncated",
-            count,
-            "dropped ETL leaves that were never acknowledged or signed"
-        ),
         LogEvent::MissingLeavesReappended { count } => {
             tracing::warn!(
                 event = "missing_leaves_reappended",

@@ -313,6 +313,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
         );
     }
     let config = KernelConfig { environment, ..config };
+    if let Some(path) = dir.foreign_intent_record() {
+        tracing::warn!(
+            event = "pending_mutation_not_applied",
+            path = %path.display(),
+            "pending_mutation.json (the compatible implementation's intent record) is present and is NOT applied: this daemon's intent record is journal.log. If the compatible implementation last ran on this directory, let it finish its own recovery first; then move the file out of the data directory"
+        );
+    }
     let files = dir.read_recovery_files().map_err(|e| e.to_string())?;
     let mut kernel =
         Kernel::recover(config, files).map_err(|e| format!("recovery of {} failed: {e}", args.data_dir.display()))?;

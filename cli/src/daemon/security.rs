@@ -92,7 +92,7 @@ pub(crate) fn security(args: &Args) -> Result<Security, String> {
         hmac.require_timestamps();
     }
     let certificates = client_ca.is_some().then_some(CertificateRoles { operators, auditors });
-    let auth = Authenticator::new(tokens, hmac, certificates);
+    let auth = Authenticator::new(tokens, hmac, certificates).map_err(|e| e.to_string())?;
     if args.production {
         if tls.is_none() {
             return Err("production mode refuses plaintext: add --tls-cert and --tls-key".into());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use evidenceos_core::Kernel;
 use evidenceos_core::environment::Settings;
+use evidenceos_grpc::rpc::Availability;
 use evidenceos_grpc::service::{EvidenceService, ServerFacts};
 use evidenceos_io_sync::{DataDir, FileExecutor};
 use evidenceos_io_tokio::{KernelHandle, Stopped};
@@ -64,7 +65,8 @@ pub(crate) async fn serve(
         tokio::spawn(evidenceos_grpc::metrics::serve_metrics(listener, metrics.clone(), handle.clone()));
     }
     let Security { tls, auth } = security;
-    let service = EvidenceService::new(handle.clone(), facts, auth);
+    let (availability_tx, availability) = tokio::sync::watch::channel(Availability::Serving);
+    let service = EvidenceService::new(handle.clone(), facts, auth, availability);
 
     // The kernel task ends early only on a storage failure; that also stops the server.
     let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(None::<Stopped>);
@@ -92,6 +94,8 @@ pub(crate) async fn serve(
             _ = interrupt.recv() => tracing::info!(event = "shutdown_requested", signal = "SIGINT", "draining"),
             _ = kernel_watch.wait_for(Option::is_some) => {}
         }
+        // Health turns NOT_SERVING before the drain starts, so probes stop sending work.
+        let _ = availability_tx.send(Availability::NotServing);
         let _ = draining_tx.send(());
     };
 

@@ -26,7 +26,7 @@ use super::http::{self, HttpRequest, HttpResponse, Limits};
 use crate::access_log::log_rpc;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
-use crate::rpc::{self, Method, Plan};
+use crate::rpc::{self, Availability, Method, Plan};
 use crate::{mapping, v2};
 
 const LISTENER: Token = Token(0);
@@ -502,7 +502,9 @@ fn call(
     let principal = config.authenticator.authenticate(request, &request.path, peer_certificates, now_unix)?;
     principal_id.clone_from(&principal.id);
     let proto = codecs.request_to_proto(package, method, codec, &request.body)?;
-    let reply = match rpc::plan(method, &proto, request.header("x-request-id"), &config.server_info)? {
+    // A failed kernel answers nothing else; pipelined requests after the failure see it too.
+    let availability = if runtime.is_failed() { Availability::NotServing } else { Availability::Serving };
+    let reply = match rpc::plan(method, &proto, request.header("x-request-id"), &config.server_info, availability)? {
         Plan::Local(bytes) => bytes,
         Plan::Kernel { request, encode } => encode(runtime.call(now(), principal, request)?)?,
     };

@@ -61,9 +61,6 @@ pub(crate) fn audit(args: &AuditArgs) -> Outcome<String> {
             LogEvent::TornTailTruncated { file, dropped_bytes, .. } => {
                 repairs.push(format!("{}: unfinished final record of {dropped_bytes} bytes", file.file_name()))
             }
-            LogEvent::UnacknowledgedLeavesTruncated { count } => {
-                repairs.push(format!("etl.log: {count} leaves past the journal (never acknowledged)"))
-            }
             LogEvent::MissingLeavesReappended { count } => {
                 repairs.push(format!("etl.log: {count} journaled leaves not yet written"))
             }
