@@ -1202,10 +1202,9 @@ mod tests {
     fn a_log_restored_without_journal_and_checkpoint_refuses_to_start() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        for (id, payload) in [(1, "a"), (2, "b"), (3, "c")] {
-            send(&mut kernel, id, leaf(payload));
+        for n in 0..3 {
+            executed_claim(&mut disk, &mut kernel, n);
         }
-        disk.drive(&mut kernel, NOW);
         let (keys, active) = keys();
         let mut files = disk.recovery_files(keys, active);
         files.journal.clear();
@@ -1220,7 +1219,8 @@ mod tests {
     fn a_batch_syncs_its_journal_before_writing_its_leaves() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        send(&mut kernel, 1, leaf("ordered"));
+        let claim_id = executed_claim(&mut disk, &mut kernel, 0);
+        send(&mut kernel, 1, revoke(&claim_id));
         let effects: Vec<Effect> = disk
             .drive(&mut kernel, NOW)
             .into_iter()
