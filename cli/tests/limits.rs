@@ -326,3 +326,35 @@ async fn request_timeout_on_the_tokio_runtime_fails_a_call_whose_body_never_ends
     assert!(daemon.log().contains("request_timeout"), "{}", daemon.log());
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_tokio_runtime_backs_off_and_serves_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--runtime", "tokio", "--max-connections", "1000"];
+    let daemon = support::start_under_shell(
+        r#"ulimit -n 64 && exec "$0" "$@""#,
+        &tmp.path().join("data"),
+        tmp.path(),
+        &flags,
+        &TOKENS,
+    );
+    let addr = daemon.addr.trim_start_matches("http://").to_string();
+    // More connections than the daemon has descriptors: accepting fails until they go.
+    let crowd: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failures = daemon.log().matches("accept_failed").count();
+    assert!(failures > 0, "the daemon never ran out of descriptors: {}", daemon.log());
+    assert!(failures <= 20, "{failures} accept failures logged in about a second: no back-off");
+    drop(crowd);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Ok(channel) = grpc_connect(&daemon).await
+            && grpc_health(&channel).await == Code::Ok
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not serve again once descriptors were free");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop();
+}

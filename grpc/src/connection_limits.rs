@@ -54,8 +54,12 @@ impl Registry {
         in_flight
     }
 
-    fn close(&self, peer: SocketAddr) {
-        self.lock().remove(&peer);
+    /// Forgets `peer` only if the entry is still this connection's.
+    fn close(&self, peer: SocketAddr, in_flight: &Arc<AtomicUsize>) {
+        let mut open = self.lock();
+        if open.get(&peer).is_some_and(|entry| Arc::ptr_eq(entry, in_flight)) {
+            open.remove(&peer);
+        }
     }
 
     fn call_started(&self, peer: SocketAddr) -> Option<InFlight> {
@@ -76,13 +80,17 @@ impl Drop for InFlight {
     }
 }
 
+/// How long accepting pauses after it failed (out of file descriptors and the like), so the
+/// failure is not retried, and logged, in a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Both halves, sharing one registry.
 pub fn limit(listener: TcpListener, limits: ConnectionLimits) -> (LimitedIncoming, CallLimitsLayer) {
     assert!(limits.max_connections > 0, "max_connections must be at least 1");
     let registry = Registry::default();
     let calls = CallLimitsLayer { registry: registry.clone(), request_timeout: limits.request_timeout };
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    (LimitedIncoming { listener, permits, limits, registry }, calls)
+    (LimitedIncoming { listener, permits, limits, registry, backoff: None }, calls)
 }
 
 /// The listener as tonic's incoming stream: connections over the limit are closed as soon as
@@ -93,19 +101,28 @@ pub struct LimitedIncoming {
     permits: Arc<Semaphore>,
     limits: ConnectionLimits,
     registry: Registry,
+    /// Set while accepting pauses after a failure.
+    backoff: Option<Pin<Box<Sleep>>>,
 }
 
 impl tokio_stream::Stream for LimitedIncoming {
-    type Item = io::Result<LimitedConnection>;
+    /// Never an error: failures to accept are logged and retried after [`ACCEPT_BACKOFF`].
+    type Item = Result<LimitedConnection, std::convert::Infallible>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            if let Some(backoff) = this.backoff.as_mut() {
+                ready!(backoff.as_mut().poll(cx));
+                this.backoff = None;
+            }
             let (tcp, peer) = match ready!(this.listener.poll_accept(cx)) {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // The pending connection waits in the backlog until accepting resumes.
                     tracing::warn!(event = "accept_failed", error = %e, "could not accept a connection");
-                    return Poll::Ready(Some(Err(e)));
+                    this.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                    continue;
                 }
             };
             let Ok(permit) = this.permits.clone().try_acquire_owned() else {
@@ -170,7 +187,7 @@ impl LimitedConnection {
 
 impl Drop for LimitedConnection {
     fn drop(&mut self) {
-        self.registry.close(self.peer);
+        self.registry.close(self.peer, &self.in_flight);
     }
 }
 
