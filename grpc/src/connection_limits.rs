@@ -384,3 +384,36 @@ impl http_body::Body for CountedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_counted_on_their_connection_until_done() {
+        let registry = Registry::default();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert!(registry.call_started(peer).is_none(), "no connection from that peer");
+        let in_flight = registry.open(peer);
+        let (first, second) = (registry.call_started(peer), registry.call_started(peer));
+        assert_eq!(in_flight.load(Ordering::Acquire), 2);
+        drop(first);
+        assert_eq!(in_flight.load(Ordering::Acquire), 1);
+        drop(second);
+        assert_eq!(in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_late_close_does_not_forget_a_newer_connection_from_the_same_address() {
+        let registry = Registry::default();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let old = registry.open(peer);
+        registry.close(peer, &old);
+        let new = registry.open(peer);
+        registry.close(peer, &old);
+        assert!(registry.call_started(peer).is_some(), "the newer connection is still registered");
+        assert_eq!(new.load(Ordering::Acquire), 0, "and the call's guard is gone again");
+        registry.close(peer, &new);
+        assert!(registry.call_started(peer).is_none());
+    }
+}
