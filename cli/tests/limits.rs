@@ -1,7 +1,7 @@
 //! The daemon's resource limits at the limit and one past it, against the real binary:
 //! `--max-request-bytes` on both runtimes and on both services (evidenceos.v2 and the legacy
-//! evidenceos.v1), `--max-connections` and `--idle-timeout-secs` on the sync runtime (the only
-//! runtime that has them; see the flags' help).
+//! evidenceos.v1), `--max-connections` and `--idle-timeout-secs` on both runtimes, and
+//! `--request-timeout-ms` on the tokio runtime (a request body that never ends).
 
 mod support;
 
@@ -184,5 +184,177 @@ fn idle_timeout_keeps_a_connection_used_within_it_and_closes_one_idle_past_it() 
     assert_eq!(daemon.log().matches("connection_idle_closed").count(), 1, "{}", daemon.log());
     assert_eq!(busy.health(), Some(200));
     drop((busy, idle));
+    daemon.stop();
+}
+
+/// A new HTTP/2 connection (tonic's `Endpoint::connect` opens one per call of it).
+async fn grpc_connect(daemon: &support::Daemon) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(daemon.addr.clone()).unwrap().connect().await
+}
+
+fn health_path() -> PathAndQuery {
+    PathAndQuery::from_static("/evidenceos.v2.EvidenceOS/Health")
+}
+
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {AGENT}").parse().unwrap());
+    request
+}
+
+/// One v2 Health call on `channel`.
+async fn grpc_health(channel: &tonic::transport::Channel) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    if grpc.ready().await.is_err() {
+        return Code::Unavailable;
+    }
+    let codec = tonic_prost::ProstCodec::<v2::HealthRequest, v2::HealthResponse>::default();
+    match grpc.unary(authorized(v2::HealthRequest {}), health_path(), codec).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// Whether the server ends a raw connection (EOF or reset) within `IO_TIMEOUT`, whatever it
+/// sent before (an HTTP/2 server speaks first: SETTINGS). A read timeout is not an end.
+fn ended_by_server(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+        }
+    }
+}
+
+/// A raw TCP connection that has sent the HTTP/2 client preface and an empty SETTINGS frame,
+/// and then nothing.
+fn silent_http2(daemon: &support::Daemon) -> TcpStream {
+    let mut stream = TcpStream::connect(daemon.addr.trim_start_matches("http://")).unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_on_the_tokio_runtime_serves_the_limit_and_closes_one_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--runtime", "tokio", "--max-connections", "2"];
+    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &flags, &TOKENS);
+    let (first, second) = (grpc_connect(&daemon).await.unwrap(), grpc_connect(&daemon).await.unwrap());
+    assert_eq!((grpc_health(&first).await, grpc_health(&second).await), (Code::Ok, Code::Ok), "two at a limit of 2");
+    let mut third = silent_http2(&daemon);
+    assert!(
+        tokio::task::block_in_place(|| ended_by_server(&mut third)),
+        "the third is closed as soon as it is accepted"
+    );
+    assert_eq!((grpc_health(&first).await, grpc_health(&second).await), (Code::Ok, Code::Ok), "the two still served");
+    drop(first);
+    // The slot is freed once the server has seen the client close; retry briefly.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Ok(channel) = grpc_connect(&daemon).await
+            && grpc_health(&channel).await == Code::Ok
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a closed connection never freed its slot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(daemon.log().contains("connection_refused"), "{}", daemon.log());
+    drop(second);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_on_the_tokio_runtime_keeps_used_and_streaming_connections_and_closes_an_idle_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--runtime", "tokio", "--idle-timeout-secs", "2"];
+    let env = [TOKENS[0], TOKENS[1], ("EVIDENCEOS_LOG", "debug")];
+    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &flags, &env);
+    let busy = grpc_connect(&daemon).await.unwrap();
+    assert_eq!(grpc_health(&busy).await, Code::Ok);
+    // A WatchRevocations stream on its own connection: silent, but a call in flight.
+    let watching = grpc_connect(&daemon).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(watching.clone());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<v2::WatchRevocationsRequest, v2::WatchRevocationsResponse>::default();
+    let path = PathAndQuery::from_static("/evidenceos.v2.EvidenceOS/WatchRevocations");
+    let mut watch =
+        grpc.server_streaming(authorized(v2::WatchRevocationsRequest {}), path, codec).await.unwrap().into_inner();
+    let mut idle = silent_http2(&daemon);
+    let opened = Instant::now();
+    let idle = std::thread::spawn(move || (ended_by_server(&mut idle), opened.elapsed()));
+    // `busy` speaks every second, inside the timeout, for three seconds.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(grpc_health(&busy).await, Code::Ok, "a connection used within the idle timeout stays open");
+    }
+    let (ended, after) = idle.join().unwrap();
+    assert!(ended, "a connection idle past the timeout is closed");
+    assert!(after >= Duration::from_secs(2), "closed after {after:?}, before the idle timeout");
+    let still_open = tokio::time::timeout(Duration::from_millis(300), watch.message()).await;
+    assert!(still_open.is_err(), "a silent stream is a call in flight, not idleness: {still_open:?}");
+    assert_eq!(daemon.log().matches("connection_idle_closed").count(), 1, "{}", daemon.log());
+    assert_eq!(grpc_health(&busy).await, Code::Ok);
+    drop((busy, watch, watching));
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn request_timeout_on_the_tokio_runtime_fails_a_call_whose_body_never_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--runtime", "tokio", "--request-timeout-ms", "500"];
+    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &flags, &TOKENS);
+    let channel = grpc_connect(&daemon).await.unwrap();
+    // The whole message is sent, but the request stream stays open: the body never ends.
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender.send(v2::HealthRequest {}).await.unwrap();
+    let body = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<v2::HealthRequest, v2::HealthResponse>::default();
+    let started = Instant::now();
+    let call = grpc.client_streaming(authorized(body), health_path(), codec);
+    let answer = tokio::time::timeout(IO_TIMEOUT, call).await.expect("the call was never cut off");
+    assert_eq!(answer.map(|_| Code::Ok).unwrap_or_else(|status| status.code()), Code::DeadlineExceeded);
+    assert!(started.elapsed() >= Duration::from_millis(500), "cut off before the timeout");
+    drop(sender);
+    assert_eq!(grpc_health(&channel).await, Code::Ok, "the connection still serves other calls");
+    assert!(daemon.log().contains("request_timeout"), "{}", daemon.log());
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_tokio_runtime_backs_off_and_serves_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--runtime", "tokio", "--max-connections", "1000"];
+    let daemon = support::start_under_shell(
+        r#"ulimit -n 64 && exec "$0" "$@""#,
+        &tmp.path().join("data"),
+        tmp.path(),
+        &flags,
+        &TOKENS,
+    );
+    let addr = daemon.addr.trim_start_matches("http://").to_string();
+    // More connections than the daemon has descriptors: accepting fails until they go.
+    let crowd: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failures = daemon.log().matches("accept_failed").count();
+    assert!(failures > 0, "the daemon never ran out of descriptors: {}", daemon.log());
+    assert!(failures <= 20, "{failures} accept failures logged in about a second: no back-off");
+    drop(crowd);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Ok(channel) = grpc_connect(&daemon).await
+            && grpc_health(&channel).await == Code::Ok
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not serve again once descriptors were free");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     daemon.stop();
 }

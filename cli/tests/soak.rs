@@ -101,7 +101,8 @@ async fn soak(runtime: Runtime) {
     support::install_demo_holdout(&data);
     let env = [("EVIDENCEOS_AGENT_TOKENS", AGENT), ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR)];
     // Lifecycles cut by a kill keep their reservations for 600 s; the share cap is not under test.
-    let flags = ["--runtime", runtime.flag(), "--checkpoint-every", "16", "--max-principal-reservation-share-percent", "100"];
+    let flags =
+        ["--runtime", runtime.flag(), "--checkpoint-every", "16", "--max-principal-reservation-share-percent", "100"];
     let acked: Acked = Arc::new(Mutex::new(Vec::new()));
     let mut schedule = Schedule(0x9e37_79b9_7f4a_7c15);
     let (mut lost, mut inconsistent, mut checked_heads) = (0usize, 0usize, 0usize);

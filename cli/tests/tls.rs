@@ -128,6 +128,36 @@ async fn tls_refuses_plaintext_and_serves_tls_clients() {
     daemon.stop();
 }
 
+/// The connection limits hold under TLS on the tokio runtime (TLS runs over the limited
+/// connection): one more connection is closed before its handshake ends, and an idle one is
+/// closed, freeing its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_are_limited_and_idle_ones_closed_on_the_tokio_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let mut flags = pki.tls_flags();
+    flags.extend(["--runtime", "tokio", "--max-connections", "1", "--idle-timeout-secs", "2"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &flags, &[("EVIDENCEOS_LOG", "debug")]);
+    let mut first = tls_client(&daemon, &pki, None).await.unwrap();
+    assert_eq!(first.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
+    let refused = match tls_client(&daemon, &pki, None).await {
+        Err(_) => true,
+        Ok(mut second) => second.health(v2::HealthRequest {}).await.is_err(),
+    };
+    assert!(refused, "a second connection over a limit of 1 is not served");
+    assert!(daemon.log().contains("connection_refused"), "{}", daemon.log());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !daemon.log().contains("connection_idle_closed") {
+        assert!(std::time::Instant::now() < deadline, "the idle TLS connection was never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut third = tls_client(&daemon, &pki, None).await.unwrap();
+    assert_eq!(third.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING", "slot freed");
+    drop((first, third));
+    daemon.stop();
+}
+
 #[tokio::test]
 async fn mtls_identifies_callers_by_certificate_only() {
     let tmp = tempfile::tempdir().unwrap();

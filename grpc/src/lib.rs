@@ -30,6 +30,8 @@ pub mod access_log;
 pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "server")]
+pub mod connection_limits;
 pub mod mapping;
 pub mod rpc;
 pub mod tls;

@@ -4,7 +4,6 @@
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::service::EvidenceService;
 
@@ -91,11 +90,12 @@ async fn report_availability(
 }
 
 /// Serves until `shutdown` resolves. Requests over `max_request_bytes` are refused with
-/// RESOURCE_EXHAUSTED before they are decoded.
+/// RESOURCE_EXHAUSTED before they are decoded; connections are bounded by `limits`.
 pub async fn serve(
     listener: TcpListener,
     service: EvidenceService,
     max_request_bytes: usize,
+    limits: crate::connection_limits::ConnectionLimits,
     tls: Option<TlsFiles>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()> + Send,
@@ -115,11 +115,13 @@ pub async fn serve(
     let v2_server =
         v2::evidence_os_server::EvidenceOsServer::new(service.clone()).max_decoding_message_size(max_request_bytes);
     let v1_server = v1::evidence_os_server::EvidenceOsServer::new(service).max_decoding_message_size(max_request_bytes);
+    let (incoming, call_limits) = crate::connection_limits::limit(listener, limits);
     let mut builder = tonic::transport::Server::builder();
     if let Some(files) = tls {
         builder = builder.tls_config(server_tls_config(&files)).map_err(ServeError::Transport)?;
     }
     builder
+        .layer(call_limits)
         .layer(crate::access_log::AccessLogLayer { metrics })
         .layer(tower::util::MapRequestLayer::new(record_path))
         .layer(tower::util::MapResponseLayer::new(oversized_as_resource_exhausted))
@@ -128,7 +130,7 @@ pub async fn serve(
         .add_service(reflection_alpha)
         .add_service(v2_server)
         .add_service(v1_server)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(ServeError::Transport)
 }

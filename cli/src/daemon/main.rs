@@ -196,17 +196,18 @@ struct Args {
     #[arg(long)]
     enable_insecure_v1: bool,
 
-    /// Sync runtime: open connections beyond this are closed as soon as they are accepted.
+    /// Open connections beyond this are closed as soon as they are accepted.
     #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65_536))]
     max_connections: u64,
 
-    /// Sync runtime: a request must arrive whole within this many milliseconds of its first byte,
-    /// or its connection is closed (others are served meanwhile). Also bounds writing an answer to
-    /// a client that does not read it; nobody else is served during that write.
+    /// A request must arrive whole within this many milliseconds (of its first byte; over gRPC, of
+    /// its headers), or it is cut off: the sync runtime closes its connection (others are served
+    /// meanwhile), gRPC fails the call with DEADLINE_EXCEEDED. Sync runtime: also bounds writing
+    /// an answer to a client that does not read it; nobody else is served during that write.
     #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
 
-    /// Sync runtime: keep-alive connections idle this long are closed.
+    /// Connections idle this long (no call in flight, nothing sent or received) are closed.
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
 

@@ -114,8 +114,13 @@ pub(crate) async fn serve(
             std::future::pending::<()>().await;
         }
     };
+    let limits = evidenceos_grpc::connection_limits::ConnectionLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+    };
     tokio::select! {
-        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, tls, metrics, shutdown) => served.map_err(|e| e.to_string())?,
+        served = evidenceos_grpc::server::serve(listener, service, args.max_request_bytes, limits, tls, metrics, shutdown) => served.map_err(|e| e.to_string())?,
         () = drain_deadline => tracing::warn!(event = "drain_timeout", grace_secs = args.shutdown_grace_secs, "closing connections still open after the grace period"),
     }
 
