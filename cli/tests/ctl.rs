@@ -208,42 +208,44 @@ fn https(daemon: &Daemon) -> String {
 }
 
 /// A daemon that requires TLS, with `extra` authentication flags, the demo holdout and HMAC keys.
-fn start_tls(dir: &Path, pki: &support::pki::Pki, tls: Vec<String>, extra: &[&str]) -> (Daemon, String) {
+/// A TLS daemon; `hmac` adds the HMAC keys file (a daemon with mTLS refuses them: certificates
+/// alone decide who calls there).
+fn start_tls(dir: &Path, pki: &support::pki::Pki, tls: Vec<String>, hmac: bool, extra: &[&str]) -> (Daemon, String) {
     let data = dir.join(format!("data-{}", tls.len()));
     std::fs::create_dir_all(&data).unwrap();
     install_demo_holdout(&data);
     let keys = pki.path("hmac.keys");
     std::fs::write(&keys, HMAC_KEYS).unwrap();
-    let flags: Vec<&str> =
-        tls.iter().map(String::as_str).chain(["--auth-hmac-key-file", &keys]).chain(extra.iter().copied()).collect();
+    let hmac_flags = if hmac { vec!["--auth-hmac-key-file", keys.as_str()] } else { vec![] };
+    let flags: Vec<&str> = tls.iter().map(String::as_str).chain(hmac_flags).chain(extra.iter().copied()).collect();
     (support::start_with(&data, dir, &flags, &[]), keys)
 }
 
-/// `claim run` and `capsule verify` reach a daemon that requires TLS, client certificates and
-/// HMAC-signed requests; each missing or inconsistent piece is a clear error.
+/// `claim run` and `capsule verify` reach a daemon that requires client certificates (mTLS), and
+/// one that requires TLS and HMAC-signed requests; each missing or inconsistent piece is a clear
+/// error.
 #[test]
-fn claims_run_and_verify_over_tls_mtls_and_hmac() {
+fn claims_run_and_verify_over_mtls_and_over_tls_with_hmac() {
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path();
     let pki = support::pki::Pki::new(tmp.path());
     pki.client("agent");
     let auditor = pki.client("auditor");
-    let (daemon, keys) = start_tls(tmp.path(), &pki, pki.mtls_flags(), &["--auditor-cert-fingerprints", &auditor]);
+    let (daemon, _) = start_tls(tmp.path(), &pki, pki.mtls_flags(), false, &["--auditor-cert-fingerprints", &auditor]);
     let endpoint = https(&daemon);
     let (ca, agent_cert, agent_key) = (pki.path("server-ca.pem"), pki.path("agent.pem"), pki.path("agent.key"));
     let tls = ["--endpoint", &endpoint, "--ca-cert", &ca];
     let agent = [&tls[..], &["--client-cert", &agent_cert, "--client-key", &agent_key]].concat();
-    let signed = |kid| ["--hmac-key-id", kid, "--hmac-key-file", &keys];
     let mod3 = ["claim", "run", "--wasm", "../examples/claim_mod3.wat", "--holdout", "demo"];
 
-    let good = run_ctl(logs, &[&mod3[..], &agent, &signed("ctl-agent")].concat(), &[]);
+    let good = run_ctl(logs, &[&mod3[..], &agent[..]].concat(), &[]);
     assert!(good.status.success(), "{good:?}");
     assert_eq!(good.value("state"), "CERTIFIED", "{good:?}");
     let claim_id = good.value("claim_id").to_string();
     let (auditor_cert, auditor_key) = (pki.path("auditor.pem"), pki.path("auditor.key"));
     let auditor = [&tls[..], &["--client-cert", &auditor_cert, "--client-key", &auditor_key]].concat();
     let verify = ["capsule", "verify", "--claim-id", &claim_id, "--json"];
-    let verified = run_ctl(logs, &[&verify[..], &auditor, &signed("ctl-auditor")].concat(), &[]);
+    let verified = run_ctl(logs, &[&verify[..], &auditor[..]].concat(), &[]);
     assert!(verified.status.success(), "{verified:?}");
     let report: serde_json::Value = serde_json::from_str(&verified.stdout).unwrap();
     assert_eq!((report["verified"].as_bool(), report["claim_id"].as_str()), (Some(true), Some(&*claim_id)));
@@ -261,7 +263,7 @@ fn claims_run_and_verify_over_tls_mtls_and_hmac() {
     daemon.stop();
 
     // TLS and HMAC alone: the signature decides who calls, so it is checked for real.
-    let (daemon, keys) = start_tls(tmp.path(), &pki, pki.tls_flags(), &[]);
+    let (daemon, keys) = start_tls(tmp.path(), &pki, pki.tls_flags(), true, &[]);
     let endpoint = https(&daemon);
     let tls = ["--endpoint", &endpoint, "--ca-cert", &ca];
     let mod3 = [&mod3[..], &["--name", "hmac-only"]].concat();
