@@ -4,13 +4,18 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use evidenceos_core::hash::sha256;
 use serde_json::Value;
 
 mod support;
 
-use support::Daemon;
+use support::{Daemon, install_demo_holdout};
 
 const AGENT: &str = "agent-secret";
 const AUDITOR: &str = "auditor-secret";
@@ -133,4 +138,114 @@ fn connect_timeout_ms_passed_before_execution_is_deadline_exceeded() {
         assert_eq!((status, code(&body)), (400, "invalid_argument".to_string()), "{bad}");
     }
     sync.stop();
+}
+
+/// Connect's Node.js packages, pinned: connect-node 2.2.0 (the version new users get), the
+/// connect core it requires exactly, and a protobuf-es within its peer range.
+const NPM_PACKAGES: [(&str, &str); 3] =
+    [("@connectrpc/connect-node", "2.2.0"), ("@connectrpc/connect", "2.2.0"), ("@bufbuild/protobuf", "2.17.0")];
+/// The first install fetches three small packages; later runs find them cached.
+const NPM_TIMEOUT: Duration = Duration::from_secs(180);
+/// One lifecycle through the Node client.
+const NODE_TIMEOUT: Duration = Duration::from_secs(60);
+const LIFECYCLE_SCRIPT: &str = include_str!("connect_interop/lifecycle.mjs");
+
+/// Runs `command` with its output in files under `dir`, killed after `timeout`:
+/// (success, stdout, stderr).
+fn run_bounded(mut command: Command, dir: &Path, label: &str, timeout: Duration) -> (bool, String, String) {
+    let (out, err) = (dir.join(format!("{label}.stdout")), dir.join(format!("{label}.stderr")));
+    command.stdin(Stdio::null());
+    command.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{label}: could not start: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{label}: still running after {timeout:?}:\n{}", std::fs::read_to_string(&err).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    (status.success(), read(&out), read(&err))
+}
+
+/// The pinned packages installed under the target directory (found from this test's executable,
+/// target/<profile>/deps/<test>), fetched from the npm registry only when absent or of other
+/// versions; the lifecycle script is written next to them so `import` finds them.
+fn npm_install() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).expect("target/<profile>/deps/<test>");
+    let dir = target.join("connect-interop-npm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dependencies: serde_json::Map<String, Value> =
+        NPM_PACKAGES.iter().map(|(name, version)| (name.to_string(), Value::from(*version))).collect();
+    let manifest = serde_json::json!({ "private": true, "type": "module", "dependencies": dependencies }).to_string();
+    let marker = dir.join("installed.json");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(manifest.as_str()) {
+        std::fs::write(dir.join("package.json"), &manifest).unwrap();
+        let mut npm = Command::new("npm");
+        npm.current_dir(&dir).args(["install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-package-lock"]);
+        let (ok, out, err) = run_bounded(npm, &dir, "npm-install", NPM_TIMEOUT);
+        assert!(ok, "npm install of {manifest} in {} failed:\n{out}\n{err}", dir.display());
+        // Written last: an interrupted install is redone on the next run.
+        std::fs::write(&marker, &manifest).unwrap();
+    }
+    std::fs::write(dir.join("lifecycle.mjs"), LIFECYCLE_SCRIPT).unwrap();
+    dir
+}
+
+fn node_available() -> bool {
+    Command::new("node").arg("--version").output().is_ok_and(|output| output.status.success())
+}
+
+/// Connect's own Node.js clients, as a new user would set them up: `createConnectTransport`
+/// over HTTP/1.1 (JSON and binary) against the sync runtime, and `createGrpcTransport` against
+/// the tokio runtime; a whole lifecycle each, and an error with its code.
+#[test]
+fn connect_node_clients_run_a_lifecycle_on_both_runtimes() {
+    if !node_available() {
+        eprintln!(
+            "\n!!!!! SKIPPED connect_node_clients_run_a_lifecycle_on_both_runtimes: `node` is not on PATH, so \
+             interop with @connectrpc/connect-node was NOT checked. Install Node.js >= 20 and npm. !!!!!\n"
+        );
+        return;
+    }
+    let npm_dir = npm_install();
+    let tmp = tempfile::tempdir().unwrap();
+    let descriptors = tmp.path().join("evidenceos_descriptor.bin");
+    std::fs::write(&descriptors, evidenceos_grpc::FILE_DESCRIPTOR_SET).unwrap();
+    let module = tmp.path().join("claim_mod3.wasm");
+    let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/claim_mod3.wat");
+    std::fs::write(&module, wat::parse_file(wat).unwrap()).unwrap();
+    let (sync_dir, tokio_dir) = (tmp.path().join("sync"), tmp.path().join("tokio"));
+    install_demo_holdout(&sync_dir);
+    install_demo_holdout(&tokio_dir);
+    let sync = start_sync(&sync_dir, tmp.path(), &[]);
+    let tokio = support::start_with(&tokio_dir, tmp.path(), &["--runtime", "tokio"], &TOKENS);
+
+    for (daemon, transport) in [(&sync, "connect-json"), (&sync, "connect-binary"), (&tokio, "grpc")] {
+        let mut node = Command::new("node");
+        node.arg(npm_dir.join("lifecycle.mjs")).arg(&descriptors).arg(transport).arg(&daemon.addr);
+        node.arg(&module).args([AGENT, AUDITOR]);
+        let (ok, out, err) = run_bounded(node, tmp.path(), transport, NODE_TIMEOUT);
+        assert!(ok, "{transport}: the Node client failed:\n{out}\n{err}\ndaemon log:\n{}", daemon.log());
+        let result: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{transport}: {e}: {out}"));
+        let states: Vec<&str> = result["states"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let expected = ["CLAIM_STATE_UNCOMMITTED", "CLAIM_STATE_COMMITTED", "CLAIM_STATE_SEALED", "CLAIM_STATE_SEALED"];
+        assert_eq!(states, expected, "{transport}: {result}");
+        assert_eq!(result["executed"]["certified"], true, "{transport}: {result}");
+        let capsule = BASE64.decode(result["fetched"]["capsuleBytes"].as_str().unwrap_or_default()).unwrap();
+        assert!(!capsule.is_empty(), "{transport}: {result}");
+        let capsule_hash = BASE64.decode(result["fetched"]["capsuleHash"].as_str().unwrap_or_default()).unwrap();
+        assert_eq!(capsule_hash, sha256(&capsule).to_vec(), "{transport}");
+        assert_eq!(result["executed"]["capsuleHash"], result["fetched"]["capsuleHash"], "{transport}");
+        assert_eq!(result["error"]["code"], "Unauthenticated", "{transport}: {result}");
+    }
+    sync.stop();
+    tokio.stop();
 }
