@@ -256,6 +256,14 @@ pub fn error_response(error: &KernelError) -> (u16, Vec<u8>) {
     (http_status(error.code), error_body(connect_code_name(error.code), &error.message))
 }
 
+/// The Connect error for a call whose `Connect-Timeout-Ms` ran out before it reached the kernel:
+/// HTTP 504, code `deadline_exceeded` (a code of the transport, not of the kernel, which never
+/// sees such a call).
+pub fn deadline_exceeded(timeout_ms: u64) -> (u16, Vec<u8>) {
+    let message = format!("the call's deadline of {timeout_ms} ms passed before it was executed");
+    (504, error_body("deadline_exceeded", &message))
+}
+
 /// The Connect error for a path that names no procedure: HTTP 404 with code `unimplemented`.
 /// The path is echoed (cut to 200 characters).
 pub fn unknown_procedure(path: &str) -> (u16, Vec<u8>) {

@@ -1,8 +1,10 @@
 //! HTTP/1.1 requests and responses for the Connect server, with explicit limits.
 //!
-//! Only what Connect's unary form needs: a request line, headers, and a `Content-Length` body.
-//! Chunked (or any other) transfer coding is refused with 501, so a body's size is always known
-//! (and checked against [`Limits::max_body_bytes`]) before a byte of it is read. Connections may
+//! Only what Connect's unary form needs: a request line, headers, and a body framed by
+//! `Content-Length` or by `Transfer-Encoding: chunked` (RFC 9112 §7.1; other codings are refused
+//! with 501). A declared length is checked against [`Limits::max_body_bytes`] before a byte of the
+//! body is read; a chunked body is checked at each chunk-size line, before that chunk's data is
+//! read, and its framing (size lines, chunk count, trailers) has limits of its own. Connections may
 //! be persistent and pipelined: bytes read past one request stay in the caller's buffer for the
 //! next. After any [`HttpError`] the connection's framing is lost, so the caller answers (when
 //! [`HttpError::status`] says so) and closes.
@@ -24,14 +26,29 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Number of header fields.
     pub max_headers: usize,
-    /// Declared `Content-Length`.
+    /// Declared `Content-Length`, or the decoded size of a chunked body.
     pub max_body_bytes: usize,
+    /// One chunk-size line of a chunked body, extensions and CRLF included.
+    pub max_chunk_line_bytes: usize,
+    /// Chunks in one chunked body (the last, empty one not counted): bounds the framing bytes
+    /// buffered beyond the body and the work of rescanning them on each read.
+    pub max_chunks: usize,
+    /// The trailer section after the last chunk, its closing blank line included.
+    pub max_trailer_bytes: usize,
 }
 
 impl Default for Limits {
-    /// 16 KiB of headers, 64 header fields, 4 MiB bodies (the gRPC server's default request limit).
+    /// 16 KiB of headers, 64 header fields, 4 MiB bodies (the gRPC server's default request limit);
+    /// chunked bodies: 256-byte size lines, 1,024 chunks, 4 KiB of trailers.
     fn default() -> Self {
-        Self { max_header_bytes: 16 * 1024, max_headers: 64, max_body_bytes: 4 * 1024 * 1024 }
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_chunk_line_bytes: 256,
+            max_chunks: 1024,
+            max_trailer_bytes: 4 * 1024,
+        }
     }
 }
 
@@ -81,13 +98,20 @@ pub enum HttpError {
     HeadersTooLarge { limit: usize },
     /// More header fields than [`Limits::max_headers`] (431).
     TooManyHeaders { limit: usize },
-    /// The declared `Content-Length` exceeds [`Limits::max_body_bytes`]; refused before reading
-    /// the body. Answered as the Connect error `resource_exhausted` (see [`HttpError::kernel_error`]).
+    /// The declared `Content-Length`, or a chunked body's size so far plus the chunk just
+    /// announced, exceeds [`Limits::max_body_bytes`]; refused before reading (more of) the body.
+    /// Answered as the Connect error `resource_exhausted` (see [`HttpError::kernel_error`]).
     BodyTooLarge { limit: usize, declared: u64 },
-    /// A POST without `Content-Length` (411).
+    /// A POST with neither `Content-Length` nor a chunked body (411).
     LengthRequired,
-    /// A `Transfer-Encoding` header: chunked bodies are not supported (501).
-    UnsupportedTransferEncoding,
+    /// A transfer coding other than `chunked` (501).
+    UnsupportedTransferEncoding(String),
+    /// A chunk-size line longer than [`Limits::max_chunk_line_bytes`] (400).
+    ChunkLineTooLong { limit: usize },
+    /// More chunks than [`Limits::max_chunks`] (413).
+    TooManyChunks { limit: usize },
+    /// A trailer section longer than [`Limits::max_trailer_bytes`] (431).
+    TrailersTooLarge { limit: usize },
     /// An `Expect` other than `100-continue` (417).
     ExpectationFailed(String),
     /// A protocol version other than HTTP/1.0 or HTTP/1.1 (505).
@@ -102,11 +126,12 @@ impl HttpError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Io(_) | Self::Truncated => None,
-            Self::Malformed(_) => Some(400),
-            Self::HeadersTooLarge { .. } | Self::TooManyHeaders { .. } => Some(431),
+            Self::Malformed(_) | Self::ChunkLineTooLong { .. } => Some(400),
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaders { .. } | Self::TrailersTooLarge { .. } => Some(431),
+            Self::TooManyChunks { .. } => Some(413),
             Self::BodyTooLarge { .. } => Some(codec::http_status(evidenceos_core::ErrorCode::ResourceExhausted)),
             Self::LengthRequired => Some(411),
-            Self::UnsupportedTransferEncoding => Some(501),
+            Self::UnsupportedTransferEncoding(_) => Some(501),
             Self::ExpectationFailed(_) => Some(417),
             Self::VersionNotSupported => Some(505),
         }
@@ -123,11 +148,13 @@ impl HttpError {
             Self::BodyTooLarge { limit, declared } => {
                 format!("request body of {declared} bytes exceeds the limit of {limit} bytes")
             }
-            Self::LengthRequired => "a POST request needs a Content-Length header".to_string(),
-            Self::UnsupportedTransferEncoding => {
-                "Transfer-Encoding (e.g. chunked bodies) is not supported; send the body with Content-Length"
-                    .to_string()
+            Self::LengthRequired => "a POST request needs a Content-Length header or a chunked body".to_string(),
+            Self::UnsupportedTransferEncoding(codings) => {
+                format!("Transfer-Encoding {codings:?} is not supported; only chunked is")
             }
+            Self::ChunkLineTooLong { limit } => format!("a chunk-size line exceeds {limit} bytes"),
+            Self::TooManyChunks { limit } => format!("a chunked body of more than {limit} chunks"),
+            Self::TrailersTooLarge { limit } => format!("the trailer section exceeds {limit} bytes"),
             Self::ExpectationFailed(expect) => format!("unsupported expectation {expect:?}; only 100-continue is"),
             Self::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported".to_string(),
         }
@@ -186,8 +213,17 @@ struct Head {
     http11: bool,
     headers: Vec<(String, String)>,
     content_length: Option<u64>,
+    /// `Transfer-Encoding: chunked` (the only coding accepted).
+    chunked: bool,
     keep_alive: bool,
     expect_continue: bool,
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    Length(usize),
+    Chunked,
 }
 
 /// Reads one request. `buffered` holds bytes already read past the previous request on this
@@ -208,33 +244,33 @@ pub fn read_request<S: Read + Write>(
     let mut chunk = vec![0u8; READ_CHUNK];
     // A head already complete on entry was answered (100 Continue) by the call that completed it.
     let mut head_complete_on_entry = None;
-    let mut framed: Option<(Head, usize, usize)> = None;
+    let mut framed: Option<(Head, usize, Framing)> = None;
     let mut attempt_parse = !buffered.is_empty();
     loop {
         if framed.is_none()
             && attempt_parse
             && let Some((head, head_len)) = parse_head(buffered, limits)?
         {
-            let body_len = body_length(&head, limits)?;
+            let framing = body_framing(&head, limits)?;
             let on_entry = *head_complete_on_entry.get_or_insert(true);
             let nothing_of_the_body = buffered.len() == head_len;
-            if !on_entry && head.expect_continue && head.http11 && nothing_of_the_body && body_len > 0 {
+            let has_body = !matches!(framing, Framing::Length(0));
+            if !on_entry && head.expect_continue && head.http11 && nothing_of_the_body && has_body {
                 stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
                 stream.flush()?;
             }
-            framed = Some((head, head_len, body_len));
+            framed = Some((head, head_len, framing));
         }
         // Everything buffered is (incomplete) head while nothing is framed.
         if framed.is_none() && buffered.len() > limits.max_header_bytes {
             return Err(HttpError::HeadersTooLarge { limit: limits.max_header_bytes });
         }
         head_complete_on_entry.get_or_insert(false);
-        if let Some((_, head_len, body_len)) = &framed
-            && buffered.len() >= head_len + body_len
+        if let Some((_, head_len, framing)) = &framed
+            && let Some((body, wire_len)) = complete_body(&buffered[*head_len..], *framing, limits)?
         {
-            let (head, head_len, body_len) = framed.take().expect("checked");
-            let body = buffered[head_len..head_len + body_len].to_vec();
-            buffered.drain(..head_len + body_len);
+            let (head, head_len, _) = framed.take().expect("checked");
+            buffered.drain(..head_len + wire_len);
             let (path, query) = split_target(&head.target);
             return Ok(Some(HttpRequest {
                 method: head.method,
@@ -261,17 +297,115 @@ pub fn read_request<S: Read + Write>(
     }
 }
 
-/// The body's length from its framing, checked before any of it is read.
-fn body_length(head: &Head, limits: &Limits) -> Result<usize, HttpError> {
+/// The body's framing, a declared length checked before any of the body is read.
+fn body_framing(head: &Head, limits: &Limits) -> Result<Framing, HttpError> {
     match head.content_length {
+        _ if head.chunked => Ok(Framing::Chunked),
         Some(declared) if declared > limits.max_body_bytes as u64 => {
             Err(HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared })
         }
-        Some(declared) => {
-            usize::try_from(declared).map_err(|_| HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared })
-        }
+        Some(declared) => usize::try_from(declared)
+            .map(Framing::Length)
+            .map_err(|_| HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared }),
         None if head.method == "POST" => Err(HttpError::LengthRequired),
-        None => Ok(0),
+        None => Ok(Framing::Length(0)),
+    }
+}
+
+/// The body, and how many bytes of `wire` (everything buffered after the head) it took, once
+/// `wire` holds all of it; `None` while more must be read.
+fn complete_body(wire: &[u8], framing: Framing, limits: &Limits) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
+    match framing {
+        Framing::Length(len) => Ok((wire.len() >= len).then(|| (wire[..len].to_vec(), len))),
+        Framing::Chunked => decode_chunked(wire, limits),
+    }
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1) from the start of `wire`: `None` while incomplete.
+/// Rescans from the start on each call, which [`Limits::max_chunks`] keeps cheap; the decoded
+/// size is checked at each chunk-size line, before that chunk's data needs to arrive.
+fn decode_chunked(wire: &[u8], limits: &Limits) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
+    let mut pos = 0;
+    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut decoded: u64 = 0;
+    loop {
+        let Some((size, line_len)) = chunk_size_line(&wire[pos..], limits)? else { return Ok(None) };
+        pos += line_len;
+        if size == 0 {
+            break;
+        }
+        if chunks.len() == limits.max_chunks {
+            return Err(HttpError::TooManyChunks { limit: limits.max_chunks });
+        }
+        decoded = decoded.saturating_add(size);
+        if decoded > limits.max_body_bytes as u64 {
+            return Err(HttpError::BodyTooLarge { limit: limits.max_body_bytes, declared: decoded });
+        }
+        // At most max_body_bytes, so it fits.
+        let size = usize::try_from(size).expect("checked against max_body_bytes");
+        let Some(after) = wire.get(pos + size..pos + size + 2) else { return Ok(None) };
+        if after != b"\r\n" {
+            return Err(HttpError::Malformed("chunk data not followed by CRLF".to_string()));
+        }
+        chunks.push(pos..pos + size);
+        pos += size + 2;
+    }
+    let Some(trailer_len) = trailer_section(&wire[pos..], limits)? else { return Ok(None) };
+    let mut body = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
+    for chunk in chunks {
+        body.extend_from_slice(&wire[chunk]);
+    }
+    Ok(Some((body, pos + trailer_len)))
+}
+
+/// `chunk-size [ chunk-ext ] CRLF` at the start of `wire`: the size and the line's length, or
+/// `None` while the line is incomplete. Extensions are checked for stray control bytes and ignored.
+fn chunk_size_line(wire: &[u8], limits: &Limits) -> Result<Option<(u64, usize)>, HttpError> {
+    let window = &wire[..wire.len().min(limits.max_chunk_line_bytes)];
+    let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
+        return if wire.len() >= limits.max_chunk_line_bytes {
+            Err(HttpError::ChunkLineTooLong { limit: limits.max_chunk_line_bytes })
+        } else {
+            Ok(None)
+        };
+    };
+    let line = &window[..end];
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let extensions = &line[digits..];
+    let extensions_ok = extensions.is_empty()
+        || (extensions.trim_ascii_start().starts_with(b";")
+            && extensions.iter().all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()));
+    if digits == 0 || !extensions_ok {
+        return Err(HttpError::Malformed(format!("bad chunk-size line {:?}", String::from_utf8_lossy(line))));
+    }
+    // Overflow is "too large", like an overlong Content-Length.
+    let size = line[..digits].iter().try_fold(0u64, |size, &b| {
+        let digit = u64::from(char::from(b).to_digit(16).expect("a hex digit"));
+        size.checked_mul(16)?.checked_add(digit)
+    });
+    Ok(Some((size.unwrap_or(u64::MAX), end + 2)))
+}
+
+/// The trailer section after the last chunk: its length up to and including the blank line that
+/// ends it, or `None` while incomplete. Trailer fields are checked for shape and discarded.
+fn trailer_section(wire: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
+    let too_large = HttpError::TrailersTooLarge { limit: limits.max_trailer_bytes };
+    let window = &wire[..wire.len().min(limits.max_trailer_bytes)];
+    let mut pos = 0;
+    loop {
+        let Some(end) = window[pos..].windows(2).position(|w| w == b"\r\n") else {
+            return if wire.len() >= limits.max_trailer_bytes { Err(too_large) } else { Ok(None) };
+        };
+        if end == 0 {
+            return Ok(Some(pos + 2));
+        }
+        let field = &window[pos..pos + end];
+        let name_len = field.iter().position(|&b| b == b':').unwrap_or(0);
+        let visible = field.iter().all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+        if name_len == 0 || !visible || field[..name_len].iter().any(|&b| b == b' ' || b == b'\t') {
+            return Err(HttpError::Malformed("bad trailer field".to_string()));
+        }
+        pos += end + 2;
     }
 }
 
@@ -309,6 +443,7 @@ fn parse_head(buffered: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>,
 
     let mut headers = Vec::with_capacity(request.headers.len());
     let mut content_length: Option<u64> = None;
+    let mut codings: Vec<String> = Vec::new();
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
@@ -316,7 +451,10 @@ fn parse_head(buffered: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>,
         let name = field.name.to_ascii_lowercase();
         let value = std::str::from_utf8(field.value).ok().map(str::trim).filter(|v| is_visible_ascii(v));
         match name.as_str() {
-            "transfer-encoding" => return Err(HttpError::UnsupportedTransferEncoding),
+            "transfer-encoding" => {
+                let listed = value.ok_or_else(|| HttpError::Malformed("Transfer-Encoding is not ASCII".to_string()))?;
+                codings.extend(listed.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()));
+            }
             "content-length" => {
                 let declared = value.and_then(parse_content_length).ok_or_else(|| {
                     HttpError::Malformed(format!(
@@ -349,6 +487,7 @@ fn parse_head(buffered: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>,
             headers.push((name, value.to_string()));
         }
     }
+    let chunked = transfer_codings(&codings, content_length.is_some(), http11)?;
     let keep_alive = !connection_close && (http11 || connection_keep_alive);
     let head = Head {
         method: method.to_string(),
@@ -356,10 +495,34 @@ fn parse_head(buffered: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>,
         http11,
         headers,
         content_length,
+        chunked,
         keep_alive,
         expect_continue,
     };
     Ok(Some((head, head_len)))
+}
+
+/// Whether the body is chunked, from the transfer codings listed (RFC 9112 §6.1, §6.3): both a
+/// length and codings is a smuggling attempt (400), so is chunked not last or under HTTP/1.0;
+/// any coding but a lone `chunked` is unsupported (501).
+fn transfer_codings(codings: &[String], has_content_length: bool, http11: bool) -> Result<bool, HttpError> {
+    if codings.is_empty() {
+        return Ok(false);
+    }
+    let refuse = |why: &str| Err(HttpError::Malformed(why.to_string()));
+    if has_content_length {
+        return refuse("both Content-Length and Transfer-Encoding");
+    }
+    if !http11 {
+        return refuse("Transfer-Encoding in an HTTP/1.0 request");
+    }
+    if codings.last().map(String::as_str) != Some("chunked") {
+        return refuse("Transfer-Encoding whose last coding is not chunked");
+    }
+    if codings.len() > 1 {
+        return Err(HttpError::UnsupportedTransferEncoding(codings.join(", ")));
+    }
+    Ok(true)
 }
 
 /// Visible ASCII, with spaces and tabs allowed between visible characters.
@@ -762,12 +925,116 @@ X-Bin: \xff\xfe\r\nContent-Length: 0\r\n\r\n",
     }
 
     #[test]
-    fn transfer_encoding_is_501() {
-        let raw: &[u8] = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n";
-        let error = read(&mut Scripted::new(&[raw]), &mut Vec::new()).unwrap_err();
-        assert!(matches!(error, HttpError::UnsupportedTransferEncoding), "{error:?}");
-        assert_eq!(error.status(), Some(501));
-        assert!(error.message().contains("chunked"));
+    fn chunked_body_with_extensions_and_trailers_then_a_pipelined_request() {
+        let raw: &[u8] = b"POST /p HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n\
+2;name=value\r\nab\r\n0000A ; x ; y=\"q\"\r\n0123456789\r\n0\r\nX-Checksum: 1\r\nX-Other:2\r\n\r\n\
+POST /q HTTP/1.1\r\nContent-Length: 1\r\n\r\nz";
+        for mut stream in [Scripted::new(&[raw]), Scripted::one_byte_at_a_time(raw)] {
+            let mut buffered = Vec::new();
+            let first = read(&mut stream, &mut buffered).unwrap().unwrap();
+            assert_eq!(first.body, b"ab0123456789");
+            assert!(first.keep_alive);
+            let second = read(&mut stream, &mut buffered).unwrap().unwrap();
+            assert_eq!((second.path.as_str(), second.body.as_slice()), ("/q", b"z".as_slice()));
+            assert!(read(&mut stream, &mut buffered).unwrap().is_none());
+        }
+        let empty: &[u8] = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert!(read(&mut Scripted::new(&[empty]), &mut Vec::new()).unwrap().unwrap().body.is_empty());
+    }
+
+    #[test]
+    fn chunked_body_over_the_limit_is_refused_at_the_chunk_size_line() {
+        let limits = Limits { max_body_bytes: 10, ..Limits::default() };
+        let head: &[u8] = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n5\r\n";
+        let mut stream = Scripted::new(&[head, b"01234\r\n0\r\n\r\n"]);
+        let error = read_request(&mut stream, &mut Vec::new(), &limits).unwrap_err();
+        assert!(matches!(error, HttpError::BodyTooLarge { limit: 10, declared: 11 }), "{error:?}");
+        assert_eq!(stream.reads.len(), 1, "the over-limit chunk's data was not read");
+        let response = error.response().unwrap();
+        assert_eq!(response.status, 429);
+        let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(json["code"], "resource_exhausted");
+
+        // Exactly at the limit is fine.
+        let at: &[u8] = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n4\r\n0123\r\n0\r\n\r\n";
+        assert_eq!(read_request(&mut Scripted::new(&[at]), &mut Vec::new(), &limits).unwrap().unwrap().body.len(), 10);
+
+        let huge: &[u8] = b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffffffff\r\n";
+        let error = read(&mut Scripted::new(&[huge]), &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, HttpError::BodyTooLarge { declared: u64::MAX, .. }), "{error:?}");
+    }
+
+    #[test]
+    fn chunked_framing_has_limits() {
+        let limits = Limits { max_chunk_line_bytes: 16, max_chunks: 2, max_trailer_bytes: 32, ..Limits::default() };
+        let head = "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let read_with = |body: String| {
+            let raw = format!("{head}{body}");
+            read_request(&mut Scripted::new(&[raw.as_bytes()]), &mut Vec::new(), &limits)
+        };
+        // A size line of 16 bytes with its CRLF passes, one more does not, even before its CRLF.
+        assert!(read_with("1;aaaaaaaaaaaa\r\nx\r\n0\r\n\r\n".into()).unwrap().is_some());
+        let error = read_with("1;aaaaaaaaaaaaa\r\nx\r\n0\r\n\r\n".into()).unwrap_err();
+        assert!(matches!(error, HttpError::ChunkLineTooLong { limit: 16 }), "{error:?}");
+        assert_eq!(error.status(), Some(400));
+        assert!(matches!(read_with("1".repeat(40)), Err(HttpError::ChunkLineTooLong { .. })));
+
+        let error = read_with("1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n".into()).unwrap_err();
+        assert!(matches!(error, HttpError::TooManyChunks { limit: 2 }), "{error:?}");
+        assert_eq!(error.status(), Some(413));
+
+        let trailers = format!("0\r\nX-A: {}\r\n\r\n", "a".repeat(24));
+        let error = read_with(trailers).unwrap_err();
+        assert!(matches!(error, HttpError::TrailersTooLarge { limit: 32 }), "{error:?}");
+        assert_eq!(error.status(), Some(431));
+        assert!(matches!(read_with(format!("0\r\nX: {}", "a".repeat(40))), Err(HttpError::TrailersTooLarge { .. })));
+        assert_eq!(read_with("0\r\nX-A: 1\r\n\r\n".into()).unwrap().unwrap().body, b"");
+    }
+
+    #[test]
+    fn malformed_chunks_are_400() {
+        let head = "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            "zz\r\n",
+            "\r\n",
+            "-1\r\n",
+            " 1\r\nx\r\n0\r\n\r\n",
+            "1 x\r\nx\r\n0\r\n\r\n",
+            "1;\x01\r\nx\r\n0\r\n\r\n",
+            "2\r\nabc\r\n0\r\n\r\n",
+            "1\r\nx\r\n0\r\nno colon\r\n\r\n",
+            "1\r\nx\r\n0\r\n: empty name\r\n\r\n",
+        ] {
+            let raw = format!("{head}{body}");
+            let error = read(&mut Scripted::new(&[raw.as_bytes()]), &mut Vec::new()).unwrap_err();
+            assert!(matches!(error, HttpError::Malformed(_)), "{body:?}: {error:?}");
+            assert_eq!(error.status(), Some(400));
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_rules() {
+        let cases: [(&[u8], u16); 6] = [
+            (b"POST /p HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+            (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
+            (b"POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+            (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
+            (b"POST /p HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400),
+            (b"POST /p HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+        ];
+        for (raw, status) in cases {
+            let error = read(&mut Scripted::new(&[raw]), &mut Vec::new()).unwrap_err();
+            assert_eq!(error.status(), Some(status), "{}: {error:?}", String::from_utf8_lossy(raw));
+            assert!(!error.response().unwrap().keep_alive);
+        }
+    }
+
+    #[test]
+    fn chunked_body_gets_100_continue() {
+        let head: &[u8] = b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = Scripted::new(&[head, b"1\r\nx\r\n0\r\n\r\n"]);
+        assert_eq!(read(&mut stream, &mut Vec::new()).unwrap().unwrap().body, b"x");
+        assert_eq!(stream.written, b"HTTP/1.1 100 Continue\r\n\r\n");
     }
 
     #[test]
@@ -848,13 +1115,34 @@ X-Request-Id: abc\r\n\r\n{}"
 
         use super::*;
 
-        /// A request as the tests send it: method path, body, whether it asks for 100-continue.
-        fn request_bytes(path: &str, body: &[u8], expect: bool) -> Vec<u8> {
+        /// A request as the tests send it: method path, body, whether it asks for 100-continue,
+        /// and, for a chunked body, the sizes its chunks are cut to (cycled; an extension on
+        /// odd-sized ones, a trailer when the first is odd).
+        fn request_bytes(path: &str, body: &[u8], expect: bool, chunks: Option<&[usize]>) -> Vec<u8> {
             let expect = if expect { "Expect: 100-continue\r\n" } else { "" };
+            let Some(sizes) = chunks else {
+                let mut bytes =
+                    format!("POST /{path} HTTP/1.1\r\nHost: x\r\n{expect}Content-Length: {}\r\n\r\n", body.len())
+                        .into_bytes();
+                bytes.extend_from_slice(body);
+                return bytes;
+            };
             let mut bytes =
-                format!("POST /{path} HTTP/1.1\r\nHost: x\r\n{expect}Content-Length: {}\r\n\r\n", body.len())
-                    .into_bytes();
-            bytes.extend_from_slice(body);
+                format!("POST /{path} HTTP/1.1\r\nHost: x\r\n{expect}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+            let mut rest = body;
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, after) = rest.split_at((*size).min(rest.len()));
+                let extension = if chunk.len() % 2 == 1 { ";e=1" } else { "" };
+                bytes.extend(format!("{:x}{extension}\r\n", chunk.len()).into_bytes());
+                bytes.extend_from_slice(chunk);
+                bytes.extend_from_slice(b"\r\n");
+                rest = after;
+            }
+            let trailer = if sizes[0] % 2 == 1 { "X-Trailer: t\r\n" } else { "" };
+            bytes.extend(format!("0\r\n{trailer}\r\n").into_bytes());
             bytes
         }
 
@@ -864,13 +1152,18 @@ X-Request-Id: abc\r\n\r\n{}"
             /// every byte is accounted for.
             #[test]
             fn any_split_and_any_would_block_give_the_same_requests(
-                requests in proptest::collection::vec(("[a-z]{1,12}", proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()), 1..5),
+                requests in proptest::collection::vec((
+                    "[a-z]{1,12}",
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    any::<bool>(),
+                    proptest::option::of(proptest::collection::vec(1usize..100, 1..6)),
+                ), 1..5),
                 cuts in proptest::collection::vec(1usize..64, 1..40),
                 stalls in proptest::collection::vec(any::<bool>(), 1..40),
             ) {
                 let mut wire = Vec::new();
-                for (path, body, expect) in &requests {
-                    wire.extend(request_bytes(path, body, *expect));
+                for (path, body, expect, chunks) in &requests {
+                    wire.extend(request_bytes(path, body, *expect, chunks.as_deref()));
                 }
                 let mut reads: Vec<&[u8]> = Vec::new();
                 let mut rest = wire.as_slice();
@@ -896,20 +1189,32 @@ X-Request-Id: abc\r\n\r\n{}"
                     }
                 }
                 prop_assert_eq!(got.len(), requests.len());
-                for (request, (path, body, _)) in got.iter().zip(&requests) {
+                for (request, (path, body, _, _)) in got.iter().zip(&requests) {
                     prop_assert_eq!(&request.path, &format!("/{path}"));
                     prop_assert_eq!(&request.body, body);
                 }
                 prop_assert!(buffered.is_empty());
                 let continues = stream.written.windows(12).filter(|w| w == b"100 Continue").count();
-                prop_assert!(continues <= requests.iter().filter(|(_, b, e)| *e && !b.is_empty()).count());
+                prop_assert!(continues <= requests.iter().filter(|(_, _, e, _)| *e).count());
             }
 
-            /// Arbitrary bytes never panic and never buffer past the header limit plus one read.
+            /// Arbitrary bytes, alone or after a chunked head, never panic and never buffer past
+            /// the limits plus one read.
             #[test]
-            fn garbage_is_refused_or_waited_for_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-                let limits = Limits { max_header_bytes: 1024, max_headers: 8, max_body_bytes: 512 };
-                let mut stream = Scripted::new(&[&bytes]);
+            fn garbage_is_refused_or_waited_for_never_a_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+                chunked_head in any::<bool>(),
+            ) {
+                let limits = Limits {
+                    max_header_bytes: 1024,
+                    max_headers: 8,
+                    max_body_bytes: 512,
+                    max_chunk_line_bytes: 32,
+                    max_chunks: 8,
+                    max_trailer_bytes: 64,
+                };
+                let head: &[u8] = if chunked_head { b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" } else { b"" };
+                let mut stream = Scripted::new(&[head, &bytes]);
                 let mut buffered = Vec::new();
                 for _ in 0..8 {
                     match read_request(&mut stream, &mut buffered, &limits) {
@@ -917,7 +1222,8 @@ X-Request-Id: abc\r\n\r\n{}"
                         Ok(None) | Err(_) => break,
                     }
                 }
-                prop_assert!(buffered.len() <= limits.max_header_bytes + limits.max_body_bytes + READ_CHUNK);
+                let framing = (limits.max_chunks + 1) * (limits.max_chunk_line_bytes + 2) + limits.max_trailer_bytes;
+                prop_assert!(buffered.len() <= limits.max_header_bytes + limits.max_body_bytes + framing + READ_CHUNK);
             }
         }
     }

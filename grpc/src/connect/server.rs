@@ -6,6 +6,12 @@
 //! after `request_timeout`). A whole request is authenticated, handed to the kernel, and its
 //! effects carried out inline before the answer is written: every reply to a command is durable.
 //! While one request executes nobody else is served; that is the trade-off of this runtime.
+//!
+//! `Connect-Timeout-Ms` is honoured up to the kernel: counted from the request's first byte, a
+//! deadline that has passed when the call would be handed to the kernel is answered with
+//! `deadline_exceeded` (504) and the call is not executed. Once handed over, a call runs to the end
+//! (a command is journaled and cannot be taken back) and its real outcome is the answer, however
+//! late: a client that gave up learns it by retrying, not by a deadline error hiding a commit.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -345,6 +351,8 @@ fn serve_connection(
     runtime: &mut BlockingRuntime,
 ) -> After {
     loop {
+        // The request's first byte reached us at the latest now (earlier if it came in pieces).
+        let first_byte = connection.request_started.unwrap_or_else(Instant::now);
         let request = match http::read_request(&mut connection.stream, &mut connection.buffered, &config.limits) {
             Ok(Some(request)) => request,
             Ok(None) => return After::Close,
@@ -368,7 +376,7 @@ fn serve_connection(
         }
         let keep_alive = request.keep_alive;
         let peer_certificates = connection.stream.peer_certificates();
-        let response = answer(&request, peer_certificates.as_deref(), config, codecs, runtime);
+        let response = answer(&request, first_byte, peer_certificates.as_deref(), config, codecs, runtime);
         let response = HttpResponse { keep_alive, ..response };
         if write_blocking(connection, &response, config).is_err() || !keep_alive {
             return After::Close;
@@ -416,6 +424,7 @@ fn scrape(request: &HttpRequest, metrics: Option<&Metrics>, runtime: &mut Blocki
 /// One unary call, logged as one `event=rpc` line like the gRPC runtime's.
 fn answer(
     request: &HttpRequest,
+    first_byte: Instant,
     peer_certificates: Option<&[Vec<u8>]>,
     config: &ServeConfig,
     codecs: &Codecs,
@@ -423,10 +432,13 @@ fn answer(
 ) -> HttpResponse {
     let started = Instant::now();
     let mut principal = "-".to_string();
-    let outcome = call(request, peer_certificates, config, codecs, runtime, &mut principal);
+    let call = Call { request, first_byte, peer_certificates };
+    let outcome = execute(&call, config, codecs, runtime, &mut principal);
     let code = match &outcome {
         Ok(_) => "0".to_string(),
         Err(Refusal::Kernel(error)) => mapping::grpc_code(error.code).to_string(),
+        // gRPC's DEADLINE_EXCEEDED.
+        Err(Refusal::DeadlineExceeded { .. }) => "4".to_string(),
         Err(Refusal::Http { .. }) => "-".to_string(),
     };
     let elapsed = started.elapsed();
@@ -452,14 +464,41 @@ fn answer(
                 extra_headers: vec![],
             }
         }
+        Err(Refusal::DeadlineExceeded { timeout_ms }) => {
+            let (status, body) = codec::deadline_exceeded(timeout_ms);
+            HttpResponse::new(status, Codec::Json.content_type(), body)
+        }
         Err(Refusal::Http { status, body, extra_headers }) => {
             HttpResponse { status, content_type: Codec::Json.content_type(), body, keep_alive: true, extra_headers }
         }
     }
 }
 
+/// One request to answer, with what the connection knows of it.
+struct Call<'a> {
+    request: &'a HttpRequest,
+    /// When its first byte reached the server: where `Connect-Timeout-Ms` counts from.
+    first_byte: Instant,
+    peer_certificates: Option<&'a [Vec<u8>]>,
+}
+
+/// The call's `Connect-Timeout-Ms`, if it sent one: in the Connect protocol, an integer of at
+/// most 10 digits (0 is taken as an already passed deadline); anything else is `invalid_argument`.
+fn timeout_ms(request: &HttpRequest) -> Result<Option<u64>, KernelError> {
+    let Some(value) = request.header("connect-timeout-ms") else { return Ok(None) };
+    if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        let message = format!("Connect-Timeout-Ms {value:?} is not an integer of at most 10 digits");
+        return Err(KernelError::invalid_argument(message));
+    }
+    Ok(Some(value.parse().expect("at most 10 decimal digits fit a u64")))
+}
+
 enum Refusal {
     Kernel(KernelError),
+    /// `Connect-Timeout-Ms` ran out before the call reached the kernel.
+    DeadlineExceeded {
+        timeout_ms: u64,
+    },
     /// Refused before it was a Connect call (wrong HTTP method, unknown path, content type).
     Http {
         status: u16,
@@ -474,14 +513,14 @@ impl From<KernelError> for Refusal {
     }
 }
 
-fn call(
-    request: &HttpRequest,
-    peer_certificates: Option<&[Vec<u8>]>,
+fn execute(
+    call: &Call<'_>,
     config: &ServeConfig,
     codecs: &Codecs,
     runtime: &mut BlockingRuntime,
     principal_id: &mut String,
 ) -> Result<(Codec, Vec<u8>), Refusal> {
+    let request = call.request;
     let Some((package, method)) = Method::from_path(&request.path) else {
         let (status, body) = codec::unknown_procedure(&request.path);
         return Err(Refusal::Http { status, body, extra_headers: Vec::new() });
@@ -498,10 +537,17 @@ fn call(
     if request.header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
         return Err(KernelError::new(ErrorCode::InvalidArgument, "compressed request bodies are not supported").into());
     }
+    let timeout_ms = timeout_ms(request)?;
     let now_unix = now().0 / 1000;
-    let principal = config.authenticator.authenticate(request, &request.path, peer_certificates, now_unix)?;
+    let principal = config.authenticator.authenticate(request, &request.path, call.peer_certificates, now_unix)?;
     principal_id.clone_from(&principal.id);
     let proto = codecs.request_to_proto(package, method, codec, &request.body)?;
+    // The last point at which the call can still be dropped: past it, it runs to the end.
+    if let Some(timeout_ms) = timeout_ms
+        && call.first_byte.elapsed() >= Duration::from_millis(timeout_ms)
+    {
+        return Err(Refusal::DeadlineExceeded { timeout_ms });
+    }
     // A failed kernel answers nothing else; pipelined requests after the failure see it too.
     let availability = if runtime.is_failed() { Availability::NotServing } else { Availability::Serving };
     let reply = match rpc::plan(method, &proto, request.header("x-request-id"), &config.server_info, availability)? {
@@ -509,4 +555,34 @@ fn call(
         Plan::Kernel { request, encode } => encode(runtime.call(now(), principal, request)?)?,
     };
     Ok((codec, codecs.response_from_proto(package, method, codec, &reply)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_timeout(value: Option<&str>) -> HttpRequest {
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        headers.extend(value.map(|v| ("connect-timeout-ms".to_string(), v.to_string())));
+        HttpRequest {
+            method: "POST".to_string(),
+            path: "/evidenceos.v2.EvidenceOS/Health".to_string(),
+            query: None,
+            headers,
+            body: Vec::new(),
+            keep_alive: true,
+        }
+    }
+
+    #[test]
+    fn connect_timeout_ms_is_up_to_ten_digits() {
+        assert_eq!(timeout_ms(&with_timeout(None)).unwrap(), None);
+        assert_eq!(timeout_ms(&with_timeout(Some("0"))).unwrap(), Some(0));
+        assert_eq!(timeout_ms(&with_timeout(Some("250"))).unwrap(), Some(250));
+        assert_eq!(timeout_ms(&with_timeout(Some("9999999999"))).unwrap(), Some(9_999_999_999));
+        for bad in ["", "12345678901", "-1", "+5", "1.5", "1s", "0x10"] {
+            let error = timeout_ms(&with_timeout(Some(bad))).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidArgument, "{bad:?}");
+        }
+    }
 }
