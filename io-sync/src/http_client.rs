@@ -276,10 +276,8 @@ fn parse_head(buf: &[u8], limits: HttpLimits) -> Result<Option<(u16, Framing, us
             framing = Framing::Length(len);
         }
     }
-    if let Framing::Length(len) = framing {
-        if len > limits.max_body_bytes {
-            return Err(HttpError::BodyTooLarge { max: limits.max_body_bytes });
-        }
+    if matches!(framing, Framing::Length(len) if len > limits.max_body_bytes) {
+        return Err(HttpError::BodyTooLarge { max: limits.max_body_bytes });
     }
     Ok(Some((status, framing, head_len)))
 }
@@ -381,7 +379,8 @@ mod tests {
 
     #[test]
     fn limits_and_malformed_responses_are_typed_errors() {
-        let cases: [(&[u8], fn(&HttpError) -> bool); 6] = [
+        type Expect = fn(&HttpError) -> bool;
+        let cases: [(&[u8], Expect); 6] = [
             (b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n", |e| matches!(e, HttpError::BodyTooLarge { max: 64 })),
             (&[b'a'; 100], |e| matches!(e, HttpError::Malformed(_))),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", |e| matches!(e, HttpError::Truncated)),

@@ -31,9 +31,8 @@ pub struct WitnessTarget {
 impl FromStr for WitnessTarget {
     type Err = String;
 
-    /// Splits at the first `=`: URLs here have none, and a vkey ends in base64 `=` padding.
     fn from_str(text: &str) -> Result<Self, String> {
-        let (url, vkey) = text.split_once('=').ok_or("expected URL=VKEY")?;
+        let (url, vkey) = split_flag(text).ok_or("expected URL=VKEY")?;
         let url = HttpUrl::parse(url).map_err(|e| format!("witness URL {url}: {e}"))?;
         let vkey = VerifierKey::parse(vkey).map_err(|e| format!("witness vkey: {e}"))?;
         if vkey.kind() != SignatureType::Cosignature {
@@ -41,6 +40,12 @@ impl FromStr for WitnessTarget {
         }
         Ok(Self { url, vkey })
     }
+}
+
+/// `URL=VKEY` split at the first `=`: a vkey is base64 and may end in `=` padding, so
+/// `--witness` URLs cannot contain `=`.
+fn split_flag(text: &str) -> Option<(&str, &str)> {
+    text.split_once('=')
 }
 
 /// Why one witness did not cosign one checkpoint.
@@ -220,5 +225,90 @@ impl TileReader for DirTiles {
 
     fn read_tile(&mut self, tile: TileId) -> io::Result<Vec<u8>> {
         fs::read(self.0.join(tile.path()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evidenceos_tlog::cosignature::Cosigner;
+    use evidenceos_tlog::note::{KeyName, NoteSigner};
+    use evidenceos_tlog::witness::cosignatures_body;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A witness that answers every request with `status` and `body`, whatever it was sent.
+    fn fixed_witness(status: u16, body: Vec<u8>) -> HttpUrl {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = HttpUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                    request.push(byte[0]);
+                }
+                let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = stream.write_all(&[head.as_bytes(), &body].concat());
+            }
+        });
+        url
+    }
+
+    fn checkpoint() -> (Checkpoint, SignedNote) {
+        let origin = KeyName::new("log.example/etl").unwrap();
+        let checkpoint = Checkpoint::new(origin.clone(), 3, [4; 32]);
+        let note = checkpoint.sign(&NoteSigner::new(origin, &[1; 32])).unwrap();
+        (checkpoint, note)
+    }
+
+    fn cosigner(name: &str, seed: u8) -> Cosigner {
+        Cosigner::new(KeyName::new(name).unwrap(), &[seed; 32])
+    }
+
+    #[test]
+    fn only_lines_that_verify_under_the_witness_vkey_are_appended() {
+        let (checkpoint, note) = checkpoint();
+        let witness = cosigner("w.example", 5);
+        let forged = cosigner("w.example", 6).cosign(note.text(), 7).unwrap();
+        let genuine = witness.cosign(note.text(), 7).unwrap();
+        let both = fixed_witness(200, cosignatures_body(&[forged.clone(), genuine.clone()]));
+        let only_forged = fixed_witness(200, cosignatures_body(std::slice::from_ref(&forged)));
+        let garbled = fixed_witness(200, b"not a signature line\n".to_vec());
+        let targets =
+            [both, only_forged, garbled].map(|url| WitnessTarget { url, vkey: witness.verifier_key() }).to_vec();
+        let mut witnesses = Witnesses::new(targets, 2, WITNESS_LIMITS);
+        let mut published = note.clone();
+        let round = witnesses.cosign(&mut published, &checkpoint, Path::new("/nonexistent"));
+        assert_eq!(round, CosignRound { cosigned: 1, witnesses: 3, quorum: 2 });
+        assert_eq!(published.signatures(), &[note.signatures()[0].clone(), genuine][..]);
+    }
+
+    #[test]
+    fn refusals_and_a_witness_ahead_of_the_log_cost_only_that_cosignature() {
+        let (checkpoint, note) = checkpoint();
+        let vkey = cosigner("w.example", 5).verifier_key();
+        let answers = [(404, Vec::new()), (409, b"9\n".to_vec()), (409, b"nine\n".to_vec()), (503, Vec::new())];
+        for (status, body) in answers {
+            let target = WitnessTarget { url: fixed_witness(status, body.clone()), vkey: vkey.clone() };
+            let mut state = WitnessState { target, cosigned_size: None };
+            let error = state.submit(&note, &checkpoint, Path::new("/nonexistent"), WITNESS_LIMITS).unwrap_err();
+            let expected = match status {
+                409 if body == b"9\n" => matches!(error, CosignError::WitnessAhead { witness_size: 9, size: 3 }),
+                409 => matches!(error, CosignError::Response(WitnessError::BadConflictBody)),
+                _ => matches!(error, CosignError::Rejected(_)),
+            };
+            assert!(expected, "{status}: {error}");
+        }
+    }
+
+    #[test]
+    fn witness_targets_split_at_the_first_equals() {
+        let vkey = cosigner("w.example", 5).verifier_key();
+        let target: WitnessTarget = format!("http://127.0.0.1:1/w={vkey}").parse().unwrap();
+        assert_eq!((target.url.to_string(), target.vkey), ("http://127.0.0.1:1/w".to_string(), vkey));
+        assert!("http://127.0.0.1:1/w".parse::<WitnessTarget>().is_err());
+        assert_eq!(split_flag("http://h/w=name+01020304+BAE=="), Some(("http://h/w", "name+01020304+BAE==")));
     }
 }

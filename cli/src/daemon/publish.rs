@@ -58,53 +58,6 @@ impl PublishArgs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        publish: PublishArgs,
-    }
-
-    fn parse(extra: &[&str]) -> Result<PublishArgs, String> {
-        let args = ["evidenceosd", "--publish-dir", "/tmp/p"].iter().chain(extra);
-        Cli::try_parse_from(args).map(|cli| cli.publish).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn witness_flags_split_at_the_first_equals_and_default_to_every_witness() {
-        let padded = evidenceos_tlog::cosignature::Cosigner::new(
-            evidenceos_tlog::note::KeyName::new("w.example").unwrap(),
-            &[5; 32],
-        )
-        .verifier_key()
-        .to_string();
-        assert!(padded.ends_with('='), "a cosigner vkey carries base64 padding: {padded}");
-        let flag = format!("http://127.0.0.1:9000/w={padded}");
-        let args = parse(&["--witness", &flag, "--witness", &flag]).unwrap();
-        assert_eq!(args.witness[0].url.to_string(), "http://127.0.0.1:9000/w");
-        assert_eq!(args.witness[0].vkey.to_string(), padded);
-        assert_eq!(args.witness_quorum(), Ok(2));
-        let args = parse(&["--witness", &flag, "--witness-quorum", "1"]).unwrap();
-        assert_eq!(args.witness_quorum(), Ok(1));
-        let args = parse(&["--witness", &flag, "--witness-quorum", "2"]).unwrap();
-        assert!(args.witness_quorum().unwrap_err().contains("more than the 1 --witness"));
-        let log_key =
-            evidenceos_tlog::note::NoteSigner::new(evidenceos_tlog::note::KeyName::new("w.example").unwrap(), &[5; 32])
-                .verifier_key();
-        let not_a_cosigner = format!("http://w.example={log_key}");
-        let https = format!("https://w.example={padded}");
-        for bad in ["http://127.0.0.1:9000", &https, &not_a_cosigner, &flag[..flag.len() - 2]] {
-            assert!(parse(&["--witness", &bad]).is_err(), "{bad}");
-        }
-        let no_dir = Cli::try_parse_from(["evidenceosd", "--witness", &flag]);
-        assert!(no_dir.is_err(), "--witness needs --publish-dir");
-    }
-}
-
 fn parse_origin(text: &str) -> Result<Origin, String> {
     KeyName::new(text).map_err(|e| format!("not a log origin (no spaces or '+'): {e}"))
 }
@@ -135,4 +88,54 @@ pub(crate) fn start(args: &PublishArgs, dir: &DataDir, stats: Arc<RuntimeStats>)
     spawn(publisher, Duration::from_millis(args.checkpoint_interval_ms), stats)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        publish: PublishArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<PublishArgs, String> {
+        let args = ["evidenceosd", "--publish-dir", "/tmp/p"].iter().chain(extra);
+        Cli::try_parse_from(args).map(|cli| cli.publish).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn witness_flags_split_at_the_first_equals_and_default_to_every_witness() {
+        let vkey = evidenceos_tlog::cosignature::Cosigner::new(
+            evidenceos_tlog::note::KeyName::new("w.example").unwrap(),
+            &[5; 32],
+        )
+        .verifier_key()
+        .to_string();
+        let flag = format!("http://127.0.0.1:9000/w={vkey}");
+        let args = parse(&["--witness", &flag, "--witness", &flag]).unwrap();
+        assert_eq!(args.witness[0].url.to_string(), "http://127.0.0.1:9000/w");
+        assert_eq!(args.witness[0].vkey.to_string(), vkey);
+        assert_eq!(args.witness_quorum(), Ok(2));
+        let args = parse(&["--witness", &flag, "--witness-quorum", "1"]).unwrap();
+        assert_eq!(args.witness_quorum(), Ok(1));
+        let args = parse(&["--witness", &flag, "--witness-quorum", "2"]).unwrap();
+        assert!(args.witness_quorum().unwrap_err().contains("more than the 1 --witness"));
+        let log_key =
+            evidenceos_tlog::note::NoteSigner::new(evidenceos_tlog::note::KeyName::new("w.example").unwrap(), &[5; 32])
+                .verifier_key();
+        let not_a_cosigner = format!("http://w.example={log_key}");
+        let https = format!("https://w.example={vkey}");
+        for bad in ["http://127.0.0.1:9000", &https, &not_a_cosigner, &flag[..flag.len() - 2]] {
+            assert!(parse(&["--witness", bad]).is_err(), "{bad}");
+        }
+        // Everything after the first `=` is the vkey, `=` included (base64 padding of other key
+        // types): the URL part parses, the vkey part is what is refused.
+        let error = parse(&["--witness", &format!("{flag}=")]).unwrap_err();
+        assert!(error.contains("witness vkey"), "{error}");
+        let no_dir = Cli::try_parse_from(["evidenceosd", "--witness", &flag]);
+        assert!(no_dir.is_err(), "--witness needs --publish-dir");
+    }
 }
