@@ -108,6 +108,32 @@ fn serve(mut stream: TcpStream, witness: &Mutex<Witness>) -> u16 {
     reply.status
 }
 
+/// A static file server for `root` on loopback (what a web server in front of --publish-dir
+/// does): GET of a file is 200, anything else 404. Returns its base URL.
+fn serve_files(root: &Path) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/log", listener.local_addr().unwrap());
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let path = head.strip_prefix("GET /log/").and_then(|rest| rest.split(' ').next()).unwrap_or("..");
+            let file = if path.contains("..") { None } else { std::fs::read(root.join(path)).ok() };
+            let (status, body) = file.map_or((404, b"not found\n".to_vec()), |body| (200, body));
+            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(&[answer.as_bytes(), &body].concat());
+        }
+    });
+    url
+}
+
 #[derive(Debug)]
 struct Ran {
     code: Option<i32>,
@@ -153,7 +179,11 @@ fn wait_cosigned(publish: &Path, size: u64, cosignatures: usize) -> u64 {
 }
 
 fn verify(publish: &Path, vkey: &str, index: u64, witnesses: &[&str], quorum: usize) -> Ran {
-    let (url, index, quorum) = (publish.to_str().unwrap(), index.to_string(), quorum.to_string());
+    verify_at(publish.to_str().unwrap(), vkey, index, witnesses, quorum)
+}
+
+fn verify_at(url: &str, vkey: &str, index: u64, witnesses: &[&str], quorum: usize) -> Ran {
+    let (index, quorum) = (index.to_string(), quorum.to_string());
     let mut args = vec!["log", "verify", "--url", url, "--vkey", vkey, "--index", &index, "--quorum", &quorum];
     for witness in witnesses {
         args.extend(["--witness-vkey", witness]);
@@ -211,6 +241,20 @@ fn checkpoints_carry_the_witnesses_cosignatures_and_survive_outages_and_lost_sta
     let log = daemon.log();
     let short: Vec<&str> = log.lines().filter(|l| l.contains("witness_quorum_not_met")).collect();
     assert!(short.iter().all(|l| l.contains(" size=0 ")), "only the checkpoint the witnesses did not know: {short:?}");
+
+    // The same checks over HTTP, from a static file server in front of the directory.
+    let url = serve_files(&publish);
+    let ran = verify_at(&url, &vkey, index, &[&va, &vb], 2);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let verified: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verify_at(&url, &vkey, index, &[&va, &stranger], 2).code, Some(1));
+    let state = tmp.path().join("monitor.json");
+    let monitored = ctl(&["log", "monitor", "--url", &url, "--vkey", &vkey, "--state", state.to_str().unwrap()]);
+    assert_eq!(monitored.code, Some(0), "{monitored:?}");
+    assert!(monitored.stdout.contains("\"consistent\":true"), "{monitored:?}");
+    let missing = verify_at(&format!("{url}/nowhere"), &vkey, index, &[], 0);
+    assert!(missing.code == Some(1) && missing.stderr.contains("404"), "{missing:?}");
     daemon.stop();
 
     // A restarted daemon forgot what A cosigned (409 recovers it); a witness that is down costs
