@@ -80,7 +80,7 @@ impl std::fmt::Display for CosignError {
                 write!(f, "the witness has cosigned size {witness_size}, beyond this checkpoint's {size}")
             }
             Self::Conflict { witness_size } => write!(f, "409 again (witness at size {witness_size})"),
-            Self::Proof(e) => write!(f, "cannot prove consistency from the published tiles: {e:?}"),
+            Self::Proof(e) => write!(f, "cannot prove consistency from the published tiles: {e}"),
             Self::NoValidCosignature => f.write_str("no returned line verifies under the witness's vkey"),
         }
     }
