@@ -125,6 +125,19 @@ impl Metrics {
                 durable.saturating_sub(published),
             ));
         }
+        if load(&runtime.witnesses) > 0 {
+            let cosigned = load(&runtime.witness_cosignatures);
+            gauges.push((
+                "evidenceos_witness_cosignatures",
+                "Valid witness cosignatures on the last published checkpoint",
+                cosigned,
+            ));
+            gauges.push((
+                "evidenceos_witness_quorum",
+                "Witness cosignatures expected on each checkpoint (--witness-quorum)",
+                load(&runtime.witness_quorum),
+            ));
+        }
         for (name, help, value) in gauges {
             text.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"));
         }
@@ -311,5 +324,17 @@ mod tests {
         let text = Metrics::new().render(&runtime, None);
         assert!(text.contains("evidenceos_etl_publish_lag 3\n"), "{text}");
         assert!(text.contains("evidenceos_etl_published_tree_size 7\n"), "{text}");
+    }
+
+    #[test]
+    fn witness_gauges_are_exported_only_with_witnesses() {
+        let runtime = RuntimeStats::default();
+        runtime.witness_cosignatures.store(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(!Metrics::new().render(&runtime, None).contains("evidenceos_witness"));
+        runtime.witnesses.store(2, std::sync::atomic::Ordering::Relaxed);
+        runtime.witness_quorum.store(2, std::sync::atomic::Ordering::Relaxed);
+        let text = Metrics::new().render(&runtime, None);
+        assert!(text.contains("evidenceos_witness_cosignatures 1\n"), "{text}");
+        assert!(text.contains("evidenceos_witness_quorum 2\n"), "{text}");
     }
 }

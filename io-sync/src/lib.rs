@@ -8,10 +8,12 @@ mod events;
 mod executor;
 #[cfg(feature = "crash-test-failpoints")]
 mod failpoint;
+pub mod http_client;
 mod operator_store;
 pub mod publish;
 mod runtime;
 mod stats;
+pub mod witnessing;
 #[cfg(feature = "crash-test-failpoints")]
 pub use failpoint::arm as arm_failpoints;
 

@@ -19,6 +19,7 @@ use evidenceos_tlog::note::{KeyName, NoteLimits, SignatureType, VerifierKey};
 
 use crate::data_dir::{DataDirError, write_atomically_with_mode};
 use crate::stats::RuntimeStats;
+use crate::witnessing::{CosignRound, Witnesses};
 
 /// The one mutable object of a published log, relative to its root.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
@@ -170,12 +171,27 @@ pub struct Publisher {
     origin: Origin,
     keyring: Keyring,
     following: Option<Following>,
+    witnesses: Option<Witnesses>,
+    /// What the witnesses did for the last checkpoint written.
+    last_round: Option<CosignRound>,
 }
 
 impl Publisher {
     /// `root` is created if absent; `etl_path` is the data directory's `etl.log`.
     pub fn new(root: PathBuf, etl_path: PathBuf, origin: Origin, keyring: Keyring) -> Self {
-        Self { root, etl_path, origin, keyring, following: None }
+        Self { root, etl_path, origin, keyring, following: None, witnesses: None, last_round: None }
+    }
+
+    /// Each checkpoint goes to these witnesses before it is written, with their cosignatures.
+    pub fn with_witnesses(mut self, witnesses: Witnesses) -> Self {
+        self.witnesses = Some(witnesses);
+        self
+    }
+
+    /// The witnesses' answers for the checkpoint the last `publish` wrote (`None` without
+    /// witnesses).
+    pub fn last_round(&self) -> Option<CosignRound> {
+        self.last_round
     }
 
     /// Publishes the first `durable` leaves of the log if they are not yet: tiles, then the
@@ -233,7 +249,7 @@ impl Publisher {
         CheckpointPolicy { origin: self.origin.clone(), log_keys, witness_keys: Vec::new(), quorum: 0 }
     }
 
-    fn advance(&self, following: &mut Following, durable: u64) -> Result<Option<u64>, PublishError> {
+    fn advance(&mut self, following: &mut Following, durable: u64) -> Result<Option<u64>, PublishError> {
         if following.published.is_some_and(|published| durable <= published) {
             return Ok(None);
         }
@@ -259,9 +275,14 @@ impl Publisher {
         let active = self.keyring.active_key_id();
         let public_key = self.keyring.public_key(&active).expect("publish: the active key is in the keyring");
         let checkpoint = Checkpoint::new(self.origin.clone(), durable, following.tiler.root());
-        let note = checkpoint.sign_with(&public_key, |message| self.keyring.sign(message));
-        let path = self.root.join(CHECKPOINT_FILE);
+        let mut note = checkpoint.sign_with(&public_key, |message| self.keyring.sign(message));
         fs::create_dir_all(&self.root).map_err(|source| PublishError::Io { path: self.root.clone(), source })?;
+        // The witnesses prove consistency from the tiles just written; the checkpoint waits for
+        // them at most one witness timeout, and goes out with whatever valid cosignatures came.
+        if let Some(witnesses) = &mut self.witnesses {
+            self.last_round = Some(witnesses.cosign(&mut note, &checkpoint, &self.root));
+        }
+        let path = self.root.join(CHECKPOINT_FILE);
         write_atomically_with_mode(&path, &note.to_bytes(), OBJECT_MODE).map_err(PublishError::Store)?;
         following.published = Some(durable);
         Ok(Some(durable))
@@ -314,7 +335,11 @@ pub fn spawn(
             match publisher.publish(durable) {
                 Ok(Some(size)) => {
                     stats.published_tree_size.store(size, Ordering::Relaxed);
-                    tracing::info!(event = "checkpoint_published", size, "published a checkpoint");
+                    let cosigned = publisher.last_round().map_or(0, |round| round.cosigned);
+                    tracing::info!(event = "checkpoint_published", size, cosigned, "published a checkpoint");
+                    if let Some(round) = publisher.last_round() {
+                        report_round(&stats, size, round);
+                    }
                     wait = interval;
                 }
                 Ok(None) => wait = interval,
@@ -326,6 +351,22 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// Exports the witnesses' count and warns when fewer than the quorum cosigned.
+fn report_round(stats: &RuntimeStats, size: u64, round: CosignRound) {
+    stats.witness_cosignatures.store(round.cosigned as u64, Ordering::Relaxed);
+    if round.cosigned < round.quorum {
+        let (cosigned, quorum, witnesses) = (round.cosigned, round.quorum, round.witnesses);
+        tracing::warn!(
+            event = "witness_quorum_not_met",
+            size,
+            cosigned,
+            quorum,
+            witnesses,
+            "fewer witnesses than the quorum cosigned the checkpoint"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,11 @@ pub struct RuntimeStats {
     pub published_tree_size: AtomicU64,
     /// Set once a publisher follows this runtime, so the lag is exported only then.
     pub publishing: std::sync::atomic::AtomicBool,
+    /// Witnesses configured (`--witness`) and the quorum expected of them; 0 without witnesses.
+    pub witnesses: AtomicU64,
+    pub witness_quorum: AtomicU64,
+    /// Valid witness cosignatures on the last published checkpoint.
+    pub witness_cosignatures: AtomicU64,
 }
 
 impl RuntimeStats {

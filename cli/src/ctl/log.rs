@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use evidenceos_core::capsule::{CAPSULE_SCHEMA, Capsule, RevocationLeaf, capsule_hash};
 use evidenceos_core::merkle::{empty_root, leaf_hash};
+use evidenceos_io_sync::http_client::{self, HttpLimits, HttpUrl};
 use evidenceos_tlog::builder::{TileBuilder, parse_bundle};
 use evidenceos_tlog::checkpoint::{CheckpointPolicy, VerifiedCheckpoint};
 use evidenceos_tlog::note::{NoteLimits, VerifierKey};
@@ -27,9 +28,9 @@ pub(crate) enum LogCommand {
 /// Where the published log is and whom to trust for it.
 #[derive(Debug, Args)]
 pub(crate) struct LogSource {
-    /// The published log: the directory evidenceosd --publish-dir writes (or a copy of it).
-    /// http(s) URLs are not supported yet: mirror the files to a directory first.
-    #[arg(long, value_name = "DIR")]
+    /// The published log: the directory evidenceosd --publish-dir writes (or a copy of it), or
+    /// the http:// URL a web server serves it at (https is not supported yet).
+    #[arg(long, value_name = "URL_OR_DIR")]
     pub(crate) url: String,
 
     /// The log's vkey, as evidenceosd logs it at start and `keys list` prints it; repeat it for
@@ -92,28 +93,61 @@ pub(crate) struct LogMonitorArgs {
     pub(crate) poll_ms: Option<u64>,
 }
 
-/// Tiles and bundles from a directory. A partial tile that is gone (the server kept only the
-/// full one) is the full tile's prefix.
+/// Bounds of one object fetched over HTTP: the largest is a full entry bundle (256 entries of
+/// up to 65,535 bytes, each with a 2-byte length).
+const HTTP_LIMITS: HttpLimits = HttpLimits {
+    timeout: std::time::Duration::from_secs(30),
+    max_head_bytes: 16 * 1024,
+    max_body_bytes: 256 * (u16::MAX as usize + 2),
+};
+
+/// Where the published objects are.
+#[derive(Debug)]
+enum Root {
+    Dir(PathBuf),
+    Http(HttpUrl),
+}
+
+impl Root {
+    fn describe(&self, relative: &str) -> String {
+        match self {
+            Root::Dir(dir) => dir.join(relative).display().to_string(),
+            Root::Http(url) => url.join(relative).to_string(),
+        }
+    }
+}
+
+/// Tiles and bundles from a directory or a web server. A partial tile that is gone (the server
+/// kept only the full one) is the full tile's prefix.
 #[derive(Debug)]
 struct DirReader {
-    root: PathBuf,
+    root: Root,
     reads: u64,
 }
 
 impl DirReader {
     fn open(source: &LogSource) -> Outcome<Self> {
-        if source.url.starts_with("http://") || source.url.starts_with("https://") {
-            return Err(format!(
-                "--url {}: http(s) is not supported yet; mirror the log to a directory and pass that",
-                source.url
-            ));
-        }
-        Ok(Self { root: PathBuf::from(&source.url), reads: 0 })
+        let root = if source.url.starts_with("http://") || source.url.starts_with("https://") {
+            Root::Http(HttpUrl::parse(&source.url).map_err(|e| format!("--url {}: {e}", source.url))?)
+        } else {
+            Root::Dir(PathBuf::from(&source.url))
+        };
+        Ok(Self { root, reads: 0 })
     }
 
+    /// One object; a missing one is `NotFound` from either kind of root (404 over HTTP).
     fn read(&mut self, relative: &str) -> io::Result<Vec<u8>> {
         self.reads += 1;
-        std::fs::read(self.root.join(relative))
+        let url = match &self.root {
+            Root::Dir(dir) => return std::fs::read(dir.join(relative)),
+            Root::Http(base) => base.join(relative),
+        };
+        let response = http_client::get(&url, HTTP_LIMITS).map_err(io::Error::other)?;
+        match response.status {
+            200 => Ok(response.body),
+            404 => Err(io::Error::new(io::ErrorKind::NotFound, "404 Not Found")),
+            status => Err(io::Error::other(format!("HTTP status {status}"))),
+        }
     }
 
     fn read_object(&mut self, path: TilePath, full: TilePath, len: usize) -> io::Result<Vec<u8>> {
@@ -134,11 +168,11 @@ impl DirReader {
         let full = BundleId::new(bundle.index(), FULL_WIDTH).expect("log: a full bundle id");
         // A partial bundle's prefix length is not known from the full one: read exactly.
         let read = if bundle.is_full() { self.read(&full.path()) } else { self.read(&bundle.path()) };
-        read.map_err(|e| format!("{}: {e}", self.root.join(bundle.path()).display()))
+        read.map_err(|e| format!("{}: {e}", self.root.describe(&bundle.path())))
     }
 
     fn checkpoint(&mut self, source: &LogSource) -> Outcome<VerifiedCheckpoint> {
-        let bytes = self.read("checkpoint").map_err(|e| format!("{}: {e}", self.root.join("checkpoint").display()))?;
+        let bytes = self.read("checkpoint").map_err(|e| format!("{}: {e}", self.root.describe("checkpoint")))?;
         policy(source)?.verify(&bytes, NoteLimits::DEFAULT).map_err(|e| format!("checkpoint: {e}"))
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use evidenceos_core::FileId;
 use evidenceos_core::keys::Keyring;
 use evidenceos_io_sync::publish::{Publisher, log_origin, log_vkey, spawn};
+use evidenceos_io_sync::witnessing::{WITNESS_LIMITS, WitnessTarget, Witnesses};
 use evidenceos_io_sync::{DataDir, RuntimeStats};
 use evidenceos_tlog::checkpoint::Origin;
 use evidenceos_tlog::note::KeyName;
@@ -30,6 +31,31 @@ pub(crate) struct PublishArgs {
     /// `checkpoint`, written atomically, so any static web server can serve it. Off when not given.
     #[arg(long, value_name = "DIR", help_heading = PUBLISHING)]
     pub(crate) publish_dir: Option<PathBuf>,
+
+    /// A witness (c2sp.org/tlog-witness) that cosigns each published checkpoint: its base URL
+    /// (plain http://; the daemon POSTs to URL/add-checkpoint) and its cosignature vkey, joined
+    /// by the first `=`. Repeatable; needs --publish-dir. Each witness has 5 s to answer; the
+    /// checkpoint is then published with every valid cosignature received.
+    #[arg(long, value_name = "URL=VKEY", requires = "publish_dir", help_heading = PUBLISHING)]
+    pub(crate) witness: Vec<WitnessTarget>,
+
+    /// How many witnesses must cosign each checkpoint (default: every --witness). Below it the
+    /// checkpoint is still published, with the cosignatures it has, and the daemon logs
+    /// event=witness_quorum_not_met and exports evidenceos_witness_cosignatures: publishing
+    /// never stops for a witness outage; clients enforce their own quorum.
+    #[arg(long, value_name = "N", requires = "witness", help_heading = PUBLISHING)]
+    pub(crate) witness_quorum: Option<usize>,
+}
+
+impl PublishArgs {
+    /// The quorum, checked against the witnesses given.
+    fn witness_quorum(&self) -> Result<usize, String> {
+        let quorum = self.witness_quorum.unwrap_or(self.witness.len());
+        if quorum > self.witness.len() {
+            return Err(format!("--witness-quorum {quorum} is more than the {} --witness given", self.witness.len()));
+        }
+        Ok(quorum)
+    }
 }
 
 fn parse_origin(text: &str) -> Result<Origin, String> {
@@ -38,6 +64,7 @@ fn parse_origin(text: &str) -> Result<Origin, String> {
 
 /// Logs the log's origin and vkey and, with --publish-dir, starts the publisher following `stats`.
 pub(crate) fn start(args: &PublishArgs, dir: &DataDir, stats: Arc<RuntimeStats>) -> Result<(), String> {
+    let quorum = args.witness_quorum()?;
     let files = dir.read_recovery_files().map_err(|e| e.to_string())?;
     let keyring = Keyring::from_files(&files.keys, &files.active_key_id).map_err(|e| e.to_string())?;
     let active = keyring.active_key_id();
@@ -49,8 +76,66 @@ pub(crate) fn start(args: &PublishArgs, dir: &DataDir, stats: Arc<RuntimeStats>)
         return Ok(());
     };
     tracing::info!(event = "log_identity", origin = %origin, vkey = %vkey, publish_dir = %publish_dir.display(), "publishing checkpoints and tiles");
-    let publisher = Publisher::new(publish_dir.clone(), dir.path_of(FileId::Etl), origin, keyring);
+    let mut publisher = Publisher::new(publish_dir.clone(), dir.path_of(FileId::Etl), origin, keyring);
+    if !args.witness.is_empty() {
+        for target in &args.witness {
+            tracing::info!(event = "witness_configured", url = %target.url, vkey = %target.vkey, quorum, "checkpoints go to this witness");
+        }
+        stats.witnesses.store(args.witness.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.witness_quorum.store(quorum as u64, std::sync::atomic::Ordering::Relaxed);
+        publisher = publisher.with_witnesses(Witnesses::new(args.witness.clone(), quorum, WITNESS_LIMITS));
+    }
     spawn(publisher, Duration::from_millis(args.checkpoint_interval_ms), stats)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        publish: PublishArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<PublishArgs, String> {
+        let args = ["evidenceosd", "--publish-dir", "/tmp/p"].iter().chain(extra);
+        Cli::try_parse_from(args).map(|cli| cli.publish).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn witness_flags_split_at_the_first_equals_and_default_to_every_witness() {
+        let vkey = evidenceos_tlog::cosignature::Cosigner::new(
+            evidenceos_tlog::note::KeyName::new("w.example").unwrap(),
+            &[5; 32],
+        )
+        .verifier_key()
+        .to_string();
+        let flag = format!("http://127.0.0.1:9000/w={vkey}");
+        let args = parse(&["--witness", &flag, "--witness", &flag]).unwrap();
+        assert_eq!(args.witness[0].url.to_string(), "http://127.0.0.1:9000/w");
+        assert_eq!(args.witness[0].vkey.to_string(), vkey);
+        assert_eq!(args.witness_quorum(), Ok(2));
+        let args = parse(&["--witness", &flag, "--witness-quorum", "1"]).unwrap();
+        assert_eq!(args.witness_quorum(), Ok(1));
+        let args = parse(&["--witness", &flag, "--witness-quorum", "2"]).unwrap();
+        assert!(args.witness_quorum().unwrap_err().contains("more than the 1 --witness"));
+        let log_key =
+            evidenceos_tlog::note::NoteSigner::new(evidenceos_tlog::note::KeyName::new("w.example").unwrap(), &[5; 32])
+                .verifier_key();
+        let not_a_cosigner = format!("http://w.example={log_key}");
+        let https = format!("https://w.example={vkey}");
+        for bad in ["http://127.0.0.1:9000", &https, &not_a_cosigner, &flag[..flag.len() - 2]] {
+            assert!(parse(&["--witness", bad]).is_err(), "{bad}");
+        }
+        // Everything after the first `=` is the vkey, `=` included (base64 padding of other key
+        // types): the URL part parses, the vkey part is what is refused.
+        let error = parse(&["--witness", &format!("{flag}=")]).unwrap_err();
+        assert!(error.contains("witness vkey"), "{error}");
+        let no_dir = Cli::try_parse_from(["evidenceosd", "--witness", &flag]);
+        assert!(no_dir.is_err(), "--witness needs --publish-dir");
+    }
 }
