@@ -146,6 +146,23 @@ fn refusals(addr: &str) {
     }
 }
 
+/// The 65th open connection is answered 503; once the others close, requests are served again.
+fn connection_limit(addr: &str) {
+    let held: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Answered at accept, before any request is read: read it without sending one.
+    let mut over = TcpStream::connect(addr).unwrap();
+    over.set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = String::new();
+    over.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    while request(addr, "GET", "/checkpoint").status != 200 {
+        assert!(Instant::now() < deadline, "connections were never released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn serves_the_published_log(runtime: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (data, publish) = (tmp.path().join("data"), tmp.path().join("pub"));
@@ -167,6 +184,7 @@ fn serves_the_published_log(runtime: &str) {
     std::fs::write(publish.join("tile/1/000"), [7u8; 8192]).unwrap();
     objects_match_the_directory(&addr, &publish);
     refusals(&addr);
+    connection_limit(&addr);
     let log = daemon.log();
     assert!(log.lines().any(|l| l.contains("tiles_http") && l.contains("/checkpoint")), "{log}");
     daemon.stop();

@@ -21,6 +21,8 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not take a response within this is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The accepting thread's bound on answering a refused connection.
+const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Requests are GET/HEAD with no body: small heads, no body at all.
 const LIMITS: Limits = Limits { max_header_bytes: 8 * 1024, max_headers: 32, max_body_bytes: 0 };
 
@@ -67,6 +69,11 @@ fn accept_loop(listener: &TcpListener, root: &Path) {
             }
         };
         let slot = Slot::take(&open);
+        if !slot.admitted {
+            // Answered here, so a flood of connections cannot start a flood of threads.
+            busy(stream);
+            continue;
+        }
         let root = root.to_path_buf();
         let spawned =
             std::thread::Builder::new().name("tiles-conn".into()).spawn(move || serve_connection(stream, &root, slot));
@@ -76,7 +83,7 @@ fn accept_loop(listener: &TcpListener, root: &Path) {
     }
 }
 
-/// One counted connection; `None` inside when the cap was reached. The count drops with it.
+/// One counted connection, `admitted` unless the cap was reached; the count drops with it.
 struct Slot {
     open: Arc<AtomicUsize>,
     admitted: bool,
@@ -95,14 +102,17 @@ impl Drop for Slot {
     }
 }
 
-fn serve_connection(mut stream: TcpStream, root: &Path, slot: Slot) {
+/// 503 to a connection over [`MAX_CONNECTIONS`], without waiting on a slow peer.
+fn busy(mut stream: TcpStream) {
+    if stream.set_write_timeout(Some(BUSY_WRITE_TIMEOUT)).is_ok() {
+        let _ = write_response(&mut stream, &HttpResponse { keep_alive: false, ..text(503, "too many connections\n") });
+    }
+}
+
+/// Serves one admitted connection; `_slot` frees its place when the connection ends.
+fn serve_connection(mut stream: TcpStream, root: &Path, _slot: Slot) {
     let peer = stream.peer_addr().ok();
     if stream.set_read_timeout(Some(IDLE_TIMEOUT)).and(stream.set_write_timeout(Some(WRITE_TIMEOUT))).is_err() {
-        return;
-    }
-    if !slot.admitted {
-        let busy = HttpResponse { keep_alive: false, ..text(503, "too many connections\n") };
-        let _ = write_response(&mut stream, &busy);
         return;
     }
     let mut buffered = Vec::new();
