@@ -3,12 +3,12 @@
 //! one per connection, at most [`MAX_CONNECTIONS`]): the kernel and its RPCs never wait on it, and
 //! it reads only the files the publisher has already written atomically.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use evidenceos_grpc::connect::http::{HttpError, HttpResponse, Limits, read_request, write_response};
 use evidenceos_tlog::TilePath;
@@ -17,8 +17,9 @@ const TILES: &str = "Transparency-log publishing (C2SP checkpoints and tiles)";
 
 /// Connections served at once; one more is answered 503 and closed.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
-/// A connection idle (or a request unfinished) this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request must arrive whole within this of the connection's start or its previous response;
+/// otherwise the connection is closed (idle or trickling alike).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not take a response within this is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The accepting thread's bound on answering a refused connection.
@@ -112,12 +113,13 @@ fn busy(mut stream: TcpStream) {
 /// Serves one admitted connection; `_slot` frees its place when the connection ends.
 fn serve_connection(mut stream: TcpStream, root: &Path, _slot: Slot) {
     let peer = stream.peer_addr().ok();
-    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).and(stream.set_write_timeout(Some(WRITE_TIMEOUT))).is_err() {
+    if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
         return;
     }
     let mut buffered = Vec::new();
     loop {
-        let request = match read_request(&mut stream, &mut buffered, &LIMITS) {
+        let mut timed = Deadline { stream: &mut stream, at: Instant::now() + REQUEST_TIMEOUT };
+        let request = match read_request(&mut timed, &mut buffered, &LIMITS) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(error) => return refuse(&mut stream, &error, peer),
@@ -128,6 +130,34 @@ fn serve_connection(mut stream: TcpStream, root: &Path, _slot: Slot) {
         if send(&mut stream, &response, head_only).is_err() || !response.keep_alive {
             return;
         }
+    }
+}
+
+/// The stream with a deadline for a whole request, not just for each read: a peer trickling
+/// bytes would otherwise hold a connection slot forever.
+struct Deadline<'a> {
+    stream: &'a mut TcpStream,
+    at: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
