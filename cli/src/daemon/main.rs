@@ -17,6 +17,7 @@ mod security;
 mod serve_sync;
 #[cfg(feature = "runtime-tokio")]
 mod serve_tokio;
+mod tiles;
 
 use security::security;
 
@@ -217,6 +218,9 @@ struct Args {
 
     #[command(flatten)]
     publish: publish::PublishArgs,
+
+    #[command(flatten)]
+    tiles: tiles::TilesArgs,
 }
 
 fn init_logging(format: LogFormat) {

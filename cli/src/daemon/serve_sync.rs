@@ -74,6 +74,7 @@ pub(crate) fn serve(
     let control = install_signals()?;
     let mut runtime = BlockingRuntime::new(kernel, executor, Observe::LogOnly);
     crate::publish::start(&args.publish, &dir, runtime.shared_stats())?;
+    crate::tiles::start(&args.tiles, args.publish.publish_dir.as_deref())?;
     let settings = crate::settings_from(&args);
 
     tracing::info!(event = "listening", addr = %local, key_id = %key_id, tree_size, data_dir = %dir.root().display(), runtime = "sync", protocol = "connect", "evidenceosd is serving");

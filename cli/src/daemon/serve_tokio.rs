@@ -49,6 +49,7 @@ pub(crate) async fn serve(
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (handle, kernel_task) = evidenceos_io_tokio::spawn(kernel, executor, evidenceos_io_tokio::wall_clock());
     crate::publish::start(&args.publish, &dir, handle.shared_stats())?;
+    crate::tiles::start(&args.tiles, args.publish.publish_dir.as_deref())?;
     let facts = ServerFacts {
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
         build_git_commit: env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
