@@ -46,8 +46,9 @@ pub struct EffectId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
 
-/// Runtimes carry out effects one at a time in the order the kernel emits them, across files too:
-/// recovery relies on a journal sync finishing before the leaves it explains are written.
+/// Runtimes carry out effects one at a time in the order the kernel emits them, across files too,
+/// and carry out none after one has failed: recovery relies on a journal sync finishing (and
+/// succeeding) before the leaves it explains are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Append bytes at the end of the file (creating it if absent).

@@ -23,6 +23,9 @@ pub struct FileExecutor {
     checkpoint_path: PathBuf,
     etl: File,
     journal: File,
+    /// The first effect that failed. Later effects were emitted on the assumption that it had
+    /// succeeded (a batch's leaves follow its journal sync), so none of them may touch the disk.
+    failed: Option<IoFailure>,
 }
 
 fn open_log(path: &PathBuf) -> std::io::Result<File> {
@@ -46,6 +49,7 @@ impl FileExecutor {
             checkpoint_path: dir.path_of(FileId::Checkpoint),
             etl_path,
             journal_path,
+            failed: None,
         })
     }
 
@@ -67,12 +71,24 @@ impl FileExecutor {
         }
     }
 
+    /// Carries out one effect. After a failure every later effect fails without touching the
+    /// disk: a batch's ETL leaves may be written only once its journal is durable, and both
+    /// runtimes may already hold the effects that follow a failed one.
     pub fn execute(&mut self, effect: &Effect) -> Result<(), IoFailure> {
+        if let Some(IoFailure(first)) = &self.failed {
+            return Err(IoFailure(format!(
+                "{}: not written after an earlier failure ({first})",
+                effect.file().file_name()
+            )));
+        }
         #[cfg(feature = "crash-test-failpoints")]
         crate::failpoint::before(effect);
         let outcome = self.carry_out(effect);
         #[cfg(feature = "crash-test-failpoints")]
         crate::failpoint::after(effect);
+        if let Err(failure) = &outcome {
+            self.failed = Some(failure.clone());
+        }
         outcome
     }
 
@@ -148,6 +164,23 @@ mod tests {
         drive(&mut kernel, &mut executor, now());
         assert!(!kernel.is_recovering());
         (kernel, executor)
+    }
+
+    #[test]
+    fn after_a_failed_effect_nothing_more_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let (_kernel, mut executor) = boot(&dir);
+        let etl_before = std::fs::read(tmp.path().join("etl.log")).unwrap();
+        // A checkpoint whose temporary file cannot be created fails like a full disk would.
+        std::fs::create_dir(tmp.path().join("state.json.tmp")).unwrap();
+        let replace = Effect::Replace { file: FileId::Checkpoint, bytes: b"{}".to_vec() };
+        assert!(executor.execute(&replace).is_err());
+        let append = Effect::Append { file: FileId::Etl, bytes: b"a leaf whose journal failed".to_vec() };
+        let refused = executor.execute(&append).unwrap_err();
+        assert!(refused.0.contains("earlier failure"), "{refused:?}");
+        assert!(executor.execute(&Effect::Sync { file: FileId::Etl }).is_err());
+        assert_eq!(std::fs::read(tmp.path().join("etl.log")).unwrap(), etl_before, "nothing appended");
     }
 
     #[test]

@@ -25,7 +25,15 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The accepting thread's bound on answering a refused connection.
 const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Requests are GET/HEAD with no body: small heads, no body at all.
-const LIMITS: Limits = Limits { max_header_bytes: 8 * 1024, max_headers: 32, max_body_bytes: 0 };
+const LIMITS: Limits = Limits {
+    max_header_bytes: 8 * 1024,
+    max_headers: 32,
+    max_body_bytes: 0,
+    // GET and HEAD carry no body; a chunked one is held to the same zero bytes.
+    max_chunk_line_bytes: 64,
+    max_chunks: 1,
+    max_trailer_bytes: 0,
+};
 
 /// Full tiles and bundles never change once written.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
