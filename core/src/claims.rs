@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::canary::{Canary, canary_key};
 use crate::capsule::{Capsule, CodeManifest, LedgerSnapshot, RevocationLeaf, capsule_hash};
 use crate::claim::{
-    ArtifactRecord, ClaimState, DEPENDENCY_ARTIFACT_KIND, Decision, Lane, TopicInputs, WASM_ARTIFACT_KIND, parse_id,
-    reason,
+    ArtifactRecord, ClaimState, DEPENDENCY_ARTIFACT_KIND, Decision, Lane, TopicInputs, WASM_ARTIFACT_KIND, reason,
 };
 use crate::environment::{Environment, ResolvedNullSpec};
 use crate::error::{ErrorCode, KernelError};
@@ -19,11 +19,11 @@ use crate::io::Timestamp;
 use crate::ledger::Ledger;
 use crate::oracle::{AccuracyOracle, OracleResolution};
 use crate::pool::{Holder, Pool};
-use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response, validate_name, validate_reason};
-use crate::state::Applied;
+use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response};
+use crate::totals::LedgerTotals;
+use crate::validate::{parse_id, validate_artifact_count, validate_name, validate_reason};
 
-/// Bounds on what one claim may carry (TigerBeetle style).
-pub const MAX_ARTIFACTS: usize = 128;
+/// Bounds on what one claim may carry (TigerBeetle style; artifacts: `validate::MAX_ARTIFACTS`).
 pub const MAX_CLAIMS: usize = 1_000_000;
 pub const MAX_NUM_SYMBOLS: u32 = 1 << 16;
 
@@ -89,63 +89,6 @@ impl Claim {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Canary {
-    pub e_drift: f64,
-    pub last_check_epoch: Option<u64>,
-    pub frozen: bool,
-    /// Set by the first CERTIFIED execution of the name on the holdout; only later executions
-    /// count towards e_drift. Absent in checkpoints from before it existed: a canary with
-    /// history then counts as established (it has already been judged under the old rule).
-    #[serde(default = "established")]
-    pub baseline_set: bool,
-    /// The signed `canary_reset` governance event last applied to this canary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_reset_event_id: Option<String>,
-}
-
-impl Default for Canary {
-    fn default() -> Self {
-        Self { e_drift: 1.0, last_check_epoch: None, frozen: false, baseline_set: false, last_reset_event_id: None }
-    }
-}
-
-fn established() -> bool {
-    true
-}
-
-pub const CANARY_CHECK_EVERY_EPOCHS: u64 = 1;
-pub const CANARY_MAX_STALENESS_EPOCHS: u64 = 100;
-
-impl Canary {
-    /// Updates the canary with one execution of its name on its holdout (SPEC §5.8) and says
-    /// why it froze, if this execution froze it (the caller logs one `canary_incident`). The
-    /// first certification only establishes the baseline, whatever its e-value; later
-    /// executions multiply e_drift by their e-value, at most once per check interval.
-    pub fn observe(&mut self, e_value: f64, certified: bool, epoch: u64, barrier: f64) -> Option<&'static str> {
-        if self.frozen {
-            return None;
-        }
-        if !self.baseline_set {
-            self.baseline_set = certified;
-            return None;
-        }
-        let due = self.last_check_epoch.is_none_or(|last| epoch >= last.saturating_add(CANARY_CHECK_EVERY_EPOCHS));
-        let stale = self.last_check_epoch.is_some_and(|last| epoch > last.saturating_add(CANARY_MAX_STALENESS_EPOCHS));
-        if due && e_value.is_finite() {
-            self.e_drift *= e_value;
-            self.last_check_epoch = Some(epoch);
-        }
-        let drifted = !self.e_drift.is_finite() || self.e_drift >= barrier;
-        self.frozen = stale || drifted;
-        match (stale, drifted) {
-            (true, _) => Some("staleness"),
-            (false, true) => Some("drift"),
-            (false, false) => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationRecord {
     pub capsule_hash_hex: String,
@@ -167,31 +110,27 @@ pub struct Claims {
     pub capsule_claims: BTreeMap<String, String>,
 }
 
-/// Aggregates over all claims, for monitoring.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LedgerTotals {
-    /// Claims by state name.
-    pub claims_by_state: BTreeMap<&'static str, u64>,
-    /// Bits charged to claim ledgers, summed.
-    pub k_bits_charged: f64,
-    pub frozen_ledgers: u64,
-    pub revocations: u64,
-    /// Per holdout ref, over its pools: reservations open now, and reservations that ran out
-    /// unused so far.
-    pub pool_reservations: BTreeMap<String, PoolReservations>,
+/// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
+/// command may still answer with an error: e.g. claim code that queried the oracle and then
+/// trapped is refused, but the bits it saw are charged, so the change is journaled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub response: Result<Response, KernelError>,
+    pub leaves: Vec<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolReservations {
-    pub open: u64,
-    pub expired: u64,
+impl Applied {
+    pub fn reply(response: Response) -> Self {
+        Self { response: Ok(response), leaves: Vec::new() }
+    }
 }
 
 /// Execution context a command needs beyond the claim state.
 #[derive(Debug)]
 pub struct Context<'a> {
     pub env: &'a Environment,
-    pub policy: &'a crate::state::Policy,
+    /// Most of a shared holdout pool one principal's open reservations may total (percent).
+    pub max_principal_share_percent: u8,
     pub principal: &'a Principal,
     pub now: Timestamp,
     pub next_leaf_index: u64,
@@ -255,11 +194,6 @@ struct Reservation {
     bits: f64,
     pools: Vec<String>,
     expires_at_ms: u64,
-}
-
-/// The key of a canary: one per (claim_name, holdout_ref).
-pub fn canary_key(claim_name: &str, holdout_ref: &str) -> String {
-    format!("{claim_name}/{holdout_ref}")
 }
 
 /// Worst-case bits one execution of this claim can be charged: R = ceil(log2 N · C_max · τ).
@@ -515,7 +449,7 @@ impl Claims {
         bits: f64,
     ) -> Result<(), KernelError> {
         let (now, ttl) = (cx.now.0, cx.env.settings.reservation_ttl_ms);
-        let share = cx.policy.max_principal_reservation_share_percent;
+        let share = cx.max_principal_share_percent;
         let principal = cx.principal.id.as_str();
         let topic_holder = Holder { claim: claim_id_hex, principal, share_cap: None };
         let topic_pool = self.topic_pools.get(topic_hex).cloned().unwrap_or_else(default_pool);
@@ -550,9 +484,7 @@ impl Claims {
         artifacts: &[ArtifactInput],
         wasm_module: &[u8],
     ) -> Result<Applied, KernelError> {
-        if !(1..=MAX_ARTIFACTS).contains(&artifacts.len()) {
-            return Err(KernelError::invalid_argument(format!("artifacts must number 1..{MAX_ARTIFACTS}")));
-        }
+        validate_artifact_count(artifacts.len())?;
         let mut records = Vec::with_capacity(artifacts.len());
         for artifact in artifacts {
             validate_name("artifact kind", &artifact.kind)?;
@@ -1160,45 +1092,6 @@ impl crate::guest::Oracle for OracleAdapter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const BARRIER: f64 = 1000.0;
-
-    #[test]
-    fn the_first_certification_sets_the_baseline_whatever_its_e_value() {
-        let mut canary = Canary::default();
-        assert_eq!(canary.observe(0.5, false, 0, BARRIER), None, "a rejection before the baseline");
-        assert!(!canary.baseline_set);
-        assert_eq!(canary.observe(1e8, true, 0, BARRIER), None, "one honest certification never trips");
-        assert!(canary.baseline_set && canary.e_drift == 1.0 && !canary.frozen);
-    }
-
-    #[test]
-    fn later_executions_multiply_once_per_check_interval_and_trip_at_the_barrier() {
-        let mut canary = Canary { baseline_set: true, ..Canary::default() };
-        assert_eq!(canary.observe(10.0, true, 0, BARRIER), None);
-        assert_eq!(canary.observe(10.0, true, 0, BARRIER), None, "same epoch: not counted again");
-        assert_eq!(canary.e_drift, 10.0);
-        assert_eq!(canary.observe(10.0, true, 1, BARRIER), None);
-        assert_eq!(canary.observe(10.0, true, 2, BARRIER), Some("drift"), "10^3 reaches the barrier");
-        assert!(canary.frozen);
-        assert_eq!(canary.observe(0.001, true, 3, BARRIER), None, "frozen is sticky; one incident");
-        assert!(canary.frozen);
-    }
-
-    #[test]
-    fn a_canary_not_checked_for_too_long_freezes_as_stale() {
-        let mut canary = Canary { baseline_set: true, ..Canary::default() };
-        canary.observe(1.0, true, 0, BARRIER);
-        assert_eq!(canary.observe(1.0, true, CANARY_MAX_STALENESS_EPOCHS + 1, BARRIER), Some("staleness"));
-    }
-
-    #[test]
-    fn canaries_from_older_checkpoints_load_as_established() {
-        let old = r#"{"e_drift":3.5,"last_check_epoch":2,"frozen":false}"#;
-        let canary: Canary = serde_json::from_str(old).unwrap();
-        assert!(canary.baseline_set, "a canary with history was judged under the old rule");
-        assert_eq!((canary.e_drift, canary.last_check_epoch), (3.5, Some(2)));
-    }
 
     #[test]
     fn a_reset_clears_drift_and_freeze_but_keeps_the_baseline() {

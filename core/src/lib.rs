@@ -4,6 +4,7 @@
 //! [`Kernel::handle`] and carry out the [`Output`]s drained from [`Kernel::poll`].
 #![forbid(unsafe_code)]
 
+pub mod canary;
 pub mod canonical;
 pub mod capsule;
 pub mod claim;
@@ -31,6 +32,8 @@ pub mod oracle;
 pub mod pool;
 pub mod request;
 pub mod state;
+pub mod totals;
+pub mod validate;
 
 pub use error::{ErrorCode, KernelError};
 pub use io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Notification, Output, RequestId, Timestamp};

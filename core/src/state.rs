@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::Applied;
 use crate::error::KernelError;
 use crate::io::Timestamp;
 use crate::request::{Command, IdempotencyKey, Principal, Response};
@@ -123,21 +124,6 @@ pub struct State {
     pub idempotency_order: std::collections::VecDeque<String>,
 }
 
-/// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
-/// command may still answer with an error: e.g. claim code that queried the oracle and then
-/// trapped is refused, but the bits it saw are charged, so the change is journaled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Applied {
-    pub response: Result<Response, KernelError>,
-    pub leaves: Vec<Vec<u8>>,
-}
-
-impl Applied {
-    pub fn reply(response: Response) -> Self {
-        Self { response: Ok(response), leaves: Vec::new() }
-    }
-}
-
 impl State {
     /// A retry's answer if `key` was seen: the recorded reply for the same body, ALREADY_EXISTS
     /// for a different one. `None`: first time (or forgotten), apply it.
@@ -194,7 +180,15 @@ impl State {
         command: &Command,
         next_leaf_index: u64,
     ) -> Result<Applied, KernelError> {
-        let cx = crate::claims::Context { env, policy, principal, now, next_leaf_index, credit_balance: None };
+        let share = policy.max_principal_reservation_share_percent;
+        let cx = crate::claims::Context {
+            env,
+            max_principal_share_percent: share,
+            principal,
+            now,
+            next_leaf_index,
+            credit_balance: None,
+        };
         let claims = &mut self.claims;
         match command {
             Command::CreateClaim {
