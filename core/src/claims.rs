@@ -210,6 +210,31 @@ fn validate_num_symbols(num_symbols: u32) -> Result<(), KernelError> {
 }
 
 impl Claims {
+    /// Asserts the cross-references between claims, capsules, revocations and pools. Walks all
+    /// of them: callers run it in debug builds only.
+    pub fn check_invariants(&self) {
+        assert!(self.claims.len() <= MAX_CLAIMS, "more than {MAX_CLAIMS} claims");
+        for (id, claim) in &self.claims {
+            assert_eq!(id, &claim.claim_id_hex, "claim stored under another claim's id");
+            if let Some(capsule) = &claim.capsule {
+                assert_eq!(self.capsule_claims.get(&capsule.hash_hex), Some(id), "capsule of {id} not indexed");
+            }
+        }
+        for (hash, id) in &self.capsule_claims {
+            let capsule = self.claims.get(id).and_then(|claim| claim.capsule.as_ref());
+            assert!(capsule.is_some_and(|c| &c.hash_hex == hash), "capsule {hash} indexed to {id}, which lacks it");
+        }
+        for record in &self.revocations {
+            let claim = self.claims.get(&record.claim_id_hex);
+            assert!(claim.is_some_and(|c| c.revoked), "revocation of {} names no revoked claim", record.claim_id_hex);
+            assert_eq!(self.capsule_claims.get(&record.capsule_hash_hex), Some(&record.claim_id_hex));
+        }
+        for pool in self.topic_pools.values().chain(self.holdout_pools.values()) {
+            pool.check_invariants();
+            assert!(pool.reservations.keys().all(|id| self.claims.contains_key(id)), "reservation of no claim");
+        }
+    }
+
     pub fn totals(&self, now: Timestamp) -> LedgerTotals {
         let mut totals = LedgerTotals { revocations: self.revocations.len() as u64, ..LedgerTotals::default() };
         for claim in self.claims.values() {

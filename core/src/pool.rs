@@ -57,6 +57,19 @@ pub struct Holder<'a> {
 }
 
 impl Pool {
+    /// Asserts the pool's bounds: settled amounts within budget (up to rounding of the sums),
+    /// reservations finite, non-negative and no more than the pool tracks.
+    pub fn check_invariants(&self) {
+        assert!(self.reservations.len() <= MAX_RESERVATIONS_PER_POOL, "pool tracks too many reservations");
+        assert!(self.reservations.values().all(|r| r.amount.is_finite() && r.amount >= 0.0), "bad reservation amount");
+        for (settled, budget) in
+            [(self.k_bits_settled, self.k_bits_budget), (self.access_credit_settled, self.access_credit_budget)]
+        {
+            let slack = budget.abs() * 1e-9 + f64::EPSILON;
+            assert!(settled >= 0.0 && settled <= budget + slack, "pool settled {settled} beyond its budget {budget}");
+        }
+    }
+
     pub fn new(k_bits_budget: f64, access_credit_budget: f64) -> Self {
         Self {
             k_bits_budget,
@@ -238,5 +251,15 @@ mod tests {
         pool.settle("a", 4.0, 4.0, 1);
         assert_eq!(pool.available(1), (96.0, 96.0));
         assert!(pool.reservations.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond its budget")]
+    fn invariants_catch_a_pool_settled_beyond_its_budget() {
+        let mut pool = Pool::new(10.0, 10.0);
+        pool.settle("c", 10.0, 10.0, 0);
+        pool.check_invariants();
+        pool.settle("c", 1.0, 0.0, 0);
+        pool.check_invariants();
     }
 }

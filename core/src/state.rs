@@ -125,6 +125,15 @@ pub struct State {
 }
 
 impl State {
+    /// Asserts the state's bounds and indexes. Walks everything: callers run it in debug builds.
+    pub fn check_invariants(&self) {
+        assert!(self.credits.len() <= MAX_CREDIT_ACCOUNTS, "more than {MAX_CREDIT_ACCOUNTS} credit accounts");
+        assert!(self.idempotency.len() <= MAX_IDEMPOTENCY_RECORDS, "idempotency records over their limit");
+        assert_eq!(self.idempotency.len(), self.idempotency_order.len(), "idempotency order out of step");
+        assert!(self.idempotency_order.iter().all(|slot| self.idempotency.contains_key(slot)), "unknown slot in order");
+        self.claims.check_invariants();
+    }
+
     /// A retry's answer if `key` was seen: the recorded reply for the same body, ALREADY_EXISTS
     /// for a different one. `None`: first time (or forgotten), apply it.
     pub fn recorded_reply(&self, principal: &Principal, key: &IdempotencyKey) -> Option<Result<Response, KernelError>> {
