@@ -18,7 +18,7 @@ use crate::holdout::{Holdout, PoolScope};
 use crate::io::Timestamp;
 use crate::ledger::Ledger;
 use crate::oracle::{AccuracyOracle, OracleResolution};
-use crate::pool::{Holder, Pool};
+use crate::pool::{Holder, Pool, PoolKey};
 use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response};
 use crate::totals::LedgerTotals;
 use crate::validate::{parse_id, validate_artifact_count, validate_name, validate_reason};
@@ -69,7 +69,7 @@ pub struct Claim {
     /// claims created before v1 claims were pooled). Kept after settling: a re-freeze renews it.
     pub reserved_bits: f64,
     /// Keys of the holdout pools holding this claim's reservation.
-    pub pools: Vec<String>,
+    pub pools: Vec<PoolKey>,
     /// End of the reservation. Settling (an execution, failed or not) releases it at once and
     /// sets this to that moment, so a claim whose execution failed is STALE until re-frozen.
     pub reservation_expires_at_ms: u64,
@@ -103,7 +103,7 @@ pub struct RevocationRecord {
 pub struct Claims {
     pub claims: BTreeMap<String, Claim>,
     pub topic_pools: BTreeMap<String, Pool>,
-    pub holdout_pools: BTreeMap<String, Pool>,
+    pub holdout_pools: BTreeMap<PoolKey, Pool>,
     pub canaries: BTreeMap<String, Canary>,
     pub revocations: Vec<RevocationRecord>,
     /// Capsule hash hex → claim id hex, for dependencies and revocation.
@@ -168,9 +168,9 @@ fn repeat_create_by(claim: &Claim, principal: &Principal) -> Result<(), KernelEr
     }
 }
 
-fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
-    let global = format!("global/{}", holdout.holdout_ref);
-    let personal = format!("principal/{}/{}", holdout.holdout_ref, principal);
+fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<PoolKey> {
+    let global = PoolKey::global(&holdout.holdout_ref);
+    let personal = PoolKey::principal(&holdout.holdout_ref, principal);
     match holdout.pool_scope {
         PoolScope::Global => vec![global],
         PoolScope::PerPrincipal => vec![personal],
@@ -178,21 +178,10 @@ fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
     }
 }
 
-/// The holdout ref a holdout pool key names (`global/<ref>` or `principal/<ref>/<principal>`).
-fn pool_holdout_ref(key: &str) -> &str {
-    let rest = key.strip_prefix("global/").or_else(|| key.strip_prefix("principal/")).unwrap_or(key);
-    rest.split('/').next().unwrap_or(rest)
-}
-
-/// The holdout pool every principal draws on (scope global), as opposed to one principal's own.
-fn is_shared_pool(key: &str) -> bool {
-    key.starts_with("global/")
-}
-
 /// What a create reserved: R, in which holdout pools, until when.
 struct Reservation {
     bits: f64,
-    pools: Vec<String>,
+    pools: Vec<PoolKey>,
     expires_at_ms: u64,
 }
 
@@ -243,7 +232,7 @@ impl Claims {
             totals.frozen_ledgers += u64::from(claim.ledger.frozen);
         }
         for (key, pool) in &self.holdout_pools {
-            let entry = totals.pool_reservations.entry(pool_holdout_ref(key).to_string()).or_default();
+            let entry = totals.pool_reservations.entry(key.holdout_ref().to_string()).or_default();
             entry.open += pool.active_reservations(now.0) as u64;
             entry.expired += pool.expired_total(now.0);
         }
@@ -470,7 +459,7 @@ impl Claims {
         claim_id_hex: &str,
         topic_hex: &str,
         holdout: &Holdout,
-        pool_keys: &[String],
+        pool_keys: &[PoolKey],
         bits: f64,
     ) -> Result<(), KernelError> {
         let (now, ttl) = (cx.now.0, cx.env.settings.reservation_ttl_ms);
@@ -482,7 +471,7 @@ impl Claims {
         let mut holders = Vec::with_capacity(pool_keys.len());
         for key in pool_keys {
             let pool = self.holdout_pools.get(key).cloned().unwrap_or_else(|| holdout_pool(holdout));
-            let share_cap = if is_shared_pool(key) { pool.share_cap(share) } else { None };
+            let share_cap = if key.is_shared() { pool.share_cap(share) } else { None };
             let holder = Holder { claim: claim_id_hex, principal, share_cap };
             pool.check_reserve(&holder, bits, now)?;
             holders.push((key, holder));
@@ -1019,17 +1008,17 @@ impl Claims {
     /// Pool key for (holdout, scope): `global`, or `principal:<id>` for one principal's pool.
     /// The pool a (holdout, scope) names. A scope the holdout does not use is refused: a budget
     /// set on it would never be consulted.
-    pub fn pool_key(&self, env: &Environment, holdout_id: &str, scope: &str) -> Result<String, KernelError> {
+    pub fn pool_key(&self, env: &Environment, holdout_id: &str, scope: &str) -> Result<PoolKey, KernelError> {
         validate_name("holdout_id", holdout_id)?;
         let holdout = env.holdouts.get(holdout_id).ok_or_else(|| KernelError::not_found("unknown holdout"))?;
         let uses = |wanted: PoolScope| holdout.pool_scope == wanted || holdout.pool_scope == PoolScope::Both;
         match scope {
-            "" | "global" if uses(PoolScope::Global) => Ok(format!("global/{holdout_id}")),
+            "" | "global" if uses(PoolScope::Global) => Ok(PoolKey::global(holdout_id)),
             "" | "global" => Err(precondition("this holdout has only per-principal pools")),
             other => match other.strip_prefix("principal:") {
                 Some(principal) if validate_name("scope principal", principal).is_ok() => {
                     if uses(PoolScope::PerPrincipal) {
-                        Ok(format!("principal/{holdout_id}/{principal}"))
+                        Ok(PoolKey::principal(holdout_id, principal))
                     } else {
                         Err(precondition("this holdout has only a global pool"))
                     }

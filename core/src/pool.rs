@@ -16,6 +16,50 @@ pub const DEFAULT_RESERVATION_TTL_MS: u64 = 600_000;
 /// Most open reservations one pool tracks.
 pub const MAX_RESERVATIONS_PER_POOL: usize = 65_536;
 
+/// The key of a holdout pool: `global/<holdout ref>`, the pool every principal draws on, or
+/// `principal/<holdout ref>/<principal id>`, one principal's own. Stored as that text, so
+/// checkpoints and map order are those of the string; built only by the constructors below.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PoolKey(String);
+
+const GLOBAL_PREFIX: &str = "global/";
+const PRINCIPAL_PREFIX: &str = "principal/";
+
+impl PoolKey {
+    pub fn global(holdout_ref: &str) -> Self {
+        Self(format!("{GLOBAL_PREFIX}{holdout_ref}"))
+    }
+
+    pub fn principal(holdout_ref: &str, principal: &str) -> Self {
+        Self(format!("{PRINCIPAL_PREFIX}{holdout_ref}/{principal}"))
+    }
+
+    /// The shared (global) pool, whose principals are held to a share of it.
+    pub fn is_shared(&self) -> bool {
+        self.0.starts_with(GLOBAL_PREFIX)
+    }
+
+    /// The holdout ref the key names: the text up to the first `/` after the prefix.
+    pub fn holdout_ref(&self) -> &str {
+        let rest = self.0.strip_prefix(GLOBAL_PREFIX).or_else(|| self.0.strip_prefix(PRINCIPAL_PREFIX));
+        let rest = rest.unwrap_or(&self.0);
+        rest.split('/').next().unwrap_or(rest)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Lookups by the stored text (`pools["global/demo"]`): sound because `Eq`, `Ord` and `Hash`
+/// are those of the string.
+impl std::borrow::Borrow<str> for PoolKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     pub amount: f64,
@@ -261,5 +305,20 @@ mod tests {
         pool.check_invariants();
         pool.settle("c", 1.0, 0.0, 0);
         pool.check_invariants();
+    }
+
+    #[test]
+    fn pool_keys_keep_their_stored_text_and_name_their_holdout() {
+        let global = PoolKey::global("demo");
+        let personal = PoolKey::principal("demo", "bearer:ab");
+        assert_eq!((global.as_str(), personal.as_str()), ("global/demo", "principal/demo/bearer:ab"));
+        assert!(global.is_shared() && !personal.is_shared());
+        assert_eq!((global.holdout_ref(), personal.holdout_ref()), ("demo", "demo"));
+        assert_eq!(serde_json::to_string(&personal).unwrap(), r#""principal/demo/bearer:ab""#);
+        assert_eq!(serde_json::from_str::<PoolKey>(r#""global/demo""#).unwrap(), global);
+        let pools = BTreeMap::from([(personal.clone(), 1), (global.clone(), 2)]);
+        let order: Vec<&str> = pools.keys().map(PoolKey::as_str).collect();
+        assert_eq!(order, ["global/demo", "principal/demo/bearer:ab"], "map order is the text's");
+        assert_eq!(pools["global/demo"], 2);
     }
 }
