@@ -15,6 +15,7 @@ use crate::error::{ErrorCode, KernelError};
 use crate::guest::{GuestError, GuestLimits};
 use crate::hash::{Hash, sha256};
 use crate::holdout::{Holdout, PoolScope};
+use crate::ids::{CapsuleHash, ClaimId};
 use crate::io::Timestamp;
 use crate::ledger::Ledger;
 use crate::oracle::{AccuracyOracle, OracleResolution};
@@ -38,7 +39,8 @@ pub struct Pin {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapsuleRecord {
-    pub hash_hex: String,
+    #[serde(rename = "hash_hex")]
+    pub hash: CapsuleHash,
     pub etl_index: u64,
     /// Canonical capsule JSON (the ETL payload).
     pub bytes: String,
@@ -46,7 +48,8 @@ pub struct CapsuleRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
-    pub claim_id_hex: String,
+    #[serde(rename = "claim_id_hex")]
+    pub claim_id: ClaimId,
     pub topic_id_hex: String,
     pub owner: String,
     pub claim_name: String,
@@ -61,7 +64,7 @@ pub struct Claim {
     pub state: ClaimState,
     pub ledger: Ledger,
     pub artifacts: Vec<ArtifactRecord>,
-    pub dependencies: Vec<String>,
+    pub dependencies: Vec<CapsuleHash>,
     #[serde(with = "crate::hexbytes")]
     pub wasm: Vec<u8>,
     pub pin: Option<Pin>,
@@ -91,8 +94,10 @@ impl Claim {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationRecord {
-    pub capsule_hash_hex: String,
-    pub claim_id_hex: String,
+    #[serde(rename = "capsule_hash_hex")]
+    pub capsule_hash: CapsuleHash,
+    #[serde(rename = "claim_id_hex")]
+    pub claim_id: ClaimId,
     pub timestamp_unix: u64,
     pub reason: String,
     pub etl_index: u64,
@@ -101,13 +106,13 @@ pub struct RevocationRecord {
 /// Everything the claim lifecycle keeps (part of the checkpoint).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
-    pub claims: BTreeMap<String, Claim>,
+    pub claims: BTreeMap<ClaimId, Claim>,
     pub topic_pools: BTreeMap<String, Pool>,
     pub holdout_pools: BTreeMap<PoolKey, Pool>,
     pub canaries: BTreeMap<String, Canary>,
     pub revocations: Vec<RevocationRecord>,
     /// Capsule hash hex → claim id hex, for dependencies and revocation.
-    pub capsule_claims: BTreeMap<String, String>,
+    pub capsule_claims: BTreeMap<CapsuleHash, ClaimId>,
 }
 
 /// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
@@ -204,23 +209,25 @@ impl Claims {
     pub fn check_invariants(&self) {
         assert!(self.claims.len() <= MAX_CLAIMS, "more than {MAX_CLAIMS} claims");
         for (id, claim) in &self.claims {
-            assert_eq!(id, &claim.claim_id_hex, "claim stored under another claim's id");
+            assert_eq!(id, &claim.claim_id, "claim stored under another claim's id");
             if let Some(capsule) = &claim.capsule {
-                assert_eq!(self.capsule_claims.get(&capsule.hash_hex), Some(id), "capsule of {id} not indexed");
+                assert_eq!(self.capsule_claims.get(&capsule.hash), Some(id), "capsule of {id} not indexed");
             }
         }
         for (hash, id) in &self.capsule_claims {
             let capsule = self.claims.get(id).and_then(|claim| claim.capsule.as_ref());
-            assert!(capsule.is_some_and(|c| &c.hash_hex == hash), "capsule {hash} indexed to {id}, which lacks it");
+            assert!(capsule.is_some_and(|c| &c.hash == hash), "capsule {hash} indexed to {id}, which lacks it");
         }
         for record in &self.revocations {
-            let claim = self.claims.get(&record.claim_id_hex);
-            assert!(claim.is_some_and(|c| c.revoked), "revocation of {} names no revoked claim", record.claim_id_hex);
-            assert_eq!(self.capsule_claims.get(&record.capsule_hash_hex), Some(&record.claim_id_hex));
+            let claim = self.claims.get(&record.claim_id);
+            assert!(claim.is_some_and(|c| c.revoked), "revocation of {} names no revoked claim", record.claim_id);
+            assert_eq!(self.capsule_claims.get(&record.capsule_hash), Some(&record.claim_id));
         }
         for pool in self.topic_pools.values().chain(self.holdout_pools.values()) {
             pool.check_invariants();
-            assert!(pool.reservations.keys().all(|id| self.claims.contains_key(id)), "reservation of no claim");
+            let known =
+                |id: &String| crate::hash::parse_hash_hex(id).is_some_and(|id| self.claims.contains_key(&ClaimId(id)));
+            assert!(pool.reservations.keys().all(known), "reservation of no claim");
         }
     }
 
@@ -263,12 +270,12 @@ impl Claims {
 
     fn claim(&self, claim_id: &[u8]) -> Result<&Claim, KernelError> {
         let id = parse_id("claim_id", claim_id)?;
-        self.claims.get(&hex::encode(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
+        self.claims.get(&ClaimId(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
     }
 
     fn claim_mut(&mut self, claim_id: &[u8]) -> Result<&mut Claim, KernelError> {
         let id = parse_id("claim_id", claim_id)?;
-        self.claims.get_mut(&hex::encode(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
+        self.claims.get_mut(&ClaimId(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
     }
 
     fn check_capacity(&self) -> Result<(), KernelError> {
@@ -306,8 +313,8 @@ impl Claims {
         let holdout =
             cx.env.holdout_by_handle(&handle).ok_or_else(|| KernelError::not_found("unknown holdout handle"))?;
         let id = crate::claim::claim_id(&topic, &handle, &phys, epoch_size, num_symbols);
-        let id_hex = hex::encode(id);
-        if let Some(existing) = self.claims.get(&id_hex) {
+        let key = ClaimId(id);
+        if let Some(existing) = self.claims.get(&key) {
             repeat_create_by(existing, cx.principal)?;
             let state = existing.effective_state(cx.now, cx.env.epoch);
             return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state }));
@@ -317,12 +324,12 @@ impl Claims {
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
         // v1 has no lane field: the kernel runs v1 claims on the fast lane, and reserves for it.
-        let reservation = self.reserve_pools(cx, &id_hex, &hex::encode(topic), holdout, Lane::Fast, num_symbols)?;
+        let reservation = self.reserve_pools(cx, &key, &hex::encode(topic), holdout, Lane::Fast, num_symbols)?;
         let claim = Claim {
-            claim_id_hex: id_hex.clone(),
+            claim_id: key,
             topic_id_hex: hex::encode(topic),
             owner: cx.principal.id.clone(),
-            claim_name: id_hex.clone(),
+            claim_name: key.to_string(),
             holdout_ref: holdout.holdout_ref.clone(),
             oracle_id: "default".into(),
             requested_nullspec_id: String::new(),
@@ -342,7 +349,7 @@ impl Claims {
             capsule: None,
             revoked: false,
         };
-        self.claims.insert(id_hex, claim);
+        self.claims.insert(key, claim);
         Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: ClaimState::Uncommitted }))
     }
 
@@ -391,8 +398,8 @@ impl Claims {
         );
         let id =
             crate::claim::claim_id(&topic, &holdout.handle, &signals, request.epoch_size, request.oracle_num_symbols);
-        let id_hex = hex::encode(id);
-        if let Some(existing) = self.claims.get(&id_hex) {
+        let key = ClaimId(id);
+        if let Some(existing) = self.claims.get(&key) {
             repeat_create_by(existing, cx.principal)?;
             let state = existing.effective_state(cx.now, cx.env.epoch);
             return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state }));
@@ -404,9 +411,9 @@ impl Claims {
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
         let topic_hex = hex::encode(topic);
-        let reservation = self.reserve_pools(cx, &id_hex, &topic_hex, holdout, lane, request.oracle_num_symbols)?;
+        let reservation = self.reserve_pools(cx, &key, &topic_hex, holdout, lane, request.oracle_num_symbols)?;
         let claim = Claim {
-            claim_id_hex: id_hex.clone(),
+            claim_id: key,
             topic_id_hex: topic_hex,
             owner: cx.principal.id.clone(),
             claim_name: request.claim_name.clone(),
@@ -429,7 +436,7 @@ impl Claims {
             capsule: None,
             revoked: false,
         };
-        self.claims.insert(id_hex, claim);
+        self.claims.insert(key, claim);
         Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: ClaimState::Uncommitted }))
     }
 
@@ -439,7 +446,7 @@ impl Claims {
     fn reserve_pools(
         &mut self,
         cx: &Context<'_>,
-        claim_id_hex: &str,
+        claim_id: &ClaimId,
         topic_hex: &str,
         holdout: &Holdout,
         lane: Lane,
@@ -447,7 +454,7 @@ impl Claims {
     ) -> Result<Reservation, KernelError> {
         let bits = worst_case_bits(num_symbols, lane, cx.env.settings.dependence_tax);
         let pools = holdout_pool_keys(holdout, &cx.principal.id);
-        self.reserve_in(cx, claim_id_hex, topic_hex, holdout, &pools, bits)?;
+        self.reserve_in(cx, claim_id, topic_hex, holdout, &pools, bits)?;
         Ok(Reservation { bits, pools, expires_at_ms: cx.now.0.saturating_add(cx.env.settings.reservation_ttl_ms) })
     }
 
@@ -456,7 +463,7 @@ impl Claims {
     fn reserve_in(
         &mut self,
         cx: &Context<'_>,
-        claim_id_hex: &str,
+        claim_id: &ClaimId,
         topic_hex: &str,
         holdout: &Holdout,
         pool_keys: &[PoolKey],
@@ -465,14 +472,15 @@ impl Claims {
         let (now, ttl) = (cx.now.0, cx.env.settings.reservation_ttl_ms);
         let share = cx.max_principal_share_percent;
         let principal = cx.principal.id.as_str();
-        let topic_holder = Holder { claim: claim_id_hex, principal, share_cap: None };
+        let claim_hex = claim_id.to_string();
+        let topic_holder = Holder { claim: &claim_hex, principal, share_cap: None };
         let topic_pool = self.topic_pools.get(topic_hex).cloned().unwrap_or_else(default_pool);
         topic_pool.check_reserve(&topic_holder, bits, now)?;
         let mut holders = Vec::with_capacity(pool_keys.len());
         for key in pool_keys {
             let pool = self.holdout_pools.get(key).cloned().unwrap_or_else(|| holdout_pool(holdout));
             let share_cap = if key.is_shared() { pool.share_cap(share) } else { None };
-            let holder = Holder { claim: claim_id_hex, principal, share_cap };
+            let holder = Holder { claim: &claim_hex, principal, share_cap };
             pool.check_reserve(&holder, bits, now)?;
             holders.push((key, holder));
         }
@@ -513,10 +521,11 @@ impl Claims {
             .map_err(|e| KernelError::invalid_argument(format!("wasm_module: {e}")))?;
         let mut dependencies = BTreeSet::new();
         for artifact in records.iter().filter(|a| a.kind == DEPENDENCY_ARTIFACT_KIND) {
-            if !self.capsule_claims.contains_key(&artifact.hash_hex) {
+            let hash = CapsuleHash(crate::hash::parse_hash_hex(&artifact.hash_hex).expect("hex encoded above"));
+            if !self.capsule_claims.contains_key(&hash) {
                 return Err(KernelError::not_found("dependency capsule is not in the log"));
             }
-            dependencies.insert(artifact.hash_hex.clone());
+            dependencies.insert(hash);
         }
         let (now, epoch) = (cx.now, cx.env.epoch);
         let claim = self.claim_mut(claim_id)?;
@@ -554,7 +563,7 @@ impl Claims {
             let owner_cx = Context { principal: &owner, ..*cx };
             self.reserve_in(
                 &owner_cx,
-                &claim.claim_id_hex,
+                &claim.claim_id,
                 &claim.topic_id_hex,
                 holdout,
                 &claim.pools,
@@ -638,7 +647,7 @@ impl Claims {
             Ok(run) => run,
             Err(error) => {
                 let credit = if calls == 0 { 0 } else { worst_credit };
-                return Ok((self.fail_execution(cx, &claim.claim_id_hex, &error, charge, calls), credit));
+                return Ok((self.fail_execution(cx, &claim.claim_id, &error, charge, calls), credit));
             }
         };
 
@@ -665,10 +674,10 @@ impl Claims {
         if frozen_now {
             // The charge exceeded the claim's budget: the ledger is now frozen (sticky) and this
             // execution fails; later ones DEFER.
-            let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+            let stored = self.claims.get_mut(&claim.claim_id).expect("claim exists");
             stored.ledger = ledger;
             // The bits the code saw are settled in the pools too; the rest is released.
-            self.settle_pools(&claim.claim_id_hex, charge, cx.now);
+            self.settle_pools(&claim.claim_id, charge, cx.now);
             let refusal = KernelError::resource_exhausted("charge exceeds the claim's budget; ledger frozen");
             return Ok((
                 Applied { response: Err(refusal), leaves: Vec::new() },
@@ -712,7 +721,7 @@ impl Claims {
         reason_codes.insert(0, decision.wire());
         let reported_e = if decision == Decision::Approve { e_value } else { e_value.min(1.0) };
         self.canaries.insert(key, canary);
-        self.settle_pools(&claim.claim_id_hex, charge, cx.now);
+        self.settle_pools(&claim.claim_id, charge, cx.now);
         let verdict = Verdict {
             decision,
             reason_codes,
@@ -736,18 +745,18 @@ impl Claims {
     fn fail_execution(
         &mut self,
         cx: &Context<'_>,
-        claim_id_hex: &str,
+        claim_id: &ClaimId,
         error: &GuestError,
         charge: f64,
         calls: u32,
     ) -> Applied {
         let settled = if calls == 0 { 0.0 } else { charge };
         if calls > 0 {
-            let stored = self.claims.get_mut(claim_id_hex).expect("claim exists");
+            let stored = self.claims.get_mut(claim_id).expect("claim exists");
             // Over budget this freezes the ledger, which is the intended outcome here too.
             let _ = stored.ledger.charge(charge, charge);
         }
-        self.settle_pools(claim_id_hex, settled, cx.now);
+        self.settle_pools(claim_id, settled, cx.now);
         Applied { response: Err(guest_refusal(error)), leaves: Vec::new() }
     }
 
@@ -773,7 +782,7 @@ impl Claims {
         let certified = verdict.decision == Decision::Approve;
         let capsule = Capsule {
             schema: crate::capsule::CAPSULE_SCHEMA.into(),
-            claim_id_hex: claim.claim_id_hex.clone(),
+            claim_id_hex: claim.claim_id.to_string(),
             topic_id_hex: claim.topic_id_hex.clone(),
             output_schema_id: claim.output_schema_id.clone(),
             code_ir_manifests: claim
@@ -781,7 +790,7 @@ impl Claims {
                 .iter()
                 .map(|a| CodeManifest { kind: a.kind.clone(), hash_hex: a.hash_hex.clone() })
                 .collect(),
-            dependency_capsule_hashes: claim.dependencies.clone(),
+            dependency_capsule_hashes: claim.dependencies.iter().map(CapsuleHash::to_string).collect(),
             canonical_output_hash_hex: hex::encode(sha256(&output)),
             wasm_hash_hex: hex::encode(sha256(&claim.wasm)),
             holdout_ref: claim.holdout_ref.clone(),
@@ -807,14 +816,14 @@ impl Claims {
         };
         let bytes = capsule.to_bytes();
         let hash = capsule_hash(&bytes);
-        let hash_hex = hex::encode(hash);
+        let capsule_hash = CapsuleHash(hash);
         leaves.push(bytes.clone());
-        self.capsule_claims.insert(hash_hex.clone(), claim.claim_id_hex.clone());
-        let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+        self.capsule_claims.insert(capsule_hash, claim.claim_id);
+        let stored = self.claims.get_mut(&claim.claim_id).expect("claim exists");
         stored.ledger = ledger;
         stored.state = new_state;
         stored.capsule = Some(CapsuleRecord {
-            hash_hex,
+            hash: capsule_hash,
             etl_index: capsule_index,
             bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8"),
         });
@@ -863,7 +872,7 @@ impl Claims {
         }
         let pin = claim.pin.clone().ok_or_else(|| precondition("claim has no pinned oracle resolution"))?;
         let holdout = cx.env.holdouts.get(&claim.holdout_ref).ok_or_else(|| precondition("holdout is not loaded"))?;
-        self.settle_pools(&claim.claim_id_hex, 0.0, cx.now);
+        self.settle_pools(&claim.claim_id, 0.0, cx.now);
         let verdict = Verdict {
             decision,
             reason_codes: reason_codes.to_vec(),
@@ -906,17 +915,18 @@ impl Claims {
     /// Books the actual charge of an execution in every pool the claim draws on and releases
     /// the rest of its reservation at once, successful or not (SPEC §5.3). The claim keeps R:
     /// a re-freeze reserves it again before any further execution.
-    fn settle_pools(&mut self, claim_id_hex: &str, charge: f64, now: Timestamp) {
-        let Some(claim) = self.claims.get_mut(claim_id_hex) else { return };
+    fn settle_pools(&mut self, claim_id: &ClaimId, charge: f64, now: Timestamp) {
+        let Some(claim) = self.claims.get_mut(claim_id) else { return };
+        let claim_id_hex = claim_id.to_string();
         if claim.reserved_bits <= 0.0 {
             return;
         }
         if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
-            pool.settle(claim_id_hex, charge, charge, now.0);
+            pool.settle(&claim_id_hex, charge, charge, now.0);
         }
         for key in &claim.pools {
             if let Some(pool) = self.holdout_pools.get_mut(key) {
-                pool.settle(claim_id_hex, charge, charge, now.0);
+                pool.settle(&claim_id_hex, charge, charge, now.0);
             }
         }
         claim.reservation_expires_at_ms = claim.reservation_expires_at_ms.min(now.0);
@@ -935,40 +945,40 @@ impl Claims {
             return Err(precondition("claim is already revoked"));
         }
         let leaf = RevocationLeaf {
-            capsule_hash_hex: capsule.hash_hex.clone(),
+            capsule_hash_hex: capsule.hash.to_string(),
             reason: reason.to_string(),
             revoked_at_index: cx.next_leaf_index,
         };
         let timestamp_unix = cx.now.0 / 1000;
         self.revocations.push(RevocationRecord {
-            capsule_hash_hex: capsule.hash_hex.clone(),
-            claim_id_hex: claim.claim_id_hex.clone(),
+            capsule_hash: capsule.hash,
+            claim_id: claim.claim_id,
             timestamp_unix,
             reason: reason.to_string(),
             etl_index: cx.next_leaf_index,
         });
-        let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+        let stored = self.claims.get_mut(&claim.claim_id).expect("claim exists");
         stored.state = ClaimState::Revoked;
         stored.revoked = true;
-        self.taint_dependents(&capsule.hash_hex);
+        self.taint_dependents(capsule.hash);
         Ok(Applied {
             response: Ok(Response::Revoked { state: ClaimState::Revoked, timestamp_unix }),
             leaves: vec![leaf.to_bytes()],
         })
     }
 
-    fn taint_dependents(&mut self, revoked_capsule: &str) {
-        let mut frontier = vec![revoked_capsule.to_string()];
+    fn taint_dependents(&mut self, revoked_capsule: CapsuleHash) {
+        let mut frontier = vec![revoked_capsule];
         let mut seen = BTreeSet::new();
         while let Some(capsule) = frontier.pop() {
-            if !seen.insert(capsule.clone()) {
+            if !seen.insert(capsule) {
                 continue;
             }
             for claim in self.claims.values_mut() {
                 if claim.dependencies.contains(&capsule) && claim.state != ClaimState::Revoked {
                     claim.state = ClaimState::Tainted;
                     if let Some(record) = &claim.capsule {
-                        frontier.push(record.hash_hex.clone());
+                        frontier.push(record.hash);
                     }
                 }
             }
@@ -1057,8 +1067,7 @@ impl Claims {
             .as_ref()
             .filter(|c| c.etl_index < durable_size)
             .ok_or_else(|| KernelError::not_found("claim has no capsule yet"))?;
-        let hash = crate::hash::parse_hash_hex(&record.hash_hex).expect("stored as hex");
-        Ok((hash, record))
+        Ok((record.hash.0, record))
     }
 }
 

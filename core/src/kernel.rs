@@ -594,7 +594,7 @@ impl Kernel {
                     .iter()
                     .filter(|r| r.etl_index < durable)
                     .map(|r| crate::request::RevocationEntry {
-                        capsule_hash: crate::hash::parse_hash_hex(&r.capsule_hash_hex).expect("stored as hex"),
+                        capsule_hash: r.capsule_hash.0,
                         timestamp_unix: r.timestamp_unix,
                         reason: r.reason.clone(),
                     })
@@ -755,7 +755,7 @@ impl Kernel {
                 break;
             }
             let entry = crate::request::RevocationEntry {
-                capsule_hash: crate::hash::parse_hash_hex(&record.capsule_hash_hex).expect("stored as hex"),
+                capsule_hash: record.capsule_hash.0,
                 timestamp_unix: record.timestamp_unix,
                 reason: record.reason.clone(),
             };
@@ -1352,9 +1352,9 @@ mod tests {
     fn invariants_catch_a_capsule_index_entry_without_its_claim() {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
-        let claim = hex::encode(executed_claim(&mut disk, &mut kernel, 1));
+        let claim = crate::ids::ClaimId(executed_claim(&mut disk, &mut kernel, 1).try_into().unwrap());
         kernel.check_invariants();
-        kernel.state.claims.capsule_claims.insert("ab".repeat(32), claim);
+        kernel.state.claims.capsule_claims.insert(crate::ids::CapsuleHash([0xab; 32]), claim);
         kernel.check_invariants();
     }
 

@@ -19,6 +19,7 @@ pub mod guest;
 pub mod hash;
 pub mod hexbytes;
 pub mod holdout;
+pub mod ids;
 pub mod io;
 pub mod journal;
 pub mod kernel;
