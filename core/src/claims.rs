@@ -225,9 +225,7 @@ impl Claims {
         }
         for pool in self.topic_pools.values().chain(self.holdout_pools.values()) {
             pool.check_invariants();
-            let known =
-                |id: &String| crate::hash::parse_hash_hex(id).is_some_and(|id| self.claims.contains_key(&ClaimId(id)));
-            assert!(pool.reservations.keys().all(known), "reservation of no claim");
+            assert!(pool.reservations.keys().all(|id| self.claims.contains_key(id)), "reservation of no claim");
         }
     }
 
@@ -472,15 +470,14 @@ impl Claims {
         let (now, ttl) = (cx.now.0, cx.env.settings.reservation_ttl_ms);
         let share = cx.max_principal_share_percent;
         let principal = cx.principal.id.as_str();
-        let claim_hex = claim_id.to_string();
-        let topic_holder = Holder { claim: &claim_hex, principal, share_cap: None };
+        let topic_holder = Holder { claim: *claim_id, principal, share_cap: None };
         let topic_pool = self.topic_pools.get(topic_hex).cloned().unwrap_or_else(default_pool);
         topic_pool.check_reserve(&topic_holder, bits, now)?;
         let mut holders = Vec::with_capacity(pool_keys.len());
         for key in pool_keys {
             let pool = self.holdout_pools.get(key).cloned().unwrap_or_else(|| holdout_pool(holdout));
             let share_cap = if key.is_shared() { pool.share_cap(share) } else { None };
-            let holder = Holder { claim: &claim_hex, principal, share_cap };
+            let holder = Holder { claim: *claim_id, principal, share_cap };
             pool.check_reserve(&holder, bits, now)?;
             holders.push((key, holder));
         }
@@ -917,16 +914,15 @@ impl Claims {
     /// a re-freeze reserves it again before any further execution.
     fn settle_pools(&mut self, claim_id: &ClaimId, charge: f64, now: Timestamp) {
         let Some(claim) = self.claims.get_mut(claim_id) else { return };
-        let claim_id_hex = claim_id.to_string();
         if claim.reserved_bits <= 0.0 {
             return;
         }
         if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
-            pool.settle(&claim_id_hex, charge, charge, now.0);
+            pool.settle(claim_id, charge, charge, now.0);
         }
         for key in &claim.pools {
             if let Some(pool) = self.holdout_pools.get_mut(key) {
-                pool.settle(&claim_id_hex, charge, charge, now.0);
+                pool.settle(claim_id, charge, charge, now.0);
             }
         }
         claim.reservation_expires_at_ms = claim.reservation_expires_at_ms.min(now.0);

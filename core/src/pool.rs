@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, KernelError};
+use crate::ids::ClaimId;
 
 pub const DEFAULT_POOL_K_BITS: f64 = 1024.0;
 pub const DEFAULT_POOL_ACCESS_CREDIT: f64 = 1024.0;
@@ -82,8 +83,8 @@ pub struct Pool {
     pub access_credit_budget: f64,
     pub k_bits_settled: f64,
     pub access_credit_settled: f64,
-    /// Open reservations by claim id hex.
-    pub reservations: BTreeMap<String, Reservation>,
+    /// Open reservations by claim id.
+    pub reservations: BTreeMap<ClaimId, Reservation>,
     /// Reservations that ran out unused and were pruned (the rest of the expiries are the
     /// expired entries still in `reservations`): see [`Pool::expired_total`].
     #[serde(default)]
@@ -93,7 +94,7 @@ pub struct Pool {
 /// Who asks for a reservation and how much of the pool one principal may hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Holder<'a> {
-    pub claim: &'a str,
+    pub claim: ClaimId,
     pub principal: &'a str,
     /// Most k-bits this principal's open reservations may total in this pool; `None` when the
     /// pool is the principal's own (a per-principal pool) or no share is configured.
@@ -142,18 +143,18 @@ impl Pool {
         self.expired_pruned + waiting
     }
 
-    fn reserved_by(&self, principal: &str, now_ms: u64, except: &str) -> f64 {
+    fn reserved_by(&self, principal: &str, now_ms: u64, except: ClaimId) -> f64 {
         self.reservations
             .iter()
-            .filter(|(claim, r)| r.is_active(now_ms) && claim.as_str() != except && r.principal == principal)
+            .filter(|(claim, r)| r.is_active(now_ms) && **claim != except && r.principal == principal)
             .map(|(_, r)| r.amount)
             .sum()
     }
 
-    fn reserved(&self, now_ms: u64, except: Option<&str>) -> f64 {
+    fn reserved(&self, now_ms: u64, except: Option<ClaimId>) -> f64 {
         self.reservations
             .iter()
-            .filter(|(claim, r)| r.is_active(now_ms) && Some(claim.as_str()) != except)
+            .filter(|(claim, r)| r.is_active(now_ms) && Some(**claim) != except)
             .map(|(_, r)| r.amount)
             .sum()
     }
@@ -189,7 +190,7 @@ impl Pool {
                 ));
             }
         }
-        if !self.reservations.contains_key(claim) && self.reservations.len() >= MAX_RESERVATIONS_PER_POOL {
+        if !self.reservations.contains_key(&claim) && self.reservations.len() >= MAX_RESERVATIONS_PER_POOL {
             return Err(KernelError::resource_exhausted("too many open reservations in this pool"));
         }
         Ok(())
@@ -205,12 +206,12 @@ impl Pool {
             expires_at_ms: now_ms.saturating_add(ttl_ms),
             principal: holder.principal.to_string(),
         };
-        self.reservations.insert(holder.claim.to_string(), reservation);
+        self.reservations.insert(holder.claim, reservation);
     }
 
     /// Settles an actual charge and releases what remains of the claim's reservation. A
     /// reservation that had already expired counts as expired.
-    pub fn settle(&mut self, claim: &str, k_bits: f64, access_credit: f64, now_ms: u64) {
+    pub fn settle(&mut self, claim: &ClaimId, k_bits: f64, access_credit: f64, now_ms: u64) {
         if self.reservations.remove(claim).is_some_and(|r| !r.is_active(now_ms)) {
             self.expired_pruned += 1;
         }
@@ -223,8 +224,13 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn holder(claim: &str) -> Holder<'_> {
-        Holder { claim, principal: "agent", share_cap: None }
+    /// A claim id named for readability.
+    fn id(name: &str) -> ClaimId {
+        ClaimId(crate::hash::sha256(name.as_bytes()))
+    }
+
+    fn holder(claim: &str) -> Holder<'static> {
+        Holder { claim: id(claim), principal: "agent", share_cap: None }
     }
 
     #[test]
@@ -258,7 +264,7 @@ mod tests {
         let cap = pool.share_cap(25);
         assert_eq!(cap, Some(256.0));
         assert_eq!(pool.share_cap(100), None);
-        let greedy = |claim| Holder { claim, principal: "greedy", share_cap: cap };
+        let greedy = |claim| Holder { claim: id(claim), principal: "greedy", share_cap: cap };
         for claim in ["g1", "g2"] {
             pool.check_reserve(&greedy(claim), 128.0, 0).unwrap();
             pool.reserve(&greedy(claim), 128.0, 0, 1000);
@@ -266,7 +272,7 @@ mod tests {
         let err = pool.check_reserve(&greedy("g3"), 128.0, 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::ResourceExhausted);
         assert_eq!(err.message, "reservation would exceed this principal's share of the pool");
-        let other = Holder { claim: "o1", principal: "other", share_cap: cap };
+        let other = Holder { claim: id("o1"), principal: "other", share_cap: cap };
         pool.check_reserve(&other, 128.0, 0).unwrap();
         // Renewing a reservation the principal already holds does not count it twice.
         pool.check_reserve(&greedy("g2"), 128.0, 0).unwrap();
@@ -274,17 +280,17 @@ mod tests {
 
     #[test]
     fn pools_from_older_checkpoints_load_and_their_reservations_count_against_no_share() {
-        let old = r#"{"k_bits_budget":256.0,"access_credit_budget":256.0,"k_bits_settled":0.0,"access_credit_settled":0.0,"reservations":{"a":{"amount":128.0,"expires_at_ms":1000}}}"#;
+        let old = r#"{"k_bits_budget":256.0,"access_credit_budget":256.0,"k_bits_settled":0.0,"access_credit_settled":0.0,"reservations":{"ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb":{"amount":128.0,"expires_at_ms":1000}}}"#;
         let pool: Pool = serde_json::from_str(old).unwrap();
-        assert_eq!((pool.reservations["a"].principal.as_str(), pool.expired_pruned), ("", 0));
-        let holder = Holder { claim: "b", principal: "p", share_cap: pool.share_cap(25) };
+        assert_eq!((pool.reservations[&id("a")].principal.as_str(), pool.expired_pruned), ("", 0));
+        let holder = Holder { claim: id("b"), principal: "p", share_cap: pool.share_cap(25) };
         pool.check_reserve(&holder, 64.0, 0).unwrap();
     }
 
     #[test]
     fn a_first_reservation_larger_than_the_share_is_allowed_when_it_fits() {
         let pool = Pool::new(128.0, 128.0);
-        let holder = Holder { claim: "a", principal: "p", share_cap: pool.share_cap(25) };
+        let holder = Holder { claim: id("a"), principal: "p", share_cap: pool.share_cap(25) };
         pool.check_reserve(&holder, 128.0, 0).unwrap();
     }
 
@@ -292,7 +298,7 @@ mod tests {
     fn settling_releases_the_unused_part() {
         let mut pool = Pool::new(100.0, 100.0);
         pool.reserve(&holder("a"), 64.0, 0, 1000);
-        pool.settle("a", 4.0, 4.0, 1);
+        pool.settle(&id("a"), 4.0, 4.0, 1);
         assert_eq!(pool.available(1), (96.0, 96.0));
         assert!(pool.reservations.is_empty());
     }
@@ -301,9 +307,9 @@ mod tests {
     #[should_panic(expected = "beyond its budget")]
     fn invariants_catch_a_pool_settled_beyond_its_budget() {
         let mut pool = Pool::new(10.0, 10.0);
-        pool.settle("c", 10.0, 10.0, 0);
+        pool.settle(&id("c"), 10.0, 10.0, 0);
         pool.check_invariants();
-        pool.settle("c", 1.0, 0.0, 0);
+        pool.settle(&id("c"), 1.0, 0.0, 0);
         pool.check_invariants();
     }
 
