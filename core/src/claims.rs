@@ -15,7 +15,7 @@ use crate::error::{ErrorCode, KernelError};
 use crate::guest::{GuestError, GuestLimits};
 use crate::hash::{Hash, sha256};
 use crate::holdout::{Holdout, PoolScope};
-use crate::ids::{CapsuleHash, ClaimId};
+use crate::ids::{CapsuleHash, ClaimId, TopicId};
 use crate::io::Timestamp;
 use crate::ledger::Ledger;
 use crate::oracle::{AccuracyOracle, OracleResolution};
@@ -50,7 +50,8 @@ pub struct CapsuleRecord {
 pub struct Claim {
     #[serde(rename = "claim_id_hex")]
     pub claim_id: ClaimId,
-    pub topic_id_hex: String,
+    #[serde(rename = "topic_id_hex")]
+    pub topic_id: TopicId,
     pub owner: String,
     pub claim_name: String,
     pub holdout_ref: String,
@@ -107,7 +108,7 @@ pub struct RevocationRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     pub claims: BTreeMap<ClaimId, Claim>,
-    pub topic_pools: BTreeMap<String, Pool>,
+    pub topic_pools: BTreeMap<TopicId, Pool>,
     pub holdout_pools: BTreeMap<PoolKey, Pool>,
     pub canaries: BTreeMap<String, Canary>,
     pub revocations: Vec<RevocationRecord>,
@@ -322,10 +323,10 @@ impl Claims {
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
         // v1 has no lane field: the kernel runs v1 claims on the fast lane, and reserves for it.
-        let reservation = self.reserve_pools(cx, &key, &hex::encode(topic), holdout, Lane::Fast, num_symbols)?;
+        let reservation = self.reserve_pools(cx, &key, &TopicId(topic), holdout, Lane::Fast, num_symbols)?;
         let claim = Claim {
             claim_id: key,
-            topic_id_hex: hex::encode(topic),
+            topic_id: TopicId(topic),
             owner: cx.principal.id.clone(),
             claim_name: key.to_string(),
             holdout_ref: holdout.holdout_ref.clone(),
@@ -408,11 +409,10 @@ impl Claims {
         let budget = request.access_credit as f64;
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
-        let topic_hex = hex::encode(topic);
-        let reservation = self.reserve_pools(cx, &key, &topic_hex, holdout, lane, request.oracle_num_symbols)?;
+        let reservation = self.reserve_pools(cx, &key, &TopicId(topic), holdout, lane, request.oracle_num_symbols)?;
         let claim = Claim {
             claim_id: key,
-            topic_id_hex: topic_hex,
+            topic_id: TopicId(topic),
             owner: cx.principal.id.clone(),
             claim_name: request.claim_name.clone(),
             holdout_ref: request.holdout_ref.clone(),
@@ -445,14 +445,14 @@ impl Claims {
         &mut self,
         cx: &Context<'_>,
         claim_id: &ClaimId,
-        topic_hex: &str,
+        topic: &TopicId,
         holdout: &Holdout,
         lane: Lane,
         num_symbols: u32,
     ) -> Result<Reservation, KernelError> {
         let bits = worst_case_bits(num_symbols, lane, cx.env.settings.dependence_tax);
         let pools = holdout_pool_keys(holdout, &cx.principal.id);
-        self.reserve_in(cx, claim_id, topic_hex, holdout, &pools, bits)?;
+        self.reserve_in(cx, claim_id, topic, holdout, &pools, bits)?;
         Ok(Reservation { bits, pools, expires_at_ms: cx.now.0.saturating_add(cx.env.settings.reservation_ttl_ms) })
     }
 
@@ -462,7 +462,7 @@ impl Claims {
         &mut self,
         cx: &Context<'_>,
         claim_id: &ClaimId,
-        topic_hex: &str,
+        topic: &TopicId,
         holdout: &Holdout,
         pool_keys: &[PoolKey],
         bits: f64,
@@ -471,7 +471,7 @@ impl Claims {
         let share = cx.max_principal_share_percent;
         let principal = cx.principal.id.as_str();
         let topic_holder = Holder { claim: *claim_id, principal, share_cap: None };
-        let topic_pool = self.topic_pools.get(topic_hex).cloned().unwrap_or_else(default_pool);
+        let topic_pool = self.topic_pools.get(topic).cloned().unwrap_or_else(default_pool);
         topic_pool.check_reserve(&topic_holder, bits, now)?;
         let mut holders = Vec::with_capacity(pool_keys.len());
         for key in pool_keys {
@@ -481,12 +481,7 @@ impl Claims {
             pool.check_reserve(&holder, bits, now)?;
             holders.push((key, holder));
         }
-        self.topic_pools.entry(topic_hex.to_string()).or_insert_with(default_pool).reserve(
-            &topic_holder,
-            bits,
-            now,
-            ttl,
-        );
+        self.topic_pools.entry(*topic).or_insert_with(default_pool).reserve(&topic_holder, bits, now, ttl);
         for (key, holder) in holders {
             self.holdout_pools
                 .entry(key.clone())
@@ -558,14 +553,7 @@ impl Claims {
             // The claim's owner holds the reservation, whoever renews it.
             let owner = Principal::new(claim.owner.clone(), crate::request::Role::Agent);
             let owner_cx = Context { principal: &owner, ..*cx };
-            self.reserve_in(
-                &owner_cx,
-                &claim.claim_id,
-                &claim.topic_id_hex,
-                holdout,
-                &claim.pools,
-                claim.reserved_bits,
-            )?;
+            self.reserve_in(&owner_cx, &claim.claim_id, &claim.topic_id, holdout, &claim.pools, claim.reserved_bits)?;
         }
         let lane_delta = match claim.lane {
             Lane::Fast => crate::oracle::DELTA_SIGMA_FAST,
@@ -780,7 +768,7 @@ impl Claims {
         let capsule = Capsule {
             schema: crate::capsule::CAPSULE_SCHEMA.into(),
             claim_id_hex: claim.claim_id.to_string(),
-            topic_id_hex: claim.topic_id_hex.clone(),
+            topic_id_hex: claim.topic_id.to_string(),
             output_schema_id: claim.output_schema_id.clone(),
             code_ir_manifests: claim
                 .artifacts
@@ -917,7 +905,7 @@ impl Claims {
         if claim.reserved_bits <= 0.0 {
             return;
         }
-        if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
+        if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id) {
             pool.settle(claim_id, charge, charge, now.0);
         }
         for key in &claim.pools {

@@ -49,6 +49,11 @@ hex_id!(
 );
 
 hex_id!(
+    /// A claim's topic (SPEC §5.1): the key of its topic pool.
+    TopicId
+);
+
+hex_id!(
     /// SHA-256 of a capsule's canonical JSON: the id revocations and dependencies name.
     CapsuleHash
 );

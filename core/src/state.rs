@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::Applied;
 use crate::error::KernelError;
+use crate::ids::{ClaimId, TopicId};
 use crate::io::Timestamp;
 use crate::request::{Command, IdempotencyKey, Principal, Response};
 
@@ -68,19 +69,26 @@ pub const MAX_IDEMPOTENCY_RECORDS: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RecordedReply {
-    ClaimCreated { claim_id_hex: String, topic_id_hex: String, state: crate::claim::ClaimState },
+    ClaimCreated {
+        #[serde(rename = "claim_id_hex")]
+        claim_id: ClaimId,
+        #[serde(rename = "topic_id_hex")]
+        topic_id: TopicId,
+        state: crate::claim::ClaimState,
+    },
     Executed(crate::request::Execution),
-    Revoked { state: crate::claim::ClaimState, timestamp_unix: u64 },
+    Revoked {
+        state: crate::claim::ClaimState,
+        timestamp_unix: u64,
+    },
 }
 
 impl RecordedReply {
     fn of(response: &Response) -> Option<Self> {
         match response {
-            Response::ClaimCreated { claim_id, topic_id, state } => Some(Self::ClaimCreated {
-                claim_id_hex: hex::encode(claim_id),
-                topic_id_hex: hex::encode(topic_id),
-                state: *state,
-            }),
+            Response::ClaimCreated { claim_id, topic_id, state } => {
+                Some(Self::ClaimCreated { claim_id: ClaimId(*claim_id), topic_id: TopicId(*topic_id), state: *state })
+            }
             Response::Executed(execution) => Some(Self::Executed((**execution).clone())),
             Response::Revoked { state, timestamp_unix } => {
                 Some(Self::Revoked { state: *state, timestamp_unix: *timestamp_unix })
@@ -91,11 +99,9 @@ impl RecordedReply {
 
     fn response(&self) -> Response {
         match self {
-            Self::ClaimCreated { claim_id_hex, topic_id_hex, state } => Response::ClaimCreated {
-                claim_id: crate::hash::parse_hash_hex(claim_id_hex).expect("stored as hex"),
-                topic_id: crate::hash::parse_hash_hex(topic_id_hex).expect("stored as hex"),
-                state: *state,
-            },
+            Self::ClaimCreated { claim_id, topic_id, state } => {
+                Response::ClaimCreated { claim_id: claim_id.0, topic_id: topic_id.0, state: *state }
+            }
             Self::Executed(execution) => Response::Executed(Box::new(execution.clone())),
             Self::Revoked { state, timestamp_unix } => {
                 Response::Revoked { state: *state, timestamp_unix: *timestamp_unix }
@@ -320,6 +326,19 @@ pub struct CheckpointRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_creates_keep_their_hex_fields() {
+        let stored = format!(
+            r#"{{"kind":"claim_created","claim_id_hex":"{}","topic_id_hex":"{}","state":"UNCOMMITTED"}}"#,
+            "ab".repeat(32),
+            "0c".repeat(32)
+        );
+        let reply: RecordedReply = serde_json::from_str(&stored).unwrap();
+        assert_eq!(serde_json::to_string(&reply).unwrap(), stored);
+        let Response::ClaimCreated { claim_id, topic_id, .. } = reply.response() else { panic!("a create") };
+        assert_eq!((claim_id, topic_id), ([0xab; 32], [0x0c; 32]));
+    }
 
     #[test]
     fn a_borrowed_checkpoint_writes_the_same_bytes() {

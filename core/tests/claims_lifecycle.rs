@@ -5,7 +5,7 @@ use evidenceos_core::environment::Environment;
 use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
 use evidenceos_core::hash::sha256;
 use evidenceos_core::holdout::holdout_files;
-use evidenceos_core::ids::ClaimId;
+use evidenceos_core::ids::{ClaimId, TopicId};
 use evidenceos_core::keys::{KeyFile, key_file_name, key_id_for_seed, public_key_for_seed, verify_signature};
 use evidenceos_core::memdisk::MemDisk;
 use evidenceos_core::merkle::{leaf_hash, verify_consistency, verify_inclusion};
@@ -579,7 +579,7 @@ fn code_that_saw_the_oracle_and_then_trapped_is_still_charged() {
         let pool = &state.claims.holdout_pools["global/demo"];
         assert_eq!(pool.k_bits_settled - settled_before, charged, "{name}: what it saw is settled");
         assert_eq!(pool.active_reservations(NOW.0), 0, "{name}: the rest is released at once");
-        assert_eq!(state.claims.topic_pools[&stored.topic_id_hex].active_reservations(NOW.0), 0);
+        assert_eq!(state.claims.topic_pools[&stored.topic_id].active_reservations(NOW.0), 0);
     }
 }
 
@@ -683,7 +683,7 @@ fn v1_claims_reserve_and_settle_like_v2() {
     // Executed: 4 bits settled in the holdout and topic pools, the rest released.
     let claims = &h.kernel.state().claims;
     assert_eq!(claims.holdout_pools["global/demo"].available(NOW.0), (196.0, 1020.0));
-    assert_eq!(claims.topic_pools[&hex::encode([0xa1; 32])].available(NOW.0), (1020.0, 1020.0));
+    assert_eq!(claims.topic_pools[&TopicId([0xa1; 32])].available(NOW.0), (1020.0, 1020.0));
     h.command(&Principal::new("agent-b", Role::Agent), create_v1(0xa2)).unwrap();
 }
 
