@@ -167,10 +167,10 @@ mod tests {
     fn the_largest_capsule_the_limits_allow_fits_an_entry_bundle() {
         let name = "n".repeat(128);
         let mut capsule = example();
-        capsule.code_ir_manifests = (0..crate::claims::MAX_ARTIFACTS)
+        capsule.code_ir_manifests = (0..crate::validate::MAX_ARTIFACTS)
             .map(|i| CodeManifest { kind: format!("{i:0>128}"), hash_hex: "ab".repeat(32) })
             .collect();
-        capsule.dependency_capsule_hashes = vec!["cd".repeat(32); crate::claims::MAX_ARTIFACTS];
+        capsule.dependency_capsule_hashes = vec!["cd".repeat(32); crate::validate::MAX_ARTIFACTS];
         capsule.reason_codes = vec![u32::MAX; 64];
         (capsule.holdout_ref, capsule.output_schema_id) = (name.clone(), "EVIDENCEOS_SC_V0".into());
         let longest = -1.2345678901234567e-300;

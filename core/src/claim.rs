@@ -189,11 +189,6 @@ pub struct ArtifactRecord {
 pub const DEPENDENCY_ARTIFACT_KIND: &str = "capsule";
 pub const WASM_ARTIFACT_KIND: &str = "wasm";
 
-/// Ids are exactly 32 bytes (SPEC §1 field limits).
-pub fn parse_id(field: &str, bytes: &[u8]) -> Result<Hash, KernelError> {
-    bytes.try_into().map_err(|_| KernelError::invalid_argument(format!("{field} must be 32 bytes")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,25 +5,26 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::canary::{Canary, canary_key};
 use crate::capsule::{Capsule, CodeManifest, LedgerSnapshot, RevocationLeaf, capsule_hash};
 use crate::claim::{
-    ArtifactRecord, ClaimState, DEPENDENCY_ARTIFACT_KIND, Decision, Lane, TopicInputs, WASM_ARTIFACT_KIND, parse_id,
-    reason,
+    ArtifactRecord, ClaimState, DEPENDENCY_ARTIFACT_KIND, Decision, Lane, TopicInputs, WASM_ARTIFACT_KIND, reason,
 };
 use crate::environment::{Environment, ResolvedNullSpec};
 use crate::error::{ErrorCode, KernelError};
 use crate::guest::{GuestError, GuestLimits};
 use crate::hash::{Hash, sha256};
 use crate::holdout::{Holdout, PoolScope};
+use crate::ids::{CapsuleHash, ClaimId, TopicId};
 use crate::io::Timestamp;
 use crate::ledger::Ledger;
 use crate::oracle::{AccuracyOracle, OracleResolution};
-use crate::pool::{Holder, Pool};
-use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response, validate_name, validate_reason};
-use crate::state::Applied;
+use crate::pool::{Holder, Pool, PoolKey};
+use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response};
+use crate::totals::LedgerTotals;
+use crate::validate::{parse_id, validate_artifact_count, validate_name, validate_reason};
 
-/// Bounds on what one claim may carry (TigerBeetle style).
-pub const MAX_ARTIFACTS: usize = 128;
+/// Bounds on what one claim may carry (TigerBeetle style; artifacts: `validate::MAX_ARTIFACTS`).
 pub const MAX_CLAIMS: usize = 1_000_000;
 pub const MAX_NUM_SYMBOLS: u32 = 1 << 16;
 
@@ -38,7 +39,8 @@ pub struct Pin {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapsuleRecord {
-    pub hash_hex: String,
+    #[serde(rename = "hash_hex")]
+    pub hash: CapsuleHash,
     pub etl_index: u64,
     /// Canonical capsule JSON (the ETL payload).
     pub bytes: String,
@@ -46,8 +48,10 @@ pub struct CapsuleRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
-    pub claim_id_hex: String,
-    pub topic_id_hex: String,
+    #[serde(rename = "claim_id_hex")]
+    pub claim_id: ClaimId,
+    #[serde(rename = "topic_id_hex")]
+    pub topic_id: TopicId,
     pub owner: String,
     pub claim_name: String,
     pub holdout_ref: String,
@@ -61,7 +65,7 @@ pub struct Claim {
     pub state: ClaimState,
     pub ledger: Ledger,
     pub artifacts: Vec<ArtifactRecord>,
-    pub dependencies: Vec<String>,
+    pub dependencies: Vec<CapsuleHash>,
     #[serde(with = "crate::hexbytes")]
     pub wasm: Vec<u8>,
     pub pin: Option<Pin>,
@@ -69,7 +73,7 @@ pub struct Claim {
     /// claims created before v1 claims were pooled). Kept after settling: a re-freeze renews it.
     pub reserved_bits: f64,
     /// Keys of the holdout pools holding this claim's reservation.
-    pub pools: Vec<String>,
+    pub pools: Vec<PoolKey>,
     /// End of the reservation. Settling (an execution, failed or not) releases it at once and
     /// sets this to that moment, so a claim whose execution failed is STALE until re-frozen.
     pub reservation_expires_at_ms: u64,
@@ -89,67 +93,12 @@ impl Claim {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Canary {
-    pub e_drift: f64,
-    pub last_check_epoch: Option<u64>,
-    pub frozen: bool,
-    /// Set by the first CERTIFIED execution of the name on the holdout; only later executions
-    /// count towards e_drift. Absent in checkpoints from before it existed: a canary with
-    /// history then counts as established (it has already been judged under the old rule).
-    #[serde(default = "established")]
-    pub baseline_set: bool,
-    /// The signed `canary_reset` governance event last applied to this canary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_reset_event_id: Option<String>,
-}
-
-impl Default for Canary {
-    fn default() -> Self {
-        Self { e_drift: 1.0, last_check_epoch: None, frozen: false, baseline_set: false, last_reset_event_id: None }
-    }
-}
-
-fn established() -> bool {
-    true
-}
-
-pub const CANARY_CHECK_EVERY_EPOCHS: u64 = 1;
-pub const CANARY_MAX_STALENESS_EPOCHS: u64 = 100;
-
-impl Canary {
-    /// Updates the canary with one execution of its name on its holdout (SPEC §5.8) and says
-    /// why it froze, if this execution froze it (the caller logs one `canary_incident`). The
-    /// first certification only establishes the baseline, whatever its e-value; later
-    /// executions multiply e_drift by their e-value, at most once per check interval.
-    pub fn observe(&mut self, e_value: f64, certified: bool, epoch: u64, barrier: f64) -> Option<&'static str> {
-        if self.frozen {
-            return None;
-        }
-        if !self.baseline_set {
-            self.baseline_set = certified;
-            return None;
-        }
-        let due = self.last_check_epoch.is_none_or(|last| epoch >= last.saturating_add(CANARY_CHECK_EVERY_EPOCHS));
-        let stale = self.last_check_epoch.is_some_and(|last| epoch > last.saturating_add(CANARY_MAX_STALENESS_EPOCHS));
-        if due && e_value.is_finite() {
-            self.e_drift *= e_value;
-            self.last_check_epoch = Some(epoch);
-        }
-        let drifted = !self.e_drift.is_finite() || self.e_drift >= barrier;
-        self.frozen = stale || drifted;
-        match (stale, drifted) {
-            (true, _) => Some("staleness"),
-            (false, true) => Some("drift"),
-            (false, false) => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationRecord {
-    pub capsule_hash_hex: String,
-    pub claim_id_hex: String,
+    #[serde(rename = "capsule_hash_hex")]
+    pub capsule_hash: CapsuleHash,
+    #[serde(rename = "claim_id_hex")]
+    pub claim_id: ClaimId,
     pub timestamp_unix: u64,
     pub reason: String,
     pub etl_index: u64,
@@ -158,40 +107,36 @@ pub struct RevocationRecord {
 /// Everything the claim lifecycle keeps (part of the checkpoint).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
-    pub claims: BTreeMap<String, Claim>,
-    pub topic_pools: BTreeMap<String, Pool>,
-    pub holdout_pools: BTreeMap<String, Pool>,
+    pub claims: BTreeMap<ClaimId, Claim>,
+    pub topic_pools: BTreeMap<TopicId, Pool>,
+    pub holdout_pools: BTreeMap<PoolKey, Pool>,
     pub canaries: BTreeMap<String, Canary>,
     pub revocations: Vec<RevocationRecord>,
     /// Capsule hash hex → claim id hex, for dependencies and revocation.
-    pub capsule_claims: BTreeMap<String, String>,
+    pub capsule_claims: BTreeMap<CapsuleHash, ClaimId>,
 }
 
-/// Aggregates over all claims, for monitoring.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LedgerTotals {
-    /// Claims by state name.
-    pub claims_by_state: BTreeMap<&'static str, u64>,
-    /// Bits charged to claim ledgers, summed.
-    pub k_bits_charged: f64,
-    pub frozen_ledgers: u64,
-    pub revocations: u64,
-    /// Per holdout ref, over its pools: reservations open now, and reservations that ran out
-    /// unused so far.
-    pub pool_reservations: BTreeMap<String, PoolReservations>,
+/// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
+/// command may still answer with an error: e.g. claim code that queried the oracle and then
+/// trapped is refused, but the bits it saw are charged, so the change is journaled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub response: Result<Response, KernelError>,
+    pub leaves: Vec<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolReservations {
-    pub open: u64,
-    pub expired: u64,
+impl Applied {
+    pub fn reply(response: Response) -> Self {
+        Self { response: Ok(response), leaves: Vec::new() }
+    }
 }
 
 /// Execution context a command needs beyond the claim state.
 #[derive(Debug)]
 pub struct Context<'a> {
     pub env: &'a Environment,
-    pub policy: &'a crate::state::Policy,
+    /// Most of a shared holdout pool one principal's open reservations may total (percent).
+    pub max_principal_share_percent: u8,
     pub principal: &'a Principal,
     pub now: Timestamp,
     pub next_leaf_index: u64,
@@ -229,9 +174,9 @@ fn repeat_create_by(claim: &Claim, principal: &Principal) -> Result<(), KernelEr
     }
 }
 
-fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
-    let global = format!("global/{}", holdout.holdout_ref);
-    let personal = format!("principal/{}/{}", holdout.holdout_ref, principal);
+fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<PoolKey> {
+    let global = PoolKey::global(&holdout.holdout_ref);
+    let personal = PoolKey::principal(&holdout.holdout_ref, principal);
     match holdout.pool_scope {
         PoolScope::Global => vec![global],
         PoolScope::PerPrincipal => vec![personal],
@@ -239,27 +184,11 @@ fn holdout_pool_keys(holdout: &Holdout, principal: &str) -> Vec<String> {
     }
 }
 
-/// The holdout ref a holdout pool key names (`global/<ref>` or `principal/<ref>/<principal>`).
-fn pool_holdout_ref(key: &str) -> &str {
-    let rest = key.strip_prefix("global/").or_else(|| key.strip_prefix("principal/")).unwrap_or(key);
-    rest.split('/').next().unwrap_or(rest)
-}
-
-/// The holdout pool every principal draws on (scope global), as opposed to one principal's own.
-fn is_shared_pool(key: &str) -> bool {
-    key.starts_with("global/")
-}
-
 /// What a create reserved: R, in which holdout pools, until when.
 struct Reservation {
     bits: f64,
-    pools: Vec<String>,
+    pools: Vec<PoolKey>,
     expires_at_ms: u64,
-}
-
-/// The key of a canary: one per (claim_name, holdout_ref).
-pub fn canary_key(claim_name: &str, holdout_ref: &str) -> String {
-    format!("{claim_name}/{holdout_ref}")
 }
 
 /// Worst-case bits one execution of this claim can be charged: R = ceil(log2 N · C_max · τ).
@@ -276,6 +205,31 @@ fn validate_num_symbols(num_symbols: u32) -> Result<(), KernelError> {
 }
 
 impl Claims {
+    /// Asserts the cross-references between claims, capsules, revocations and pools. Walks all
+    /// of them: callers run it in debug builds only.
+    pub fn check_invariants(&self) {
+        assert!(self.claims.len() <= MAX_CLAIMS, "more than {MAX_CLAIMS} claims");
+        for (id, claim) in &self.claims {
+            assert_eq!(id, &claim.claim_id, "claim stored under another claim's id");
+            if let Some(capsule) = &claim.capsule {
+                assert_eq!(self.capsule_claims.get(&capsule.hash), Some(id), "capsule of {id} not indexed");
+            }
+        }
+        for (hash, id) in &self.capsule_claims {
+            let capsule = self.claims.get(id).and_then(|claim| claim.capsule.as_ref());
+            assert!(capsule.is_some_and(|c| &c.hash == hash), "capsule {hash} indexed to {id}, which lacks it");
+        }
+        for record in &self.revocations {
+            let claim = self.claims.get(&record.claim_id);
+            assert!(claim.is_some_and(|c| c.revoked), "revocation of {} names no revoked claim", record.claim_id);
+            assert_eq!(self.capsule_claims.get(&record.capsule_hash), Some(&record.claim_id));
+        }
+        for pool in self.topic_pools.values().chain(self.holdout_pools.values()) {
+            pool.check_invariants();
+            assert!(pool.reservations.keys().all(|id| self.claims.contains_key(id)), "reservation of no claim");
+        }
+    }
+
     pub fn totals(&self, now: Timestamp) -> LedgerTotals {
         let mut totals = LedgerTotals { revocations: self.revocations.len() as u64, ..LedgerTotals::default() };
         for claim in self.claims.values() {
@@ -284,7 +238,7 @@ impl Claims {
             totals.frozen_ledgers += u64::from(claim.ledger.frozen);
         }
         for (key, pool) in &self.holdout_pools {
-            let entry = totals.pool_reservations.entry(pool_holdout_ref(key).to_string()).or_default();
+            let entry = totals.pool_reservations.entry(key.holdout_ref().to_string()).or_default();
             entry.open += pool.active_reservations(now.0) as u64;
             entry.expired += pool.expired_total(now.0);
         }
@@ -315,12 +269,12 @@ impl Claims {
 
     fn claim(&self, claim_id: &[u8]) -> Result<&Claim, KernelError> {
         let id = parse_id("claim_id", claim_id)?;
-        self.claims.get(&hex::encode(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
+        self.claims.get(&ClaimId(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
     }
 
     fn claim_mut(&mut self, claim_id: &[u8]) -> Result<&mut Claim, KernelError> {
         let id = parse_id("claim_id", claim_id)?;
-        self.claims.get_mut(&hex::encode(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
+        self.claims.get_mut(&ClaimId(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
     }
 
     fn check_capacity(&self) -> Result<(), KernelError> {
@@ -358,8 +312,8 @@ impl Claims {
         let holdout =
             cx.env.holdout_by_handle(&handle).ok_or_else(|| KernelError::not_found("unknown holdout handle"))?;
         let id = crate::claim::claim_id(&topic, &handle, &phys, epoch_size, num_symbols);
-        let id_hex = hex::encode(id);
-        if let Some(existing) = self.claims.get(&id_hex) {
+        let key = ClaimId(id);
+        if let Some(existing) = self.claims.get(&key) {
             repeat_create_by(existing, cx.principal)?;
             let state = existing.effective_state(cx.now, cx.env.epoch);
             return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state }));
@@ -369,12 +323,12 @@ impl Claims {
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
         // v1 has no lane field: the kernel runs v1 claims on the fast lane, and reserves for it.
-        let reservation = self.reserve_pools(cx, &id_hex, &hex::encode(topic), holdout, Lane::Fast, num_symbols)?;
+        let reservation = self.reserve_pools(cx, &key, &TopicId(topic), holdout, Lane::Fast, num_symbols)?;
         let claim = Claim {
-            claim_id_hex: id_hex.clone(),
-            topic_id_hex: hex::encode(topic),
+            claim_id: key,
+            topic_id: TopicId(topic),
             owner: cx.principal.id.clone(),
-            claim_name: id_hex.clone(),
+            claim_name: key.to_string(),
             holdout_ref: holdout.holdout_ref.clone(),
             oracle_id: "default".into(),
             requested_nullspec_id: String::new(),
@@ -394,7 +348,7 @@ impl Claims {
             capsule: None,
             revoked: false,
         };
-        self.claims.insert(id_hex, claim);
+        self.claims.insert(key, claim);
         Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: ClaimState::Uncommitted }))
     }
 
@@ -443,8 +397,8 @@ impl Claims {
         );
         let id =
             crate::claim::claim_id(&topic, &holdout.handle, &signals, request.epoch_size, request.oracle_num_symbols);
-        let id_hex = hex::encode(id);
-        if let Some(existing) = self.claims.get(&id_hex) {
+        let key = ClaimId(id);
+        if let Some(existing) = self.claims.get(&key) {
             repeat_create_by(existing, cx.principal)?;
             let state = existing.effective_state(cx.now, cx.env.epoch);
             return Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state }));
@@ -455,11 +409,10 @@ impl Claims {
         let budget = request.access_credit as f64;
         let ledger =
             Ledger::new(alpha, Some(budget), Some(budget)).map_err(|e| KernelError::invalid_argument(e.to_string()))?;
-        let topic_hex = hex::encode(topic);
-        let reservation = self.reserve_pools(cx, &id_hex, &topic_hex, holdout, lane, request.oracle_num_symbols)?;
+        let reservation = self.reserve_pools(cx, &key, &TopicId(topic), holdout, lane, request.oracle_num_symbols)?;
         let claim = Claim {
-            claim_id_hex: id_hex.clone(),
-            topic_id_hex: topic_hex,
+            claim_id: key,
+            topic_id: TopicId(topic),
             owner: cx.principal.id.clone(),
             claim_name: request.claim_name.clone(),
             holdout_ref: request.holdout_ref.clone(),
@@ -481,7 +434,7 @@ impl Claims {
             capsule: None,
             revoked: false,
         };
-        self.claims.insert(id_hex, claim);
+        self.claims.insert(key, claim);
         Ok(Applied::reply(Response::ClaimCreated { claim_id: id, topic_id: topic, state: ClaimState::Uncommitted }))
     }
 
@@ -491,15 +444,15 @@ impl Claims {
     fn reserve_pools(
         &mut self,
         cx: &Context<'_>,
-        claim_id_hex: &str,
-        topic_hex: &str,
+        claim_id: &ClaimId,
+        topic: &TopicId,
         holdout: &Holdout,
         lane: Lane,
         num_symbols: u32,
     ) -> Result<Reservation, KernelError> {
         let bits = worst_case_bits(num_symbols, lane, cx.env.settings.dependence_tax);
         let pools = holdout_pool_keys(holdout, &cx.principal.id);
-        self.reserve_in(cx, claim_id_hex, topic_hex, holdout, &pools, bits)?;
+        self.reserve_in(cx, claim_id, topic, holdout, &pools, bits)?;
         Ok(Reservation { bits, pools, expires_at_ms: cx.now.0.saturating_add(cx.env.settings.reservation_ttl_ms) })
     }
 
@@ -508,32 +461,27 @@ impl Claims {
     fn reserve_in(
         &mut self,
         cx: &Context<'_>,
-        claim_id_hex: &str,
-        topic_hex: &str,
+        claim_id: &ClaimId,
+        topic: &TopicId,
         holdout: &Holdout,
-        pool_keys: &[String],
+        pool_keys: &[PoolKey],
         bits: f64,
     ) -> Result<(), KernelError> {
         let (now, ttl) = (cx.now.0, cx.env.settings.reservation_ttl_ms);
-        let share = cx.policy.max_principal_reservation_share_percent;
+        let share = cx.max_principal_share_percent;
         let principal = cx.principal.id.as_str();
-        let topic_holder = Holder { claim: claim_id_hex, principal, share_cap: None };
-        let topic_pool = self.topic_pools.get(topic_hex).cloned().unwrap_or_else(default_pool);
+        let topic_holder = Holder { claim: *claim_id, principal, share_cap: None };
+        let topic_pool = self.topic_pools.get(topic).cloned().unwrap_or_else(default_pool);
         topic_pool.check_reserve(&topic_holder, bits, now)?;
         let mut holders = Vec::with_capacity(pool_keys.len());
         for key in pool_keys {
             let pool = self.holdout_pools.get(key).cloned().unwrap_or_else(|| holdout_pool(holdout));
-            let share_cap = if is_shared_pool(key) { pool.share_cap(share) } else { None };
-            let holder = Holder { claim: claim_id_hex, principal, share_cap };
+            let share_cap = if key.is_shared() { pool.share_cap(share) } else { None };
+            let holder = Holder { claim: *claim_id, principal, share_cap };
             pool.check_reserve(&holder, bits, now)?;
             holders.push((key, holder));
         }
-        self.topic_pools.entry(topic_hex.to_string()).or_insert_with(default_pool).reserve(
-            &topic_holder,
-            bits,
-            now,
-            ttl,
-        );
+        self.topic_pools.entry(*topic).or_insert_with(default_pool).reserve(&topic_holder, bits, now, ttl);
         for (key, holder) in holders {
             self.holdout_pools
                 .entry(key.clone())
@@ -550,9 +498,7 @@ impl Claims {
         artifacts: &[ArtifactInput],
         wasm_module: &[u8],
     ) -> Result<Applied, KernelError> {
-        if !(1..=MAX_ARTIFACTS).contains(&artifacts.len()) {
-            return Err(KernelError::invalid_argument(format!("artifacts must number 1..{MAX_ARTIFACTS}")));
-        }
+        validate_artifact_count(artifacts.len())?;
         let mut records = Vec::with_capacity(artifacts.len());
         for artifact in artifacts {
             validate_name("artifact kind", &artifact.kind)?;
@@ -567,10 +513,11 @@ impl Claims {
             .map_err(|e| KernelError::invalid_argument(format!("wasm_module: {e}")))?;
         let mut dependencies = BTreeSet::new();
         for artifact in records.iter().filter(|a| a.kind == DEPENDENCY_ARTIFACT_KIND) {
-            if !self.capsule_claims.contains_key(&artifact.hash_hex) {
+            let hash = CapsuleHash(crate::hash::parse_hash_hex(&artifact.hash_hex).expect("hex encoded above"));
+            if !self.capsule_claims.contains_key(&hash) {
                 return Err(KernelError::not_found("dependency capsule is not in the log"));
             }
-            dependencies.insert(artifact.hash_hex.clone());
+            dependencies.insert(hash);
         }
         let (now, epoch) = (cx.now, cx.env.epoch);
         let claim = self.claim_mut(claim_id)?;
@@ -606,14 +553,7 @@ impl Claims {
             // The claim's owner holds the reservation, whoever renews it.
             let owner = Principal::new(claim.owner.clone(), crate::request::Role::Agent);
             let owner_cx = Context { principal: &owner, ..*cx };
-            self.reserve_in(
-                &owner_cx,
-                &claim.claim_id_hex,
-                &claim.topic_id_hex,
-                holdout,
-                &claim.pools,
-                claim.reserved_bits,
-            )?;
+            self.reserve_in(&owner_cx, &claim.claim_id, &claim.topic_id, holdout, &claim.pools, claim.reserved_bits)?;
         }
         let lane_delta = match claim.lane {
             Lane::Fast => crate::oracle::DELTA_SIGMA_FAST,
@@ -692,7 +632,7 @@ impl Claims {
             Ok(run) => run,
             Err(error) => {
                 let credit = if calls == 0 { 0 } else { worst_credit };
-                return Ok((self.fail_execution(cx, &claim.claim_id_hex, &error, charge, calls), credit));
+                return Ok((self.fail_execution(cx, &claim.claim_id, &error, charge, calls), credit));
             }
         };
 
@@ -719,10 +659,10 @@ impl Claims {
         if frozen_now {
             // The charge exceeded the claim's budget: the ledger is now frozen (sticky) and this
             // execution fails; later ones DEFER.
-            let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+            let stored = self.claims.get_mut(&claim.claim_id).expect("claim exists");
             stored.ledger = ledger;
             // The bits the code saw are settled in the pools too; the rest is released.
-            self.settle_pools(&claim.claim_id_hex, charge, cx.now);
+            self.settle_pools(&claim.claim_id, charge, cx.now);
             let refusal = KernelError::resource_exhausted("charge exceeds the claim's budget; ledger frozen");
             return Ok((
                 Applied { response: Err(refusal), leaves: Vec::new() },
@@ -766,7 +706,7 @@ impl Claims {
         reason_codes.insert(0, decision.wire());
         let reported_e = if decision == Decision::Approve { e_value } else { e_value.min(1.0) };
         self.canaries.insert(key, canary);
-        self.settle_pools(&claim.claim_id_hex, charge, cx.now);
+        self.settle_pools(&claim.claim_id, charge, cx.now);
         let verdict = Verdict {
             decision,
             reason_codes,
@@ -790,18 +730,18 @@ impl Claims {
     fn fail_execution(
         &mut self,
         cx: &Context<'_>,
-        claim_id_hex: &str,
+        claim_id: &ClaimId,
         error: &GuestError,
         charge: f64,
         calls: u32,
     ) -> Applied {
         let settled = if calls == 0 { 0.0 } else { charge };
         if calls > 0 {
-            let stored = self.claims.get_mut(claim_id_hex).expect("claim exists");
+            let stored = self.claims.get_mut(claim_id).expect("claim exists");
             // Over budget this freezes the ledger, which is the intended outcome here too.
             let _ = stored.ledger.charge(charge, charge);
         }
-        self.settle_pools(claim_id_hex, settled, cx.now);
+        self.settle_pools(claim_id, settled, cx.now);
         Applied { response: Err(guest_refusal(error)), leaves: Vec::new() }
     }
 
@@ -827,15 +767,15 @@ impl Claims {
         let certified = verdict.decision == Decision::Approve;
         let capsule = Capsule {
             schema: crate::capsule::CAPSULE_SCHEMA.into(),
-            claim_id_hex: claim.claim_id_hex.clone(),
-            topic_id_hex: claim.topic_id_hex.clone(),
+            claim_id_hex: claim.claim_id.to_string(),
+            topic_id_hex: claim.topic_id.to_string(),
             output_schema_id: claim.output_schema_id.clone(),
             code_ir_manifests: claim
                 .artifacts
                 .iter()
                 .map(|a| CodeManifest { kind: a.kind.clone(), hash_hex: a.hash_hex.clone() })
                 .collect(),
-            dependency_capsule_hashes: claim.dependencies.clone(),
+            dependency_capsule_hashes: claim.dependencies.iter().map(CapsuleHash::to_string).collect(),
             canonical_output_hash_hex: hex::encode(sha256(&output)),
             wasm_hash_hex: hex::encode(sha256(&claim.wasm)),
             holdout_ref: claim.holdout_ref.clone(),
@@ -861,14 +801,14 @@ impl Claims {
         };
         let bytes = capsule.to_bytes();
         let hash = capsule_hash(&bytes);
-        let hash_hex = hex::encode(hash);
+        let capsule_hash = CapsuleHash(hash);
         leaves.push(bytes.clone());
-        self.capsule_claims.insert(hash_hex.clone(), claim.claim_id_hex.clone());
-        let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+        self.capsule_claims.insert(capsule_hash, claim.claim_id);
+        let stored = self.claims.get_mut(&claim.claim_id).expect("claim exists");
         stored.ledger = ledger;
         stored.state = new_state;
         stored.capsule = Some(CapsuleRecord {
-            hash_hex,
+            hash: capsule_hash,
             etl_index: capsule_index,
             bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8"),
         });
@@ -917,7 +857,7 @@ impl Claims {
         }
         let pin = claim.pin.clone().ok_or_else(|| precondition("claim has no pinned oracle resolution"))?;
         let holdout = cx.env.holdouts.get(&claim.holdout_ref).ok_or_else(|| precondition("holdout is not loaded"))?;
-        self.settle_pools(&claim.claim_id_hex, 0.0, cx.now);
+        self.settle_pools(&claim.claim_id, 0.0, cx.now);
         let verdict = Verdict {
             decision,
             reason_codes: reason_codes.to_vec(),
@@ -960,17 +900,17 @@ impl Claims {
     /// Books the actual charge of an execution in every pool the claim draws on and releases
     /// the rest of its reservation at once, successful or not (SPEC §5.3). The claim keeps R:
     /// a re-freeze reserves it again before any further execution.
-    fn settle_pools(&mut self, claim_id_hex: &str, charge: f64, now: Timestamp) {
-        let Some(claim) = self.claims.get_mut(claim_id_hex) else { return };
+    fn settle_pools(&mut self, claim_id: &ClaimId, charge: f64, now: Timestamp) {
+        let Some(claim) = self.claims.get_mut(claim_id) else { return };
         if claim.reserved_bits <= 0.0 {
             return;
         }
-        if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id_hex) {
-            pool.settle(claim_id_hex, charge, charge, now.0);
+        if let Some(pool) = self.topic_pools.get_mut(&claim.topic_id) {
+            pool.settle(claim_id, charge, charge, now.0);
         }
         for key in &claim.pools {
             if let Some(pool) = self.holdout_pools.get_mut(key) {
-                pool.settle(claim_id_hex, charge, charge, now.0);
+                pool.settle(claim_id, charge, charge, now.0);
             }
         }
         claim.reservation_expires_at_ms = claim.reservation_expires_at_ms.min(now.0);
@@ -989,40 +929,40 @@ impl Claims {
             return Err(precondition("claim is already revoked"));
         }
         let leaf = RevocationLeaf {
-            capsule_hash_hex: capsule.hash_hex.clone(),
+            capsule_hash_hex: capsule.hash.to_string(),
             reason: reason.to_string(),
             revoked_at_index: cx.next_leaf_index,
         };
         let timestamp_unix = cx.now.0 / 1000;
         self.revocations.push(RevocationRecord {
-            capsule_hash_hex: capsule.hash_hex.clone(),
-            claim_id_hex: claim.claim_id_hex.clone(),
+            capsule_hash: capsule.hash,
+            claim_id: claim.claim_id,
             timestamp_unix,
             reason: reason.to_string(),
             etl_index: cx.next_leaf_index,
         });
-        let stored = self.claims.get_mut(&claim.claim_id_hex).expect("claim exists");
+        let stored = self.claims.get_mut(&claim.claim_id).expect("claim exists");
         stored.state = ClaimState::Revoked;
         stored.revoked = true;
-        self.taint_dependents(&capsule.hash_hex);
+        self.taint_dependents(capsule.hash);
         Ok(Applied {
             response: Ok(Response::Revoked { state: ClaimState::Revoked, timestamp_unix }),
             leaves: vec![leaf.to_bytes()],
         })
     }
 
-    fn taint_dependents(&mut self, revoked_capsule: &str) {
-        let mut frontier = vec![revoked_capsule.to_string()];
+    fn taint_dependents(&mut self, revoked_capsule: CapsuleHash) {
+        let mut frontier = vec![revoked_capsule];
         let mut seen = BTreeSet::new();
         while let Some(capsule) = frontier.pop() {
-            if !seen.insert(capsule.clone()) {
+            if !seen.insert(capsule) {
                 continue;
             }
             for claim in self.claims.values_mut() {
                 if claim.dependencies.contains(&capsule) && claim.state != ClaimState::Revoked {
                     claim.state = ClaimState::Tainted;
                     if let Some(record) = &claim.capsule {
-                        frontier.push(record.hash_hex.clone());
+                        frontier.push(record.hash);
                     }
                 }
             }
@@ -1062,17 +1002,17 @@ impl Claims {
     /// Pool key for (holdout, scope): `global`, or `principal:<id>` for one principal's pool.
     /// The pool a (holdout, scope) names. A scope the holdout does not use is refused: a budget
     /// set on it would never be consulted.
-    pub fn pool_key(&self, env: &Environment, holdout_id: &str, scope: &str) -> Result<String, KernelError> {
+    pub fn pool_key(&self, env: &Environment, holdout_id: &str, scope: &str) -> Result<PoolKey, KernelError> {
         validate_name("holdout_id", holdout_id)?;
         let holdout = env.holdouts.get(holdout_id).ok_or_else(|| KernelError::not_found("unknown holdout"))?;
         let uses = |wanted: PoolScope| holdout.pool_scope == wanted || holdout.pool_scope == PoolScope::Both;
         match scope {
-            "" | "global" if uses(PoolScope::Global) => Ok(format!("global/{holdout_id}")),
+            "" | "global" if uses(PoolScope::Global) => Ok(PoolKey::global(holdout_id)),
             "" | "global" => Err(precondition("this holdout has only per-principal pools")),
             other => match other.strip_prefix("principal:") {
                 Some(principal) if validate_name("scope principal", principal).is_ok() => {
                     if uses(PoolScope::PerPrincipal) {
-                        Ok(format!("principal/{holdout_id}/{principal}"))
+                        Ok(PoolKey::principal(holdout_id, principal))
                     } else {
                         Err(precondition("this holdout has only a global pool"))
                     }
@@ -1111,8 +1051,7 @@ impl Claims {
             .as_ref()
             .filter(|c| c.etl_index < durable_size)
             .ok_or_else(|| KernelError::not_found("claim has no capsule yet"))?;
-        let hash = crate::hash::parse_hash_hex(&record.hash_hex).expect("stored as hex");
-        Ok((hash, record))
+        Ok((record.hash.0, record))
     }
 }
 
@@ -1160,45 +1099,6 @@ impl crate::guest::Oracle for OracleAdapter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const BARRIER: f64 = 1000.0;
-
-    #[test]
-    fn the_first_certification_sets_the_baseline_whatever_its_e_value() {
-        let mut canary = Canary::default();
-        assert_eq!(canary.observe(0.5, false, 0, BARRIER), None, "a rejection before the baseline");
-        assert!(!canary.baseline_set);
-        assert_eq!(canary.observe(1e8, true, 0, BARRIER), None, "one honest certification never trips");
-        assert!(canary.baseline_set && canary.e_drift == 1.0 && !canary.frozen);
-    }
-
-    #[test]
-    fn later_executions_multiply_once_per_check_interval_and_trip_at_the_barrier() {
-        let mut canary = Canary { baseline_set: true, ..Canary::default() };
-        assert_eq!(canary.observe(10.0, true, 0, BARRIER), None);
-        assert_eq!(canary.observe(10.0, true, 0, BARRIER), None, "same epoch: not counted again");
-        assert_eq!(canary.e_drift, 10.0);
-        assert_eq!(canary.observe(10.0, true, 1, BARRIER), None);
-        assert_eq!(canary.observe(10.0, true, 2, BARRIER), Some("drift"), "10^3 reaches the barrier");
-        assert!(canary.frozen);
-        assert_eq!(canary.observe(0.001, true, 3, BARRIER), None, "frozen is sticky; one incident");
-        assert!(canary.frozen);
-    }
-
-    #[test]
-    fn a_canary_not_checked_for_too_long_freezes_as_stale() {
-        let mut canary = Canary { baseline_set: true, ..Canary::default() };
-        canary.observe(1.0, true, 0, BARRIER);
-        assert_eq!(canary.observe(1.0, true, CANARY_MAX_STALENESS_EPOCHS + 1, BARRIER), Some("staleness"));
-    }
-
-    #[test]
-    fn canaries_from_older_checkpoints_load_as_established() {
-        let old = r#"{"e_drift":3.5,"last_check_epoch":2,"frozen":false}"#;
-        let canary: Canary = serde_json::from_str(old).unwrap();
-        assert!(canary.baseline_set, "a canary with history was judged under the old rule");
-        assert_eq!((canary.e_drift, canary.last_check_epoch), (3.5, Some(2)));
-    }
 
     #[test]
     fn a_reset_clears_drift_and_freeze_but_keeps_the_baseline() {

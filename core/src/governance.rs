@@ -196,8 +196,8 @@ impl GovernanceEvent {
         }
         let payload: CanaryResetPayload =
             serde_json::from_value(self.payload.clone()).map_err(|e| GovernanceError::BadPayload(e.to_string()))?;
-        crate::request::validate_name("claim_name", &payload.claim_name)
-            .and_then(|()| crate::request::validate_name("holdout_ref", &payload.holdout_ref))
+        crate::validate::validate_name("claim_name", &payload.claim_name)
+            .and_then(|()| crate::validate::validate_name("holdout_ref", &payload.holdout_ref))
             .map_err(|e| GovernanceError::BadPayload(e.message))?;
         if payload.reason.len() > MAX_REASON_BYTES {
             return Err(GovernanceError::BadPayload(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
@@ -305,7 +305,7 @@ impl GovernanceLog {
         let mut resets = BTreeMap::new();
         for event in &self.events {
             if let Ok(reset) = event.canary_reset() {
-                resets.insert(crate::claims::canary_key(&reset.claim_name, &reset.holdout_ref), event.event_id.clone());
+                resets.insert(crate::canary::canary_key(&reset.claim_name, &reset.holdout_ref), event.event_id.clone());
             }
         }
         resets

@@ -95,7 +95,7 @@ fn finite_budget(value: Option<f64>, field: &str) -> Result<Option<f64>, String>
 impl HoldoutFiles {
     pub fn validate(&self) -> Result<Holdout, HoldoutError> {
         let fail = |reason: String| HoldoutError { holdout_ref: self.holdout_ref.clone(), reason };
-        crate::request::validate_name("holdout_ref", &self.holdout_ref).map_err(|e| fail(e.message))?;
+        crate::validate::validate_name("holdout_ref", &self.holdout_ref).map_err(|e| fail(e.message))?;
         let manifest: HoldoutManifest =
             serde_json::from_slice(&self.manifest).map_err(|e| fail(format!("manifest.json: {e}")))?;
         if manifest.schema_version != 1 {

@@ -421,6 +421,50 @@ impl Kernel {
             Input::Checkpoint => self.checkpoint_requested = true,
         }
         self.pump();
+        self.check_invariants();
+    }
+
+    /// Asserts what holds between inputs (TigerBeetle style). The O(1) checks run in every
+    /// build; those that walk the staged queue or the whole state grow with it, so they run in
+    /// debug builds (tests, proptests, integration tests) only.
+    pub fn check_invariants(&self) {
+        let durable = self.etl.durable_size();
+        assert!(durable <= self.etl.len(), "durable tree size {durable} beyond the tree");
+        assert!(self.durable_seq <= self.last_seq, "durable journal seq beyond the last admitted command");
+        assert!(self.staged.len() <= self.config.max_staged_commands, "staged queue over its limit");
+        assert!(self.in_flight.as_ref().is_none_or(|f| !f.outstanding.is_empty()), "a phase that can never complete");
+        if cfg!(debug_assertions) {
+            self.check_pipeline();
+            self.state.check_invariants();
+        }
+    }
+
+    /// Every admitted leaf and journal record not yet durable is staged or in flight, exactly once.
+    fn check_pipeline(&self) {
+        if self.failed {
+            // Pending work was refused and nothing on disk is trusted: there is nothing to balance.
+            return;
+        }
+        let durable = self.etl.durable_size();
+        let staged_leaves: u64 = self.staged.iter().map(|s| s.leaves).sum();
+        let staged_records = self.staged.iter().filter(|s| !s.journal_bytes.is_empty()).count() as u64;
+        let (flying_leaves, flying_records) = match self.in_flight.as_ref().map(|f| &f.then) {
+            Some(Completion::Batch { tree_size, journal_seq, .. }) => {
+                (tree_size - durable, journal_seq - self.durable_seq)
+            }
+            Some(Completion::Repair { tree_size, .. }) => (tree_size - durable, 0),
+            _ => (0, 0),
+        };
+        assert_eq!(
+            self.etl.len() - durable,
+            staged_leaves + flying_leaves,
+            "leaves neither durable, staged nor in flight"
+        );
+        assert_eq!(
+            self.last_seq - self.durable_seq,
+            staged_records + flying_records,
+            "journal records unaccounted for"
+        );
     }
 
     pub fn poll(&mut self) -> Option<Output> {
@@ -550,7 +594,7 @@ impl Kernel {
                     .iter()
                     .filter(|r| r.etl_index < durable)
                     .map(|r| crate::request::RevocationEntry {
-                        capsule_hash: crate::hash::parse_hash_hex(&r.capsule_hash_hex).expect("stored as hex"),
+                        capsule_hash: r.capsule_hash.0,
                         timestamp_unix: r.timestamp_unix,
                         reason: r.reason.clone(),
                     })
@@ -711,7 +755,7 @@ impl Kernel {
                 break;
             }
             let entry = crate::request::RevocationEntry {
-                capsule_hash: crate::hash::parse_hash_hex(&record.capsule_hash_hex).expect("stored as hex"),
+                capsule_hash: record.capsule_hash.0,
                 timestamp_unix: record.timestamp_unix,
                 reason: record.reason.clone(),
             };
@@ -908,7 +952,8 @@ mod tests {
 
     /// Runs claim `n` through create, commit, freeze and execute (four commands, one capsule
     /// leaf) and returns its id.
-    fn executed_claim(disk: &mut MemDisk, kernel: &mut Kernel, n: u8) -> Vec<u8> {
+    /// CreateClaimV2 of claim `n` on the test holdout.
+    fn create_claim(n: u8) -> Command {
         let create = crate::request::CreateClaimV2 {
             claim_name: format!("leaf-{n}"),
             lane: "fast".into(),
@@ -927,16 +972,22 @@ mod tests {
             dp_epsilon_budget: None,
             dp_delta_budget: None,
         };
+        Command::CreateClaimV2(Box::new(create))
+    }
+
+    fn claim_module() -> Vec<u8> {
+        wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/claim_all_zero.wat")).unwrap()
+    }
+
+    fn executed_claim(disk: &mut MemDisk, kernel: &mut Kernel, n: u8) -> Vec<u8> {
         let mut call = |command: Command| {
             send(kernel, 900, Request::Command(command));
             let reply = replies(&disk.drive(kernel, NOW)).pop().expect("answered once durable");
             reply.1.expect("claim step accepted")
         };
-        let Response::ClaimCreated { claim_id, .. } = call(Command::CreateClaimV2(Box::new(create))) else {
-            panic!("ClaimCreated expected")
-        };
+        let Response::ClaimCreated { claim_id, .. } = call(create_claim(n)) else { panic!("ClaimCreated expected") };
         let claim_id = claim_id.to_vec();
-        let module = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/claim_all_zero.wat")).unwrap();
+        let module = claim_module();
         let artifacts =
             vec![crate::request::ArtifactInput { kind: "wasm".into(), hash: crate::hash::sha256(&module).to_vec() }];
         call(Command::CommitArtifacts { claim_id: claim_id.clone(), artifacts, wasm_module: module });
@@ -1275,5 +1326,131 @@ mod tests {
         let reply =
             std::iter::from_fn(|| kernel.poll()).find_map(|o| if let Output::Reply(_, r) = o { Some(r) } else { None });
         assert_eq!(reply.unwrap().unwrap_err().code, crate::ErrorCode::Unavailable);
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves neither durable, staged nor in flight")]
+    fn invariants_catch_a_leaf_that_no_batch_will_write() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        kernel.check_invariants();
+        kernel.etl.append(b"a leaf appended behind the pipeline's back");
+        kernel.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "journal records unaccounted for")]
+    fn invariants_catch_a_command_admitted_without_its_journal_record() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        kernel.last_seq += 1;
+        kernel.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "which lacks it")]
+    fn invariants_catch_a_capsule_index_entry_without_its_claim() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        let claim = crate::ids::ClaimId(executed_claim(&mut disk, &mut kernel, 1).try_into().unwrap());
+        kernel.check_invariants();
+        kernel.state.claims.capsule_claims.insert(crate::ids::CapsuleHash([0xab; 32]), claim);
+        kernel.check_invariants();
+    }
+
+    /// One step of the command-sequence proptest: `slot` picks a claim seen so far.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create(u8),
+        Commit(usize),
+        Freeze(usize),
+        Execute(usize),
+        Revoke(usize),
+        Grant(u64),
+        /// Carry out every pending effect (otherwise commands pile up behind the in-flight batch).
+        Drive,
+        Checkpoint,
+        /// Crash, losing what was not synced, and recover.
+        Restart,
+    }
+
+    fn any_step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..6).prop_map(Step::Create),
+            (0usize..8).prop_map(Step::Commit),
+            (0usize..8).prop_map(Step::Freeze),
+            (0usize..8).prop_map(Step::Execute),
+            (0usize..8).prop_map(Step::Revoke),
+            (0u64..3).prop_map(Step::Grant),
+            Just(Step::Drive),
+            Just(Step::Drive),
+            Just(Step::Checkpoint),
+            Just(Step::Restart),
+        ]
+    }
+
+    fn step_command(step: &Step, claims: &[Vec<u8>]) -> Option<Command> {
+        let pick = |slot: &usize| claims.get(slot % claims.len().max(1)).cloned().unwrap_or_else(|| vec![0xee; 32]);
+        Some(match step {
+            Step::Create(n) => create_claim(*n),
+            Step::Commit(slot) => {
+                let module = claim_module();
+                let hash = crate::hash::sha256(&module).to_vec();
+                let artifacts = vec![crate::request::ArtifactInput { kind: "wasm".into(), hash }];
+                Command::CommitArtifacts { claim_id: pick(slot), artifacts, wasm_module: module }
+            }
+            Step::Freeze(slot) => Command::FreezeGates { claim_id: pick(slot) },
+            Step::Execute(slot) => Command::ExecuteClaimV2 { claim_id: pick(slot) },
+            Step::Revoke(slot) => Command::RevokeClaim { claim_id: pick(slot), reason: "test".into() },
+            Step::Grant(amount) => {
+                Command::GrantCredit { principal_id: "agent".into(), amount: *amount, reason: "r".into() }
+            }
+            Step::Drive | Step::Checkpoint | Step::Restart => return None,
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// `handle` asserts `check_invariants` after every input, so any sequence of commands,
+        /// completions, checkpoints and crashes that breaks one fails here; a restart must also
+        /// recover the state that was durable.
+        #[test]
+        fn invariants_hold_over_any_command_sequence(steps in proptest::collection::vec(any_step(), 1..40)) {
+            let mut disk = MemDisk::new();
+            let mut kernel = boot(&mut disk, config());
+            let mut claims: Vec<Vec<u8>> = Vec::new();
+            for (i, step) in steps.iter().enumerate() {
+                let outputs = match step {
+                    Step::Drive => disk.drive(&mut kernel, NOW),
+                    Step::Checkpoint => {
+                        kernel.handle(NOW, Input::Checkpoint);
+                        disk.drive(&mut kernel, NOW)
+                    }
+                    Step::Restart => {
+                        disk.drive(&mut kernel, NOW);
+                        let durable = kernel.state().clone();
+                        disk.crash();
+                        kernel = boot(&mut disk, config());
+                        proptest::prop_assert_eq!(kernel.state(), &durable);
+                        Vec::new()
+                    }
+                    _ => {
+                        let command = step_command(step, &claims).expect("a command step");
+                        send(&mut kernel, i as u64, Request::Command(command));
+                        Vec::new()
+                    }
+                };
+                for (_, reply) in replies(&outputs) {
+                    if let Ok(Response::ClaimCreated { claim_id, .. }) = reply
+                        && !claims.contains(&claim_id.to_vec())
+                    {
+                        claims.push(claim_id.to_vec());
+                    }
+                }
+                kernel.check_invariants();
+            }
+        }
     }
 }

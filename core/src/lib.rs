@@ -4,6 +4,7 @@
 //! [`Kernel::handle`] and carry out the [`Output`]s drained from [`Kernel::poll`].
 #![forbid(unsafe_code)]
 
+pub mod canary;
 pub mod canonical;
 pub mod capsule;
 pub mod claim;
@@ -18,6 +19,7 @@ pub mod guest;
 pub mod hash;
 pub mod hexbytes;
 pub mod holdout;
+pub mod ids;
 pub mod io;
 pub mod journal;
 pub mod kernel;
@@ -31,6 +33,8 @@ pub mod oracle;
 pub mod pool;
 pub mod request;
 pub mod state;
+pub mod totals;
+pub mod validate;
 
 pub use error::{ErrorCode, KernelError};
 pub use io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Notification, Output, RequestId, Timestamp};

@@ -99,7 +99,7 @@ pub fn parse_oracle_config(
     let file: OracleConfigFile =
         serde_json::from_slice(bytes).map_err(|e| format!("oracle_operator_config.json: {e}"))?;
     for (oracle_id, record) in &file.oracles {
-        crate::request::validate_name("oracle_id", oracle_id)
+        crate::validate::validate_name("oracle_id", oracle_id)
             .map_err(|e| format!("oracle_operator_config.json: {}", e.message))?;
         record
             .verify(oracle_id, trusted)

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::KernelError;
 use crate::hash::Hash;
 use crate::keys::KeyId;
+use crate::validate::{validate_name, validate_reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,9 +203,7 @@ pub struct IdempotencyKey {
 impl IdempotencyKey {
     /// x-request-id: 1..128 printable ASCII without ':' (SPEC §1 field limits).
     pub fn validate(&self) -> Result<(), KernelError> {
-        let id_ok = (1..=128).contains(&self.request_id.len())
-            && self.request_id.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b':');
-        if !id_ok {
+        if !crate::validate::is_valid_request_id(&self.request_id) {
             return Err(KernelError::invalid_argument(
                 "x-request-id must be 1..128 printable ASCII characters without ':'",
             ));
@@ -268,7 +267,7 @@ pub enum Response {
         timestamp_unix: u64,
     },
     RevocationFeed(Box<RevocationFeed>),
-    LedgerTotals(crate::claims::LedgerTotals),
+    LedgerTotals(crate::totals::LedgerTotals),
     EnvironmentReloaded {
         before: crate::environment::EnvironmentCounts,
         after: crate::environment::EnvironmentCounts,
@@ -323,23 +322,6 @@ pub struct RevocationFeed {
     pub entries: Vec<RevocationEntry>,
     pub sth: SignedTreeHead,
     pub signature: [u8; 64],
-}
-
-/// Names and refs: 1..128 chars of `[A-Za-z0-9._:/-]` (SPEC §1 field limits).
-pub fn validate_name(field: &str, value: &str) -> Result<(), KernelError> {
-    let ok =
-        (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(KernelError::invalid_argument(format!("{field} must be 1..128 chars of [A-Za-z0-9._:/-]")))
-    }
-}
-
-/// Reasons: 1..256 bytes of printable text.
-pub fn validate_reason(value: &str) -> Result<(), KernelError> {
-    let ok = (1..=256).contains(&value.len()) && !value.chars().any(char::is_control);
-    if ok { Ok(()) } else { Err(KernelError::invalid_argument("reason must be 1..256 printable characters")) }
 }
 
 impl Command {
@@ -398,14 +380,6 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_follow_the_spec_charset() {
-        assert!(validate_name("x", "bearer:ab12/._-").is_ok());
-        assert!(validate_name("x", "").is_err());
-        assert!(validate_name("x", &"a".repeat(129)).is_err());
-        assert!(validate_name("x", "has space").is_err());
-    }
 
     #[test]
     fn credit_commands_need_an_operator() {

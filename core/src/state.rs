@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::Applied;
 use crate::error::KernelError;
+use crate::ids::{ClaimId, TopicId};
 use crate::io::Timestamp;
 use crate::request::{Command, IdempotencyKey, Principal, Response};
 
@@ -67,19 +69,26 @@ pub const MAX_IDEMPOTENCY_RECORDS: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RecordedReply {
-    ClaimCreated { claim_id_hex: String, topic_id_hex: String, state: crate::claim::ClaimState },
+    ClaimCreated {
+        #[serde(rename = "claim_id_hex")]
+        claim_id: ClaimId,
+        #[serde(rename = "topic_id_hex")]
+        topic_id: TopicId,
+        state: crate::claim::ClaimState,
+    },
     Executed(crate::request::Execution),
-    Revoked { state: crate::claim::ClaimState, timestamp_unix: u64 },
+    Revoked {
+        state: crate::claim::ClaimState,
+        timestamp_unix: u64,
+    },
 }
 
 impl RecordedReply {
     fn of(response: &Response) -> Option<Self> {
         match response {
-            Response::ClaimCreated { claim_id, topic_id, state } => Some(Self::ClaimCreated {
-                claim_id_hex: hex::encode(claim_id),
-                topic_id_hex: hex::encode(topic_id),
-                state: *state,
-            }),
+            Response::ClaimCreated { claim_id, topic_id, state } => {
+                Some(Self::ClaimCreated { claim_id: ClaimId(*claim_id), topic_id: TopicId(*topic_id), state: *state })
+            }
             Response::Executed(execution) => Some(Self::Executed((**execution).clone())),
             Response::Revoked { state, timestamp_unix } => {
                 Some(Self::Revoked { state: *state, timestamp_unix: *timestamp_unix })
@@ -90,11 +99,9 @@ impl RecordedReply {
 
     fn response(&self) -> Response {
         match self {
-            Self::ClaimCreated { claim_id_hex, topic_id_hex, state } => Response::ClaimCreated {
-                claim_id: crate::hash::parse_hash_hex(claim_id_hex).expect("stored as hex"),
-                topic_id: crate::hash::parse_hash_hex(topic_id_hex).expect("stored as hex"),
-                state: *state,
-            },
+            Self::ClaimCreated { claim_id, topic_id, state } => {
+                Response::ClaimCreated { claim_id: claim_id.0, topic_id: topic_id.0, state: *state }
+            }
             Self::Executed(execution) => Response::Executed(Box::new(execution.clone())),
             Self::Revoked { state, timestamp_unix } => {
                 Response::Revoked { state: *state, timestamp_unix: *timestamp_unix }
@@ -123,22 +130,16 @@ pub struct State {
     pub idempotency_order: std::collections::VecDeque<String>,
 }
 
-/// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
-/// command may still answer with an error: e.g. claim code that queried the oracle and then
-/// trapped is refused, but the bits it saw are charged, so the change is journaled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Applied {
-    pub response: Result<Response, KernelError>,
-    pub leaves: Vec<Vec<u8>>,
-}
-
-impl Applied {
-    pub fn reply(response: Response) -> Self {
-        Self { response: Ok(response), leaves: Vec::new() }
-    }
-}
-
 impl State {
+    /// Asserts the state's bounds and indexes. Walks everything: callers run it in debug builds.
+    pub fn check_invariants(&self) {
+        assert!(self.credits.len() <= MAX_CREDIT_ACCOUNTS, "more than {MAX_CREDIT_ACCOUNTS} credit accounts");
+        assert!(self.idempotency.len() <= MAX_IDEMPOTENCY_RECORDS, "idempotency records over their limit");
+        assert_eq!(self.idempotency.len(), self.idempotency_order.len(), "idempotency order out of step");
+        assert!(self.idempotency_order.iter().all(|slot| self.idempotency.contains_key(slot)), "unknown slot in order");
+        self.claims.check_invariants();
+    }
+
     /// A retry's answer if `key` was seen: the recorded reply for the same body, ALREADY_EXISTS
     /// for a different one. `None`: first time (or forgotten), apply it.
     pub fn recorded_reply(&self, principal: &Principal, key: &IdempotencyKey) -> Option<Result<Response, KernelError>> {
@@ -194,7 +195,15 @@ impl State {
         command: &Command,
         next_leaf_index: u64,
     ) -> Result<Applied, KernelError> {
-        let cx = crate::claims::Context { env, policy, principal, now, next_leaf_index, credit_balance: None };
+        let share = policy.max_principal_reservation_share_percent;
+        let cx = crate::claims::Context {
+            env,
+            max_principal_share_percent: share,
+            principal,
+            now,
+            next_leaf_index,
+            credit_balance: None,
+        };
         let claims = &mut self.claims;
         match command {
             Command::CreateClaim {
@@ -317,6 +326,19 @@ pub struct CheckpointRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_creates_keep_their_hex_fields() {
+        let stored = format!(
+            r#"{{"kind":"claim_created","claim_id_hex":"{}","topic_id_hex":"{}","state":"UNCOMMITTED"}}"#,
+            "ab".repeat(32),
+            "0c".repeat(32)
+        );
+        let reply: RecordedReply = serde_json::from_str(&stored).unwrap();
+        assert_eq!(serde_json::to_string(&reply).unwrap(), stored);
+        let Response::ClaimCreated { claim_id, topic_id, .. } = reply.response() else { panic!("a create") };
+        assert_eq!((claim_id, topic_id), ([0xab; 32], [0x0c; 32]));
+    }
 
     #[test]
     fn a_borrowed_checkpoint_writes_the_same_bytes() {

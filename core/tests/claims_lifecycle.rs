@@ -5,6 +5,7 @@ use evidenceos_core::environment::Environment;
 use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
 use evidenceos_core::hash::sha256;
 use evidenceos_core::holdout::holdout_files;
+use evidenceos_core::ids::{ClaimId, TopicId};
 use evidenceos_core::keys::{KeyFile, key_file_name, key_id_for_seed, public_key_for_seed, verify_signature};
 use evidenceos_core::memdisk::MemDisk;
 use evidenceos_core::merkle::{leaf_hash, verify_consistency, verify_inclusion};
@@ -202,7 +203,7 @@ fn certify_reject_defer_then_revoke_and_taint() {
     assert!(
         matches!(revoked.unwrap(), Response::Revoked { state: ClaimState::Revoked, timestamp_unix } if timestamp_unix == NOW.0 / 1000)
     );
-    let child_state = h.kernel.state().claims.claims[&hex::encode(&child)].state;
+    let child_state = h.kernel.state().claims.claims[&ClaimId(child.as_slice().try_into().unwrap())].state;
     assert_eq!(child_state, ClaimState::Tainted);
 
     let Response::RevocationFeed(feed) = h.call(&owner, Request::Query(Query::GetRevocationFeed)).unwrap() else {
@@ -421,7 +422,7 @@ fn legacy_client_decided_execution_only_when_enabled() {
     assert_eq!(h.command(&owner, legacy(&claim, 0)).unwrap_err().code, ErrorCode::InvalidArgument);
     let Response::Executed(execution) = h.command(&owner, legacy(&claim, 1)).unwrap() else { panic!("executed") };
     assert_eq!((execution.state, execution.certified), (ClaimState::Certified, true));
-    let capsule = &h.kernel.state().claims.claims[&hex::encode(&claim)].capsule;
+    let capsule = &h.kernel.state().claims.claims[&ClaimId(claim.as_slice().try_into().unwrap())].capsule;
     let capsule: serde_json::Value = serde_json::from_str(&capsule.as_ref().unwrap().bytes).unwrap();
     assert_eq!(capsule["eprocess_kind"], "client_decision_v1");
     assert_eq!(capsule["ledger"]["k_bits_total"], 0.0, "nothing reached the oracle");
@@ -487,7 +488,8 @@ fn capsules_for_fixed_inputs_are_pinned() {
         let claim = create(&mut h, &owner, name, lane);
         commit(&mut h, &owner, &claim, &wasm(module), &[]);
         let execution = run_to_capsule(&mut h, &owner, &claim);
-        let capsule = h.kernel.state().claims.claims[&hex::encode(&claim)].capsule.clone().unwrap();
+        let capsule =
+            h.kernel.state().claims.claims[&ClaimId(claim.as_slice().try_into().unwrap())].capsule.clone().unwrap();
         pinned.push_str(&format!(
             "{name}: state={:?} decision={:?} e_value={:?} etl_index={} capsule_hash={}\n{}\n\n",
             execution.state,
@@ -525,7 +527,7 @@ fn oracle_records_pin_ttl_and_epoch_advances_make_sealed_claims_stale() {
     let claim = create(&mut h, &owner, "ttl-pinned", "fast");
     commit(&mut h, &owner, &claim, &wasm("claim_mod3"), &[]);
     h.command(&owner, Command::FreezeGates { claim_id: claim.clone() }).unwrap();
-    let pin = h.kernel.state().claims.claims[&hex::encode(&claim)].pin.clone().unwrap();
+    let pin = h.kernel.state().claims.claims[&ClaimId(claim.as_slice().try_into().unwrap())].pin.clone().unwrap();
     assert_eq!(pin.ttl_epochs, 2, "TTL pinned from the operator record");
 
     let system = Principal::new("system:reload", Role::Operator);
@@ -571,13 +573,13 @@ fn code_that_saw_the_oracle_and_then_trapped_is_still_charged() {
         let refused = h.command(&owner, Command::ExecuteClaimV2 { claim_id: claim.clone() }).unwrap_err();
         assert_eq!(refused.code, ErrorCode::FailedPrecondition, "{name}");
         let state = h.kernel.state();
-        let stored = &state.claims.claims[&hex::encode(&claim)];
+        let stored = &state.claims.claims[&ClaimId(claim.as_slice().try_into().unwrap())];
         // One oracle call over 4 symbols costs τ·log2(4) = 4 bits; none costs nothing.
         assert_eq!(stored.ledger.k_bits_total, charged, "{name}");
         let pool = &state.claims.holdout_pools["global/demo"];
         assert_eq!(pool.k_bits_settled - settled_before, charged, "{name}: what it saw is settled");
         assert_eq!(pool.active_reservations(NOW.0), 0, "{name}: the rest is released at once");
-        assert_eq!(state.claims.topic_pools[&stored.topic_id_hex].active_reservations(NOW.0), 0);
+        assert_eq!(state.claims.topic_pools[&stored.topic_id].active_reservations(NOW.0), 0);
     }
 }
 
@@ -681,7 +683,7 @@ fn v1_claims_reserve_and_settle_like_v2() {
     // Executed: 4 bits settled in the holdout and topic pools, the rest released.
     let claims = &h.kernel.state().claims;
     assert_eq!(claims.holdout_pools["global/demo"].available(NOW.0), (196.0, 1020.0));
-    assert_eq!(claims.topic_pools[&hex::encode([0xa1; 32])].available(NOW.0), (1020.0, 1020.0));
+    assert_eq!(claims.topic_pools[&TopicId([0xa1; 32])].available(NOW.0), (1020.0, 1020.0));
     h.command(&Principal::new("agent-b", Role::Agent), create_v1(0xa2)).unwrap();
 }
 

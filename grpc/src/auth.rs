@@ -223,9 +223,7 @@ impl HmacKeys {
         use hmac::Mac;
         let header = |name: &str| headers.header(name);
         let request_id = header("x-request-id").ok_or_else(|| unauthenticated("HMAC needs x-request-id"))?;
-        let id_ok =
-            (1..=128).contains(&request_id.len()) && request_id.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b':');
-        if !id_ok {
+        if !evidenceos_core::validate::is_valid_request_id(request_id) {
             return Err(unauthenticated("x-request-id must be 1..128 printable characters without ':'"));
         }
         let kid = header("x-evidenceos-key-id").unwrap_or("default");

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use evidenceos_core::claims::LedgerTotals;
+use evidenceos_core::totals::LedgerTotals;
 use evidenceos_io_sync::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
 #[cfg(feature = "server")]
 use evidenceos_io_tokio::KernelHandle;
@@ -292,7 +292,7 @@ mod tests {
         metrics.record_rpc("/x/y", "999", Duration::from_millis(1));
         let mut ledger = LedgerTotals { k_bits_charged: 8.0, revocations: 1, ..LedgerTotals::default() };
         ledger.claims_by_state.insert("CERTIFIED", 2);
-        let counts = evidenceos_core::claims::PoolReservations { open: 3, expired: 5 };
+        let counts = evidenceos_core::totals::PoolReservations { open: 3, expired: 5 };
         ledger.pool_reservations.insert("demo".into(), counts);
         let text = metrics.render(&RuntimeStats::default(), Some(&ledger));
         assert!(text.contains("evidenceos_claims{state=\"CERTIFIED\"} 2"), "{text}");

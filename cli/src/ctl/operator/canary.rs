@@ -1,7 +1,7 @@
 //! `canary status|sign-reset|reset` (SPEC §5.8): read the drift canary the daemon holds, and
 //! reset it only through a signed governance event the daemon verifies and applies itself.
 
-use evidenceos_core::claims::canary_key;
+use evidenceos_core::canary::canary_key;
 use evidenceos_core::governance::{EventType, GovernanceEvent, MAX_REASON_BYTES};
 use serde_json::json;
 
@@ -9,8 +9,8 @@ use super::{Operator, Outcome, line, pretty, write_document};
 use crate::ctl::operator_args::{CanaryResetArgs, CanarySignResetArgs, CanaryStatusArgs};
 
 fn check_names(claim_name: &str, holdout: &str) -> Outcome<()> {
-    evidenceos_core::request::validate_name("--claim-name", claim_name)
-        .and_then(|()| evidenceos_core::request::validate_name("--holdout", holdout))
+    evidenceos_core::validate::validate_name("--claim-name", claim_name)
+        .and_then(|()| evidenceos_core::validate::validate_name("--holdout", holdout))
         .map_err(|e| e.message)
 }
 
@@ -28,7 +28,7 @@ pub(crate) fn status(args: &CanaryStatusArgs) -> Outcome<String> {
         .canary_resets
         .get(&key)
         .filter(|id| canary.and_then(|c| c.last_reset_event_id.as_ref()) != Some(*id));
-    let default = evidenceos_core::claims::Canary::default();
+    let default = evidenceos_core::canary::Canary::default();
     let shown = canary.unwrap_or(&default);
     Ok(pretty(&json!({
         "claim_name": args.claim_name,

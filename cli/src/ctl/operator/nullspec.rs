@@ -23,8 +23,8 @@ struct CalibrationBuckets {
 }
 
 pub(crate) fn create(args: &NullspecCreateArgs) -> Outcome<String> {
-    evidenceos_core::request::validate_name("--oracle-id", &args.oracle_id).map_err(|e| e.message)?;
-    evidenceos_core::request::validate_name("--holdout", &args.holdout).map_err(|e| e.message)?;
+    evidenceos_core::validate::validate_name("--oracle-id", &args.oracle_id).map_err(|e| e.message)?;
+    evidenceos_core::validate::validate_name("--holdout", &args.holdout).map_err(|e| e.message)?;
     let (kind, eprocess) = match &args.from_calibration_buckets {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;

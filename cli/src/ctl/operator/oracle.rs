@@ -75,7 +75,7 @@ pub(crate) fn resolution(
 }
 
 pub(crate) fn show(args: &OracleShowArgs) -> Outcome<String> {
-    evidenceos_core::request::validate_name("--oracle-id", &args.oracle_id).map_err(|e| e.message)?;
+    evidenceos_core::validate::validate_name("--oracle-id", &args.oracle_id).map_err(|e| e.message)?;
     let env = environment_read_only(&args.dir.data_dir)?;
     // Any oracle id a claim may name can be shown: what it would pin is the question.
     let resolution = resolution(&env, &args.oracle_id, args.num_symbols, args.lane)?;
@@ -98,7 +98,7 @@ fn unknown(env: &Environment, oracle_id: &str) -> String {
 
 /// The record to change: the existing one, or (with --new-oracle) a fresh one with defaults.
 fn base_record(operator: &Operator, oracle_id: &str, new_oracle: bool) -> Outcome<OracleRecord> {
-    evidenceos_core::request::validate_name("--oracle-id", oracle_id).map_err(|e| e.message)?;
+    evidenceos_core::validate::validate_name("--oracle-id", oracle_id).map_err(|e| e.message)?;
     let env = &operator.environment;
     if let Some(record) = env.oracles.get(oracle_id) {
         return Ok(record.clone());
