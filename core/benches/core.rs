@@ -182,24 +182,7 @@ impl Harness {
 
     /// Create, commit, freeze and seal a fresh claim; returns its id.
     fn sealed_claim(&mut self) -> Vec<u8> {
-        let request = CreateClaimV2 {
-            claim_name: format!("bench-{}", self.next),
-            lane: "fast".into(),
-            alpha_micros: 50_000,
-            epoch_config_ref: String::new(),
-            output_schema_id: "legacy/v1".into(),
-            semantic_hash: Vec::new(),
-            phys_hir_signature_hash: Vec::new(),
-            dependency_merkle_root: Vec::new(),
-            holdout_ref: "demo".into(),
-            epoch_size: 1,
-            oracle_num_symbols: 4,
-            access_credit: 64,
-            oracle_id: String::new(),
-            nullspec_id: String::new(),
-            dp_epsilon_budget: None,
-            dp_delta_budget: None,
-        };
+        let request = CreateClaimV2::fast_legacy(format!("bench-{}", self.next), "demo");
         let Response::ClaimCreated { claim_id, .. } = self.command(Command::CreateClaimV2(Box::new(request))) else {
             panic!("claim created expected")
         };

@@ -954,24 +954,7 @@ mod tests {
     /// leaf) and returns its id.
     /// CreateClaimV2 of claim `n` on the test holdout.
     fn create_claim(n: u8) -> Command {
-        let create = crate::request::CreateClaimV2 {
-            claim_name: format!("leaf-{n}"),
-            lane: "fast".into(),
-            alpha_micros: 50_000,
-            epoch_config_ref: String::new(),
-            output_schema_id: "legacy/v1".into(),
-            semantic_hash: vec![],
-            phys_hir_signature_hash: vec![],
-            dependency_merkle_root: vec![],
-            holdout_ref: "demo".into(),
-            epoch_size: 1,
-            oracle_num_symbols: 4,
-            access_credit: 64,
-            oracle_id: String::new(),
-            nullspec_id: String::new(),
-            dp_epsilon_budget: None,
-            dp_delta_budget: None,
-        };
+        let create = crate::request::CreateClaimV2::fast_legacy(format!("leaf-{n}"), "demo");
         Command::CreateClaimV2(Box::new(create))
     }
 

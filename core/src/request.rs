@@ -180,6 +180,32 @@ pub struct CreateClaimV2 {
     pub dp_delta_budget: Option<f64>,
 }
 
+impl CreateClaimV2 {
+    /// The plainest claim: fast lane, the legacy single-symbol output, 4 oracle symbols, alpha
+    /// 0.05, epoch size 1, 64 access credits, no client signals and the default oracle and
+    /// NullSpec. Tests, benchmarks and examples start here and change what they need.
+    pub fn fast_legacy(claim_name: impl Into<String>, holdout_ref: impl Into<String>) -> Self {
+        Self {
+            claim_name: claim_name.into(),
+            lane: "fast".into(),
+            alpha_micros: 50_000,
+            epoch_config_ref: String::new(),
+            output_schema_id: "legacy/v1".into(),
+            semantic_hash: Vec::new(),
+            phys_hir_signature_hash: Vec::new(),
+            dependency_merkle_root: Vec::new(),
+            holdout_ref: holdout_ref.into(),
+            epoch_size: 1,
+            oracle_num_symbols: 4,
+            access_credit: 64,
+            oracle_id: String::new(),
+            nullspec_id: String::new(),
+            dp_epsilon_budget: None,
+            dp_delta_budget: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     Query(Query),

@@ -332,22 +332,8 @@ fn an_oversized_reservation_does_not_freeze_the_shared_pool() {
     h.command(&operator, set).unwrap();
     let owner = agent();
     let request = |name: &str, symbols: u32| CreateClaimV2 {
-        claim_name: name.into(),
-        lane: "fast".into(),
-        alpha_micros: 50_000,
-        epoch_config_ref: String::new(),
-        output_schema_id: "legacy/v1".into(),
-        semantic_hash: vec![],
-        phys_hir_signature_hash: vec![],
-        dependency_merkle_root: vec![],
-        holdout_ref: "demo".into(),
-        epoch_size: 1,
         oracle_num_symbols: symbols,
-        access_credit: 64,
-        oracle_id: String::new(),
-        nullspec_id: String::new(),
-        dp_epsilon_budget: None,
-        dp_delta_budget: None,
+        ..CreateClaimV2::fast_legacy(name, "demo")
     };
     // 65536 symbols: R = 16 · 32 · 2 = 1024 bits, far over the pool.
     let before = h.kernel.state().clone();
@@ -442,24 +428,7 @@ fn a_reload_is_journaled_and_replayed_under_the_environment_it_brought() {
     assert_eq!(refused.code, ErrorCode::PermissionDenied);
 
     let owner = agent();
-    let mut request = CreateClaimV2 {
-        claim_name: "on-second".into(),
-        lane: "fast".into(),
-        alpha_micros: 50_000,
-        epoch_config_ref: String::new(),
-        output_schema_id: "legacy/v1".into(),
-        semantic_hash: vec![],
-        phys_hir_signature_hash: vec![],
-        dependency_merkle_root: vec![],
-        holdout_ref: "second".into(),
-        epoch_size: 1,
-        oracle_num_symbols: 4,
-        access_credit: 64,
-        oracle_id: String::new(),
-        nullspec_id: String::new(),
-        dp_epsilon_budget: None,
-        dp_delta_budget: None,
-    };
+    let mut request = CreateClaimV2::fast_legacy("on-second", "second");
     assert!(h.command(&owner, Command::CreateClaimV2(Box::new(request.clone()))).is_ok());
     let state = h.kernel.state().clone();
 

@@ -48,24 +48,7 @@ fn workload(ids: &[Vec<u8>]) -> Vec<(Principal, Request)> {
     let operator = Principal::new("op", Role::Operator);
     let mut steps = Vec::new();
     for (index, (name, wasm)) in [("mod3", "claim_mod3"), ("zero", "claim_all_zero")].iter().enumerate() {
-        let create = CreateClaimV2 {
-            claim_name: name.to_string(),
-            lane: "fast".into(),
-            alpha_micros: 50_000,
-            epoch_config_ref: String::new(),
-            output_schema_id: "legacy/v1".into(),
-            semantic_hash: vec![],
-            phys_hir_signature_hash: vec![],
-            dependency_merkle_root: vec![],
-            holdout_ref: "demo".into(),
-            epoch_size: 1,
-            oracle_num_symbols: 4,
-            access_credit: 64,
-            oracle_id: String::new(),
-            nullspec_id: String::new(),
-            dp_epsilon_budget: None,
-            dp_delta_budget: None,
-        };
+        let create = CreateClaimV2::fast_legacy(*name, "demo");
         steps.push((agent.clone(), Request::Command(Command::CreateClaimV2(Box::new(create)))));
         let Some(id) = ids.get(index) else { continue };
         let code = module(wasm);

@@ -146,24 +146,7 @@ impl Builder {
     fn wave(&mut self, offset: usize, count: usize, module: &[u8]) {
         let creates = (offset..offset + count)
             .map(|n| {
-                Command::CreateClaimV2(Box::new(CreateClaimV2 {
-                    claim_name: format!("recovery-bench-{n}"),
-                    lane: "fast".into(),
-                    alpha_micros: 50_000,
-                    epoch_config_ref: String::new(),
-                    output_schema_id: "legacy/v1".into(),
-                    semantic_hash: Vec::new(),
-                    phys_hir_signature_hash: Vec::new(),
-                    dependency_merkle_root: Vec::new(),
-                    holdout_ref: "demo".into(),
-                    epoch_size: 1,
-                    oracle_num_symbols: 4,
-                    access_credit: 64,
-                    oracle_id: String::new(),
-                    nullspec_id: String::new(),
-                    dp_epsilon_budget: None,
-                    dp_delta_budget: None,
-                }))
+                Command::CreateClaimV2(Box::new(CreateClaimV2::fast_legacy(format!("recovery-bench-{n}"), "demo")))
             })
             .collect();
         let ids: Vec<Vec<u8>> = self

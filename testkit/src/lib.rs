@@ -35,24 +35,7 @@ pub fn agent(n: u32) -> Principal {
 
 /// CreateClaimV2 for claim `n` (name `leaf-<n>`: distinct names, so no canary accumulates).
 pub fn create(n: u32) -> Request {
-    Request::Command(Command::CreateClaimV2(Box::new(CreateClaimV2 {
-        claim_name: format!("leaf-{n}"),
-        lane: "fast".into(),
-        alpha_micros: 50_000,
-        epoch_config_ref: String::new(),
-        output_schema_id: "legacy/v1".into(),
-        semantic_hash: vec![],
-        phys_hir_signature_hash: vec![],
-        dependency_merkle_root: vec![],
-        holdout_ref: HOLDOUT_REF.into(),
-        epoch_size: 1,
-        oracle_num_symbols: 4,
-        access_credit: 64,
-        oracle_id: String::new(),
-        nullspec_id: String::new(),
-        dp_epsilon_budget: None,
-        dp_delta_budget: None,
-    })))
+    Request::Command(Command::CreateClaimV2(Box::new(CreateClaimV2::fast_legacy(format!("leaf-{n}"), HOLDOUT_REF))))
 }
 
 /// The claim id a [`create`] was answered with.
