@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -14,31 +13,12 @@ use serde_json::{Value, json};
 
 mod support;
 
+use support::ctl::{Ran, ctl};
 use support::{Daemon, install_demo_holdout};
 
 const AGENT: &str = "agent-secret";
 const TOKENS: [(&str, &str); 1] = [("EVIDENCEOS_AGENT_TOKENS", AGENT)];
 const WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// `evidenceosctl ARGS` from the crate directory (so `../examples/…` works).
-fn ctl(args: &[&str]) -> Ran {
-    let output = Command::new(env!("CARGO_BIN_EXE_evidenceosctl"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("EVIDENCEOS_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run evidenceosctl");
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    Ran { code: output.status.code(), stdout: text(output.stdout), stderr: text(output.stderr) }
-}
 
 fn json_of(ran: &Ran) -> Value {
     assert_eq!(ran.code, Some(0), "{ran:?}");

@@ -7,7 +7,6 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,6 +17,7 @@ use serde_json::Value;
 
 mod support;
 
+use support::ctl::{Ran, ctl};
 use support::{Daemon, install_demo_holdout};
 
 const AGENT: &str = "agent-secret";
@@ -132,25 +132,6 @@ fn serve_files(root: &Path) -> String {
         }
     });
     url
-}
-
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(args: &[&str]) -> Ran {
-    let output = Command::new(env!("CARGO_BIN_EXE_evidenceosctl"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("EVIDENCEOS_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run evidenceosctl");
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    Ran { code: output.status.code(), stdout: text(output.stdout), stderr: text(output.stderr) }
 }
 
 /// Runs the example claim; returns its etl index.

@@ -2,6 +2,7 @@
 //! directory, bounded waits, and a kill on drop so no test leaves a daemon behind.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub(crate) mod ctl;
 pub(crate) mod pki;
 pub(crate) mod rpc;
 
