@@ -574,14 +574,20 @@ struct RawStream {
 impl RawStream {
     /// Opens `/evidenceos.v2.EvidenceOS/WatchRevocations` as `application/connect+proto`.
     fn open(daemon: &Daemon, token: Option<&str>) -> (u16, Vec<String>, Self) {
+        Self::open_as(daemon, token, "application/connect+proto", &[0, 0, 0, 0, 0])
+    }
+
+    /// Opens the stream with the request envelope `body` in `content_type`.
+    fn open_as(daemon: &Daemon, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Vec<String>, Self) {
         let mut http = Http::connect(daemon);
         let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let request = format!(
-            "POST /evidenceos.v2.EvidenceOS/WatchRevocations HTTP/1.1\r\nHost: {}\r\nContent-Type: application/connect+proto\r\n{authorization}Content-Length: 5\r\n\r\n",
-            http.host
+            "POST /evidenceos.v2.EvidenceOS/WatchRevocations HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n{authorization}Content-Length: {}\r\n\r\n",
+            http.host,
+            body.len()
         );
         let mut bytes = request.into_bytes();
-        bytes.extend_from_slice(&[0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(body);
         http.stream.write_all(&bytes).unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
@@ -682,6 +688,27 @@ fn watch_revocations_streams_each_revocation_signed_and_ends_at_shutdown() {
     }];
     assert!(verify_signature(&public, &revocation_feed_digest(&entries, &sth), &pushed.signature));
 
+    drop(http);
+    sync.stop();
+    assert_eq!(watch.end_code(), "unavailable");
+}
+
+/// An open stream (here in JSON) holds one of `--max-connections`: with a limit of 2, one stream
+/// and one call connection leave no room for a third.
+#[test]
+fn an_open_watch_stream_counts_toward_max_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sync = start_sync(&tmp.path().join("data"), tmp.path(), &["--max-connections", "2"]);
+    let (status, head, mut watch) =
+        RawStream::open_as(&sync, Some(AUDITOR), "application/connect+json", &[0, 0, 0, 0, 2, b'{', b'}']);
+    assert_eq!(status, 200);
+    assert!(head.contains(&"content-type: application/connect+json".to_string()), "{head:?}");
+    let mut http = Http::connect(&sync);
+    http.call("Health", AUDITOR, None, &json!({}));
+    let mut third = TcpStream::connect(sync.addr.trim_start_matches("http://")).unwrap();
+    third.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert!(matches!(third.read(&mut [0u8; 1]), Ok(0) | Err(_)), "the third connection is closed at once");
+    http.call("Health", AUDITOR, None, &json!({}));
     drop(http);
     sync.stop();
     assert_eq!(watch.end_code(), "unavailable");
