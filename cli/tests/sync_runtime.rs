@@ -143,6 +143,12 @@ fn unb64(value: &Value) -> Vec<u8> {
 /// The README walkthrough's claim as JSON: create → commit → freeze → seal → execute → fetch.
 /// Returns (ExecuteClaimV2 answer, FetchCapsule answer).
 fn walkthrough_over_json(http: &mut Http, name: &str, module: &str) -> (Value, Value) {
+    let (_, executed, fetched) = walkthrough_with_id(http, name, module);
+    (executed, fetched)
+}
+
+/// [`walkthrough_over_json`], with the claim id (base64) first.
+fn walkthrough_with_id(http: &mut Http, name: &str, module: &str) -> (String, Value, Value) {
     let create = json!({
         "claimName": name,
         "metadata": {"lane": "fast", "alphaMicros": 50000, "epochConfigRef": "epoch/v1", "outputSchemaId": "EVIDENCEOS_SC_V0"},
@@ -168,7 +174,7 @@ fn walkthrough_over_json(http: &mut Http, name: &str, module: &str) -> (Value, V
     assert_eq!(http.call("SealClaim", AGENT, None, &id)["state"], "CLAIM_STATE_SEALED");
     let executed = http.call("ExecuteClaimV2", AGENT, Some(&format!("execute-{name}")), &id);
     let fetched = http.call("FetchCapsule", AUDITOR, None, &id);
-    (executed, fetched)
+    (claim_id, executed, fetched)
 }
 
 fn with<T>(message: T, token: &str, request_id: Option<&str>) -> tonic::Request<T> {
@@ -557,4 +563,153 @@ fn the_revocation_feed_carries_the_head_its_signature_covers() {
     assert!(verify_signature(&public, &revocation_feed_digest(&[], &head), &signature));
     drop(http);
     sync.stop();
+}
+
+/// A WatchRevocations stream read by hand: the response head, then one chunk at a time, each one
+/// Connect envelope `(flags, message)`.
+struct RawStream {
+    stream: TcpStream,
+}
+
+impl RawStream {
+    /// Opens `/evidenceos.v2.EvidenceOS/WatchRevocations` as `application/connect+proto`.
+    fn open(daemon: &Daemon, token: Option<&str>) -> (u16, Vec<String>, Self) {
+        Self::open_as(daemon, token, "application/connect+proto", &[0, 0, 0, 0, 0])
+    }
+
+    /// Opens the stream with the request envelope `body` in `content_type`.
+    fn open_as(daemon: &Daemon, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Vec<String>, Self) {
+        let mut http = Http::connect(daemon);
+        let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request = format!(
+            "POST /evidenceos.v2.EvidenceOS/WatchRevocations HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n{authorization}Content-Length: {}\r\n\r\n",
+            http.host,
+            body.len()
+        );
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        http.stream.write_all(&bytes).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(http.stream.read(&mut byte).unwrap(), 1, "closed mid-head: {head:?}");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let lines: Vec<String> = head.split("\r\n").filter(|l| !l.is_empty()).map(str::to_lowercase).collect();
+        let status = lines[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, lines, Self { stream: http.stream })
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            assert_eq!(self.stream.read(&mut byte).unwrap(), 1, "closed mid-line: {line:?}");
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).unwrap().trim_end().to_string()
+    }
+
+    /// The next chunk's envelope.
+    fn envelope(&mut self) -> (u8, Vec<u8>) {
+        let size = usize::from_str_radix(&self.line(), 16).unwrap();
+        let mut chunk = vec![0u8; size + 2];
+        self.stream.read_exact(&mut chunk).unwrap();
+        assert!(chunk.ends_with(b"\r\n"));
+        let length = u32::from_be_bytes(chunk[1..5].try_into().unwrap()) as usize;
+        assert_eq!(length + 5, size, "one envelope per chunk");
+        (chunk[0], chunk[5..5 + length].to_vec())
+    }
+
+    /// The end-of-stream envelope's error code, then the last chunk and the connection's end.
+    fn end_code(&mut self) -> String {
+        let (flags, message) = self.envelope();
+        assert_eq!(flags, 0x02, "end of stream");
+        let end: Value = serde_json::from_slice(&message).unwrap();
+        assert_eq!(self.line(), "0");
+        assert_eq!(self.line(), "");
+        assert_eq!(self.stream.read(&mut [0u8; 1]).unwrap(), 0, "closed after the stream");
+        end["error"]["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// WatchRevocations on the sync runtime: a revocation arrives as one Connect envelope holding the
+/// message the gRPC runtime sends, signed under its own head; shutdown ends the stream with
+/// `unavailable`; an unauthenticated caller's stream ends at once.
+#[test]
+fn watch_revocations_streams_each_revocation_signed_and_ends_at_shutdown() {
+    use evidenceos_core::SignedTreeHead;
+    use evidenceos_core::etl::{revocation_feed_digest, verify_tree_head};
+    use evidenceos_core::keys::{KeyId, verify_signature};
+    use evidenceos_core::request::RevocationEntry;
+    use prost::Message as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    install_demo_holdout(&data);
+    let sync = start_sync(&data, tmp.path(), &["--idle-timeout-secs", "1"]);
+
+    let (status, _, mut stranger) = RawStream::open(&sync, None);
+    assert_eq!(status, 200, "stream errors travel in the end-of-stream message");
+    assert_eq!(stranger.end_code(), "unauthenticated");
+
+    let (status, head, mut watch) = RawStream::open(&sync, Some(AUDITOR));
+    assert_eq!(status, 200);
+    assert!(head.contains(&"content-type: application/connect+proto".to_string()), "{head:?}");
+    assert!(head.contains(&"transfer-encoding: chunked".to_string()), "{head:?}");
+    let mut http = Http::connect(&sync);
+    let (claim_id, executed, _) = walkthrough_with_id(&mut http, "watched", "claim_mod3");
+    // Longer than the idle timeout: the call connection is closed, an open stream is not idle.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut http = Http::connect(&sync);
+    let revoke = json!({"claimId": claim_id, "reason": "retracted by author"});
+    let revoked = http.call("RevokeClaim", AGENT, Some("revoke-watched"), &revoke);
+
+    let (flags, message) = watch.envelope();
+    assert_eq!(flags, 0);
+    let pushed = v2::WatchRevocationsResponse::decode(message.as_slice()).unwrap();
+    assert_eq!(pushed.entries.len(), 1);
+    let capsule_hash = unb64(&executed["capsuleHash"]);
+    assert_eq!(pushed.entries[0].claim_id, capsule_hash);
+    let sth = pushed.signed_tree_head.as_ref().unwrap();
+    let sth = SignedTreeHead {
+        tree_size: sth.tree_size,
+        root_hash: sth.root_hash.clone().try_into().unwrap(),
+        key_id: KeyId(sth.key_id.clone().try_into().unwrap()),
+        signature: sth.signature.clone().try_into().unwrap(),
+    };
+    let key = http.call("GetPublicKey", AUDITOR, None, &json!({"keyId": b64(&pushed.key_id)}));
+    let public: [u8; 32] = unb64(&key["ed25519PublicKey"]).try_into().unwrap();
+    assert!(verify_tree_head(&public, &sth), "the pushed head is signed");
+    let entries = vec![RevocationEntry {
+        capsule_hash: capsule_hash.try_into().unwrap(),
+        timestamp_unix: revoked["timestampUnix"].as_str().unwrap().parse().unwrap(),
+        reason: "retracted by author".into(),
+    }];
+    assert!(verify_signature(&public, &revocation_feed_digest(&entries, &sth), &pushed.signature));
+
+    drop(http);
+    sync.stop();
+    assert_eq!(watch.end_code(), "unavailable");
+}
+
+/// An open stream (here in JSON) holds one of `--max-connections`: with a limit of 2, one stream
+/// and one call connection leave no room for a third.
+#[test]
+fn an_open_watch_stream_counts_toward_max_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sync = start_sync(&tmp.path().join("data"), tmp.path(), &["--max-connections", "2"]);
+    let (status, head, mut watch) =
+        RawStream::open_as(&sync, Some(AUDITOR), "application/connect+json", &[0, 0, 0, 0, 2, b'{', b'}']);
+    assert_eq!(status, 200);
+    assert!(head.contains(&"content-type: application/connect+json".to_string()), "{head:?}");
+    let mut http = Http::connect(&sync);
+    http.call("Health", AUDITOR, None, &json!({}));
+    let mut third = TcpStream::connect(sync.addr.trim_start_matches("http://")).unwrap();
+    third.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert!(matches!(third.read(&mut [0u8; 1]), Ok(0) | Err(_)), "the third connection is closed at once");
+    http.call("Health", AUDITOR, None, &json!({}));
+    drop(http);
+    sync.stop();
+    assert_eq!(watch.end_code(), "unavailable");
 }

@@ -23,5 +23,5 @@ pub use data_dir::{
 pub use events::log_event;
 pub use executor::{FileExecutor, apply_pending_governance, drive, now};
 pub use operator_store::{OperatorStore, read_log as read_governance_log};
-pub use runtime::{BlockingRuntime, Observe, Stopped};
+pub use runtime::{BlockingRuntime, Observe, Stopped, TakenNotifications};
 pub use stats::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};

@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use evidenceos_core::{
-    Effect, Input, Kernel, KernelError, LogEvent, Output, Principal, Request, RequestId, Response, Timestamp,
+    Effect, Input, Kernel, KernelError, LogEvent, Notification, Output, Principal, Request, RequestId, Response,
+    Timestamp,
 };
 
 use crate::events::log_event;
@@ -28,6 +29,17 @@ pub enum Observe {
     LogOnly,
     /// Every non-effect output, replies included, is also kept in order (the conformance harness).
     Keep,
+    /// Only notifications are kept, at most `cap` until [`BlockingRuntime::take_notifications`];
+    /// beyond it they are counted as missed, never dropped unseen (the daemon's subscribers).
+    Notifications { cap: usize },
+}
+
+/// Notifications kept since the last [`BlockingRuntime::take_notifications`], in order.
+#[derive(Debug, Default, PartialEq)]
+pub struct TakenNotifications {
+    pub kept: Vec<Notification>,
+    /// Released after `kept` reached its cap: a subscriber told of `kept` alone would miss these.
+    pub missed: u64,
 }
 
 #[derive(Debug)]
@@ -38,6 +50,7 @@ pub struct BlockingRuntime {
     wake_at: Option<Timestamp>,
     observe: Observe,
     observed: Vec<Output>,
+    notifications: TakenNotifications,
     stats: std::sync::Arc<RuntimeStats>,
 }
 
@@ -48,7 +61,16 @@ impl BlockingRuntime {
         let stats = std::sync::Arc::new(RuntimeStats::default());
         stats.durable_tree_size.store(kernel.durable_tree_size(), Ordering::Relaxed);
         stats.durable_journal_seq.store(kernel.durable_journal_seq(), Ordering::Relaxed);
-        Self { kernel, executor, next_request: 0, wake_at: None, observe, observed: Vec::new(), stats }
+        Self {
+            kernel,
+            executor,
+            next_request: 0,
+            wake_at: None,
+            observe,
+            observed: Vec::new(),
+            notifications: TakenNotifications::default(),
+            stats,
+        }
     }
 
     /// Handles one request and carries out its effects: a command's reply is durable when returned.
@@ -83,6 +105,11 @@ impl BlockingRuntime {
             self.kernel.handle(now, Input::Tick);
             self.drain(now, |_| {});
         }
+    }
+
+    /// Hands over the notifications kept (with [`Observe::Notifications`]) and starts afresh.
+    pub fn take_notifications(&mut self) -> TakenNotifications {
+        std::mem::take(&mut self.notifications)
     }
 
     pub fn is_failed(&self) -> bool {
@@ -143,9 +170,16 @@ impl BlockingRuntime {
                         log_event(event);
                     }
                     see(&other);
-                    // Notifications have no subscriber here: WatchRevocations is a gRPC stream.
-                    if self.observe == Observe::Keep {
-                        self.observed.push(other);
+                    match (self.observe, other) {
+                        (Observe::Keep, other) => self.observed.push(other),
+                        (Observe::Notifications { cap }, Output::Notify(notification)) => {
+                            if self.notifications.kept.len() < cap {
+                                self.notifications.kept.push(notification);
+                            } else {
+                                self.notifications.missed += 1;
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -162,11 +196,40 @@ mod tests {
     use evidenceos_core::{Query, Role};
 
     fn boot(dir: &DataDir) -> BlockingRuntime {
+        boot_observing(dir, Observe::LogOnly)
+    }
+
+    fn boot_observing(dir: &DataDir, observe: Observe) -> BlockingRuntime {
         dir.ensure_signing_key().unwrap();
         let mut kernel = Kernel::recover(evidenceos_testkit::config(), dir.read_recovery_files().unwrap()).unwrap();
         let mut executor = FileExecutor::new(dir).unwrap();
         drive(&mut kernel, &mut executor, now());
-        BlockingRuntime::new(kernel, executor, Observe::LogOnly)
+        BlockingRuntime::new(kernel, executor, observe)
+    }
+
+    #[test]
+    fn notifications_are_kept_up_to_the_cap_and_the_rest_counted_as_missed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let mut runtime = boot_observing(&dir, Observe::Notifications { cap: 2 });
+        let operator = Principal::new("op", Role::Operator);
+        for n in 0..3 {
+            let id =
+                evidenceos_testkit::run_to_capsule(n, |principal, request| runtime.call(now(), principal, request));
+            runtime.call(now(), operator.clone(), evidenceos_testkit::revoke(&id)).unwrap();
+        }
+        let taken = runtime.take_notifications();
+        assert_eq!(taken.missed, 1, "the third revocation is past the cap");
+        let sizes: Vec<u64> = taken
+            .kept
+            .iter()
+            .map(|Notification::Revocation(feed)| {
+                assert_eq!(feed.entries.len(), 1, "one revocation per notification");
+                feed.sth.tree_size
+            })
+            .collect();
+        assert_eq!(sizes, [2, 4], "the first two revocations, in order, each under the head covering it");
+        assert_eq!(runtime.take_notifications(), TakenNotifications::default(), "taken once");
     }
 
     #[test]

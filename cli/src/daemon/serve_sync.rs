@@ -72,7 +72,8 @@ pub(crate) fn serve(
         None => None,
     };
     let control = install_signals()?;
-    let mut runtime = BlockingRuntime::new(kernel, executor, Observe::LogOnly);
+    let observe = Observe::Notifications { cap: evidenceos_grpc::connect::server::NOTIFICATIONS_PER_STEP };
+    let mut runtime = BlockingRuntime::new(kernel, executor, observe);
     crate::publish::start(&args.publish, &dir, runtime.shared_stats())?;
     crate::tiles::start(&args.tiles, args.publish.publish_dir.as_deref())?;
     let settings = crate::settings_from(&args);

@@ -79,6 +79,8 @@ struct Rpc {
 #[derive(Debug)]
 pub struct Codecs {
     rpcs: Vec<Rpc>,
+    /// WatchRevocationsResponse: the one streamed message (same type in both packages).
+    watch_response: MessageDescriptor,
 }
 
 impl Default for Codecs {
@@ -104,7 +106,10 @@ impl Codecs {
                 }
             }
         }
-        Self { rpcs }
+        let watch_response = pool
+            .get_message_by_name("evidenceos.v2.WatchRevocationsResponse")
+            .expect("the embedded descriptor set has evidenceos.v2.WatchRevocationsResponse");
+        Self { rpcs, watch_response }
     }
 
     /// One process-wide instance, built on first use.
@@ -193,23 +198,31 @@ impl Codecs {
         codec: Codec,
         proto: &[u8],
     ) -> Result<Vec<u8>, KernelError> {
-        let descriptor = &self.rpc(package, method)?.response;
-        match codec {
-            Codec::Proto => Ok(proto.to_vec()),
-            Codec::Json => {
-                let internal = |what: String| {
-                    KernelError::new(
-                        ErrorCode::Internal,
-                        format!("response {} could not be written as JSON: {what}", descriptor.full_name()),
-                    )
-                };
-                let message = DynamicMessage::decode(descriptor.clone(), proto).map_err(|e| internal(e.to_string()))?;
-                let mut serializer = serde_json::Serializer::new(Vec::new());
-                message
-                    .serialize_with_options(&mut serializer, &SerializeOptions::new())
-                    .map_err(|e| internal(e.to_string()))?;
-                Ok(serializer.into_inner())
-            }
+        encode_response(&self.rpc(package, method)?.response, codec, proto)
+    }
+
+    /// One streamed WatchRevocationsResponse in `codec`, as [`Self::response_from_proto`] does.
+    pub fn watch_response_from_proto(&self, codec: Codec, proto: &[u8]) -> Result<Vec<u8>, KernelError> {
+        encode_response(&self.watch_response, codec, proto)
+    }
+}
+
+fn encode_response(descriptor: &MessageDescriptor, codec: Codec, proto: &[u8]) -> Result<Vec<u8>, KernelError> {
+    match codec {
+        Codec::Proto => Ok(proto.to_vec()),
+        Codec::Json => {
+            let internal = |what: String| {
+                KernelError::new(
+                    ErrorCode::Internal,
+                    format!("response {} could not be written as JSON: {what}", descriptor.full_name()),
+                )
+            };
+            let message = DynamicMessage::decode(descriptor.clone(), proto).map_err(|e| internal(e.to_string()))?;
+            let mut serializer = serde_json::Serializer::new(Vec::new());
+            message
+                .serialize_with_options(&mut serializer, &SerializeOptions::new())
+                .map_err(|e| internal(e.to_string()))?;
+            Ok(serializer.into_inner())
         }
     }
 }
@@ -248,6 +261,12 @@ pub fn http_status(code: ErrorCode) -> u16 {
 fn error_body(code: &str, message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "code": code, "message": message }))
         .expect("a JSON object of two strings serializes")
+}
+
+/// A Connect streaming end-of-stream message carrying `error`: `{"error":{"code":..,"message":..}}`.
+pub fn end_stream_error(error: &KernelError) -> Vec<u8> {
+    let body = serde_json::json!({ "error": { "code": connect_code_name(error.code), "message": error.message } });
+    serde_json::to_vec(&body).expect("a JSON object of strings serializes")
 }
 
 /// The Connect error of a kernel error: its HTTP status and JSON body (content type

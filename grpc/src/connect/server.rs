@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::codec::{self, Codec, Codecs};
 use super::http::{self, HttpRequest, HttpResponse, Limits};
+use super::watch::{self, Watch};
 use crate::access_log::log_rpc;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
@@ -41,6 +42,11 @@ const METRICS_LISTENER: Token = Token(2);
 const FIRST_CONNECTION: usize = 3;
 /// The longest the loop sleeps without looking at the stop and reload flags.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(500);
+/// Notifications the runtime keeps between two deliveries (one loop step); run the runtime with
+/// `Observe::Notifications { cap: NOTIFICATIONS_PER_STEP }`. Past it every subscriber is ended.
+pub const NOTIFICATIONS_PER_STEP: usize = 4096;
+/// At shutdown, how long each subscriber may take to receive its end of stream.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Settings of the blocking server.
 #[derive(Debug, Clone)]
@@ -148,11 +154,17 @@ struct Connection {
     /// When the first byte of the request being received arrived (for TLS, the connection's
     /// first request: when it was accepted).
     request_started: Option<Instant>,
+    /// An open WatchRevocations stream: the connection serves nothing else until it closes.
+    watch: Option<Watch>,
 }
 
 impl Connection {
     /// Why the loop should close this connection now, if it should.
     fn expired(&self, config: &ServeConfig) -> Option<&'static str> {
+        // An open stream is never idle; once ended, `request_started` bounds its last writes.
+        if self.watch.is_some() && self.request_started.is_none() {
+            return None;
+        }
         match self.request_started {
             Some(started) if started.elapsed() >= config.request_timeout => Some("request_timeout"),
             None if self.last_active.elapsed() >= config.idle_timeout => Some("idle_timeout"),
@@ -162,6 +174,9 @@ impl Connection {
 
     /// How long until [`Self::expired`] could say yes.
     fn time_left(&self, config: &ServeConfig) -> Duration {
+        if self.watch.is_some() && self.request_started.is_none() {
+            return MAX_POLL_WAIT;
+        }
         match self.request_started {
             Some(started) => config.request_timeout.saturating_sub(started.elapsed()),
             None => config.idle_timeout.saturating_sub(self.last_active.elapsed()),
@@ -202,7 +217,8 @@ pub fn serve(
     let mut next_token = FIRST_CONNECTION;
     loop {
         if control.stop.load(Ordering::SeqCst) {
-            for (_, connection) in connections.drain() {
+            for (_, mut connection) in connections.drain() {
+                farewell(&mut connection);
                 close(&poll, connection);
             }
             return Ok(ServeEnd::StopRequested);
@@ -211,6 +227,7 @@ pub fn serve(
             on_reload(runtime);
         }
         runtime.tick(now());
+        deliver(runtime, codecs, &poll, &mut connections);
         if runtime.is_failed() {
             return Ok(ServeEnd::StorageFailed);
         }
@@ -233,10 +250,13 @@ pub fn serve(
                 WAKEUP => drain_wakeup(control.wakeup.as_ref()),
                 Token(token) => {
                     let Some(mut connection) = connections.remove(&token) else { continue };
-                    match serve_connection(&mut connection, config, codecs, runtime) {
+                    let served = serve_connection(&mut connection, config, codecs, runtime);
+                    match watch_interest(&poll, Token(token), &connection, served) {
                         After::KeepOpen => drop(connections.insert(token, connection)),
                         After::Close => close(&poll, connection),
                     }
+                    // A revocation this call made reaches subscribers before the next call runs.
+                    deliver(runtime, codecs, &poll, &mut connections);
                 }
             }
         }
@@ -323,6 +343,7 @@ fn accept_all(
             peer,
             last_active: Instant::now(),
             request_started,
+            watch: None,
         };
         connections.insert(token, connection);
     }
@@ -350,6 +371,9 @@ fn serve_connection(
     codecs: &Codecs,
     runtime: &mut BlockingRuntime,
 ) -> After {
+    if connection.watch.is_some() {
+        return serve_watch(connection);
+    }
     loop {
         // The request's first byte reached us at the latest now (earlier if it came in pieces).
         let first_byte = connection.request_started.unwrap_or_else(Instant::now);
@@ -374,6 +398,9 @@ fn serve_connection(
             let _ = write_blocking(connection, &response, config);
             return After::Close;
         }
+        if let Some(package) = watch::package_of(&request.path) {
+            return start_watch(connection, &request, package, config);
+        }
         let keep_alive = request.keep_alive;
         let peer_certificates = connection.stream.peer_certificates();
         let response = answer(&request, first_byte, peer_certificates.as_deref(), config, codecs, runtime);
@@ -382,6 +409,144 @@ fn serve_connection(
             return After::Close;
         }
     }
+}
+
+/// After a connection was served: a stream connection is watched for writability too (its
+/// pending bytes go out as the socket drains); a failed registration closes it.
+fn watch_interest(poll: &Poll, token: Token, connection: &Connection, served: After) -> After {
+    if !matches!(served, After::KeepOpen) || connection.watch.is_none() {
+        return served;
+    }
+    let fd = connection.stream.tcp().as_raw_fd();
+    match poll.registry().reregister(&mut SourceFd(&fd), token, Interest::READABLE | Interest::WRITABLE) {
+        Ok(()) => After::KeepOpen,
+        Err(_) => After::Close,
+    }
+}
+
+/// `POST /<package>.EvidenceOS/WatchRevocations`: refused like a unary call when it is not a
+/// Connect stream request; otherwise a 200 stream that ends at once if the caller is not
+/// authenticated (any authenticated caller may watch, SPEC §2.4).
+fn start_watch(connection: &mut Connection, request: &HttpRequest, package: &str, config: &ServeConfig) -> After {
+    let started = Instant::now();
+    let refused = |status: u16, error: &KernelError| {
+        let (_, body) = codec::error_response(error);
+        HttpResponse { keep_alive: false, ..HttpResponse::new(status, Codec::Json.content_type(), body) }
+    };
+    let codec = match (request.method.as_str(), watch::stream_codec_for(request.header("content-type"))) {
+        ("POST", Ok(codec)) => codec,
+        ("POST", Err(error)) => return refuse(connection, config, &refused(415, &error)),
+        _ => {
+            let error = KernelError::invalid_argument(format!("{} needs POST", request.path));
+            let response = refused(405, &error);
+            let response = HttpResponse { extra_headers: vec![("Allow", "POST".to_string())], ..response };
+            return refuse(connection, config, &response);
+        }
+    };
+    let peer_certificates = connection.stream.peer_certificates();
+    let now_unix = now().0 / 1000;
+    let principal = watch::check_request(&request.body).and_then(|()| {
+        config.authenticator.authenticate(request, &request.path, peer_certificates.as_deref(), now_unix)
+    });
+    let mut stream = Watch::new(codec);
+    let (principal, code) = match principal {
+        Ok(principal) => (principal.id, "0".to_string()),
+        Err(error) => {
+            stream.end(&error);
+            connection.request_started = Some(Instant::now());
+            ("-".to_string(), mapping::grpc_code(error.code).to_string())
+        }
+    };
+    log_rpc(&request.path, &principal, &code, started.elapsed());
+    if let Some(metrics) = &config.metrics {
+        metrics.record_rpc(&request.path, &code, started.elapsed());
+    }
+    tracing::debug!(event = "watch_opened", peer = %connection.peer, package);
+    connection.watch = Some(stream);
+    flush_watch(connection)
+}
+
+fn refuse(connection: &mut Connection, config: &ServeConfig, response: &HttpResponse) -> After {
+    let _ = write_blocking(connection, response, config);
+    After::Close
+}
+
+/// A stream's socket is readable or writable: what the subscriber sends is discarded (the
+/// request is whole), its end closes the stream; pending bytes are written.
+fn serve_watch(connection: &mut Connection) -> After {
+    let mut sink = [0u8; 1024];
+    loop {
+        match connection.stream.read(&mut sink) {
+            Ok(0) => return After::Close,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return After::Close,
+        }
+    }
+    flush_watch(connection)
+}
+
+/// Writes as much of the stream's pending bytes as the socket takes without blocking.
+fn flush_watch(connection: &mut Connection) -> After {
+    let Some(stream) = connection.watch.as_mut() else { return After::Close };
+    while !stream.pending().is_empty() {
+        match connection.stream.write(stream.pending()) {
+            Ok(0) => return After::Close,
+            Ok(written) => stream.written(written),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return After::Close,
+        }
+    }
+    // TLS: push out the records the writes above produced; a full socket retries on writable.
+    match connection.stream.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return After::Close,
+        _ => {}
+    }
+    if stream.finished() { After::Close } else { After::KeepOpen }
+}
+
+/// Hands the runtime's new notifications to every open stream; a notification the runtime could
+/// not keep ends every stream with `resource_exhausted` (nobody may miss one unknowingly).
+fn deliver(runtime: &mut BlockingRuntime, codecs: &Codecs, poll: &Poll, connections: &mut HashMap<usize, Connection>) {
+    let taken = runtime.take_notifications();
+    if taken.kept.is_empty() && taken.missed == 0 {
+        return;
+    }
+    let mut closed = Vec::new();
+    for (token, connection) in connections.iter_mut() {
+        let Some(stream) = connection.watch.as_mut() else { continue };
+        for evidenceos_core::Notification::Revocation(feed) in &taken.kept {
+            stream.push(codecs, feed);
+        }
+        if taken.missed > 0 {
+            let message = format!("{} revocations came faster than they could be sent; reconnect", taken.missed);
+            stream.end(&KernelError::new(ErrorCode::ResourceExhausted, message));
+        }
+        if stream.ended() && connection.request_started.is_none() {
+            connection.request_started = Some(Instant::now());
+        }
+        if matches!(flush_watch(connection), After::Close) {
+            closed.push(*token);
+        }
+    }
+    for token in closed {
+        if let Some(connection) = connections.remove(&token) {
+            close(poll, connection);
+        }
+    }
+}
+
+/// At shutdown a stream's subscriber is told `unavailable`, waiting at most [`FAREWELL_TIMEOUT`].
+fn farewell(connection: &mut Connection) {
+    let Some(stream) = connection.watch.as_mut() else { return };
+    stream.end(&KernelError::unavailable("the daemon is shutting down"));
+    let tcp = connection.stream.tcp();
+    if tcp.set_nonblocking(false).and_then(|()| tcp.set_write_timeout(Some(FAREWELL_TIMEOUT))).is_err() {
+        return;
+    }
+    let _ = connection.stream.write_all(stream.pending()).and_then(|()| connection.stream.flush());
 }
 
 /// Writes a response with the socket blocking for at most `request_timeout`: a client that does
