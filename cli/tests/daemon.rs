@@ -163,27 +163,13 @@ async fn a_world_readable_key_is_refused_at_start() {
 
 #[tokio::test]
 async fn a_request_one_byte_over_the_limit_is_refused_and_the_daemon_keeps_serving() {
-    use prost::Message as _;
     let tmp = tempfile::tempdir().unwrap();
     let limit = 2048usize;
     let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &["--max-request-bytes", "2048"], &[]);
     let mut client = client(&daemon).await;
-    // CommitArtifacts with a module sized so the encoded message is exactly `size` bytes.
-    let message_of = |size: usize| {
-        let mut message = v2::CommitArtifactsRequest { claim_id: vec![1; 32], artifacts: vec![], wasm_module: vec![] };
-        let mut module = size - message.encoded_len() - 3;
-        loop {
-            message.wasm_module = vec![0; module];
-            match message.encoded_len().cmp(&size) {
-                std::cmp::Ordering::Equal => return message,
-                std::cmp::Ordering::Less => module += 1,
-                std::cmp::Ordering::Greater => module -= 1,
-            }
-        }
-    };
-    let over = client.commit_artifacts(message_of(limit + 1)).await.unwrap_err();
+    let over = client.commit_artifacts(support::commit_of_size(limit + 1)).await.unwrap_err();
     assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
-    let at_limit = client.commit_artifacts(message_of(limit)).await.unwrap_err();
+    let at_limit = client.commit_artifacts(support::commit_of_size(limit)).await.unwrap_err();
     assert_ne!(at_limit.code(), Code::ResourceExhausted, "a request at the limit is decoded and judged");
     assert_eq!(client.health(v2::HealthRequest {}).await.unwrap().into_inner().status, "SERVING");
     daemon.stop();

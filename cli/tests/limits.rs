@@ -20,24 +20,9 @@ const TOKENS: [(&str, &str); 2] = [("EVIDENCEOS_AGENT_TOKENS", AGENT), ("EVIDENC
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const PACKAGES: [&str; 2] = ["evidenceos.v2", "evidenceos.v1"];
 
-/// A CommitArtifacts request (same fields in v1 and v2) whose encoding is exactly `size` bytes,
-/// without artifacts: decoded, it is judged INVALID_ARGUMENT (a refusal by size never is).
-fn commit_of_size(size: usize) -> v2::CommitArtifactsRequest {
-    let mut message = v2::CommitArtifactsRequest { claim_id: vec![1; 32], artifacts: vec![], wasm_module: vec![] };
-    let mut module = size - message.encoded_len() - 3;
-    loop {
-        message.wasm_module = vec![0; module];
-        match message.encoded_len().cmp(&size) {
-            std::cmp::Ordering::Equal => return message,
-            std::cmp::Ordering::Less => module += 1,
-            std::cmp::Ordering::Greater => module -= 1,
-        }
-    }
-}
-
 /// One gRPC CommitArtifacts in `package`, by path, so v1 and v2 share the code.
 async fn grpc_commit(channel: &tonic::transport::Channel, package: &str, size: usize) -> Code {
-    let mut request = tonic::Request::new(commit_of_size(size));
+    let mut request = tonic::Request::new(support::commit_of_size(size));
     request.metadata_mut().insert("authorization", format!("Bearer {AGENT}").parse().unwrap());
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
@@ -131,9 +116,9 @@ fn max_request_bytes_at_and_over_the_limit_on_the_sync_runtime_v2_and_v1() {
     let daemon = support::start_with(&tmp.path().join("data"), tmp.path(), &flags, &TOKENS);
     for package in PACKAGES {
         let mut http = Http::connect(&daemon);
-        let at_limit = commit_of_size(limit).encode_to_vec();
+        let at_limit = support::commit_of_size(limit).encode_to_vec();
         assert_eq!(http.post(package, "CommitArtifacts", &at_limit), Some(400), "{package}: at the limit, judged");
-        let over = commit_of_size(limit + 1).encode_to_vec();
+        let over = support::commit_of_size(limit + 1).encode_to_vec();
         assert_eq!(http.post(package, "CommitArtifacts", &over), Some(429), "{package}: over it, refused unread");
     }
     assert_eq!(Http::connect(&daemon).health(), Some(200), "still serving");

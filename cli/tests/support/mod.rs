@@ -152,3 +152,20 @@ pub(crate) fn claim_request(name: &str, lane: &str, holdout: &str) -> evidenceos
         dp_delta_budget: None,
     }
 }
+
+/// A CommitArtifacts request (same fields in v1 and v2) whose encoding is exactly `size` bytes,
+/// without artifacts: decoded, it is judged INVALID_ARGUMENT (a refusal by size never is).
+pub(crate) fn commit_of_size(size: usize) -> evidenceos_grpc::v2::CommitArtifactsRequest {
+    use evidenceos_grpc::v2;
+    use prost::Message as _;
+    let mut message = v2::CommitArtifactsRequest { claim_id: vec![1; 32], artifacts: vec![], wasm_module: vec![] };
+    let mut module = size - message.encoded_len() - 3;
+    loop {
+        message.wasm_module = vec![0; module];
+        match message.encoded_len().cmp(&size) {
+            std::cmp::Ordering::Equal => return message,
+            std::cmp::Ordering::Less => module += 1,
+            std::cmp::Ordering::Greater => module -= 1,
+        }
+    }
+}
