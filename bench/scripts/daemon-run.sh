@@ -4,6 +4,9 @@
 # lifecycles fit, the daemon on a free loopback port, then evidenceos-bench with the arguments
 # given (e.g. --lifecycles 6000 --concurrency 64). The bench's JSON line is the last stdout line.
 # Build first: cargo build --release -p evidenceos-cli -p evidenceos-bench
+# Optional: DAEMON_CPUS / BENCH_CPUS pin the daemon and the load generator (taskset -c LIST);
+# PUBLISH_LAG=1 adds --metrics-listen and runs publish-lag.py alongside (its JSON line goes to
+# stderr, prefixed "publish-lag: "), for daemons started with publishing on.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$repo/target}/release"
@@ -19,13 +22,49 @@ manifest["holdout_k_bits_budget"] = 1e15
 manifest["holdout_access_credit_budget"] = 1e15
 json.dump(manifest, open(path, "w"))
 PY
-"$bin/evidenceosd" --data-dir "$data" --listen 127.0.0.1:0 ${DAEMON_FLAGS:-} >"$root/daemon-$$.out" 2>"$root/daemon-$$.log" &
+pin() { if [ -n "${1:-}" ]; then echo taskset -c "$1"; fi; }
+metrics_flag=""
+[ -n "${PUBLISH_LAG:-}" ] && metrics_flag="--metrics-listen 127.0.0.1:0"
+# shellcheck disable=SC2046,SC2086
+$(pin "${DAEMON_CPUS:-}") "$bin/evidenceosd" --data-dir "$data" --listen 127.0.0.1:0 $metrics_flag ${DAEMON_FLAGS:-} \
+  >"$root/daemon-$$.out" 2>"$root/daemon-$$.log" &
 daemon=$!
-trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$data"' EXIT
+poller=""
+trap 'kill $daemon $poller 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do
   addr="$(awk '{print $4; exit}' "$root/daemon-$$.out")"
   [ -n "$addr" ] && break
   sleep 0.1
 done
 [ -n "$addr" ] || { cat "$root/daemon-$$.log" >&2; exit 1; }
-"$bin/evidenceos-bench" --endpoint "http://$addr" --measure-fdatasync "$data" "$@"
+if [ -n "${PUBLISH_LAG:-}" ]; then
+  for _ in $(seq 100); do
+    metrics="$(grep -o 'metrics_listening" addr=[0-9.:]*' "$root/daemon-$$.log" | head -1 | cut -d= -f2)"
+    [ -n "$metrics" ] && break
+    sleep 0.1
+  done
+  python3 "$repo/bench/scripts/publish-lag.py" "$metrics" >"$root/lag-$$.json" &
+  poller=$!
+fi
+# Daemon CPU time (user + system, clock ticks) around the measured load: CPU per lifecycle.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$daemon/stat"; }
+ticks_before="$(cpu_ticks)"
+# shellcheck disable=SC2046
+$(pin "${BENCH_CPUS:-}") "$bin/evidenceos-bench" --endpoint "http://$addr" --measure-fdatasync "$data" "$@" \
+  | tee "$root/bench-$$.out"
+ticks_after="$(cpu_ticks)"
+python3 - "$root/bench-$$.out" "$ticks_before" "$ticks_after" "$(getconf CLK_TCK)" <<'PY' >&2
+import json, sys
+result = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+ticks = int(sys.argv[3]) - int(sys.argv[2])
+cpu_us = ticks * 1e6 / int(sys.argv[4])
+print(f"daemon-cpu: {cpu_us / 1e6:.2f} s for {result['lifecycles_completed']} lifecycles, "
+      f"{cpu_us / max(1, result['lifecycles_completed']):.0f} us per lifecycle (includes pregrow)")
+PY
+rm -f "$root/bench-$$.out"
+if [ -n "$poller" ]; then
+  kill -TERM "$poller"
+  wait "$poller" || true
+  echo "publish-lag: $(cat "$root/lag-$$.json")" >&2
+  poller=""
+fi
