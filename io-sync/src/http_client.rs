@@ -1,11 +1,16 @@
 //! A small blocking HTTP/1.1 client for the publisher's witnesses and `evidenceosctl log`: one
-//! request per connection (`Connection: close`), plain `http://` only, every wait bounded by one
-//! deadline and every response by a size limit. Blocking on purpose: the sync runtime links no
-//! async executor, and each caller already runs on a thread of its own.
+//! request per connection (`Connection: close`), `http://` or `https://` (trust in
+//! [`crate::https_trust`]), every wait bounded by one deadline and every response by a size
+//! limit. Blocking on purpose: the sync runtime links no async executor, and each caller already
+//! runs on a thread of its own.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+
+use crate::https_trust::HttpsTrust;
 
 /// Bounds of one exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +32,32 @@ const MAX_HEADERS: usize = 64;
 /// Longest `host:port` accepted in a URL.
 const MAX_AUTHORITY_BYTES: usize = 255;
 
-/// An `http://host[:port][/path]` URL, without query or fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Http => "http://",
+            Self::Https => "https://",
+        }
+    }
+}
+
+/// An `http[s]://host[:port][/path]` URL, without query or fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    scheme: Scheme,
     host: String,
     port: u16,
     /// Starts with `/`; no trailing `/` unless it is the root.
@@ -38,10 +66,10 @@ pub struct HttpUrl {
 
 impl HttpUrl {
     pub fn parse(url: &str) -> Result<Self, HttpError> {
-        if url.starts_with("https://") {
-            return Err(HttpError::HttpsUnsupported);
-        }
-        let rest = url.strip_prefix("http://").ok_or(HttpError::BadUrl("not an http:// URL"))?;
+        let (scheme, rest) = [Scheme::Http, Scheme::Https]
+            .into_iter()
+            .find_map(|scheme| Some((scheme, url.strip_prefix(scheme.prefix())?)))
+            .ok_or(HttpError::BadUrl("not an http:// or https:// URL"))?;
         let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
         let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
         if !printable(path) || path.contains(['?', '#']) {
@@ -57,29 +85,30 @@ impl HttpUrl {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
                 (host, port.parse::<u16>().map_err(|_| HttpError::BadUrl("bad port"))?)
             }
-            _ => (authority, 80),
+            _ => (authority, scheme.default_port()),
         };
         if host.is_empty() {
             return Err(HttpError::BadUrl("bad host"));
         }
         let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
-        Ok(Self { host: host.to_string(), port, path: path.to_string() })
+        Ok(Self { scheme, host: host.to_string(), port, path: path.to_string() })
     }
 
     /// This URL with `/relative` appended to its path.
     pub fn join(&self, relative: &str) -> HttpUrl {
         let base = self.path.trim_end_matches('/');
-        Self { host: self.host.clone(), port: self.port, path: format!("{base}/{}", relative.trim_start_matches('/')) }
+        let path = format!("{base}/{}", relative.trim_start_matches('/'));
+        Self { scheme: self.scheme, host: self.host.clone(), port: self.port, path }
     }
 
     fn authority(&self) -> String {
-        if self.port == 80 { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
+        if self.port == self.scheme.default_port() { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
     }
 }
 
 impl std::fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.path)
+        write!(f, "{}{}{}", self.scheme.prefix(), self.authority(), self.path)
     }
 }
 
@@ -87,8 +116,9 @@ impl std::fmt::Display for HttpUrl {
 #[derive(Debug)]
 pub enum HttpError {
     BadUrl(&'static str),
-    HttpsUnsupported,
     Connect(io::Error),
+    /// The TLS handshake or record layer failed (an untrusted certificate, a wrong name).
+    Tls(rustls::Error),
     Io(io::Error),
     TimedOut,
     HeadTooLarge {
@@ -106,7 +136,7 @@ impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::BadUrl(why) => write!(f, "bad URL: {why}"),
-            Self::HttpsUnsupported => f.write_str("https:// is not supported (plain http:// only)"),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
             Self::Connect(e) => write!(f, "cannot connect: {e}"),
             Self::Io(e) => write!(f, "{e}"),
             Self::TimedOut => f.write_str("timed out"),
@@ -126,22 +156,100 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
+/// Limits and TLS trust for a series of exchanges.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    limits: HttpLimits,
+    trust: HttpsTrust,
+}
+
+impl HttpClient {
+    pub fn new(limits: HttpLimits, trust: HttpsTrust) -> Self {
+        Self { limits, trust }
+    }
+
+    pub fn get(&self, url: &HttpUrl) -> Result<HttpResponse, HttpError> {
+        self.exchange(url, "GET", None)
+    }
+
+    pub fn post(&self, url: &HttpUrl, content_type: &str, body: &[u8]) -> Result<HttpResponse, HttpError> {
+        self.exchange(url, "POST", Some((content_type, body)))
+    }
+
+    fn exchange(&self, url: &HttpUrl, method: &str, body: Option<(&str, &[u8])>) -> Result<HttpResponse, HttpError> {
+        let deadline = Instant::now() + self.limits.timeout;
+        let tcp = connect(url, deadline)?;
+        let stream = match url.scheme {
+            Scheme::Http => Connection::Plain(tcp),
+            Scheme::Https => {
+                let name = ServerName::try_from(url.host.trim_start_matches('[').trim_end_matches(']').to_string())
+                    .map_err(|_| HttpError::BadUrl("the host is not a valid TLS server name"))?;
+                let tls = rustls::ClientConnection::new(self.trust.config(), name).map_err(HttpError::Tls)?;
+                Connection::Tls(Box::new(rustls::StreamOwned::new(tls, tcp)))
+            }
+        };
+        send(stream, url, method, body, deadline, self.limits)
+    }
+}
+
+/// One exchange trusting Mozilla's public roots for `https://`.
 pub fn get(url: &HttpUrl, limits: HttpLimits) -> Result<HttpResponse, HttpError> {
-    exchange(url, "GET", None, limits)
+    HttpClient::new(limits, HttpsTrust::public_roots()).get(url)
 }
 
+/// One exchange trusting Mozilla's public roots for `https://`.
 pub fn post(url: &HttpUrl, content_type: &str, body: &[u8], limits: HttpLimits) -> Result<HttpResponse, HttpError> {
-    exchange(url, "POST", Some((content_type, body)), limits)
+    HttpClient::new(limits, HttpsTrust::public_roots()).post(url, content_type, body)
 }
 
-fn exchange(
+/// The connection of one exchange; timeouts are set on the TCP socket under either.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Connection {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.read(buf),
+            Self::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.write(buf),
+            Self::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(tcp) => tcp.flush(),
+            Self::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+fn send(
+    mut stream: Connection,
     url: &HttpUrl,
     method: &str,
     body: Option<(&str, &[u8])>,
+    deadline: Instant,
     limits: HttpLimits,
 ) -> Result<HttpResponse, HttpError> {
-    let deadline = Instant::now() + limits.timeout;
-    let mut stream = connect(url, deadline)?;
     let mut request = format!("{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", url.path, url.authority());
     if let Some((content_type, body)) = body {
         request.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len()));
@@ -149,8 +257,10 @@ fn exchange(
     request.push_str("\r\n");
     let mut bytes = request.into_bytes();
     bytes.extend_from_slice(body.map_or(&[][..], |(_, body)| body));
-    stream.set_write_timeout(Some(remaining(deadline)?)).map_err(HttpError::Io)?;
-    stream.write_all(&bytes).map_err(|e| io_error(e, deadline))?;
+    // The TLS handshake runs inside this write and its reads: bound both.
+    stream.tcp().set_write_timeout(Some(remaining(deadline)?)).map_err(HttpError::Io)?;
+    stream.tcp().set_read_timeout(Some(remaining(deadline)?)).map_err(HttpError::Io)?;
+    stream.write_all(&bytes).and_then(|()| stream.flush()).map_err(|e| io_error(e, deadline))?;
     read_response(&mut Deadlined { stream, deadline }, limits)
 }
 
@@ -174,6 +284,9 @@ fn remaining(deadline: Instant) -> Result<Duration, HttpError> {
 }
 
 fn io_error(e: io::Error, deadline: Instant) -> HttpError {
+    if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        return HttpError::Tls(tls.clone());
+    }
     let timed_out = matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock);
     if timed_out || Instant::now() >= deadline { HttpError::TimedOut } else { HttpError::Io(e) }
 }
@@ -184,9 +297,9 @@ struct Deadlined<R> {
     deadline: Instant,
 }
 
-impl Deadlined<TcpStream> {
+impl Deadlined<Connection> {
     fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
-        self.stream.set_read_timeout(Some(remaining(self.deadline)?)).map_err(HttpError::Io)?;
+        self.stream.tcp().set_read_timeout(Some(remaining(self.deadline)?)).map_err(HttpError::Io)?;
         loop {
             match self.stream.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -204,7 +317,7 @@ enum Framing {
     UntilClose,
 }
 
-fn read_response(reader: &mut Deadlined<TcpStream>, limits: HttpLimits) -> Result<HttpResponse, HttpError> {
+fn read_response(reader: &mut Deadlined<Connection>, limits: HttpLimits) -> Result<HttpResponse, HttpError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let (status, framing, head_len) = loop {
@@ -355,7 +468,10 @@ mod tests {
         assert_eq!(url.join("add-checkpoint").to_string(), "http://127.0.0.1:8080/witness/add-checkpoint");
         assert_eq!(HttpUrl::parse("http://w.example").unwrap().join("/x").to_string(), "http://w.example/x");
         assert_eq!(HttpUrl::parse("http://[::1]:9/").unwrap().port, 9);
-        assert!(matches!(HttpUrl::parse("https://w.example"), Err(HttpError::HttpsUnsupported)));
+        let https = HttpUrl::parse("https://w.example/log").unwrap();
+        assert_eq!((https.scheme, https.port), (Scheme::Https, 443));
+        assert_eq!(https.join("checkpoint").to_string(), "https://w.example/log/checkpoint");
+        assert_eq!(HttpUrl::parse("https://w.example:8443").unwrap().to_string(), "https://w.example:8443/");
         for bad in ["ftp://x", "http://", "http://x:99999", "http://x/a b", "http://x/?q", "http://u@x/", "http://:80"]
         {
             assert!(matches!(HttpUrl::parse(bad), Err(HttpError::BadUrl(_))), "{bad}");
@@ -403,6 +519,53 @@ mod tests {
         long_body.extend_from_slice(&[b'a'; 65]);
         let (url, _) = serve_once(long_body);
         assert!(matches!(get(&url, limits()), Err(HttpError::BodyTooLarge { max: 64 })));
+    }
+
+    /// A TLS server for `127.0.0.1` and `localhost` that answers one connection with `answer`;
+    /// returns the PEM of its self-signed certificate.
+    fn serve_once_over_tls(answer: &'static [u8]) -> (std::net::SocketAddr, String) {
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let connection = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, tcp);
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && matches!(tls.read(&mut byte), Ok(1)) {
+                request.push(byte[0]);
+            }
+            let _ = tls.write_all(answer);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        });
+        (addr, cert.pem())
+    }
+
+    #[test]
+    fn https_trusts_the_named_ca_and_refuses_an_unknown_issuer() {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (addr, ca_pem) = serve_once_over_tls(answer);
+        let trusted = HttpClient::new(limits(), HttpsTrust::from_ca_pem(ca_pem.as_bytes()).unwrap());
+        let url = HttpUrl::parse(&format!("https://localhost:{}/checkpoint", addr.port())).unwrap();
+        assert_eq!(trusted.get(&url).unwrap(), HttpResponse { status: 200, body: b"ok".to_vec() });
+        let (addr, _) = serve_once_over_tls(answer);
+        let url = HttpUrl::parse(&format!("https://localhost:{}/checkpoint", addr.port())).unwrap();
+        let error = get(&url, limits()).unwrap_err();
+        assert!(matches!(error, HttpError::Tls(rustls::Error::InvalidCertificate(_))), "{error:?}");
+        assert!(matches!(HttpsTrust::from_ca_pem(b"no pem here"), Err(crate::https_trust::TrustError::NoCertificate)));
     }
 
     #[test]

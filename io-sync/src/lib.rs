@@ -9,6 +9,7 @@ mod executor;
 #[cfg(feature = "crash-test-failpoints")]
 mod failpoint;
 pub mod http_client;
+pub mod https_trust;
 mod operator_store;
 pub mod publish;
 mod runtime;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use evidenceos_core::capsule::{CAPSULE_SCHEMA, Capsule, RevocationLeaf, capsule_hash};
 use evidenceos_core::merkle::{empty_root, leaf_hash};
-use evidenceos_io_sync::http_client::{self, HttpLimits, HttpUrl};
+use evidenceos_io_sync::http_client::{HttpClient, HttpLimits, HttpUrl};
+use evidenceos_io_sync::https_trust::HttpsTrust;
 use evidenceos_tlog::builder::{TileBuilder, parse_bundle};
 use evidenceos_tlog::checkpoint::{CheckpointPolicy, VerifiedCheckpoint};
 use evidenceos_tlog::note::{NoteLimits, VerifierKey};
@@ -29,9 +30,14 @@ pub(crate) enum LogCommand {
 #[derive(Debug, Args)]
 pub(crate) struct LogSource {
     /// The published log: the directory evidenceosd --publish-dir writes (or a copy of it), or
-    /// the http:// URL a web server serves it at (https is not supported yet).
+    /// the http:// or https:// URL a web server, bucket or CDN serves it at.
     #[arg(long, value_name = "URL_OR_DIR")]
     pub(crate) url: String,
+
+    /// For an https:// --url: trust only the CA certificates in this PEM file (default:
+    /// Mozilla's public root CAs, built in).
+    #[arg(long, value_name = "PEM")]
+    pub(crate) ca_cert: Option<PathBuf>,
 
     /// The log's vkey, as evidenceosd logs it at start and `keys list` prints it; repeat it for
     /// every key the log has signed with (rotation). All must share one name: the log's origin.
@@ -105,14 +111,14 @@ const HTTP_LIMITS: HttpLimits = HttpLimits {
 #[derive(Debug)]
 enum Root {
     Dir(PathBuf),
-    Http(HttpUrl),
+    Http(HttpUrl, HttpClient),
 }
 
 impl Root {
     fn describe(&self, relative: &str) -> String {
         match self {
             Root::Dir(dir) => dir.join(relative).display().to_string(),
-            Root::Http(url) => url.join(relative).to_string(),
+            Root::Http(url, _) => url.join(relative).to_string(),
         }
     }
 }
@@ -128,7 +134,17 @@ struct DirReader {
 impl DirReader {
     fn open(source: &LogSource) -> Outcome<Self> {
         let root = if source.url.starts_with("http://") || source.url.starts_with("https://") {
-            Root::Http(HttpUrl::parse(&source.url).map_err(|e| format!("--url {}: {e}", source.url))?)
+            let url = HttpUrl::parse(&source.url).map_err(|e| format!("--url {}: {e}", source.url))?;
+            let trust = match &source.ca_cert {
+                None => HttpsTrust::public_roots(),
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|pem| HttpsTrust::from_ca_pem(&pem).map_err(|e| e.to_string()))
+                    .map_err(|e| format!("--ca-cert {}: {e}", path.display()))?,
+            };
+            Root::Http(url, HttpClient::new(HTTP_LIMITS, trust))
+        } else if source.ca_cert.is_some() {
+            return Err("--ca-cert applies to an https:// --url only".to_string());
         } else {
             Root::Dir(PathBuf::from(&source.url))
         };
@@ -138,11 +154,11 @@ impl DirReader {
     /// One object; a missing one is `NotFound` from either kind of root (404 over HTTP).
     fn read(&mut self, relative: &str) -> io::Result<Vec<u8>> {
         self.reads += 1;
-        let url = match &self.root {
+        let (url, client) = match &self.root {
             Root::Dir(dir) => return std::fs::read(dir.join(relative)),
-            Root::Http(base) => base.join(relative),
+            Root::Http(base, client) => (base.join(relative), client),
         };
-        let response = http_client::get(&url, HTTP_LIMITS).map_err(io::Error::other)?;
+        let response = client.get(&url).map_err(io::Error::other)?;
         match response.status {
             200 => Ok(response.body),
             404 => Err(io::Error::new(io::ErrorKind::NotFound, "404 Not Found")),
