@@ -1,6 +1,7 @@
-//! One mapping per unary RPC, shared by every transport: proto request → kernel request, kernel
-//! answer → proto response. The tonic handlers (gRPC) and the Connect handler (HTTP/1.1) both
-//! call these functions, so a rule about a field or an idempotency key lives in one place.
+//! The RPC table ([`rpc_table`]) and one mapping per unary RPC, shared by every transport: proto
+//! request → kernel request, kernel answer → proto response. The tonic handlers (gRPC) and the
+//! Connect handler (HTTP/1.1) are generated from the table, so a method, a rule about a field or
+//! an idempotency key lives in one place and the transports cannot diverge.
 
 use evidenceos_core::request::{ArtifactInput, CreateClaimV2, IdempotencyKey};
 use evidenceos_core::{Command, KernelError, Query, Request as KernelRequest, Response as KernelResponse};
@@ -61,9 +62,11 @@ macro_rules! rpc_table {
                     kernel(set_credit_limit, mapping::credit_limit);
             }
             v2_only {
-                SetHoldoutPoolBudgets set_holdout_pool_budgets(SetHoldoutPoolBudgetsRequest) -> SetHoldoutPoolBudgetsResponse =
+                SetHoldoutPoolBudgets set_holdout_pool_budgets(SetHoldoutPoolBudgetsRequest)
+                    -> SetHoldoutPoolBudgetsResponse =
                     kernel(set_holdout_pool_budgets, set_holdout_pool_budgets_reply);
-                GetHoldoutPoolBudgets get_holdout_pool_budgets(GetHoldoutPoolBudgetsRequest) -> GetHoldoutPoolBudgetsResponse =
+                GetHoldoutPoolBudgets get_holdout_pool_budgets(GetHoldoutPoolBudgetsRequest)
+                    -> GetHoldoutPoolBudgetsResponse =
                     kernel(get_holdout_pool_budgets, get_holdout_pool_budgets_reply);
             }
         }
