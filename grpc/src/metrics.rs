@@ -392,7 +392,7 @@ mod tests {
         let sets = [crate::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
         #[cfg(not(feature = "server"))]
         let sets = [crate::FILE_DESCRIPTOR_SET];
-        let mut slots = std::collections::BTreeSet::new();
+        let (mut paths, mut slots) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
         for bytes in sets {
             for file in prost_types::FileDescriptorSet::decode(bytes).unwrap().file {
                 for service in &file.service {
@@ -400,12 +400,17 @@ mod tests {
                         let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                         assert_eq!(label_of(slot_of(&path)), path);
                         assert!(slots.insert(slot_of(&path)), "{path} shares a slot");
+                        paths.insert(path);
                     }
                 }
             }
         }
-        let v2_only = Method::ALL.iter().filter(|m| !m.in_v1()).count();
-        assert_eq!(slots.len(), SLOTS - 1 - v2_only, "every slot but other's and v1's unserved ones is a path");
+        // And every label of the table is a path of the descriptors.
+        for method in Method::ALL {
+            let (v2, v1) = method.paths();
+            assert!(paths.contains(v2) && v1.is_none_or(|v1| paths.contains(v1)), "{method:?}");
+        }
+        assert!(EXTRA_PATHS[..2].iter().all(|watch| paths.contains(*watch)));
     }
 
     #[test]

@@ -72,6 +72,8 @@ macro_rules! rpc_table {
         }
     };
 }
+/// For the tonic services in [`crate::service`].
+#[cfg(feature = "server")]
 pub(crate) use rpc_table;
 
 /// How one method is answered; `Q` and `R` are its request and response messages.
