@@ -68,6 +68,26 @@ fn label_of(slot: usize) -> &'static str {
     }
 }
 
+/// The series a request path is counted under: resolved once per call, it names the method
+/// without keeping the client's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route(usize);
+
+impl Route {
+    pub fn of(path: &str) -> Self {
+        Self(slot_of(path))
+    }
+
+    /// The method label: the served path, or "other".
+    pub fn label(self) -> &'static str {
+        label_of(self.0)
+    }
+
+    pub fn is_other(self) -> bool {
+        self.0 == OTHER
+    }
+}
+
 /// The code slot of a gRPC status number; anything else is a transport error.
 fn code_of(code: &str) -> usize {
     code.parse::<u8>().ok().filter(|c| usize::from(*c) < TRANSPORT_ERROR).map_or(TRANSPORT_ERROR, usize::from)
@@ -121,7 +141,12 @@ impl Metrics {
 
     /// Counts one answered RPC: `path` is its request path, `code` its gRPC status number.
     pub fn record_rpc(&self, path: &str, code: &str, elapsed: Duration) {
-        let series = &self.series[slot_of(path)];
+        self.record(Route::of(path), code, elapsed);
+    }
+
+    /// As [`Metrics::record_rpc`], for a caller that resolved the path already.
+    pub fn record(&self, route: Route, code: &str, elapsed: Duration) {
+        let series = &self.series[route.0];
         series.requests[code_of(code)].fetch_add(1, Ordering::Relaxed);
         let micros = elapsed.as_micros();
         let bucket = DURATION_BUCKETS_US.iter().position(|bound| micros <= u128::from(*bound));
@@ -355,6 +380,8 @@ mod tests {
         }
         assert_eq!(label_of(slot_of("/grpc.health.v1.Health/Check")), "/grpc.health.v1.Health/Check");
         assert_eq!(slot_of("/evidenceos.v1.EvidenceOS/GetHoldoutPoolBudgets"), OTHER, "not served in v1");
+        assert!(Route::of("/x/y").is_other() && Route::of("/x/y").label() == "other");
+        assert!(!Route::of("/evidenceos.v2.EvidenceOS/Health").is_other());
         metrics.record_rpc("/evidenceos.v2.EvidenceOS/Health", "0", Duration::from_millis(1));
         for junk in ["/x/y", "/evidenceos.v2.EvidenceOS/Nope", "/a/b"] {
             metrics.record_rpc(junk, "12", Duration::from_millis(1));
