@@ -380,7 +380,7 @@ async fn metrics_are_scraped_and_parsed() {
     assert_eq!(samples[r#"evidenceos_pool_reservations{holdout="demo"}"#], 1.0, "the open claim's reservation");
     assert_eq!(samples[r#"evidenceos_pool_reservations_expired_total{holdout="demo"}"#], 0.0);
     assert!(samples.contains_key(r#"evidenceos_storage_batch_commands_bucket{le="+Inf"}"#));
-    assert!(samples.keys().any(|k| k.starts_with("evidenceos_rpc_latency_seconds_bucket")));
+    assert!(samples.keys().any(|k| k.starts_with("evidenceos_rpc_duration_seconds_bucket")));
     assert!(body.trim_end().ends_with("# EOF"));
     daemon.stop();
 }

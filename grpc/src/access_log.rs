@@ -87,7 +87,9 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let method = request.uri().path().to_string();
+        let route = crate::metrics::Route::of(request.uri().path());
+        // A served path is logged as its route's label (the same text); only others are copied.
+        let unserved_path = route.is_other().then(|| request.uri().path().to_string());
         let slot = PrincipalSlot::default();
         request.extensions_mut().insert(slot.clone());
         let response = self.inner.call(request);
@@ -97,12 +99,12 @@ where
             // Errors come trailers-only (status in the headers); a missing status means OK, or a
             // stream whose final status is in its trailers.
             let code = match &response {
-                Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
-                Err(_) => "transport_error".to_string(),
+                Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0"),
+                Err(_) => "transport_error",
             };
             let elapsed = started.elapsed();
-            metrics.record_rpc(&method, &code, elapsed);
-            log_rpc(&method, &slot.get(), &code, elapsed);
+            metrics.record(route, code, elapsed);
+            log_rpc(unserved_path.as_deref().unwrap_or(route.label()), &slot.get(), code, elapsed);
             response
         })
     }

@@ -1,78 +1,131 @@
 //! Prometheus metrics (text exposition) on `--metrics-listen`: requests by method and code,
-//! latency by method, and the runtime's durable sizes and sync latency. Label sets are bounded:
-//! methods outside the served services count as "other".
+//! duration by method, and the runtime's durable sizes and sync latency. Label sets are bounded:
+//! the method label is one of a fixed set of paths (the RPC table's, in both packages, plus
+//! WatchRevocations and `grpc.health.v1`), anything else counts as "other".
 
-use std::collections::BTreeSet;
 #[cfg(feature = "server")]
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use evidenceos_core::totals::LedgerTotals;
 use evidenceos_io_sync::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
 #[cfg(feature = "server")]
 use evidenceos_io_tokio::KernelHandle;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 #[cfg(feature = "server")]
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[cfg(feature = "server")]
 use tokio::net::TcpListener;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
-    method: String,
-    code: String,
+use crate::rpc::Method;
+
+/// Unary methods of the table; each has a series slot per package.
+const METHODS: usize = Method::ALL.len();
+/// Served paths that are not rows of the table.
+const EXTRA_PATHS: [&str; 4] = [
+    "/evidenceos.v2.EvidenceOS/WatchRevocations",
+    "/evidenceos.v1.EvidenceOS/WatchRevocations",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
+/// v2 methods, v1 methods, the extra paths, and "other".
+const SLOTS: usize = 2 * METHODS + EXTRA_PATHS.len() + 1;
+const OTHER: usize = SLOTS - 1;
+/// gRPC codes 0..=16, then a transport error (no status at all).
+const CODES: usize = 18;
+const TRANSPORT_ERROR: usize = CODES - 1;
+/// Upper bounds of the duration buckets: 50 µs .. ~26 s, doubling.
+const DURATION_BUCKETS_US: [u64; 20] = {
+    let mut bounds = [50; 20];
+    let mut i = 1;
+    while i < bounds.len() {
+        bounds[i] = bounds[i - 1] * 2;
+        i += 1;
+    }
+    bounds
+};
+
+/// The series slot of a request path: its own for every path the daemon serves, else "other".
+/// Compares against fixed names only, so no client input becomes a label.
+fn slot_of(path: &str) -> usize {
+    match Method::from_path(path) {
+        Some(("evidenceos.v2", method)) => method.index(),
+        Some((_, method)) => METHODS + method.index(),
+        None => EXTRA_PATHS.iter().position(|served| *served == path).map_or(OTHER, |i| 2 * METHODS + i),
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MethodLabels {
-    method: String,
+/// The method label of a slot (the inverse of [`slot_of`]).
+fn label_of(slot: usize) -> &'static str {
+    assert!(slot < SLOTS, "slot {slot} out of range");
+    match slot {
+        s if s < METHODS => Method::ALL[s].paths().0,
+        s if s < 2 * METHODS => {
+            Method::ALL[s - METHODS].paths().1.expect("only methods of evidenceos.v1 are counted under it")
+        }
+        OTHER => "other",
+        s => EXTRA_PATHS[s - 2 * METHODS],
+    }
 }
 
-type LatencyFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+/// The series a request path is counted under: resolved once per call, it names the method
+/// without keeping the client's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route(usize);
 
+impl Route {
+    pub fn of(path: &str) -> Self {
+        Self(slot_of(path))
+    }
+
+    /// The method label: the served path, or "other".
+    pub fn label(self) -> &'static str {
+        label_of(self.0)
+    }
+
+    pub fn is_other(self) -> bool {
+        self.0 == OTHER
+    }
+}
+
+/// The code slot of a gRPC status number; anything else is a transport error.
+fn code_of(code: &str) -> usize {
+    code.parse::<u8>().ok().filter(|c| usize::from(*c) < TRANSPORT_ERROR).map_or(TRANSPORT_ERROR, usize::from)
+}
+
+fn code_label(code: usize) -> String {
+    if code == TRANSPORT_ERROR { "transport_error".to_string() } else { code.to_string() }
+}
+
+/// One method's counters: requests per code, and its duration histogram (per bucket, not
+/// cumulative; the last cell is over the largest bound).
+#[derive(Debug)]
+struct Series {
+    requests: [AtomicU64; CODES],
+    buckets: [AtomicU64; DURATION_BUCKETS_US.len() + 1],
+    duration_ns: AtomicU64,
+}
+
+impl Series {
+    fn new() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            duration_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Per-RPC counters, indexed by table position: recording an RPC is three relaxed atomic adds,
+/// without a lock, a hash or an allocation.
 pub struct Metrics {
-    registry: Registry,
-    requests: Family<RpcLabels, Counter>,
-    latency: LatencyFamily,
-    /// Every gRPC path the server answers; anything else is labelled "other".
-    known_methods: BTreeSet<String>,
+    series: Box<[Series]>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("known_methods", &self.known_methods.len()).finish_non_exhaustive()
+        f.debug_struct("Metrics").field("series", &self.series.len()).finish_non_exhaustive()
     }
-}
-
-fn latency_histogram() -> Histogram {
-    // 50 µs .. ~26 s, doubling.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 20))
-}
-
-/// Paths of every service method in the descriptor sets the server registers (grpc.health only
-/// over gRPC).
-fn known_methods() -> BTreeSet<String> {
-    use prost::Message as _;
-    let mut methods = BTreeSet::new();
-    #[cfg(feature = "server")]
-    let sets = [crate::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
-    #[cfg(not(feature = "server"))]
-    let sets = [crate::FILE_DESCRIPTOR_SET];
-    for bytes in sets {
-        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else { continue };
-        for file in set.file {
-            for service in &file.service {
-                for method in &service.method {
-                    methods.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
-                }
-            }
-        }
-    }
-    methods
 }
 
 impl Default for Metrics {
@@ -83,26 +136,67 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let requests = Family::<RpcLabels, Counter>::default();
-        registry.register("evidenceos_rpc_requests", "RPCs answered, by gRPC path and status code", requests.clone());
-        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
-        registry.register("evidenceos_rpc_latency_seconds", "RPC latency by gRPC path", latency.clone());
-        Self { registry, requests, latency, known_methods: known_methods() }
+        Self { series: (0..SLOTS).map(|_| Series::new()).collect() }
     }
 
+    /// Counts one answered RPC: `path` is its request path, `code` its gRPC status number.
     pub fn record_rpc(&self, path: &str, code: &str, elapsed: Duration) {
-        let method = if self.known_methods.contains(path) { path.to_string() } else { "other".to_string() };
-        // gRPC codes are 0..=16; anything else (a transport error) is one more label value.
-        let code = if code.parse::<u8>().is_ok_and(|c| c <= 16) { code.to_string() } else { "transport_error".into() };
-        self.requests.get_or_create(&RpcLabels { method: method.clone(), code }).inc();
-        self.latency.get_or_create(&MethodLabels { method }).observe(elapsed.as_secs_f64());
+        self.record(Route::of(path), code, elapsed);
     }
 
-    /// The exposition text: the registry's families, then the runtime's and the ledger's.
+    /// As [`Metrics::record_rpc`], for a caller that resolved the path already.
+    pub fn record(&self, route: Route, code: &str, elapsed: Duration) {
+        let series = &self.series[route.0];
+        series.requests[code_of(code)].fetch_add(1, Ordering::Relaxed);
+        let micros = elapsed.as_micros();
+        let bucket = DURATION_BUCKETS_US.iter().position(|bound| micros <= u128::from(*bound));
+        series.buckets[bucket.unwrap_or(DURATION_BUCKETS_US.len())].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        series.duration_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// `evidenceos_rpc_requests_total{method,code}` and `evidenceos_rpc_duration_seconds{method}`,
+    /// in table order, each series once it has counted something.
+    fn render_rpcs(&self, text: &mut String) {
+        let name = "evidenceos_rpc_requests";
+        text.push_str(&format!(
+            "# HELP {name} RPCs answered, by method (gRPC path) and gRPC status code.\n# TYPE {name} counter\n"
+        ));
+        for (slot, series) in self.series.iter().enumerate() {
+            for (code, count) in series.requests.iter().enumerate() {
+                let count = count.load(Ordering::Relaxed);
+                if count > 0 {
+                    let (method, code) = (label_of(slot), code_label(code));
+                    text.push_str(&format!("{name}_total{{method=\"{method}\",code=\"{code}\"}} {count}\n"));
+                }
+            }
+        }
+        let name = "evidenceos_rpc_duration_seconds";
+        text.push_str(&format!("# HELP {name} RPC duration, by method (gRPC path).\n# TYPE {name} histogram\n"));
+        for (slot, series) in self.series.iter().enumerate() {
+            let counts: Vec<u64> = series.buckets.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            if counts.iter().all(|c| *c == 0) {
+                continue;
+            }
+            let method = label_of(slot);
+            let mut cumulative = 0;
+            for (bound, count) in DURATION_BUCKETS_US.iter().zip(&counts) {
+                cumulative += count;
+                let le = *bound as f64 / 1e6;
+                text.push_str(&format!("{name}_bucket{{method=\"{method}\",le=\"{le}\"}} {cumulative}\n"));
+            }
+            cumulative += counts[DURATION_BUCKETS_US.len()];
+            text.push_str(&format!("{name}_bucket{{method=\"{method}\",le=\"+Inf\"}} {cumulative}\n"));
+            let seconds = series.duration_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            text.push_str(&format!("{name}_sum{{method=\"{method}\"}} {seconds}\n"));
+            text.push_str(&format!("{name}_count{{method=\"{method}\"}} {cumulative}\n"));
+        }
+    }
+
+    /// The exposition text: the per-RPC families, then the runtime's and the ledger's.
     pub fn render(&self, runtime: &RuntimeStats, ledger: Option<&LedgerTotals>) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).expect("writing to a String");
+        self.render_rpcs(&mut text);
         let load = RuntimeStats::load;
         let mut gauges = vec![
             (
@@ -281,10 +375,13 @@ mod tests {
     #[test]
     fn methods_outside_the_services_share_one_label() {
         let metrics = Metrics::new();
-        assert!(metrics.known_methods.contains("/evidenceos.v2.EvidenceOS/ExecuteClaimV2"));
-        assert!(metrics.known_methods.contains("/evidenceos.v1.EvidenceOS/Health"));
-        #[cfg(feature = "server")]
-        assert!(metrics.known_methods.contains("/grpc.health.v1.Health/Check"));
+        for served in ["/evidenceos.v2.EvidenceOS/ExecuteClaimV2", "/evidenceos.v1.EvidenceOS/Health"] {
+            assert_eq!(label_of(slot_of(served)), served);
+        }
+        assert_eq!(label_of(slot_of("/grpc.health.v1.Health/Check")), "/grpc.health.v1.Health/Check");
+        assert_eq!(slot_of("/evidenceos.v1.EvidenceOS/GetHoldoutPoolBudgets"), OTHER, "not served in v1");
+        assert!(Route::of("/x/y").is_other() && Route::of("/x/y").label() == "other");
+        assert!(!Route::of("/evidenceos.v2.EvidenceOS/Health").is_other());
         metrics.record_rpc("/evidenceos.v2.EvidenceOS/Health", "0", Duration::from_millis(1));
         for junk in ["/x/y", "/evidenceos.v2.EvidenceOS/Nope", "/a/b"] {
             metrics.record_rpc(junk, "12", Duration::from_millis(1));
@@ -311,6 +408,56 @@ mod tests {
         );
         assert!(text.contains("evidenceos_storage_sync_seconds_bucket{le=\"+Inf\"} 0"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// Every method of the descriptor sets the servers register has its own label: the label set
+    /// is fixed, and a served path never falls into "other".
+    #[test]
+    fn every_served_path_has_its_own_label() {
+        use prost::Message as _;
+        #[cfg(feature = "server")]
+        let sets = [crate::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
+        #[cfg(not(feature = "server"))]
+        let sets = [crate::FILE_DESCRIPTOR_SET];
+        let (mut paths, mut slots) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        for bytes in sets {
+            for file in prost_types::FileDescriptorSet::decode(bytes).unwrap().file {
+                for service in &file.service {
+                    for method in &service.method {
+                        let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                        assert_eq!(label_of(slot_of(&path)), path);
+                        assert!(slots.insert(slot_of(&path)), "{path} shares a slot");
+                        paths.insert(path);
+                    }
+                }
+            }
+        }
+        // And every label of the table is a path of the descriptors.
+        for method in Method::ALL {
+            let (v2, v1) = method.paths();
+            assert!(paths.contains(v2) && v1.is_none_or(|v1| paths.contains(v1)), "{method:?}");
+        }
+        assert!(EXTRA_PATHS[..2].iter().all(|watch| paths.contains(*watch)));
+    }
+
+    #[test]
+    fn durations_fill_cumulative_buckets_by_method() {
+        let metrics = Metrics::new();
+        let path = "/evidenceos.v1.EvidenceOS/Seal";
+        for micros in [50, 51, 30_000_000] {
+            metrics.record_rpc(path, "0", Duration::from_micros(micros));
+        }
+        metrics.record_rpc(path, "9", Duration::from_micros(100));
+        let text = metrics.render(&RuntimeStats::default(), None);
+        let name = "evidenceos_rpc_duration_seconds";
+        for (le, count) in [("0.00005", 1), ("0.0001", 3), ("26.2144", 3), ("+Inf", 4)] {
+            let line = format!("{name}_bucket{{method=\"{path}\",le=\"{le}\"}} {count}\n");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains(&format!("{name}_count{{method=\"{path}\"}} 4\n")), "{text}");
+        assert!(text.contains(&format!("{name}_sum{{method=\"{path}\"}} 30.000201\n")), "{text}");
+        assert!(text.contains(&format!("evidenceos_rpc_requests_total{{method=\"{path}\",code=\"9\"}} 1\n")));
+        assert_eq!(text.matches(&format!("{name}_count")).count(), 1, "only methods that were called");
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! The `EvidenceOS` service for both packages over gRPC. Every handler authenticates, maps its
-//! message to a kernel request with the shared [`rpc`] functions (the Connect handler uses the
-//! same ones), awaits the kernel task, and maps the answer back; v1 delegates to v2.
+//! The `EvidenceOS` service for both packages over gRPC, generated from [`rpc::rpc_table`] (the
+//! Connect handler dispatches from the same table). Every handler authenticates, plans the call
+//! with its row's [`Answer`], awaits the kernel task, and maps the answer back; v1 delegates to v2.
 
 use std::sync::Arc;
 
-use evidenceos_core::{KernelError, Notification, Principal, Request as KernelRequest, Response as KernelResponse};
+use evidenceos_core::{KernelError, Notification, Principal};
 use evidenceos_io_tokio::KernelHandle;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Authenticator, Headers, RequestPath};
+use crate::rpc::{Answer, LocalFacts, Method, Prepared};
 use crate::v2;
 use crate::v2::evidence_os_server::EvidenceOs as V2;
 use crate::{mapping, rpc};
@@ -70,189 +71,29 @@ impl EvidenceService {
     }
 
     /// Authenticates, then maps the message (who is asking comes first: an unauthenticated
-    /// caller learns nothing about the rules), asks the kernel and maps its answer back.
-    async fn call<T, R>(
+    /// caller learns nothing about the rules), asks the kernel unless the table's row answers
+    /// locally, and maps its answer back.
+    async fn serve<Q: prost::Message, R>(
         &self,
-        request: &Request<T>,
-        to_kernel: impl FnOnce(&T, Option<&str>) -> Result<KernelRequest, KernelError>,
-        reply: fn(KernelResponse) -> Result<R, KernelError>,
+        method: Method,
+        answer: &Answer<Q, R>,
+        request: Request<Q>,
     ) -> Result<Response<R>, Status> {
-        let principal = self.principal(request)?;
-        let request_id = request.metadata().header("x-request-id");
-        let kernel_request = to_kernel(request.get_ref(), request_id).map_err(status)?;
-        let answer = self.kernel.call(principal, kernel_request).await.map_err(status)?;
-        reply(answer).map(Response::new).map_err(status)
-    }
-}
-
-/// For methods without an idempotency key.
-fn plain<T: Clone>(map: fn(T) -> KernelRequest) -> impl FnOnce(&T, Option<&str>) -> Result<KernelRequest, KernelError> {
-    move |message, _| Ok(map(message.clone()))
-}
-
-#[tonic::async_trait]
-impl V2 for EvidenceService {
-    async fn health(&self, request: Request<v2::HealthRequest>) -> Result<Response<v2::HealthResponse>, Status> {
-        self.principal(&request)?;
-        Ok(Response::new(rpc::health(*self.availability.borrow())))
+        let principal = self.principal(&request)?;
+        let (metadata, _, message) = request.into_parts();
+        let facts = LocalFacts { server_info: &self.info, availability: *self.availability.borrow() };
+        match answer.prepare(method, message, metadata.header("x-request-id"), &facts).map_err(status)? {
+            Prepared::Local(response) => Ok(Response::new(response)),
+            Prepared::Kernel { request, reply } => {
+                let answer = self.kernel.call(principal, request).await.map_err(status)?;
+                reply(answer).map(Response::new).map_err(status)
+            }
+        }
     }
 
-    async fn get_server_info(
-        &self,
-        request: Request<v2::GetServerInfoRequest>,
-    ) -> Result<Response<v2::GetServerInfoResponse>, Status> {
-        self.principal(&request)?;
-        Ok(Response::new((*self.info).clone()))
-    }
-
-    async fn create_claim(
-        &self,
-        request: Request<v2::CreateClaimRequest>,
-    ) -> Result<Response<v2::CreateClaimResponse>, Status> {
-        self.call(&request, plain(rpc::create_claim), rpc::create_claim_reply).await
-    }
-
-    async fn create_claim_v2(
-        &self,
-        request: Request<v2::CreateClaimV2Request>,
-    ) -> Result<Response<v2::CreateClaimV2Response>, Status> {
-        self.call(&request, rpc::create_claim_v2, rpc::create_claim_v2_reply).await
-    }
-
-    async fn commit_artifacts(
-        &self,
-        request: Request<v2::CommitArtifactsRequest>,
-    ) -> Result<Response<v2::CommitArtifactsResponse>, Status> {
-        self.call(&request, plain(rpc::commit_artifacts), rpc::commit_artifacts_reply).await
-    }
-
-    async fn freeze(&self, request: Request<v2::FreezeRequest>) -> Result<Response<v2::FreezeResponse>, Status> {
-        self.call(&request, |r, _| Ok(rpc::freeze_gates(r.claim_id.clone())), rpc::freeze_reply).await
-    }
-
-    async fn freeze_gates(
-        &self,
-        request: Request<v2::FreezeGatesRequest>,
-    ) -> Result<Response<v2::FreezeGatesResponse>, Status> {
-        self.call(&request, |r, _| Ok(rpc::freeze_gates(r.claim_id.clone())), rpc::freeze_gates_reply).await
-    }
-
-    async fn seal(&self, request: Request<v2::SealRequest>) -> Result<Response<v2::SealResponse>, Status> {
-        self.call(&request, |r, _| Ok(rpc::seal_claim(r.claim_id.clone())), rpc::seal_reply).await
-    }
-
-    async fn seal_claim(
-        &self,
-        request: Request<v2::SealClaimRequest>,
-    ) -> Result<Response<v2::SealClaimResponse>, Status> {
-        self.call(&request, |r, _| Ok(rpc::seal_claim(r.claim_id.clone())), rpc::seal_claim_reply).await
-    }
-
-    async fn execute_claim(
-        &self,
-        request: Request<v2::ExecuteClaimRequest>,
-    ) -> Result<Response<v2::ExecuteClaimResponse>, Status> {
-        self.call(&request, plain(rpc::execute_claim), rpc::execute_claim_reply).await
-    }
-
-    async fn execute_claim_v2(
-        &self,
-        request: Request<v2::ExecuteClaimV2Request>,
-    ) -> Result<Response<v2::ExecuteClaimV2Response>, Status> {
-        self.call(&request, rpc::execute_claim_v2, mapping::executed).await
-    }
-
-    async fn get_capsule(
-        &self,
-        request: Request<v2::GetCapsuleRequest>,
-    ) -> Result<Response<v2::GetCapsuleResponse>, Status> {
-        self.call(&request, plain(rpc::get_capsule), mapping::capsule).await
-    }
-
-    async fn get_public_key(
-        &self,
-        request: Request<v2::GetPublicKeyRequest>,
-    ) -> Result<Response<v2::GetPublicKeyResponse>, Status> {
-        self.call(&request, plain(rpc::get_public_key), mapping::public_key).await
-    }
-
-    async fn get_signed_tree_head(
-        &self,
-        request: Request<v2::GetSignedTreeHeadRequest>,
-    ) -> Result<Response<v2::GetSignedTreeHeadResponse>, Status> {
-        self.call(&request, |_, _| Ok(rpc::get_signed_tree_head()), mapping::tree_head).await
-    }
-
-    async fn get_inclusion_proof(
-        &self,
-        request: Request<v2::GetInclusionProofRequest>,
-    ) -> Result<Response<v2::GetInclusionProofResponse>, Status> {
-        self.call(&request, plain(rpc::get_inclusion_proof), mapping::inclusion_proof).await
-    }
-
-    async fn get_consistency_proof(
-        &self,
-        request: Request<v2::GetConsistencyProofRequest>,
-    ) -> Result<Response<v2::GetConsistencyProofResponse>, Status> {
-        self.call(&request, plain(rpc::get_consistency_proof), mapping::consistency_proof).await
-    }
-
-    async fn get_revocation_feed(
-        &self,
-        request: Request<v2::GetRevocationFeedRequest>,
-    ) -> Result<Response<v2::GetRevocationFeedResponse>, Status> {
-        self.call(&request, |_, _| Ok(rpc::get_revocation_feed()), mapping::revocation_feed).await
-    }
-
-    async fn fetch_capsule(
-        &self,
-        request: Request<v2::FetchCapsuleRequest>,
-    ) -> Result<Response<v2::FetchCapsuleResponse>, Status> {
-        self.call(&request, plain(rpc::fetch_capsule), mapping::fetched_capsule).await
-    }
-
-    async fn revoke_claim(
-        &self,
-        request: Request<v2::RevokeClaimRequest>,
-    ) -> Result<Response<v2::RevokeClaimResponse>, Status> {
-        self.call(&request, rpc::revoke_claim, mapping::revoked).await
-    }
-
-    async fn grant_credit(
-        &self,
-        request: Request<v2::GrantCreditRequest>,
-    ) -> Result<Response<v2::GrantCreditResponse>, Status> {
-        self.call(&request, plain(rpc::grant_credit), mapping::credit_balance).await
-    }
-
-    async fn set_credit_limit(
-        &self,
-        request: Request<v2::SetCreditLimitRequest>,
-    ) -> Result<Response<v2::SetCreditLimitResponse>, Status> {
-        self.call(&request, plain(rpc::set_credit_limit), mapping::credit_limit).await
-    }
-
-    async fn set_holdout_pool_budgets(
-        &self,
-        request: Request<v2::SetHoldoutPoolBudgetsRequest>,
-    ) -> Result<Response<v2::SetHoldoutPoolBudgetsResponse>, Status> {
-        self.call(&request, plain(rpc::set_holdout_pool_budgets), rpc::set_holdout_pool_budgets_reply).await
-    }
-
-    async fn get_holdout_pool_budgets(
-        &self,
-        request: Request<v2::GetHoldoutPoolBudgetsRequest>,
-    ) -> Result<Response<v2::GetHoldoutPoolBudgetsResponse>, Status> {
-        self.call(&request, plain(rpc::get_holdout_pool_budgets), rpc::get_holdout_pool_budgets_reply).await
-    }
-
-    type WatchRevocationsStream = ReceiverStream<Result<v2::WatchRevocationsResponse, Status>>;
-
-    async fn watch_revocations(
-        &self,
-        request: Request<v2::WatchRevocationsRequest>,
-    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        self.principal(&request)?;
+    /// WatchRevocations, the one streaming method: not a row of the table.
+    fn watch(&self, request: &Request<v2::WatchRevocationsRequest>) -> Result<WatchStream, Status> {
+        self.principal(request)?;
         let mut notifications = self.kernel.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
@@ -271,54 +112,60 @@ impl V2 for EvidenceService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(ReceiverStream::new(rx))
     }
 }
 
-/// The v1 package has the same messages and all RPCs but the two holdout-pool ones: each v1
-/// method is the v2 method.
-macro_rules! serve_v1_through_v2 {
-    ($($method:ident($request:ident) -> $response:ident;)*) => {
+type WatchStream = ReceiverStream<Result<v2::WatchRevocationsResponse, Status>>;
+
+/// Both tonic services from [`rpc::rpc_table`]: every v2 method serves its row; each v1 method
+/// (all rows but the `v2_only` ones) is the v2 method.
+macro_rules! serve_tonic {
+    (
+        v1_and_v2 { $($both:ident $both_fn:ident($both_req:ident) -> $both_resp:ident = $both_how:expr;)* }
+        v2_only { $($only:ident $only_fn:ident($only_req:ident) -> $only_resp:ident = $only_how:expr;)* }
+    ) => {
         #[tonic::async_trait]
-        impl crate::v1::evidence_os_server::EvidenceOs for EvidenceService {
+        impl V2 for EvidenceService {
             $(
-                async fn $method(&self, request: Request<v2::$request>) -> Result<Response<v2::$response>, Status> {
-                    <Self as V2>::$method(self, request).await
+                async fn $both_fn(&self, request: Request<v2::$both_req>) -> Result<Response<v2::$both_resp>, Status> {
+                    self.serve(Method::$both, &rpc::answer::$both, request).await
+                }
+            )*
+            $(
+                async fn $only_fn(&self, request: Request<v2::$only_req>) -> Result<Response<v2::$only_resp>, Status> {
+                    self.serve(Method::$only, &rpc::answer::$only, request).await
                 }
             )*
 
-            type WatchRevocationsStream = <Self as V2>::WatchRevocationsStream;
+            type WatchRevocationsStream = WatchStream;
 
             async fn watch_revocations(
                 &self,
                 request: Request<v2::WatchRevocationsRequest>,
-            ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+            ) -> Result<Response<WatchStream>, Status> {
+                self.watch(&request).map(Response::new)
+            }
+        }
+
+        #[tonic::async_trait]
+        impl crate::v1::evidence_os_server::EvidenceOs for EvidenceService {
+            $(
+                async fn $both_fn(&self, request: Request<v2::$both_req>) -> Result<Response<v2::$both_resp>, Status> {
+                    <Self as V2>::$both_fn(self, request).await
+                }
+            )*
+
+            type WatchRevocationsStream = WatchStream;
+
+            async fn watch_revocations(
+                &self,
+                request: Request<v2::WatchRevocationsRequest>,
+            ) -> Result<Response<WatchStream>, Status> {
                 <Self as V2>::watch_revocations(self, request).await
             }
         }
     };
 }
 
-serve_v1_through_v2! {
-    health(HealthRequest) -> HealthResponse;
-    get_server_info(GetServerInfoRequest) -> GetServerInfoResponse;
-    create_claim(CreateClaimRequest) -> CreateClaimResponse;
-    create_claim_v2(CreateClaimV2Request) -> CreateClaimV2Response;
-    commit_artifacts(CommitArtifactsRequest) -> CommitArtifactsResponse;
-    freeze(FreezeRequest) -> FreezeResponse;
-    freeze_gates(FreezeGatesRequest) -> FreezeGatesResponse;
-    seal(SealRequest) -> SealResponse;
-    seal_claim(SealClaimRequest) -> SealClaimResponse;
-    execute_claim(ExecuteClaimRequest) -> ExecuteClaimResponse;
-    execute_claim_v2(ExecuteClaimV2Request) -> ExecuteClaimV2Response;
-    get_capsule(GetCapsuleRequest) -> GetCapsuleResponse;
-    get_public_key(GetPublicKeyRequest) -> GetPublicKeyResponse;
-    get_signed_tree_head(GetSignedTreeHeadRequest) -> GetSignedTreeHeadResponse;
-    get_inclusion_proof(GetInclusionProofRequest) -> GetInclusionProofResponse;
-    get_consistency_proof(GetConsistencyProofRequest) -> GetConsistencyProofResponse;
-    get_revocation_feed(GetRevocationFeedRequest) -> GetRevocationFeedResponse;
-    fetch_capsule(FetchCapsuleRequest) -> FetchCapsuleResponse;
-    revoke_claim(RevokeClaimRequest) -> RevokeClaimResponse;
-    grant_credit(GrantCreditRequest) -> GrantCreditResponse;
-    set_credit_limit(SetCreditLimitRequest) -> SetCreditLimitResponse;
-}
+rpc::rpc_table!(serve_tonic);
