@@ -125,16 +125,8 @@ fn run_effects(
     done: mpsc::UnboundedSender<(EffectId, Result<(), IoFailure>)>,
     stats: &RuntimeStats,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     while let Ok((id, effect)) = effects.recv() {
-        let started = std::time::Instant::now();
-        let outcome = executor.execute(&effect);
-        stats.effects.fetch_add(1, Relaxed);
-        match &effect {
-            Effect::Sync { .. } => stats.record_sync(started.elapsed()),
-            Effect::Append { bytes, .. } => drop(stats.bytes_appended.fetch_add(bytes.len() as u64, Relaxed)),
-            Effect::Replace { .. } | Effect::Truncate { .. } => {}
-        }
+        let outcome = executor.execute_counted(&effect, stats);
         if done.send((id, outcome)).is_err() {
             return;
         }
