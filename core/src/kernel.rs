@@ -637,7 +637,7 @@ impl Kernel {
         key: Option<IdempotencyKey>,
     ) {
         if self.failed {
-            self.outputs.push_back(Output::Reply(id, Err(storage_failed())));
+            self.outputs.push_back(Output::Reply(id, Err(KernelError::storage_failed())));
             return;
         }
         if self.staged.len() >= self.config.max_staged_commands {
@@ -906,17 +906,13 @@ impl Kernel {
         self.failed = true;
         if let Some(InFlight { then: Completion::Batch { replies, .. }, .. }) = self.in_flight.take() {
             for (request, _) in replies {
-                self.outputs.push_back(Output::Reply(request, Err(storage_failed())));
+                self.outputs.push_back(Output::Reply(request, Err(KernelError::storage_failed())));
             }
         }
         for staged in self.staged.drain(..) {
-            self.outputs.push_back(Output::Reply(staged.request, Err(storage_failed())));
+            self.outputs.push_back(Output::Reply(staged.request, Err(KernelError::storage_failed())));
         }
     }
-}
-
-fn storage_failed() -> KernelError {
-    KernelError::unavailable("storage failure; the kernel must restart")
 }
 
 fn require_auditor(principal: &Principal) -> Result<(), KernelError> {

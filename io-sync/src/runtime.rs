@@ -89,7 +89,7 @@ impl BlockingRuntime {
         let id = self.submit(now, principal, request);
         self.run_effects(now);
         // Every submitted request is answered once its batch ran, or refused when storage failed.
-        self.take_reply(id).unwrap_or_else(|| Err(storage_failed()))
+        self.take_reply(id).unwrap_or_else(|| Err(KernelError::storage_failed()))
     }
 
     /// Takes a request without carrying out any effect. A query is answered at once, on what is
@@ -99,7 +99,7 @@ impl BlockingRuntime {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         if self.kernel.is_failed() {
-            self.replies.insert(id, Err(storage_failed()));
+            self.replies.insert(id, Err(KernelError::storage_failed()));
             return id;
         }
         if matches!(request, Request::Query(_)) {
@@ -226,10 +226,6 @@ impl BlockingRuntime {
             Output::Effect(..) => unreachable!("drain carries out effects"),
         }
     }
-}
-
-fn storage_failed() -> KernelError {
-    KernelError::unavailable("storage failure; the kernel must restart")
 }
 
 #[cfg(test)]

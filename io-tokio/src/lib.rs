@@ -224,7 +224,7 @@ async fn run_kernel(
             // Replies for everything pending were emitted by the kernel; anything still waiting
             // (a request admitted as the failure landed) is refused here.
             for (_, waiter) in driver.waiting.drain() {
-                let _ = waiter.send(Err(KernelError::unavailable("storage failure; the kernel must restart")));
+                let _ = waiter.send(Err(KernelError::storage_failed()));
             }
             return Stopped::StorageFailed;
         }
