@@ -419,8 +419,8 @@ fn metrics_are_served_on_their_own_plain_listener() {
     sync.stop();
 }
 
-/// A CreateClaimV2 body for claim `name` on the demo holdout.
-fn create_body(name: &str) -> Value {
+/// A CreateClaimV2 body for claim `name` on the demo holdout, reserving `credit`.
+fn create_body(name: &str, credit: u64) -> Value {
     json!({
         "claimName": name,
         "metadata": {"lane": "fast", "alphaMicros": 50000, "epochConfigRef": "epoch/v1", "outputSchemaId": "EVIDENCEOS_SC_V0"},
@@ -428,7 +428,7 @@ fn create_body(name: &str) -> Value {
         "holdoutRef": "demo",
         "epochSize": "1",
         "oracleNumSymbols": 4,
-        "accessCredit": "64",
+        "accessCredit": credit.to_string(),
         "oracleId": "accuracy"
     })
 }
@@ -462,7 +462,12 @@ fn commands_of_concurrent_clients_ready_in_one_turn_share_one_fdatasync() {
     install_demo_holdout(&data);
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let sync = start_sync(&data, tmp.path(), &["--metrics-listen", &metrics_addr]);
+    // One agent each: a principal's share of the holdout pool would not hold eight open claims.
+    let agents: Vec<String> = (0..CLIENTS).map(|n| format!("agent-{n}-secret")).collect();
+    let env = [("EVIDENCEOS_AGENT_TOKENS", agents.join(",")), ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR.to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let flags = ["--runtime", "sync", "--metrics-listen", &metrics_addr];
+    let sync = support::start_with(&data, tmp.path(), &flags, &env);
     let mut clients: Vec<Http> = (0..CLIENTS).map(|_| Http::connect(&sync)).collect();
     for http in &mut clients {
         assert_eq!(http.call("Health", AUDITOR, None, &json!({}))["status"], "SERVING", "accepted and served once");
@@ -471,8 +476,8 @@ fn commands_of_concurrent_clients_ready_in_one_turn_share_one_fdatasync() {
     sync.signal("STOP");
     sync.wait_until_stopped();
     for (n, http) in clients.iter_mut().enumerate() {
-        let bytes =
-            http.json_request("CreateClaimV2", AGENT, Some(&format!("create-{n}")), &create_body(&format!("c{n}")));
+        let body = create_body(&format!("c{n}"), 1);
+        let bytes = http.json_request("CreateClaimV2", &agents[n], Some(&format!("create-{n}")), &body);
         http.stream.write_all(&bytes).unwrap();
     }
     sync.signal("CONT");
@@ -502,7 +507,7 @@ fn pipelined_requests_on_one_connection_are_answered_in_order_and_read_their_wri
     install_demo_holdout(&data);
     let sync = start_sync(&data, tmp.path(), &[]);
     let mut http = Http::connect(&sync);
-    let created = http.call("CreateClaimV2", AGENT, Some("create-p"), &create_body("p"));
+    let created = http.call("CreateClaimV2", AGENT, Some("create-p"), &create_body("p", 64));
     let claim_id = created["claimId"].as_str().unwrap().to_string();
     let module = wasm("claim_mod3");
     let commit = json!({
@@ -520,7 +525,7 @@ fn pipelined_requests_on_one_connection_are_answered_in_order_and_read_their_wri
         http.json_request("GetSignedTreeHead", AUDITOR, None, &json!({})),
         http.json_request("Health", AUDITOR, None, &json!({})),
         http.json_request("FetchCapsule", AUDITOR, None, &id),
-        http.json_request("CreateClaimV2", AGENT, Some("create-q"), &create_body("q")),
+        http.json_request("CreateClaimV2", AGENT, Some("create-q"), &create_body("q", 1)),
         http.json_request("GetSignedTreeHead", AUDITOR, None, &json!({})),
     ]
     .concat();
