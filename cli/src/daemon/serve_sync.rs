@@ -1,6 +1,6 @@
-//! `--runtime sync`: the Connect protocol over HTTP/1.1 on this one thread, no tokio. Requests
-//! are served one at a time and their effects carried out inline, so there is no group commit:
-//! each command costs its own fsyncs.
+//! `--runtime sync`: the Connect protocol over HTTP/1.1 on this one thread, no tokio. The
+//! commands of every request ready in one loop turn share one batch of effects (group commit),
+//! carried out inline before their replies are written.
 
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;

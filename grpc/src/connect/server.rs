@@ -227,16 +227,7 @@ pub fn serve(
 ) -> std::io::Result<ServeEnd> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(256);
-    listener.set_nonblocking(true)?;
-    poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
-    if let Some(metrics) = &metrics_listener {
-        metrics.set_nonblocking(true)?;
-        poll.registry().register(&mut SourceFd(&metrics.as_raw_fd()), METRICS_LISTENER, Interest::READABLE)?;
-    }
-    if let Some(wakeup) = &control.wakeup {
-        wakeup.set_nonblocking(true)?;
-        poll.registry().register(&mut SourceFd(&wakeup.as_raw_fd()), WAKEUP, Interest::READABLE)?;
-    }
+    register(&poll, &listener, metrics_listener.as_ref(), control.wakeup.as_ref())?;
     let codecs = Codecs::shared();
     let mut connections: HashMap<usize, Connection> = HashMap::new();
     let mut next_token = FIRST_CONNECTION;
@@ -280,17 +271,42 @@ pub fn serve(
             }
         }
         serve_turn(&mut ready, &mut connections, &poll, config, codecs, runtime);
-        let expired: Vec<(usize, &'static str)> =
-            connections.iter().filter_map(|(token, c)| c.expired(config).map(|why| (*token, why))).collect();
-        for (token, why) in expired {
-            if let Some(connection) = connections.remove(&token) {
-                if why == "request_timeout" {
-                    tracing::info!(event = "request_timeout", peer = %connection.peer, received_bytes = connection.buffered.len(), "a request did not arrive whole in time; connection closed");
-                } else {
-                    tracing::debug!(event = "connection_idle_closed", peer = %connection.peer);
-                }
-                close(&poll, connection);
+        close_expired(&poll, &mut connections, config);
+    }
+}
+
+/// Watches the listeners and the wake-up pipe, all made non-blocking.
+fn register(
+    poll: &Poll,
+    listener: &TcpListener,
+    metrics_listener: Option<&TcpListener>,
+    wakeup: Option<&UnixStream>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
+    if let Some(metrics) = metrics_listener {
+        metrics.set_nonblocking(true)?;
+        poll.registry().register(&mut SourceFd(&metrics.as_raw_fd()), METRICS_LISTENER, Interest::READABLE)?;
+    }
+    if let Some(wakeup) = wakeup {
+        wakeup.set_nonblocking(true)?;
+        poll.registry().register(&mut SourceFd(&wakeup.as_raw_fd()), WAKEUP, Interest::READABLE)?;
+    }
+    Ok(())
+}
+
+/// Closes the connections whose request or idle time ran out.
+fn close_expired(poll: &Poll, connections: &mut HashMap<usize, Connection>, config: &ServeConfig) {
+    let expired: Vec<(usize, &'static str)> =
+        connections.iter().filter_map(|(token, c)| c.expired(config).map(|why| (*token, why))).collect();
+    for (token, why) in expired {
+        if let Some(connection) = connections.remove(&token) {
+            if why == "request_timeout" {
+                tracing::info!(event = "request_timeout", peer = %connection.peer, received_bytes = connection.buffered.len(), "a request did not arrive whole in time; connection closed");
+            } else {
+                tracing::debug!(event = "connection_idle_closed", peer = %connection.peer);
             }
+            close(poll, connection);
         }
     }
 }
