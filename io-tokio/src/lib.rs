@@ -15,6 +15,8 @@ use evidenceos_core::{
 use evidenceos_io_sync::{FileExecutor, log_event};
 use tokio::sync::{mpsc, oneshot};
 
+/// Why the kernel task stopped: the same answer as the blocking runtime's.
+pub use evidenceos_io_sync::Stopped;
 pub use evidenceos_io_sync::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
 
 /// Where the kernel's `now` comes from: the wall clock in the daemon, a scripted clock in
@@ -89,15 +91,6 @@ impl KernelHandle {
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Message::Shutdown).await;
     }
-}
-
-/// Why the kernel task stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stopped {
-    /// Shut down on request after a final checkpoint.
-    Clean,
-    /// A storage effect failed; the process should exit non-zero so it restarts into recovery.
-    StorageFailed,
 }
 
 /// Starts the kernel task and its effect thread. The kernel must have finished recovery.
