@@ -162,7 +162,7 @@ impl BlockingRuntime {
         &self.kernel
     }
 
-    /// Monitoring counters, as io-tokio keeps them (every batch here is one command).
+    /// Monitoring counters, as io-tokio keeps them.
     pub fn stats(&self) -> &RuntimeStats {
         &self.stats
     }
@@ -297,7 +297,7 @@ mod tests {
         assert_eq!(sth.tree_size, 10);
         let stats = runtime.stats();
         assert_eq!(RuntimeStats::load(&stats.durable_tree_size), 10);
-        assert_eq!(RuntimeStats::load(&stats.batches), 25, "one command per batch");
+        assert_eq!(RuntimeStats::load(&stats.batches), 25, "`call` runs each command in a batch of its own");
         assert_eq!(RuntimeStats::load(&stats.syncs), 35, "the journal synced for each, the ETL for each leaf");
         assert!(runtime.next_wake().is_some(), "an idle checkpoint is scheduled after commands");
         let (stopped, _) = runtime.shutdown(now());
