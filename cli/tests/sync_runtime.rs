@@ -46,6 +46,13 @@ impl Answer {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// The JSON body of a 200 answer; panics on anything else.
+    fn ok_json(&self, method: &str) -> Value {
+        assert_eq!(self.status, 200, "{method}: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        self.json()
+    }
+
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {:?} {}", self.status, String::from_utf8_lossy(&self.body)))
@@ -100,6 +107,12 @@ impl Http {
     }
 
     fn post(&mut self, method: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let bytes = self.request(method, content_type, headers, body);
+        self.send_raw(&bytes)
+    }
+
+    /// The bytes of one POST, to send now or pipelined with others.
+    fn request(&self, method: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         let mut request = format!(
             "POST /evidenceos.v2.EvidenceOS/{method} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             self.host,
@@ -111,20 +124,21 @@ impl Http {
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(body);
-        self.send_raw(&bytes)
+        bytes
+    }
+
+    /// The bytes of a JSON call with a bearer token (and `x-request-id` when given).
+    fn json_request(&self, method: &str, token: &str, request_id: Option<&str>, body: &Value) -> Vec<u8> {
+        let authorization = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", authorization.as_str())];
+        headers.extend(request_id.map(|id| ("x-request-id", id)));
+        self.request(method, "application/json", &headers, body.to_string().as_bytes())
     }
 
     /// A JSON call with a bearer token (and `x-request-id` when given); panics unless it is 200.
     fn call(&mut self, method: &str, token: &str, request_id: Option<&str>, body: &Value) -> Value {
-        let authorization = format!("Bearer {token}");
-        let mut headers = vec![("Authorization", authorization.as_str())];
-        if let Some(id) = request_id {
-            headers.push(("x-request-id", id));
-        }
-        let answer = self.post(method, "application/json", &headers, body.to_string().as_bytes());
-        assert_eq!(answer.status, 200, "{method}: {}", String::from_utf8_lossy(&answer.body));
-        assert_eq!(answer.header("content-type"), Some("application/json"));
-        answer.json()
+        let bytes = self.json_request(method, token, request_id, body);
+        self.send_raw(&bytes).ok_json(method)
     }
 }
 
@@ -401,6 +415,131 @@ fn metrics_are_served_on_their_own_plain_listener() {
     assert!(text.contains("# TYPE evidenceos_pool_reservations_expired counter"), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     assert!(scrape("GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    drop(http);
+    sync.stop();
+}
+
+/// A CreateClaimV2 body for claim `name` on the demo holdout, reserving `credit`.
+fn create_body(name: &str, credit: u64) -> Value {
+    json!({
+        "claimName": name,
+        "metadata": {"lane": "fast", "alphaMicros": 50000, "epochConfigRef": "epoch/v1", "outputSchemaId": "EVIDENCEOS_SC_V0"},
+        "signals": {},
+        "holdoutRef": "demo",
+        "epochSize": "1",
+        "oracleNumSymbols": 4,
+        "accessCredit": credit.to_string(),
+        "oracleId": "accuracy"
+    })
+}
+
+/// The storage counters of a `/metrics` scrape: (fdatasyncs, batches, commands in them).
+fn storage_counters(metrics_addr: &str) -> (u64, u64, u64) {
+    let mut stream = TcpStream::connect(metrics_addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let value = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '));
+        line.and_then(|l| l[name.len()..].trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    (
+        value("evidenceos_storage_sync_seconds_count"),
+        value("evidenceos_storage_batch_commands_count"),
+        value("evidenceos_storage_batch_commands_sum"),
+    )
+}
+
+/// Group commit: the commands of every client whose request is there in one loop turn share one
+/// batch and one fdatasync. The daemon is held (SIGSTOP) while the clients send, so all of them
+/// are waiting when it goes on; each still gets its own, durable, answer.
+#[test]
+fn commands_of_concurrent_clients_ready_in_one_turn_share_one_fdatasync() {
+    const CLIENTS: usize = 8;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    install_demo_holdout(&data);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    // One agent each: a principal's share of the holdout pool would not hold eight open claims.
+    let agents: Vec<String> = (0..CLIENTS).map(|n| format!("agent-{n}-secret")).collect();
+    let env = [("EVIDENCEOS_AGENT_TOKENS", agents.join(",")), ("EVIDENCEOS_AUDITOR_TOKENS", AUDITOR.to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let flags = ["--runtime", "sync", "--metrics-listen", &metrics_addr];
+    let sync = support::start_with(&data, tmp.path(), &flags, &env);
+    let mut clients: Vec<Http> = (0..CLIENTS).map(|_| Http::connect(&sync)).collect();
+    for http in &mut clients {
+        assert_eq!(http.call("Health", AUDITOR, None, &json!({}))["status"], "SERVING", "accepted and served once");
+    }
+    let before = storage_counters(&metrics_addr);
+    sync.signal("STOP");
+    sync.wait_until_stopped();
+    for (n, http) in clients.iter_mut().enumerate() {
+        let body = create_body(&format!("c{n}"), 1);
+        let bytes = http.json_request("CreateClaimV2", &agents[n], Some(&format!("create-{n}")), &body);
+        http.stream.write_all(&bytes).unwrap();
+    }
+    sync.signal("CONT");
+    let mut claim_ids = std::collections::BTreeSet::new();
+    for http in &mut clients {
+        let created = http.read_answer().ok_json("CreateClaimV2");
+        assert_eq!(created["state"], "CLAIM_STATE_UNCOMMITTED", "{created}");
+        claim_ids.insert(created["claimId"].as_str().unwrap().to_string());
+    }
+    assert_eq!(claim_ids.len(), CLIENTS, "a claim of its own for each client");
+    let after = storage_counters(&metrics_addr);
+    let commands = usize::try_from(after.2 - before.2).unwrap();
+    assert_eq!(commands, CLIENTS, "every call journaled: {before:?} → {after:?}");
+    assert_eq!(after.1 - before.1, 1, "one batch for all of them: {before:?} → {after:?}");
+    assert_eq!(after.0 - before.0, 1, "one journal fdatasync (CreateClaimV2 appends no leaf): {before:?} → {after:?}");
+    drop(clients);
+    sync.stop();
+}
+
+/// Requests pipelined on one keep-alive connection are answered in order, and a read behind a
+/// command waits for it: it sees the command's leaf, which a read taken into the same batch
+/// (answered before the sync) would not.
+#[test]
+fn pipelined_requests_on_one_connection_are_answered_in_order_and_read_their_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    install_demo_holdout(&data);
+    let sync = start_sync(&data, tmp.path(), &[]);
+    let mut http = Http::connect(&sync);
+    let created = http.call("CreateClaimV2", AGENT, Some("create-p"), &create_body("p", 64));
+    let claim_id = created["claimId"].as_str().unwrap().to_string();
+    let module = wasm("claim_mod3");
+    let commit = json!({
+        "claimId": claim_id,
+        "artifacts": [{"artifactHash": b64(&sha256(&module)), "kind": "wasm"}],
+        "wasmModule": b64(&module)
+    });
+    http.call("CommitArtifacts", AGENT, None, &commit);
+    let id = json!({ "claimId": claim_id });
+    http.call("FreezeGates", AGENT, None, &id);
+    let size = |head: &Value| head["treeSize"].as_str().map_or(0, |n| n.parse::<u64>().unwrap());
+    let before = size(&http.call("GetSignedTreeHead", AUDITOR, None, &json!({})));
+    let pipelined = [
+        http.json_request("ExecuteClaimV2", AGENT, Some("execute-p"), &id),
+        http.json_request("GetSignedTreeHead", AUDITOR, None, &json!({})),
+        http.json_request("Health", AUDITOR, None, &json!({})),
+        http.json_request("FetchCapsule", AUDITOR, None, &id),
+        http.json_request("CreateClaimV2", AGENT, Some("create-q"), &create_body("q", 1)),
+        http.json_request("GetSignedTreeHead", AUDITOR, None, &json!({})),
+    ]
+    .concat();
+    http.stream.write_all(&pipelined).unwrap();
+    let executed = http.read_answer().ok_json("ExecuteClaimV2");
+    let head = http.read_answer().ok_json("GetSignedTreeHead");
+    assert_eq!(size(&head), before + 1, "the read behind the execution sees its capsule leaf");
+    assert_eq!(http.read_answer().ok_json("Health")["status"], "SERVING");
+    let fetched = http.read_answer().ok_json("FetchCapsule");
+    assert_eq!(fetched["capsuleHash"], executed["capsuleHash"], "{fetched}");
+    let second = http.read_answer().ok_json("CreateClaimV2");
+    assert_eq!(second["state"], "CLAIM_STATE_UNCOMMITTED", "{second}");
+    assert_ne!(second["claimId"], created["claimId"]);
+    assert_eq!(size(&http.read_answer().ok_json("GetSignedTreeHead")), before + 1, "a claim's creation adds no leaf");
     drop(http);
     sync.stop();
 }

@@ -46,6 +46,12 @@ impl KernelError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
     }
+
+    /// What every request pending or arriving after a failed write or sync gets (from the kernel
+    /// or a runtime): the process must restart into recovery.
+    pub fn storage_failed() -> Self {
+        Self::unavailable("storage failure; the kernel must restart")
+    }
 }
 
 impl std::fmt::Display for KernelError {

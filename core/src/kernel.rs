@@ -402,6 +402,22 @@ impl Kernel {
     }
 
     pub fn handle(&mut self, now: Timestamp, input: Input) {
+        self.handle_all(now, [input]);
+    }
+
+    /// Takes several inputs as if they had arrived together, then starts storage once: commands
+    /// admitted here share one batch (one journal sync, one ETL sync) when nothing is in flight,
+    /// where one `handle` each would give the first its own batch. Queries among them are
+    /// answered at once, on the state before the commands that follow them.
+    pub fn handle_all(&mut self, now: Timestamp, inputs: impl IntoIterator<Item = Input>) {
+        for input in inputs {
+            self.take(now, input);
+        }
+        self.pump();
+        self.check_invariants();
+    }
+
+    fn take(&mut self, now: Timestamp, input: Input) {
         match input {
             Input::Request { id, principal, request } => match request {
                 Request::Query(query) => {
@@ -420,8 +436,6 @@ impl Kernel {
             }
             Input::Checkpoint => self.checkpoint_requested = true,
         }
-        self.pump();
-        self.check_invariants();
     }
 
     /// Asserts what holds between inputs (TigerBeetle style). The O(1) checks run in every
@@ -623,7 +637,7 @@ impl Kernel {
         key: Option<IdempotencyKey>,
     ) {
         if self.failed {
-            self.outputs.push_back(Output::Reply(id, Err(storage_failed())));
+            self.outputs.push_back(Output::Reply(id, Err(KernelError::storage_failed())));
             return;
         }
         if self.staged.len() >= self.config.max_staged_commands {
@@ -892,17 +906,13 @@ impl Kernel {
         self.failed = true;
         if let Some(InFlight { then: Completion::Batch { replies, .. }, .. }) = self.in_flight.take() {
             for (request, _) in replies {
-                self.outputs.push_back(Output::Reply(request, Err(storage_failed())));
+                self.outputs.push_back(Output::Reply(request, Err(KernelError::storage_failed())));
             }
         }
         for staged in self.staged.drain(..) {
-            self.outputs.push_back(Output::Reply(staged.request, Err(storage_failed())));
+            self.outputs.push_back(Output::Reply(staged.request, Err(KernelError::storage_failed())));
         }
     }
-}
-
-fn storage_failed() -> KernelError {
-    KernelError::unavailable("storage failure; the kernel must restart")
 }
 
 fn require_auditor(principal: &Principal) -> Result<(), KernelError> {
@@ -1083,6 +1093,35 @@ mod tests {
         let ids: Vec<u64> = replies(&outputs).into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![1, 2, 3, 4, 5], "replies in admission order");
         assert_eq!(sth(&mut kernel).tree_size, 10, "five capsules, five revocations");
+    }
+
+    #[test]
+    fn commands_handed_in_together_share_one_batch_and_queries_among_them_are_answered_at_once() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        let claims: Vec<Vec<u8>> = (0..4).map(|n| executed_claim(&mut disk, &mut kernel, n)).collect();
+        let mut inputs: Vec<Input> = (1..=4)
+            .map(|id| Input::Request {
+                id: RequestId(id),
+                principal: operator(),
+                request: revoke(&claims[id as usize - 1]),
+            })
+            .collect();
+        let sth_query = Request::Query(Query::GetSignedTreeHead);
+        inputs.insert(2, Input::Request { id: RequestId(9), principal: operator(), request: sth_query });
+        kernel.handle_all(NOW, inputs);
+        let Some(Output::Reply(RequestId(9), Ok(Response::SignedTreeHead(head)))) = kernel.poll() else {
+            panic!("the query is answered before any effect")
+        };
+        assert_eq!(head.tree_size, 4, "on the durable log: no revocation yet");
+        let outputs = disk.drive(&mut kernel, NOW);
+        let syncs = |file| {
+            outputs.iter().filter(|o| matches!(o, Output::Effect(_, Effect::Sync { file: f }) if *f == file)).count()
+        };
+        assert_eq!((syncs(FileId::Journal), syncs(FileId::Etl)), (1, 1), "four commands, one batch: {outputs:?}");
+        let ids: Vec<u64> = replies(&outputs).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4], "replies in admission order");
+        assert_eq!(sth(&mut kernel).tree_size, 8);
     }
 
     #[test]

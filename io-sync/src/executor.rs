@@ -4,10 +4,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use evidenceos_core::{Effect, FileId, Input, IoFailure, Kernel, Output, Timestamp};
 
 use crate::data_dir::{DataDir, DataDirError, write_atomically};
+use crate::stats::RuntimeStats;
 
 /// Wall-clock time for the kernel's `now`.
 pub fn now() -> Timestamp {
@@ -88,6 +90,20 @@ impl FileExecutor {
         crate::failpoint::after(effect);
         if let Err(failure) = &outcome {
             self.failed = Some(failure.clone());
+        }
+        outcome
+    }
+
+    /// [`Self::execute`], counted in `stats` (effects, syncs and their latency, bytes appended):
+    /// the one place either runtime counts its storage work.
+    pub fn execute_counted(&mut self, effect: &Effect, stats: &RuntimeStats) -> Result<(), IoFailure> {
+        let started = std::time::Instant::now();
+        let outcome = self.execute(effect);
+        stats.effects.fetch_add(1, Ordering::Relaxed);
+        match effect {
+            Effect::Sync { .. } => stats.record_sync(started.elapsed()),
+            Effect::Append { bytes, .. } => drop(stats.bytes_appended.fetch_add(bytes.len() as u64, Ordering::Relaxed)),
+            Effect::Replace { .. } | Effect::Truncate { .. } => {}
         }
         outcome
     }

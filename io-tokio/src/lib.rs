@@ -15,6 +15,8 @@ use evidenceos_core::{
 use evidenceos_io_sync::{FileExecutor, log_event};
 use tokio::sync::{mpsc, oneshot};
 
+/// Why the kernel task stopped: the same answer as the blocking runtime's.
+pub use evidenceos_io_sync::Stopped;
 pub use evidenceos_io_sync::{BATCH_BUCKETS, RuntimeStats, SYNC_BUCKETS_US};
 
 /// Where the kernel's `now` comes from: the wall clock in the daemon, a scripted clock in
@@ -91,15 +93,6 @@ impl KernelHandle {
     }
 }
 
-/// Why the kernel task stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stopped {
-    /// Shut down on request after a final checkpoint.
-    Clean,
-    /// A storage effect failed; the process should exit non-zero so it restarts into recovery.
-    StorageFailed,
-}
-
 /// Starts the kernel task and its effect thread. The kernel must have finished recovery.
 pub fn spawn(kernel: Kernel, executor: FileExecutor, clock: Clock) -> (KernelHandle, tokio::task::JoinHandle<Stopped>) {
     assert!(!kernel.is_recovering(), "run recovery effects before spawning");
@@ -125,16 +118,8 @@ fn run_effects(
     done: mpsc::UnboundedSender<(EffectId, Result<(), IoFailure>)>,
     stats: &RuntimeStats,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     while let Ok((id, effect)) = effects.recv() {
-        let started = std::time::Instant::now();
-        let outcome = executor.execute(&effect);
-        stats.effects.fetch_add(1, Relaxed);
-        match &effect {
-            Effect::Sync { .. } => stats.record_sync(started.elapsed()),
-            Effect::Append { bytes, .. } => drop(stats.bytes_appended.fetch_add(bytes.len() as u64, Relaxed)),
-            Effect::Replace { .. } | Effect::Truncate { .. } => {}
-        }
+        let outcome = executor.execute_counted(&effect, stats);
         if done.send((id, outcome)).is_err() {
             return;
         }
@@ -232,7 +217,7 @@ async fn run_kernel(
             // Replies for everything pending were emitted by the kernel; anything still waiting
             // (a request admitted as the failure landed) is refused here.
             for (_, waiter) in driver.waiting.drain() {
-                let _ = waiter.send(Err(KernelError::unavailable("storage failure; the kernel must restart")));
+                let _ = waiter.send(Err(KernelError::storage_failed()));
             }
             return Stopped::StorageFailed;
         }

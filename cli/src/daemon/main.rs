@@ -17,6 +17,7 @@ mod security;
 mod serve_sync;
 #[cfg(feature = "runtime-tokio")]
 mod serve_tokio;
+mod serving;
 mod tiles;
 
 use security::security;
@@ -27,7 +28,7 @@ enum RuntimeKind {
     #[cfg(feature = "runtime-tokio")]
     Tokio,
     /// One blocking thread serving the Connect protocol (unary POST, protobuf or JSON bodies)
-    /// over HTTP/1.1; requests are served one at a time.
+    /// over HTTP/1.1; the commands ready in one loop turn share one batch of fsyncs.
     #[cfg(feature = "runtime-sync")]
     Sync,
 }

@@ -1,6 +1,6 @@
-//! `--runtime sync`: the Connect protocol over HTTP/1.1 on this one thread, no tokio. Requests
-//! are served one at a time and their effects carried out inline, so there is no group commit:
-//! each command costs its own fsyncs.
+//! `--runtime sync`: the Connect protocol over HTTP/1.1 on this one thread, no tokio. The
+//! commands of every request ready in one loop turn share one batch of effects (group commit),
+//! carried out inline before their replies are written.
 
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -78,11 +78,7 @@ pub(crate) fn serve(
     crate::tiles::start(&args.tiles, args.publish.publish_dir.as_deref())?;
     let settings = crate::settings_from(&args);
 
-    tracing::info!(event = "listening", addr = %local, key_id = %key_id, tree_size, data_dir = %dir.root().display(), runtime = "sync", protocol = "connect", "evidenceosd is serving");
-    #[allow(clippy::print_stdout)]
-    {
-        println!("evidenceosd listening on {local} (signing key id {key_id}, data dir {})", dir.root().display());
-    }
+    crate::serving::announce(local, &key_id, tree_size, &dir, crate::RuntimeKind::Sync);
     let reload = |runtime: &mut BlockingRuntime| {
         if let Some(request) = crate::reload::read_request(&dir, settings.clone()) {
             crate::reload::log_outcome(runtime.call(now(), crate::reload::principal(), request));
@@ -96,18 +92,7 @@ pub(crate) fn serve(
     }
     let (stopped, _) = runtime.shutdown(now());
     drop(dir); // the data directory lock goes with the process
-    match stopped {
-        Stopped::Clean if ended == ServeEnd::StopRequested => {
-            tracing::info!(event = "stopped", "checkpoint written; exiting");
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => {
-            tracing::error!(
-                event = "stopped",
-                reason = "storage_failed",
-                "exiting non-zero so a supervisor restarts into recovery"
-            );
-            Ok(ExitCode::from(2))
-        }
-    }
+    // A stop the loop did not ask for (storage failed) exits 2 even if the checkpoint was written.
+    let stopped = if ended == ServeEnd::StopRequested { stopped } else { Stopped::StorageFailed };
+    Ok(crate::serving::exit_code(stopped))
 }

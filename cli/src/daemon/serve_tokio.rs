@@ -100,11 +100,7 @@ pub(crate) async fn serve(
         let _ = draining_tx.send(());
     };
 
-    tracing::info!(event = "listening", addr = %local, key_id = %key_id, tree_size, data_dir = %dir.root().display(), "evidenceosd is serving");
-    #[allow(clippy::print_stdout)]
-    {
-        println!("evidenceosd listening on {local} (signing key id {key_id}, data dir {})", dir.root().display());
-    }
+    crate::serving::announce(local, &key_id, tree_size, &dir, crate::RuntimeKind::Tokio);
     // Graceful shutdown waits for clients to close their connections; idle HTTP/2 clients may
     // never do so, so the drain is bounded.
     let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
@@ -126,20 +122,7 @@ pub(crate) async fn serve(
     }
 
     handle.shutdown().await;
-    let stopped = stopped_rx.wait_for(Option::is_some).await.map(|s| s.clone()).ok().flatten();
+    let stopped = stopped_rx.wait_for(Option::is_some).await.ok().and_then(|s| *s);
     drop(dir); // the data directory lock goes with the process
-    match stopped {
-        Some(Stopped::Clean) => {
-            tracing::info!(event = "stopped", "checkpoint written; exiting");
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => {
-            tracing::error!(
-                event = "stopped",
-                reason = "storage_failed",
-                "exiting non-zero so a supervisor restarts into recovery"
-            );
-            Ok(ExitCode::from(2))
-        }
-    }
+    Ok(crate::serving::exit_code(stopped.unwrap_or(Stopped::StorageFailed)))
 }

@@ -90,6 +90,18 @@ impl Daemon {
         assert!(status.success());
     }
 
+    /// After `signal("STOP")`: returns once the process is stopped (state `T` in /proc).
+    pub(crate) fn wait_until_stopped(&self) {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let stat = format!("/proc/{}/stat", self.child.id());
+        // The state is the first field after the parenthesised command name.
+        while !std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        {
+            assert!(Instant::now() < deadline, "the daemon did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub(crate) fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {

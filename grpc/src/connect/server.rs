@@ -1,11 +1,14 @@
-//! The blocking Connect server: one thread, one request at a time.
+//! The blocking Connect server: one thread, group commit per loop turn.
 //!
 //! A readiness loop (epoll through mio) watches the listener, the open connections and a wake-up
 //! pipe for signals. Sockets are non-blocking: a readable connection's bytes are taken as they
 //! come and kept until a whole request is there, so a slow sender holds nobody up (it is cut off
-//! after `request_timeout`). A whole request is authenticated, handed to the kernel, and its
-//! effects carried out inline before the answer is written: every reply to a command is durable.
-//! While one request executes nobody else is served; that is the trade-off of this runtime.
+//! after `request_timeout`). In one turn every connection with a whole request is served: each
+//! request is authenticated and handed to the kernel; reads and local answers are written at
+//! once; the commands of all connections then run as one batch of effects (one journal sync, one
+//! ETL sync) and only then are their replies written, so every reply to a command is durable. A
+//! connection waiting for a command's reply has its later (pipelined) requests served in the next
+//! turn, in order, so it reads its own writes. While a batch syncs nobody else is served.
 //!
 //! `Connect-Timeout-Ms` is honoured up to the kernel: counted from the request's first byte, a
 //! deadline that has passed when the call would be handed to the kernel is answered with
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use evidenceos_core::{ErrorCode, KernelError, Principal, Query, Request, Response, Role};
+use evidenceos_core::{ErrorCode, KernelError, Principal, Query, Request, RequestId, Response, Role};
 use evidenceos_io_sync::{BlockingRuntime, now};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -156,6 +159,28 @@ struct Connection {
     request_started: Option<Instant>,
     /// An open WatchRevocations stream: the connection serves nothing else until it closes.
     watch: Option<Watch>,
+    /// A call handed to the kernel whose reply waits for this turn's batch; later requests on the
+    /// connection wait behind it.
+    pending: Option<Pending>,
+}
+
+/// A call handed to the kernel, and what writing its reply needs.
+struct Pending {
+    call: KernelCall,
+    /// For the `event=rpc` line and the metrics, once answered.
+    path: String,
+    principal: String,
+    started: Instant,
+    keep_alive: bool,
+}
+
+/// A submitted kernel request and how to turn its answer into the response body.
+struct KernelCall {
+    id: RequestId,
+    encode: rpc::EncodeReply,
+    package: &'static str,
+    method: Method,
+    codec: Codec,
 }
 
 impl Connection {
@@ -202,19 +227,13 @@ pub fn serve(
 ) -> std::io::Result<ServeEnd> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(256);
-    listener.set_nonblocking(true)?;
-    poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
-    if let Some(metrics) = &metrics_listener {
-        metrics.set_nonblocking(true)?;
-        poll.registry().register(&mut SourceFd(&metrics.as_raw_fd()), METRICS_LISTENER, Interest::READABLE)?;
-    }
-    if let Some(wakeup) = &control.wakeup {
-        wakeup.set_nonblocking(true)?;
-        poll.registry().register(&mut SourceFd(&wakeup.as_raw_fd()), WAKEUP, Interest::READABLE)?;
-    }
+    register(&poll, &listener, metrics_listener.as_ref(), control.wakeup.as_ref())?;
     let codecs = Codecs::shared();
     let mut connections: HashMap<usize, Connection> = HashMap::new();
     let mut next_token = FIRST_CONNECTION;
+    // Connections to serve in the next turn: readable or writable ones, and those answered last
+    // turn (more pipelined requests may wait in their buffers, with no readiness edge to come).
+    let mut ready: Vec<usize> = Vec::new();
     loop {
         if control.stop.load(Ordering::SeqCst) {
             for (_, mut connection) in connections.drain() {
@@ -231,7 +250,7 @@ pub fn serve(
         if runtime.is_failed() {
             return Ok(ServeEnd::StorageFailed);
         }
-        let wait = poll_wait(runtime, &connections, config);
+        let wait = if ready.is_empty() { poll_wait(runtime, &connections, config) } else { Duration::ZERO };
         match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -248,31 +267,91 @@ pub fn serve(
                     }
                 }
                 WAKEUP => drain_wakeup(control.wakeup.as_ref()),
-                Token(token) => {
-                    let Some(mut connection) = connections.remove(&token) else { continue };
-                    let served = serve_connection(&mut connection, config, codecs, runtime);
-                    match watch_interest(&poll, Token(token), &connection, served) {
-                        After::KeepOpen => drop(connections.insert(token, connection)),
-                        After::Close => close(&poll, connection),
-                    }
-                    // A revocation this call made reaches subscribers before the next call runs.
-                    deliver(runtime, codecs, &poll, &mut connections);
-                }
+                Token(token) => ready.push(token),
             }
         }
-        let expired: Vec<(usize, &'static str)> =
-            connections.iter().filter_map(|(token, c)| c.expired(config).map(|why| (*token, why))).collect();
-        for (token, why) in expired {
-            if let Some(connection) = connections.remove(&token) {
-                if why == "request_timeout" {
-                    tracing::info!(event = "request_timeout", peer = %connection.peer, received_bytes = connection.buffered.len(), "a request did not arrive whole in time; connection closed");
-                } else {
-                    tracing::debug!(event = "connection_idle_closed", peer = %connection.peer);
-                }
-                close(&poll, connection);
+        serve_turn(&mut ready, &mut connections, &poll, config, codecs, runtime);
+        close_expired(&poll, &mut connections, config);
+    }
+}
+
+/// Watches the listeners and the wake-up pipe, all made non-blocking.
+fn register(
+    poll: &Poll,
+    listener: &TcpListener,
+    metrics_listener: Option<&TcpListener>,
+    wakeup: Option<&UnixStream>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
+    if let Some(metrics) = metrics_listener {
+        metrics.set_nonblocking(true)?;
+        poll.registry().register(&mut SourceFd(&metrics.as_raw_fd()), METRICS_LISTENER, Interest::READABLE)?;
+    }
+    if let Some(wakeup) = wakeup {
+        wakeup.set_nonblocking(true)?;
+        poll.registry().register(&mut SourceFd(&wakeup.as_raw_fd()), WAKEUP, Interest::READABLE)?;
+    }
+    Ok(())
+}
+
+/// Closes the connections whose request or idle time ran out.
+fn close_expired(poll: &Poll, connections: &mut HashMap<usize, Connection>, config: &ServeConfig) {
+    let expired: Vec<(usize, &'static str)> =
+        connections.iter().filter_map(|(token, c)| c.expired(config).map(|why| (*token, why))).collect();
+    for (token, why) in expired {
+        if let Some(connection) = connections.remove(&token) {
+            if why == "request_timeout" {
+                tracing::info!(event = "request_timeout", peer = %connection.peer, received_bytes = connection.buffered.len(), "a request did not arrive whole in time; connection closed");
+            } else {
+                tracing::debug!(event = "connection_idle_closed", peer = %connection.peer);
             }
+            close(poll, connection);
         }
     }
+}
+
+/// One turn: every ready connection is served until it would block or waits for the kernel; the
+/// commands handed over meanwhile run as one batch; then every waiting call is answered.
+fn serve_turn(
+    ready: &mut Vec<usize>,
+    connections: &mut HashMap<usize, Connection>,
+    poll: &Poll,
+    config: &ServeConfig,
+    codecs: &Codecs,
+    runtime: &mut BlockingRuntime,
+) {
+    let mut turn = std::mem::take(ready);
+    turn.sort_unstable();
+    turn.dedup();
+    let mut waiting = Vec::new();
+    for token in turn {
+        let Some(mut connection) = connections.remove(&token) else { continue };
+        let served = serve_connection(&mut connection, config, codecs, runtime);
+        if connection.pending.is_some() {
+            waiting.push(token);
+        }
+        match watch_interest(poll, Token(token), &connection, served) {
+            After::KeepOpen => drop(connections.insert(token, connection)),
+            After::Close => close(poll, connection),
+        }
+    }
+    // Crash boundary: the replies below are written only once `run_effects` returned, so a
+    // client hears of a command only after its journal record (and its leaves) are synced. A
+    // crash before that loses nothing acknowledged; recovery keeps or drops the batch whole.
+    runtime.run_effects(now());
+    for token in waiting {
+        let Some(mut connection) = connections.remove(&token) else { continue };
+        match write_reply(&mut connection, config, codecs, runtime) {
+            After::KeepOpen => {
+                ready.push(token);
+                connections.insert(token, connection);
+            }
+            After::Close => close(poll, connection),
+        }
+    }
+    // A revocation this turn made reaches subscribers before the next turn's calls run.
+    deliver(runtime, codecs, poll, connections);
 }
 
 /// Until the earliest of: the kernel's next deadline, the next connection to close, and
@@ -344,6 +423,7 @@ fn accept_all(
             last_active: Instant::now(),
             request_started,
             watch: None,
+            pending: None,
         };
         connections.insert(token, connection);
     }
@@ -364,7 +444,8 @@ fn close(poll: &Poll, mut connection: Connection) {
 }
 
 /// Takes every byte the connection has ready (the poller is edge-triggered, so until the socket
-/// would block) and serves each whole request among them; a partial one waits in `buffered`.
+/// would block) and serves each whole request among them until one waits for the kernel's
+/// batch; a partial one waits in `buffered`.
 fn serve_connection(
     connection: &mut Connection,
     config: &ServeConfig,
@@ -374,7 +455,7 @@ fn serve_connection(
     if connection.watch.is_some() {
         return serve_watch(connection);
     }
-    loop {
+    while connection.pending.is_none() {
         // The request's first byte reached us at the latest now (earlier if it came in pieces).
         let first_byte = connection.request_started.unwrap_or_else(Instant::now);
         let request = match http::read_request(&mut connection.stream, &mut connection.buffered, &config.limits) {
@@ -403,12 +484,36 @@ fn serve_connection(
         }
         let keep_alive = request.keep_alive;
         let peer_certificates = connection.stream.peer_certificates();
-        let response = answer(&request, first_byte, peer_certificates.as_deref(), config, codecs, runtime);
-        let response = HttpResponse { keep_alive, ..response };
-        if write_blocking(connection, &response, config).is_err() || !keep_alive {
-            return After::Close;
+        match answer(&request, first_byte, peer_certificates.as_deref(), config, codecs, runtime) {
+            Answered::Now(response) => {
+                let response = HttpResponse { keep_alive, ..response };
+                if write_blocking(connection, &response, config).is_err() || !keep_alive {
+                    return After::Close;
+                }
+            }
+            Answered::Later(pending) => connection.pending = Some(pending),
         }
     }
+    After::KeepOpen
+}
+
+/// Writes the reply to the connection's call once the turn's batch ran.
+fn write_reply(
+    connection: &mut Connection,
+    config: &ServeConfig,
+    codecs: &Codecs,
+    runtime: &mut BlockingRuntime,
+) -> After {
+    let Some(pending) = connection.pending.take() else { return After::KeepOpen };
+    // The batch answered every submitted call, unless storage failed before it could.
+    let reply = runtime.take_reply(pending.call.id).unwrap_or_else(|| Err(KernelError::storage_failed()));
+    let outcome = finish(pending.call, reply, codecs);
+    let response = respond(&pending.path, &pending.principal, pending.started, outcome, config);
+    let response = HttpResponse { keep_alive: pending.keep_alive, ..response };
+    if write_blocking(connection, &response, config).is_err() || !pending.keep_alive {
+        return After::Close;
+    }
+    After::KeepOpen
 }
 
 /// After a connection was served: a stream connection is watched for writability too (its
@@ -578,15 +683,23 @@ fn scrape(request: &HttpRequest, metrics: Option<&Metrics>, runtime: &mut Blocki
         return HttpResponse { keep_alive: false, ..HttpResponse::new(404, "text/plain; charset=utf-8", body) };
     };
     let monitor = Principal::new("system:metrics", Role::Auditor);
-    let ledger = match runtime.call(now(), monitor, Request::Query(Query::LedgerTotals)) {
-        Ok(Response::LedgerTotals(totals)) => Some(totals),
+    // A query is answered at submission: the scrape never runs (or splits) the turn's batch.
+    let asked = runtime.submit(now(), monitor, Request::Query(Query::LedgerTotals));
+    let ledger = match runtime.take_reply(asked) {
+        Some(Ok(Response::LedgerTotals(totals))) => Some(totals),
         _ => None,
     };
     let body = metrics.render(runtime.stats(), ledger.as_ref()).into_bytes();
     HttpResponse { keep_alive: false, ..HttpResponse::new(200, crate::metrics::CONTENT_TYPE, body) }
 }
 
-/// One unary call, logged as one `event=rpc` line like the gRPC runtime's.
+/// A call's answer: ready now, or after the turn's batch.
+enum Answered {
+    Now(HttpResponse),
+    Later(Pending),
+}
+
+/// One unary call, logged as one `event=rpc` line like the gRPC runtime's once answered.
 fn answer(
     request: &HttpRequest,
     first_byte: Instant,
@@ -594,11 +707,29 @@ fn answer(
     config: &ServeConfig,
     codecs: &Codecs,
     runtime: &mut BlockingRuntime,
-) -> HttpResponse {
+) -> Answered {
     let started = Instant::now();
     let mut principal = "-".to_string();
     let call = Call { request, first_byte, peer_certificates };
-    let outcome = execute(&call, config, codecs, runtime, &mut principal);
+    let outcome = match execute(&call, config, codecs, runtime, &mut principal) {
+        Ok(Executed::Submitted(call)) => {
+            let path = request.path.clone();
+            return Answered::Later(Pending { call, path, principal, started, keep_alive: request.keep_alive });
+        }
+        Ok(Executed::Replied(codec, body)) => Ok((codec, body)),
+        Err(refusal) => Err(refusal),
+    };
+    Answered::Now(respond(&request.path, &principal, started, outcome, config))
+}
+
+/// Logs and counts an answered call and turns its outcome into the HTTP response.
+fn respond(
+    path: &str,
+    principal: &str,
+    started: Instant,
+    outcome: Result<(Codec, Vec<u8>), Refusal>,
+    config: &ServeConfig,
+) -> HttpResponse {
     let code = match &outcome {
         Ok(_) => "0".to_string(),
         Err(Refusal::Kernel(error)) => mapping::grpc_code(error.code).to_string(),
@@ -607,9 +738,9 @@ fn answer(
         Err(Refusal::Http { .. }) => "-".to_string(),
     };
     let elapsed = started.elapsed();
-    log_rpc(&request.path, &principal, &code, elapsed);
+    log_rpc(path, principal, &code, elapsed);
     if let Some(metrics) = &config.metrics {
-        metrics.record_rpc(&request.path, &code, elapsed);
+        metrics.record_rpc(path, &code, elapsed);
     }
     match outcome {
         Ok((codec, body)) => HttpResponse {
@@ -672,6 +803,14 @@ enum Refusal {
     },
 }
 
+/// What [`execute`] did with a call.
+enum Executed {
+    /// Answered without waiting for the batch: a local answer, a read, or a refusal by the kernel.
+    Replied(Codec, Vec<u8>),
+    /// Handed to the kernel; the reply comes with the turn's batch.
+    Submitted(KernelCall),
+}
+
 impl From<KernelError> for Refusal {
     fn from(error: KernelError) -> Self {
         Self::Kernel(error)
@@ -684,7 +823,7 @@ fn execute(
     codecs: &Codecs,
     runtime: &mut BlockingRuntime,
     principal_id: &mut String,
-) -> Result<(Codec, Vec<u8>), Refusal> {
+) -> Result<Executed, Refusal> {
     let request = call.request;
     let Some((package, method)) = Method::from_path(&request.path) else {
         let (status, body) = codec::unknown_procedure(&request.path);
@@ -715,11 +854,31 @@ fn execute(
     }
     // A failed kernel answers nothing else; pipelined requests after the failure see it too.
     let availability = if runtime.is_failed() { Availability::NotServing } else { Availability::Serving };
-    let reply = match rpc::plan(method, &proto, request.header("x-request-id"), &config.server_info, availability)? {
-        Plan::Local(bytes) => bytes,
-        Plan::Kernel { request, encode } => encode(runtime.call(now(), principal, request)?)?,
-    };
-    Ok((codec, codecs.response_from_proto(package, method, codec, &reply)?))
+    let (request, encode) =
+        match rpc::plan(method, &proto, request.header("x-request-id"), &config.server_info, availability)? {
+            Plan::Local(bytes) => {
+                return Ok(Executed::Replied(codec, codecs.response_from_proto(package, method, codec, &bytes)?));
+            }
+            Plan::Kernel { request, encode } => (request, encode),
+        };
+    // Handed over: from here the call runs to the end, whatever its deadline.
+    let id = runtime.submit(now(), principal, request);
+    let call = KernelCall { id, encode, package, method, codec };
+    match runtime.take_reply(id) {
+        // A read is answered at submission and does not wait for the batch's sync.
+        Some(reply) => finish(call, reply, codecs).map(|(codec, body)| Executed::Replied(codec, body)),
+        None => Ok(Executed::Submitted(call)),
+    }
+}
+
+/// The response body of a kernel call's reply.
+fn finish(
+    call: KernelCall,
+    reply: Result<Response, KernelError>,
+    codecs: &Codecs,
+) -> Result<(Codec, Vec<u8>), Refusal> {
+    let bytes = (call.encode)(reply?)?;
+    Ok((call.codec, codecs.response_from_proto(call.package, call.method, call.codec, &bytes)?))
 }
 
 #[cfg(test)]
