@@ -42,8 +42,11 @@ pub struct CapsuleRecord {
     #[serde(rename = "hash_hex")]
     pub hash: CapsuleHash,
     pub etl_index: u64,
-    /// Canonical capsule JSON (the ETL payload).
-    pub bytes: String,
+    /// Canonical capsule JSON (the ETL payload at `etl_index`). Never written to a checkpoint:
+    /// `etl.log` holds it, and recovery takes it from there ([`Claims::attach_capsule_bytes`]).
+    /// Checkpoints of format v1 carry it; it is read, checked against the log, and dropped.
+    #[serde(default, skip_serializing)]
+    pub bytes: Box<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +86,23 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// Whether the claim has a capsule: it is history and can never execute again (FreezeGates
+    /// refuses every state a capsule leaves; a failed execution leaves no capsule and may re-freeze).
+    pub fn is_settled(&self) -> bool {
+        self.capsule.is_some()
+    }
+
+    /// Drops what only a future execution would need: the wasm module and the artifact list (the
+    /// capsule's `wasm_hash_hex` and `code_ir_manifests` record both). Returns whether anything
+    /// was dropped.
+    fn settle(&mut self) -> bool {
+        debug_assert!(self.is_settled(), "only a settled claim drops its code");
+        let had_code = !self.wasm.is_empty() || !self.artifacts.is_empty();
+        self.wasm = Vec::new();
+        self.artifacts = Vec::new();
+        had_code
+    }
+
     /// The state as seen at `now`: a claim whose reservation expired unused is STALE.
     pub fn effective_state(&self, now: Timestamp, epoch: u64) -> ClaimState {
         let pre_execution = matches!(self.state, ClaimState::Uncommitted | ClaimState::Committed | ClaimState::Sealed);
@@ -114,6 +134,15 @@ pub struct Claims {
     pub revocations: Vec<RevocationRecord>,
     /// Capsule hash hex → claim id hex, for dependencies and revocation.
     pub capsule_claims: BTreeMap<CapsuleHash, ClaimId>,
+}
+
+/// What loading a checkpoint of an older format dropped from settled claims.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettledMigration {
+    /// Capsule copies the checkpoint carried (now read from `etl.log`).
+    pub capsule_copies_dropped: u64,
+    /// Settled claims whose wasm module and artifact list were dropped.
+    pub code_dropped: u64,
 }
 
 /// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
@@ -213,6 +242,8 @@ impl Claims {
             assert_eq!(id, &claim.claim_id, "claim stored under another claim's id");
             if let Some(capsule) = &claim.capsule {
                 assert_eq!(self.capsule_claims.get(&capsule.hash), Some(id), "capsule of {id} not indexed");
+                assert!(!capsule.bytes.is_empty(), "settled claim {id} without its capsule bytes");
+                assert!(claim.wasm.is_empty() && claim.artifacts.is_empty(), "settled claim {id} keeps its code");
             }
         }
         for (hash, id) in &self.capsule_claims {
@@ -228,6 +259,34 @@ impl Claims {
             pool.check_invariants();
             assert!(pool.reservations.keys().all(|id| self.claims.contains_key(id)), "reservation of no claim");
         }
+    }
+
+    /// Gives each settled claim loaded from a checkpoint its capsule bytes from `leaf` (the
+    /// payload at an ETL index of the covered prefix), checking them against the capsule hash.
+    /// A format v1 checkpoint carries the bytes and the code of settled claims: the bytes must be
+    /// the leaf's, and the code is dropped. Walks every claim: recovery only.
+    pub fn attach_capsule_bytes<'a>(
+        &mut self,
+        leaf: impl Fn(u64) -> Option<&'a [u8]>,
+    ) -> Result<SettledMigration, String> {
+        let mut migration = SettledMigration::default();
+        for claim in self.claims.values_mut() {
+            let Some(record) = claim.capsule.as_mut() else { continue };
+            let index = record.etl_index;
+            let payload = leaf(index).ok_or_else(|| format!("capsule leaf {index} is beyond the checkpoint"))?;
+            if capsule_hash(payload) != record.hash.0 {
+                return Err(format!("leaf {index} is not the capsule {}", record.hash));
+            }
+            if record.bytes.is_empty() {
+                record.bytes = std::str::from_utf8(payload).map_err(|_| format!("leaf {index} is not UTF-8"))?.into();
+            } else if record.bytes.as_bytes() == payload {
+                migration.capsule_copies_dropped += 1;
+            } else {
+                return Err(format!("the checkpoint's copy of capsule {} differs from leaf {index}", record.hash));
+            }
+            migration.code_dropped += u64::from(claim.settle());
+        }
+        Ok(migration)
     }
 
     pub fn totals(&self, now: Timestamp) -> LedgerTotals {
@@ -810,8 +869,10 @@ impl Claims {
         stored.capsule = Some(CapsuleRecord {
             hash: capsule_hash,
             etl_index: capsule_index,
-            bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8"),
+            bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8").into_boxed_str(),
         });
+        // A claim with a capsule never executes again: its code is history (the capsule names it).
+        stored.settle();
         Execution {
             state: new_state,
             decision: verdict.decision,
