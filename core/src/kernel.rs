@@ -1352,6 +1352,7 @@ mod tests {
         let id = crate::ids::ClaimId(claim_id.clone().try_into().unwrap());
         let claim = &kernel.state().claims.claims[&id];
         assert!(claim.wasm.is_empty() && claim.artifacts.is_empty(), "a settled claim keeps no code");
+        assert_eq!(kernel.state().claims.settled_claims, 1);
         let capsule = claim.capsule.as_ref().unwrap().bytes.as_bytes().to_vec();
         kernel.handle(NOW, Input::Checkpoint);
         disk.drive(&mut kernel, NOW);
@@ -1360,6 +1361,7 @@ mod tests {
         disk.crash();
         let mut again = boot(&mut disk, config());
         assert_eq!(again.state(), kernel.state());
+        assert_eq!(again.state().claims.settled_claims, 1, "recounted from the checkpoint");
         let query = Request::Query(Query::GetCapsule { claim_id });
         again.handle(NOW, Input::Request { id: RequestId(5), principal: operator(), request: query });
         let reply = replies(&disk.drive(&mut again, NOW)).pop().unwrap().1.unwrap();
