@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 pub mod args;
 pub mod connect;
 pub mod fsync_probe;
+pub mod grow;
 pub mod stats;
 pub mod transport;
 pub mod workload;

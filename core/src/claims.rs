@@ -24,8 +24,16 @@ use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Respons
 use crate::totals::LedgerTotals;
 use crate::validate::{parse_id, validate_artifact_count, validate_name, validate_reason};
 
-/// Bounds on what one claim may carry (TigerBeetle style; artifacts: `validate::MAX_ARTIFACTS`).
-pub const MAX_CLAIMS: usize = 1_000_000;
+/// Claims not yet settled (no capsule): each may still hold its wasm module and a reservation.
+pub const MAX_LIVE_CLAIMS: usize = 1_000_000;
+/// Resident memory one settled claim costs, indexes included, rounded up from the measurement
+/// (5,071 bytes each at 10^5 settled claims, `evidenceos-grow`; docs/OPERATIONS.md).
+pub const SETTLED_CLAIM_RESIDENT_BYTES: usize = 5_120;
+/// Memory the settled claims may take in all (64 GiB).
+pub const SETTLED_CLAIMS_MEMORY_BYTES: usize = 64 << 30;
+/// Settled claims kept: what [`SETTLED_CLAIMS_MEMORY_BYTES`] holds (13,421,772).
+pub const MAX_SETTLED_CLAIMS: usize = SETTLED_CLAIMS_MEMORY_BYTES / SETTLED_CLAIM_RESIDENT_BYTES;
+/// Bounds on what one claim may carry (artifacts: `validate::MAX_ARTIFACTS`).
 pub const MAX_NUM_SYMBOLS: u32 = 1 << 16;
 
 /// What freezing pins for the claim's lifetime.
@@ -42,8 +50,11 @@ pub struct CapsuleRecord {
     #[serde(rename = "hash_hex")]
     pub hash: CapsuleHash,
     pub etl_index: u64,
-    /// Canonical capsule JSON (the ETL payload).
-    pub bytes: String,
+    /// Canonical capsule JSON (the ETL payload at `etl_index`). Never written to a checkpoint:
+    /// `etl.log` holds it, and recovery takes it from there ([`Claims::attach_capsule_bytes`]).
+    /// Checkpoints of format v1 carry it; it is read, checked against the log, and dropped.
+    #[serde(default, skip_serializing)]
+    pub bytes: Box<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +94,23 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// Whether the claim has a capsule: it is history and can never execute again (FreezeGates
+    /// refuses every state a capsule leaves; a failed execution leaves no capsule and may re-freeze).
+    pub fn is_settled(&self) -> bool {
+        self.capsule.is_some()
+    }
+
+    /// Drops what only a future execution would need: the wasm module and the artifact list (the
+    /// capsule's `wasm_hash_hex` and `code_ir_manifests` record both). Returns whether anything
+    /// was dropped.
+    fn settle(&mut self) -> bool {
+        debug_assert!(self.is_settled(), "only a settled claim drops its code");
+        let had_code = !self.wasm.is_empty() || !self.artifacts.is_empty();
+        self.wasm = Vec::new();
+        self.artifacts = Vec::new();
+        had_code
+    }
+
     /// The state as seen at `now`: a claim whose reservation expired unused is STALE.
     pub fn effective_state(&self, now: Timestamp, epoch: u64) -> ClaimState {
         let pre_execution = matches!(self.state, ClaimState::Uncommitted | ClaimState::Committed | ClaimState::Sealed);
@@ -114,6 +142,18 @@ pub struct Claims {
     pub revocations: Vec<RevocationRecord>,
     /// Capsule hash hex → claim id hex, for dependencies and revocation.
     pub capsule_claims: BTreeMap<CapsuleHash, ClaimId>,
+    /// Claims with a capsule; counted as they settle, recounted when a checkpoint is loaded.
+    #[serde(skip)]
+    pub settled_claims: usize,
+}
+
+/// What loading a checkpoint of an older format dropped from settled claims.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettledMigration {
+    /// Capsule copies the checkpoint carried (now read from `etl.log`).
+    pub capsule_copies_dropped: u64,
+    /// Settled claims whose wasm module and artifact list were dropped.
+    pub code_dropped: u64,
 }
 
 /// What an accepted command produced: its reply and the ETL leaves it appends. An accepted
@@ -147,6 +187,18 @@ pub struct Context<'a> {
 /// Principal credit an execution costs: ΔC = ceil(Δk) + fuel + 1000 · memory pages (SPEC §5.3).
 fn credit_cost(charge: f64, fuel: u64, pages: u32) -> u64 {
     (charge.ceil() as u64).saturating_add(fuel).saturating_add(1000 * u64::from(pages))
+}
+
+/// Refuses a new claim when `live` or `settled` claims are at their limit (a new claim is live
+/// and settles later, so both must have room).
+fn capacity(live: usize, settled: usize) -> Result<(), KernelError> {
+    if live >= MAX_LIVE_CLAIMS {
+        Err(KernelError::resource_exhausted("too many claims not yet executed; execute or let some expire first"))
+    } else if settled + live >= MAX_SETTLED_CLAIMS {
+        Err(KernelError::resource_exhausted("the settled claim table is full"))
+    } else {
+        Ok(())
+    }
 }
 
 fn precondition(message: impl Into<String>) -> KernelError {
@@ -208,11 +260,16 @@ impl Claims {
     /// Asserts the cross-references between claims, capsules, revocations and pools. Walks all
     /// of them: callers run it in debug builds only.
     pub fn check_invariants(&self) {
-        assert!(self.claims.len() <= MAX_CLAIMS, "more than {MAX_CLAIMS} claims");
+        let settled = self.claims.values().filter(|claim| claim.is_settled()).count();
+        assert_eq!(settled, self.settled_claims, "settled claims miscounted");
+        assert!(settled <= MAX_SETTLED_CLAIMS, "more than {MAX_SETTLED_CLAIMS} settled claims");
+        assert!(self.claims.len() - settled <= MAX_LIVE_CLAIMS, "more than {MAX_LIVE_CLAIMS} live claims");
         for (id, claim) in &self.claims {
             assert_eq!(id, &claim.claim_id, "claim stored under another claim's id");
             if let Some(capsule) = &claim.capsule {
                 assert_eq!(self.capsule_claims.get(&capsule.hash), Some(id), "capsule of {id} not indexed");
+                assert!(!capsule.bytes.is_empty(), "settled claim {id} without its capsule bytes");
+                assert!(claim.wasm.is_empty() && claim.artifacts.is_empty(), "settled claim {id} keeps its code");
             }
         }
         for (hash, id) in &self.capsule_claims {
@@ -228,6 +285,36 @@ impl Claims {
             pool.check_invariants();
             assert!(pool.reservations.keys().all(|id| self.claims.contains_key(id)), "reservation of no claim");
         }
+    }
+
+    /// Gives each settled claim loaded from a checkpoint its capsule bytes from `leaf` (the
+    /// payload at an ETL index of the covered prefix), checking them against the capsule hash.
+    /// A format v1 checkpoint carries the bytes and the code of settled claims: the bytes must be
+    /// the leaf's, and the code is dropped. Walks every claim: recovery only.
+    pub fn attach_capsule_bytes<'a>(
+        &mut self,
+        leaf: impl Fn(u64) -> Option<&'a [u8]>,
+    ) -> Result<SettledMigration, String> {
+        let mut migration = SettledMigration::default();
+        self.settled_claims = 0;
+        for claim in self.claims.values_mut() {
+            let Some(record) = claim.capsule.as_mut() else { continue };
+            self.settled_claims += 1;
+            let index = record.etl_index;
+            let payload = leaf(index).ok_or_else(|| format!("capsule leaf {index} is beyond the checkpoint"))?;
+            if capsule_hash(payload) != record.hash.0 {
+                return Err(format!("leaf {index} is not the capsule {}", record.hash));
+            }
+            if record.bytes.is_empty() {
+                record.bytes = std::str::from_utf8(payload).map_err(|_| format!("leaf {index} is not UTF-8"))?.into();
+            } else if record.bytes.as_bytes() == payload {
+                migration.capsule_copies_dropped += 1;
+            } else {
+                return Err(format!("the checkpoint's copy of capsule {} differs from leaf {index}", record.hash));
+            }
+            migration.code_dropped += u64::from(claim.settle());
+        }
+        Ok(migration)
     }
 
     pub fn totals(&self, now: Timestamp) -> LedgerTotals {
@@ -277,12 +364,10 @@ impl Claims {
         self.claims.get_mut(&ClaimId(id)).ok_or_else(|| KernelError::not_found("unknown claim"))
     }
 
+    /// Room for one more claim: live claims have their own cap, so a long history of settled
+    /// ones never stops new work before memory does.
     fn check_capacity(&self) -> Result<(), KernelError> {
-        if self.claims.len() >= MAX_CLAIMS {
-            Err(KernelError::resource_exhausted("claim table is full"))
-        } else {
-            Ok(())
-        }
+        capacity(self.claims.len() - self.settled_claims, self.settled_claims)
     }
 
     /// v1 CreateClaim: the holdout is named by its handle; the claim's own budget is
@@ -810,8 +895,11 @@ impl Claims {
         stored.capsule = Some(CapsuleRecord {
             hash: capsule_hash,
             etl_index: capsule_index,
-            bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8"),
+            bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8").into_boxed_str(),
         });
+        // A claim with a capsule never executes again: its code is history (the capsule names it).
+        stored.settle();
+        self.settled_claims += 1;
         Execution {
             state: new_state,
             decision: verdict.decision,
@@ -1099,6 +1187,16 @@ impl crate::guest::Oracle for OracleAdapter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settled_claims_never_count_against_the_live_cap() {
+        assert!(capacity(0, 1_500_000).is_ok(), "a history beyond a million claims still takes new ones");
+        assert!(capacity(MAX_LIVE_CLAIMS - 1, 0).is_ok());
+        assert_eq!(capacity(MAX_LIVE_CLAIMS, 0).unwrap_err().code, ErrorCode::ResourceExhausted);
+        assert!(capacity(1, MAX_SETTLED_CLAIMS - 2).is_ok());
+        assert_eq!(capacity(1, MAX_SETTLED_CLAIMS - 1).unwrap_err().code, ErrorCode::ResourceExhausted);
+        assert_eq!(MAX_SETTLED_CLAIMS, 13_421_772);
+    }
 
     #[test]
     fn a_reset_clears_drift_and_freeze_but_keeps_the_baseline() {

@@ -109,6 +109,14 @@ pub enum LogEvent {
         tree_size: u64,
         journal_seq: u64,
     },
+    /// A checkpoint of an older format was loaded; the next one is written in the current one.
+    CheckpointMigrated {
+        from_format: String,
+        /// Capsule copies the old checkpoint carried (capsules are read from `etl.log`).
+        capsule_copies_dropped: u64,
+        /// Settled claims whose wasm module and artifact list were dropped.
+        code_dropped: u64,
+    },
     CheckpointWritten {
         journal_seq: u64,
         tree_size: u64,

@@ -231,16 +231,18 @@ impl Kernel {
             Some(bytes) => {
                 let checkpoint: Checkpoint =
                     serde_json::from_slice(bytes).map_err(|e| RecoveryError::BadCheckpoint(e.to_string()))?;
-                if checkpoint.format != crate::state::CHECKPOINT_FORMAT {
+                if ![crate::state::CHECKPOINT_FORMAT, crate::state::CHECKPOINT_FORMAT_V1]
+                    .contains(&checkpoint.format.as_str())
+                {
                     return Err(RecoveryError::BadCheckpoint(format!("unknown format {:?}", checkpoint.format)));
                 }
                 Some(checkpoint)
             }
             None => None,
         };
-        let (mut state, mut seq, covered_leaves) = match checkpoint {
-            Some(c) => (c.state, c.journal_seq, Some((c.tree_size, c.root_hash_hex))),
-            None => (State::default(), 0, None),
+        let (mut state, mut seq, covered_leaves, format) = match checkpoint {
+            Some(c) => (c.state, c.journal_seq, Some((c.tree_size, c.root_hash_hex)), Some(c.format)),
+            None => (State::default(), 0, None, None),
         };
 
         let etl_scan = frame::scan(&files.etl, max_tail).map_err(RecoveryError::EtlCorrupt)?;
@@ -267,6 +269,18 @@ impl Kernel {
             return Err(RecoveryError::CheckpointDisagreesWithLog {
                 reason: format!("root of the first {checkpoint_leaves} leaves does not match the checkpoint"),
             });
+        }
+        let covered = &etl_scan.records[..checkpoint_leaves as usize];
+        let migration = state
+            .claims
+            .attach_capsule_bytes(|index| covered.get(index as usize).map(|record| record.payload))
+            .map_err(|reason| RecoveryError::CheckpointDisagreesWithLog { reason })?;
+        if let Some(from) = format.filter(|f| f != crate::state::CHECKPOINT_FORMAT) {
+            outputs.push_back(Output::Event(LogEvent::CheckpointMigrated {
+                from_format: from,
+                capsule_copies_dropped: migration.capsule_copies_dropped,
+                code_dropped: migration.code_dropped,
+            }));
         }
 
         // Replay journal entries after the checkpoint, regenerating their leaves.
@@ -569,7 +583,7 @@ impl Kernel {
                 let durable = self.etl.durable_size();
                 let (capsule_hash, record) = self.state.claims.durable_capsule(principal, &claim_id, durable)?;
                 Ok(Response::Capsule {
-                    capsule: record.bytes.clone().into_bytes(),
+                    capsule: record.bytes.as_bytes().to_vec(),
                     capsule_hash,
                     etl_index: record.etl_index,
                 })
@@ -577,7 +591,7 @@ impl Kernel {
             Query::FetchCapsule { claim_id } => {
                 let durable = self.etl.durable_size();
                 let (capsule_hash, record) = self.state.claims.durable_capsule(principal, &claim_id, durable)?;
-                let (capsule, etl_index) = (record.bytes.clone().into_bytes(), record.etl_index);
+                let (capsule, etl_index) = (record.bytes.as_bytes().to_vec(), record.etl_index);
                 let sth = self.etl.signed_tree_head(&self.keyring);
                 let Response::InclusionProof { path: inclusion_path, leaf_hash, .. } =
                     self.etl.inclusion_proof(etl_index)?
@@ -1367,6 +1381,31 @@ mod tests {
         let mut kernel = boot(&mut disk, config());
         kernel.last_seq += 1;
         kernel.check_invariants();
+    }
+
+    #[test]
+    fn a_settled_claim_drops_its_code_and_its_capsule_is_served_from_the_log_after_restart() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        let claim_id = executed_claim(&mut disk, &mut kernel, 0);
+        let id = crate::ids::ClaimId(claim_id.clone().try_into().unwrap());
+        let claim = &kernel.state().claims.claims[&id];
+        assert!(claim.wasm.is_empty() && claim.artifacts.is_empty(), "a settled claim keeps no code");
+        assert_eq!(kernel.state().claims.settled_claims, 1);
+        let capsule = claim.capsule.as_ref().unwrap().bytes.as_bytes().to_vec();
+        kernel.handle(NOW, Input::Checkpoint);
+        disk.drive(&mut kernel, NOW);
+        let checkpoint = String::from_utf8(disk.contents(FileId::Checkpoint).to_vec()).unwrap();
+        assert!(checkpoint.contains("evidenceos.checkpoint.v2") && !checkpoint.contains("\"bytes\""), "{checkpoint}");
+        disk.crash();
+        let mut again = boot(&mut disk, config());
+        assert_eq!(again.state(), kernel.state());
+        assert_eq!(again.state().claims.settled_claims, 1, "recounted from the checkpoint");
+        let query = Request::Query(Query::GetCapsule { claim_id });
+        again.handle(NOW, Input::Request { id: RequestId(5), principal: operator(), request: query });
+        let reply = replies(&disk.drive(&mut again, NOW)).pop().unwrap().1.unwrap();
+        let Response::Capsule { capsule: served, .. } = reply else { panic!("a capsule expected") };
+        assert_eq!(served, capsule);
     }
 
     #[test]

@@ -28,6 +28,12 @@ impl MemDisk {
         Self::default()
     }
 
+    /// A disk holding `files` durably, e.g. a data directory an older kernel version wrote.
+    pub fn with_durable_files(files: impl IntoIterator<Item = (FileId, Vec<u8>)>) -> Self {
+        let files = files.into_iter().map(|(id, bytes)| (id, MemFile { durable: bytes.clone(), volatile: bytes }));
+        Self { files: files.collect(), ..Self::default() }
+    }
+
     /// A disk that acknowledges syncs without persisting anything (a deliberately broken model).
     pub fn with_lying_sync() -> Self {
         Self { lying_sync: true, ..Self::default() }

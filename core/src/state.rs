@@ -296,7 +296,11 @@ impl State {
     }
 }
 
-pub const CHECKPOINT_FORMAT: &str = "evidenceos.checkpoint.v1";
+pub const CHECKPOINT_FORMAT: &str = "evidenceos.checkpoint.v2";
+/// The format before settled claims were compacted: each capsule's bytes copied from `etl.log`,
+/// and the code of claims that can no longer execute. Still loaded; the first checkpoint after
+/// it is written in the current format.
+pub const CHECKPOINT_FORMAT_V1: &str = "evidenceos.checkpoint.v1";
 
 /// `state.json`: the state after journal record `journal_seq`, and the ETL prefix it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

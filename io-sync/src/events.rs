@@ -25,6 +25,13 @@ pub fn log_event(event: &LogEvent) {
         LogEvent::Recovered { tree_size, journal_seq } => {
             tracing::info!(event = "recovered", tree_size, journal_seq, "data directory recovered and durable")
         }
+        LogEvent::CheckpointMigrated { from_format, capsule_copies_dropped, code_dropped } => tracing::info!(
+            event = "checkpoint_migrated",
+            from_format = from_format.as_str(),
+            capsule_copies_dropped,
+            code_dropped,
+            "loaded a checkpoint of an older format; the next checkpoint is written in the current one"
+        ),
         LogEvent::CheckpointWritten { journal_seq, tree_size } => {
             tracing::debug!(event = "checkpoint_written", journal_seq, tree_size, "checkpoint written")
         }

@@ -1,0 +1,134 @@
+//! Settled claims keep neither their code nor a copy of their capsule in the checkpoint, and a
+//! data directory whose `state.json` has the previous format still starts.
+//!
+//! `fixtures/checkpoint_v1/` is the data directory the kernel wrote, before this format change,
+//! for conformance vector `claims_revocation_taint` (copied from its files snapshot): a revoked
+//! parent claim and its tainted child, both settled, the journal compacted into `state.json`.
+
+use evidenceos_core::environment::Environment;
+use evidenceos_core::holdout::holdout_files;
+use evidenceos_core::keys::{KeyFile, key_file_name, key_id_for_seed};
+use evidenceos_core::memdisk::MemDisk;
+use evidenceos_core::merkle::{leaf_hash, verify_inclusion};
+use evidenceos_core::request::FetchedCapsule;
+use evidenceos_core::{
+    Command, FileId, Input, Kernel, KernelConfig, LogEvent, Output, Principal, Query, Request, RequestId, Response,
+    Role, Timestamp,
+};
+use serde_json::Value;
+
+const SEED: [u8; 32] = [0x66; 32];
+const NOW: Timestamp = Timestamp(1_765_000_000_000);
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/checkpoint_v1/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn config() -> KernelConfig {
+    let labels: Vec<u8> = (0..64).map(|i| u8::from(i % 3 == 0)).collect();
+    let environment =
+        Environment::default().with_holdouts(&[holdout_files("demo", [0xd0; 32], &labels, 1_700_000_000)]).unwrap();
+    KernelConfig { environment, ..KernelConfig::default() }
+}
+
+fn boot(disk: &mut MemDisk) -> (Kernel, Vec<Output>) {
+    let id = key_id_for_seed(&SEED);
+    let keys = vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }];
+    let mut kernel = Kernel::recover(config(), disk.recovery_files(keys, id.to_hex().into_bytes())).unwrap();
+    let outputs = disk.drive(&mut kernel, NOW);
+    assert!(!kernel.is_recovering() && kernel.is_idle());
+    (kernel, outputs)
+}
+
+fn ask(disk: &mut MemDisk, kernel: &mut Kernel, request: Request) -> Response {
+    let principal = Principal::new("op", Role::Operator);
+    kernel.handle(NOW, Input::Request { id: RequestId(7), principal, request });
+    let outputs = disk.drive(kernel, NOW);
+    let reply = outputs.into_iter().find_map(|o| if let Output::Reply(_, reply) = o { Some(reply) } else { None });
+    reply.expect("answered").expect("accepted")
+}
+
+fn settled_claims(checkpoint: &Value) -> Vec<(String, &Value)> {
+    let claims = checkpoint["state"]["claims"]["claims"].as_object().unwrap();
+    claims.iter().filter(|(_, claim)| !claim["capsule"].is_null()).map(|(id, claim)| (id.clone(), claim)).collect()
+}
+
+/// GetCapsule and FetchCapsule answer `expected` for the claim, with a proof of the leaf.
+fn assert_serves_capsule(disk: &mut MemDisk, kernel: &mut Kernel, claim_id: &[u8], expected: &[u8]) {
+    let get = ask(disk, kernel, Request::Query(Query::GetCapsule { claim_id: claim_id.to_vec() }));
+    let Response::Capsule { capsule, .. } = get else { panic!("a capsule expected, got {get:?}") };
+    assert_eq!(capsule, expected);
+    let fetch = ask(disk, kernel, Request::Query(Query::FetchCapsule { claim_id: claim_id.to_vec() }));
+    let Response::FetchedCapsule(fetched) = fetch else { panic!("a fetched capsule expected, got {fetch:?}") };
+    let FetchedCapsule { capsule, etl_index, sth, inclusion_path, leaf_hash: leaf, .. } = *fetched;
+    assert_eq!(capsule, expected);
+    assert_eq!(leaf, leaf_hash(expected));
+    verify_inclusion(&leaf, etl_index, sth.tree_size, &inclusion_path, &sth.root_hash).unwrap();
+}
+
+#[test]
+fn a_v1_checkpoint_is_migrated_on_first_start_and_serves_every_capsule_from_the_log() {
+    let old_bytes = fixture("state.json");
+    let old: Value = serde_json::from_slice(&old_bytes).unwrap();
+    assert_eq!(old["format"], "evidenceos.checkpoint.v1");
+    let mut disk = MemDisk::with_durable_files([
+        (FileId::Etl, fixture("etl.log")),
+        (FileId::Journal, fixture("journal.log")),
+        (FileId::Checkpoint, old_bytes.clone()),
+    ]);
+    let (mut kernel, outputs) = boot(&mut disk);
+    let migrated = LogEvent::CheckpointMigrated {
+        from_format: "evidenceos.checkpoint.v1".into(),
+        capsule_copies_dropped: 2,
+        code_dropped: 2,
+    };
+    assert!(outputs.contains(&Output::Event(migrated)), "{outputs:?}");
+
+    // The checkpoint written at start is the new format: no capsule copy, no code, half the size.
+    let written: Value = serde_json::from_slice(disk.contents(FileId::Checkpoint)).unwrap();
+    assert_eq!(written["format"], "evidenceos.checkpoint.v2");
+    assert_eq!(settled_claims(&written).len(), 2);
+    for (id, claim) in settled_claims(&written) {
+        assert!(claim["capsule"].get("bytes").is_none(), "claim {id} still copies its capsule");
+        assert_eq!((claim["wasm"].as_str(), claim["artifacts"].as_array().map(Vec::len)), (Some(""), Some(0)));
+    }
+    assert!(disk.contents(FileId::Checkpoint).len() * 2 < old_bytes.len());
+
+    // Every capsule the old checkpoint copied is served, byte for byte, from the log.
+    for (id, claim) in settled_claims(&old) {
+        let expected = claim["capsule"]["bytes"].as_str().unwrap().as_bytes().to_vec();
+        assert_serves_capsule(&mut disk, &mut kernel, &hex::decode(&id).unwrap(), &expected);
+    }
+    // Revocation still works on a migrated settled claim: the tainted child can be revoked.
+    let child = settled_claims(&old).into_iter().find(|(_, c)| c["state"] == "TAINTED").unwrap().0;
+    let revoke = Command::RevokeClaim { claim_id: hex::decode(&child).unwrap(), reason: "after migration".into() };
+    assert!(matches!(ask(&mut disk, &mut kernel, Request::Command(revoke)), Response::Revoked { .. }));
+
+    // A restart on the migrated files loads the new format as is and serves the same capsules.
+    let state = kernel.state().clone();
+    disk.crash();
+    let (mut again, outputs) = boot(&mut disk);
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::CheckpointMigrated { .. }))));
+    assert_eq!(again.state(), &state);
+    for (id, claim) in settled_claims(&old) {
+        let expected = claim["capsule"]["bytes"].as_str().unwrap().as_bytes().to_vec();
+        assert_serves_capsule(&mut disk, &mut again, &hex::decode(&id).unwrap(), &expected);
+    }
+}
+
+#[test]
+fn a_checkpoint_whose_capsule_copy_differs_from_the_log_refuses_to_start() {
+    let mut old: Value = serde_json::from_slice(&fixture("state.json")).unwrap();
+    let claims = old["state"]["claims"]["claims"].as_object_mut().unwrap();
+    let claim = claims.values_mut().next().unwrap();
+    claim["capsule"]["bytes"] = Value::from("{\"tampered\":true}");
+    let disk = MemDisk::with_durable_files([
+        (FileId::Etl, fixture("etl.log")),
+        (FileId::Journal, fixture("journal.log")),
+        (FileId::Checkpoint, serde_json::to_vec(&old).unwrap()),
+    ]);
+    let id = key_id_for_seed(&SEED);
+    let keys = vec![KeyFile { name: key_file_name(&id), bytes: SEED.to_vec() }];
+    let refused = Kernel::recover(config(), disk.recovery_files(keys, id.to_hex().into_bytes())).unwrap_err();
+    assert!(refused.to_string().contains("differs from leaf"), "{refused}");
+}
