@@ -11,6 +11,7 @@ mod failpoint;
 pub mod http_client;
 mod operator_store;
 pub mod publish;
+pub mod publish_store;
 mod runtime;
 mod stats;
 pub mod witnessing;

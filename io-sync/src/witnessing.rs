@@ -4,9 +4,7 @@
 //! restarted) and the request is proved again from there, once. Every returned line is verified
 //! against that witness's vkey; only valid cosignatures are kept.
 
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use evidenceos_tlog::checkpoint::Checkpoint;
@@ -17,6 +15,7 @@ use evidenceos_tlog::tile::{TileId, TileReader};
 use evidenceos_tlog::witness::{AddCheckpoint, AddCheckpointResponse, WitnessError};
 
 use crate::http_client::{self, HttpError, HttpLimits, HttpUrl};
+use crate::publish_store::PublishStore;
 
 /// Each witness answers within this long, or this checkpoint goes without its cosignature.
 pub const WITNESS_LIMITS: HttpLimits = HttpLimits { timeout: std::time::Duration::from_secs(5), ..HttpLimits::DEFAULT };
@@ -120,16 +119,16 @@ impl Witnesses {
     }
 
     /// Asks every witness at once to cosign `note` (the checkpoint `checkpoint`, whose tiles are
-    /// already under `tiles_root`) and appends each valid cosignature to `note`. Failures are
+    /// already in `tiles`) and appends each valid cosignature to `note`. Failures are
     /// logged (`event=witness_failed`) and cost only that witness's cosignature.
-    pub fn cosign(&mut self, note: &mut SignedNote, checkpoint: &Checkpoint, tiles_root: &Path) -> CosignRound {
+    pub fn cosign(&mut self, note: &mut SignedNote, checkpoint: &Checkpoint, tiles: &dyn PublishStore) -> CosignRound {
         let limits = self.limits;
         let results: Vec<Result<Vec<NoteSignature>, CosignError>> = std::thread::scope(|scope| {
             let note = &*note;
             let handles: Vec<_> = self
                 .states
                 .iter_mut()
-                .map(|state| scope.spawn(move || state.submit(note, checkpoint, tiles_root, limits)))
+                .map(|state| scope.spawn(move || state.submit(note, checkpoint, tiles, limits)))
                 .collect();
             handles.into_iter().map(|h| h.join().expect("witnessing: a submission thread panicked")).collect()
         });
@@ -155,13 +154,13 @@ impl WitnessState {
         &mut self,
         note: &SignedNote,
         checkpoint: &Checkpoint,
-        tiles_root: &Path,
+        tiles: &dyn PublishStore,
         limits: HttpLimits,
     ) -> Result<Vec<NoteSignature>, CosignError> {
         let mut old_size = self.cosigned_size.unwrap_or(0);
         let mut conflicts = 0;
         loop {
-            let body = request(note, checkpoint, old_size, tiles_root)?.to_body();
+            let body = request(note, checkpoint, old_size, tiles)?.to_body();
             let url = self.target.url.join("add-checkpoint");
             let reply =
                 http_client::post(&url, "text/plain; charset=utf-8", &body, limits).map_err(CosignError::Http)?;
@@ -202,7 +201,7 @@ fn request(
     note: &SignedNote,
     checkpoint: &Checkpoint,
     old_size: u64,
-    tiles_root: &Path,
+    tiles: &dyn PublishStore,
 ) -> Result<AddCheckpoint, CosignError> {
     let size = checkpoint.size();
     if old_size > size {
@@ -211,26 +210,28 @@ fn request(
     let proof = if old_size == 0 || old_size == size {
         Vec::new()
     } else {
-        let mut reader = DirTiles(tiles_root.to_path_buf());
+        let mut reader = StoredTiles(tiles);
         consistency_proof(&mut reader, old_size, size).map_err(CosignError::Proof)?
     };
     AddCheckpoint::new(old_size, proof, note.clone()).map_err(CosignError::Response)
 }
 
-/// The publish directory's tiles, written before any checkpoint that needs them.
-struct DirTiles(PathBuf);
+/// The published tiles, written before any checkpoint that needs them.
+struct StoredTiles<'a>(&'a dyn PublishStore);
 
-impl TileReader for DirTiles {
+impl TileReader for StoredTiles<'_> {
     type Error = io::Error;
 
     fn read_tile(&mut self, tile: TileId) -> io::Result<Vec<u8>> {
-        fs::read(self.0.join(tile.path()))
+        let key = tile.path();
+        self.0.read(&key)?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, key))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish_store::DirStore;
     use evidenceos_tlog::cosignature::Cosigner;
     use evidenceos_tlog::note::{KeyName, NoteSigner};
     use evidenceos_tlog::witness::cosignatures_body;
@@ -280,7 +281,7 @@ mod tests {
             [both, only_forged, garbled].map(|url| WitnessTarget { url, vkey: witness.verifier_key() }).to_vec();
         let mut witnesses = Witnesses::new(targets, 2, WITNESS_LIMITS);
         let mut published = note.clone();
-        let round = witnesses.cosign(&mut published, &checkpoint, Path::new("/nonexistent"));
+        let round = witnesses.cosign(&mut published, &checkpoint, &DirStore::new("/nonexistent".into()));
         assert_eq!(round, CosignRound { cosigned: 1, witnesses: 3, quorum: 2 });
         assert_eq!(published.signatures(), &[note.signatures()[0].clone(), genuine][..]);
     }
@@ -293,7 +294,8 @@ mod tests {
         for (status, body) in answers {
             let target = WitnessTarget { url: fixed_witness(status, body.clone()), vkey: vkey.clone() };
             let mut state = WitnessState { target, cosigned_size: None };
-            let error = state.submit(&note, &checkpoint, Path::new("/nonexistent"), WITNESS_LIMITS).unwrap_err();
+            let error =
+                state.submit(&note, &checkpoint, &DirStore::new("/nonexistent".into()), WITNESS_LIMITS).unwrap_err();
             let expected = match status {
                 409 if body == b"9\n" => matches!(error, CosignError::WitnessAhead { witness_size: 9, size: 3 }),
                 409 => matches!(error, CosignError::Response(WitnessError::BadConflictBody)),
