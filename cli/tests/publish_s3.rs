@@ -2,12 +2,18 @@
 //! runtimes: resumed after a restart without rewriting an object, byte for byte what
 //! `--publish-dir` writes, verified by `evidenceosctl log verify` from the downloaded objects;
 //! an outage fails no RPC and publishing catches up; an object already there with other bytes
-//! is refused. Every wait is bounded.
+//! is refused; a key rotation keeps the origin and old checkpoints verifiable. Every wait is
+//! bounded.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::PermissionsExt;
+
+use evidenceos_core::keys::{key_file_name, key_id_for_seed};
 use evidenceos_io_sync::publish_store::{CacheControl, Created, PublishStore, S3Store};
+use evidenceos_tlog::checkpoint::CheckpointPolicy;
+use evidenceos_tlog::note::{KeyName, NoteLimits, VerifierKey};
 use serde_json::Value;
 
 mod support;
@@ -233,4 +239,69 @@ fn an_object_already_in_the_bucket_with_other_bytes_is_refused() {
         assert_eq!(store.read(key).unwrap().as_deref(), Some(&b"another history"[..]), "{key} was overwritten");
     }
     daemon.stop();
+}
+
+fn vkeys(data: &Path, origin: &str) -> Vec<(bool, VerifierKey)> {
+    let listed = json_of(&ctl(&["keys", "list", "--data-dir", data.to_str().unwrap(), "--log-origin", origin]));
+    let keys = listed["etl_signing_keys"].as_array().unwrap().iter();
+    keys.map(|key| (key["active"] == true, VerifierKey::parse(key["vkey"].as_str().unwrap()).unwrap())).collect()
+}
+
+fn verifies(checkpoint: &[u8], origin: &str, vkey: &VerifierKey) -> bool {
+    let origin = KeyName::new(origin).unwrap();
+    let policy = CheckpointPolicy { origin, log_keys: vec![vkey.clone()], witness_keys: Vec::new(), quorum: 0 };
+    policy.verify(checkpoint, NoteLimits::DEFAULT).is_ok()
+}
+
+#[test]
+fn after_a_key_rotation_publishing_resumes_under_the_same_origin_and_old_checkpoints_verify() {
+    if !s3_tests_enabled("after_a_key_rotation_publishing_resumes_under_the_same_origin_and_old_checkpoints_verify") {
+        return;
+    }
+    const ORIGIN: &str = "example.org/evidenceos/etl";
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    install_demo_holdout(&data);
+    let moto = Moto::start(free_port(), tmp.path());
+    moto.create_bucket(BUCKET);
+    let (env, store) = (moto.env(), bucket(&moto.env()));
+    let flags = ["--publish-s3", URL, "--log-origin", ORIGIN];
+
+    let daemon = start(&data, tmp.path(), &flags, "tokio", &env);
+    let (index, _) = run_claim(&daemon, "before-rotation");
+    let old_size = wait_s3(&store, index + 1, &daemon);
+    daemon.stop();
+    let old_checkpoint = store.read("checkpoint").unwrap().unwrap();
+    let old_vkey = vkeys(&data, ORIGIN)[0].1.clone();
+
+    // Operator guide, "Daemon ETL signing keys": a new seed, its file named by key id, activated.
+    let seed = [0x5a; 32];
+    let new_id = key_id_for_seed(&seed);
+    let key_path = data.join("keys").join(key_file_name(&new_id));
+    std::fs::write(&key_path, seed).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(data.join("keys/active_key_id"), format!("{new_id}\n")).unwrap();
+
+    let daemon = start(&data, tmp.path(), &flags, "tokio", &env);
+    assert_eq!(daemon.key_id, new_id.to_hex());
+    let (index, _) = run_claim(&daemon, "after-rotation");
+    wait_s3(&store, index + 1, &daemon);
+    assert!(
+        !daemon.log().contains("publish_failed"),
+        "the old key's checkpoint is accepted at resume:\n{}",
+        daemon.log()
+    );
+    daemon.stop();
+    let new_checkpoint = store.read("checkpoint").unwrap().unwrap();
+    assert!(checkpoint_size(&new_checkpoint).unwrap() > old_size);
+
+    let keys = vkeys(&data, ORIGIN);
+    let new_vkey = keys.iter().find(|(active, _)| *active).map(|(_, vkey)| vkey.clone()).unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|(_, vkey)| vkey.name().as_str() == ORIGIN), "one origin for both keys");
+    assert!(verifies(&old_checkpoint, ORIGIN, &old_vkey), "the old checkpoint verifies with the rotated-out vkey");
+    assert!(verifies(&new_checkpoint, ORIGIN, &new_vkey));
+    assert!(!verifies(&new_checkpoint, ORIGIN, &old_vkey), "the new checkpoint is signed by the new key only");
+    assert!(std::str::from_utf8(&new_checkpoint).unwrap().starts_with(&format!("{ORIGIN}\n")));
 }
