@@ -9,7 +9,7 @@ use evidenceos_core::FileId;
 use evidenceos_core::keys::Keyring;
 use evidenceos_io_sync::publish::{Publisher, log_origin, log_vkey, spawn};
 use evidenceos_io_sync::publish_store::{DirStore, PublishStore, S3Url};
-use evidenceos_io_sync::witnessing::{WITNESS_LIMITS, WitnessTarget, Witnesses};
+use evidenceos_io_sync::witnessing::{STATE_FILE as WITNESS_STATE_FILE, WITNESS_LIMITS, WitnessTarget, Witnesses};
 use evidenceos_io_sync::{DataDir, RuntimeStats};
 use evidenceos_tlog::checkpoint::Origin;
 use evidenceos_tlog::note::KeyName;
@@ -94,7 +94,11 @@ pub(crate) fn start(args: &PublishArgs, dir: &DataDir, stats: Arc<RuntimeStats>)
         }
         stats.witnesses.store(args.witness.len() as u64, std::sync::atomic::Ordering::Relaxed);
         stats.witness_quorum.store(quorum as u64, std::sync::atomic::Ordering::Relaxed);
-        publisher = publisher.with_witnesses(Witnesses::new(args.witness.clone(), quorum, WITNESS_LIMITS));
+        let state_file = dir.root().join(WITNESS_STATE_FILE);
+        let witnesses = Witnesses::new(args.witness.clone(), quorum, WITNESS_LIMITS)
+            .with_state_file(state_file.clone())
+            .map_err(|e| format!("{}: {e}", state_file.display()))?;
+        publisher = publisher.with_witnesses(witnesses);
     }
     spawn(publisher, Duration::from_millis(args.checkpoint_interval_ms), stats)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
