@@ -1,15 +1,11 @@
 //! The ETL published to a directory (SPEC §10) by the real daemon on both runtimes, checked with
 //! `evidenceosctl log verify` / `log monitor` from the files alone. Every wait is bounded.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 mod support;
 
@@ -59,22 +55,6 @@ fn wait_published(publish: &Path, size: u64) -> u64 {
         assert!(Instant::now() < deadline, "checkpoint never reached size {size}: {text}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// RevokeClaim over the sync runtime's Connect protocol (JSON), on a connection of its own.
-fn revoke_over_connect(daemon: &Daemon, claim_id_hex: &str) {
-    let host = daemon.addr.trim_start_matches("http://");
-    let body = json!({"claimId": BASE64.encode(hex::decode(claim_id_hex).unwrap()), "reason": "withdrawn"}).to_string();
-    let request = format!(
-        "POST /evidenceos.v2.EvidenceOS/RevokeClaim HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAuthorization: Bearer {AGENT}\r\nx-request-id: revoke-1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 fn verify(publish: &Path, vkey: &str, selector: &[&str]) -> Value {
@@ -133,7 +113,7 @@ fn both_runtimes_publish_a_log_that_verifies_from_the_files_alone() {
     // The sync runtime resumes from the directory without rewriting what it holds.
     let before = inodes(&publish);
     let daemon = start(&data, tmp.path(), &publish, "sync");
-    revoke_over_connect(&daemon, &claims[0].1);
+    support::revoke_over_connect(&daemon, AGENT, &claims[0].1);
     let size = wait_published(&publish, first["tree_size"].as_u64().unwrap() + 1);
     let after = inodes(&publish);
     for object in &before {

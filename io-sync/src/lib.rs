@@ -12,6 +12,7 @@ pub mod http_client;
 pub mod https_trust;
 mod operator_store;
 pub mod publish;
+pub mod publish_store;
 mod runtime;
 mod stats;
 pub mod witnessing;

@@ -1,9 +1,10 @@
-//! Publishing the ETL in the C2SP formats (SPEC §10) to a directory any static web server can
-//! serve: `tile/…` objects first, `checkpoint` last. One place for both runtimes: a thread of its
-//! own follows `etl.log` on disk up to the durable size the runtime reports, so publishing never
-//! blocks or fails an RPC, holds bounded memory, and never publishes a size that is not durable.
+//! Publishing the ETL in the C2SP formats (SPEC §10) to a [`PublishStore`] (a directory any
+//! static web server can serve, or an S3 bucket): `tile/…` objects first, `checkpoint` last. One
+//! place for both runtimes and both stores: a thread of its own follows `etl.log` on disk up to
+//! the durable size the runtime reports, so publishing never blocks or fails an RPC, holds
+//! bounded memory, and never publishes a size that is not durable.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,14 +18,12 @@ use evidenceos_tlog::builder::{Completed, LogTiler};
 use evidenceos_tlog::checkpoint::{Checkpoint, CheckpointError, CheckpointPolicy, Origin};
 use evidenceos_tlog::note::{KeyName, NoteLimits, SignatureType, VerifierKey};
 
-use crate::data_dir::{DataDirError, write_atomically_with_mode};
+use crate::publish_store::{CacheControl, Created, PublishStore};
 use crate::stats::RuntimeStats;
 use crate::witnessing::{CosignRound, Witnesses};
 
 /// The one mutable object of a published log, relative to its root.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
-/// Published objects are world-readable: a web server serves them as they are.
-const OBJECT_MODE: u32 = 0o644;
 /// Completed tiles and bundles are written once they hold this many bytes, so catching up on a
 /// large log (first start with publishing on) holds bounded memory.
 const FLUSH_BYTES: usize = 8 << 20;
@@ -56,7 +55,11 @@ pub enum PublishError {
         path: PathBuf,
         source: io::Error,
     },
-    Store(DataDirError),
+    /// Reading or writing a published object failed (the store is down, full, or refuses).
+    Store {
+        key: String,
+        source: io::Error,
+    },
     /// The directory's checkpoint does not verify under this log's keys and origin.
     Checkpoint(CheckpointError),
     /// The directory's checkpoint names a size the log has not made durable.
@@ -90,7 +93,7 @@ impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Self::Store(e) => write!(f, "{e}"),
+            Self::Store { key, source } => write!(f, "{key}: {source}"),
             Self::Checkpoint(CheckpointError::WrongOrigin) => {
                 f.write_str("the published checkpoint has another origin (pass the log's --log-origin)")
             }
@@ -109,12 +112,25 @@ impl std::fmt::Display for PublishError {
             Self::EntryTooLarge { index } => {
                 write!(f, "ETL entry {index} is over 65,535 bytes and cannot be published")
             }
-            Self::ObjectDiffers { path } => write!(f, "published {path} exists with other bytes"),
+            Self::ObjectDiffers { path } => {
+                write!(f, "published {path} exists with other bytes: refusing to publish a split view")
+            }
         }
     }
 }
 
 impl std::error::Error for PublishError {}
+
+impl PublishError {
+    /// What the store holds contradicts this log: retrying cannot help until an operator looks.
+    pub fn is_split_view(&self) -> bool {
+        matches!(self, Self::NotAPrefix { .. } | Self::ObjectDiffers { .. } | Self::CheckpointAhead { .. })
+    }
+}
+
+fn store_error(key: &str) -> impl FnOnce(io::Error) -> PublishError + '_ {
+    move |source| PublishError::Store { key: key.to_string(), source }
+}
 
 /// Reads `etl.log` records in order, from the start.
 #[derive(Debug)]
@@ -163,10 +179,10 @@ struct Following {
     published: Option<u64>,
 }
 
-/// Publishes one log to one directory. Sans thread: [`spawn`] drives it.
+/// Publishes one log to one store. Sans thread: [`spawn`] drives it.
 #[derive(Debug)]
 pub struct Publisher {
-    root: PathBuf,
+    store: Box<dyn PublishStore>,
     etl_path: PathBuf,
     origin: Origin,
     keyring: Keyring,
@@ -177,9 +193,9 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// `root` is created if absent; `etl_path` is the data directory's `etl.log`.
-    pub fn new(root: PathBuf, etl_path: PathBuf, origin: Origin, keyring: Keyring) -> Self {
-        Self { root, etl_path, origin, keyring, following: None, witnesses: None, last_round: None }
+    /// `etl_path` is the data directory's `etl.log`.
+    pub fn new(store: Box<dyn PublishStore>, etl_path: PathBuf, origin: Origin, keyring: Keyring) -> Self {
+        Self { store, etl_path, origin, keyring, following: None, witnesses: None, last_round: None }
     }
 
     /// Each checkpoint goes to these witnesses before it is written, with their cosignatures.
@@ -196,7 +212,7 @@ impl Publisher {
 
     /// Publishes the first `durable` leaves of the log if they are not yet: tiles, then the
     /// checkpoint. Returns the new published size. After an error the next call starts over from
-    /// what the directory holds.
+    /// what the store holds.
     pub fn publish(&mut self, durable: u64) -> Result<Option<u64>, PublishError> {
         let mut following = match self.following.take() {
             Some(following) => following,
@@ -207,19 +223,18 @@ impl Publisher {
         Ok(published)
     }
 
-    /// Continues from the directory's checkpoint, after checking that the log's first leaves
+    /// Continues from the store's checkpoint, after checking that the log's first leaves
     /// hash to its root (so nothing signed next can be inconsistent with it). The log is read
     /// from the start to find where that prefix ends, as the kernel's own recovery does.
     fn resume(&self, durable: u64) -> Result<Following, PublishError> {
-        let path = self.root.join(CHECKPOINT_FILE);
-        let (size, root, published) = match fs::read(&path) {
-            Ok(bytes) => {
+        let stored = self.store.read(CHECKPOINT_FILE).map_err(store_error(CHECKPOINT_FILE))?;
+        let (size, root, published) = match stored {
+            Some(bytes) => {
                 let verified = self.policy().verify(&bytes, NoteLimits::DEFAULT).map_err(PublishError::Checkpoint)?;
                 let size = verified.checkpoint.size();
                 (size, *verified.checkpoint.root(), Some(size))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, empty_root(), None),
-            Err(source) => return Err(PublishError::Io { path, source }),
+            None => (0, empty_root(), None),
         };
         if size > durable {
             return Err(PublishError::CheckpointAhead { published: size, durable });
@@ -265,52 +280,50 @@ impl Publisher {
         }
         self.store_completed(&mut completed)?;
         let (tiles, bundle) = following.tiler.partial();
+        // Partial tiles are named by their width, so they never change either; caches still
+        // revalidate them, as the full tile replaces them for readers.
         for tile in tiles {
-            self.store_immutable(&tile.id.path(), &tile.data)?;
+            self.store_immutable(&tile.id.path(), &tile.data, CacheControl::Revalidate)?;
         }
         if let Some(bundle) = bundle {
-            self.store_immutable(&bundle.id.path(), &bundle.data)?;
+            self.store_immutable(&bundle.id.path(), &bundle.data, CacheControl::Revalidate)?;
         }
         // Crash boundary: every object the checkpoint needs is durable before it names them.
         let active = self.keyring.active_key_id();
         let public_key = self.keyring.public_key(&active).expect("publish: the active key is in the keyring");
         let checkpoint = Checkpoint::new(self.origin.clone(), durable, following.tiler.root());
         let mut note = checkpoint.sign_with(&public_key, |message| self.keyring.sign(message));
-        fs::create_dir_all(&self.root).map_err(|source| PublishError::Io { path: self.root.clone(), source })?;
         // The witnesses prove consistency from the tiles just written; the checkpoint waits for
         // them at most one witness timeout, and goes out with whatever valid cosignatures came.
         if let Some(witnesses) = &mut self.witnesses {
-            self.last_round = Some(witnesses.cosign(&mut note, &checkpoint, &self.root));
+            self.last_round = Some(witnesses.cosign(&mut note, &checkpoint, &*self.store));
         }
-        let path = self.root.join(CHECKPOINT_FILE);
-        write_atomically_with_mode(&path, &note.to_bytes(), OBJECT_MODE).map_err(PublishError::Store)?;
+        let bytes = note.to_bytes();
+        self.store.replace(CHECKPOINT_FILE, &bytes, CacheControl::Revalidate).map_err(store_error(CHECKPOINT_FILE))?;
         following.published = Some(durable);
         Ok(Some(durable))
     }
 
     fn store_completed(&self, completed: &mut Completed) -> Result<(), PublishError> {
         for bundle in completed.bundles.drain(..) {
-            self.store_immutable(&bundle.id.path(), &bundle.data)?;
+            self.store_immutable(&bundle.id.path(), &bundle.data, CacheControl::Immutable)?;
         }
         for tile in completed.tiles.drain(..) {
-            self.store_immutable(&tile.id.path(), &tile.data)?;
+            self.store_immutable(&tile.id.path(), &tile.data, CacheControl::Immutable)?;
         }
         Ok(())
     }
 
-    /// Writes an object that never changes once written; one already present must be equal
-    /// (a restart after a crash between objects and checkpoint finds some of them).
-    fn store_immutable(&self, relative: &str, bytes: &[u8]) -> Result<(), PublishError> {
-        let path = self.root.join(relative);
-        match fs::read(&path) {
-            Ok(existing) if existing == bytes => return Ok(()),
-            Ok(_) => return Err(PublishError::ObjectDiffers { path: relative.to_string() }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(PublishError::Io { path, source }),
+    /// Writes an object that never changes once written, create-only; one already present must
+    /// be equal (a restart after a crash between objects and checkpoint finds some of them).
+    fn store_immutable(&self, key: &str, bytes: &[u8], cache: CacheControl) -> Result<(), PublishError> {
+        if self.store.create(key, bytes, cache).map_err(store_error(key))? == Created::Written {
+            return Ok(());
         }
-        let parent = path.parent().expect("publish: an object path has a parent");
-        fs::create_dir_all(parent).map_err(|source| PublishError::Io { path: parent.to_path_buf(), source })?;
-        write_atomically_with_mode(&path, bytes, OBJECT_MODE).map_err(PublishError::Store)
+        match self.store.read(key).map_err(store_error(key))? {
+            Some(existing) if existing == bytes => Ok(()),
+            _ => Err(PublishError::ObjectDiffers { path: key.to_string() }),
+        }
     }
 }
 
@@ -346,7 +359,11 @@ pub fn spawn(
                 Err(error) => {
                     wait = (wait * 2).max(interval).min(MAX_BACKOFF.max(interval));
                     let retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                    tracing::warn!(event = "publish_failed", reason = %error, retry_ms, "publishing the ETL failed");
+                    if error.is_split_view() {
+                        tracing::error!(event = "publish_failed", split_view = true, reason = %error, retry_ms, "publishing the ETL refused: the store contradicts the log");
+                    } else {
+                        tracing::warn!(event = "publish_failed", reason = %error, retry_ms, "publishing the ETL failed");
+                    }
                 }
             }
         }
@@ -372,10 +389,12 @@ fn report_round(stats: &RuntimeStats, size: u64, round: CosignRound) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish_store::DirStore;
     use evidenceos_core::keys::{KeyFile, key_file_name, key_id_for_seed};
     use evidenceos_core::merkle::{MerkleTree, leaf_hash};
     use evidenceos_tlog::TileReader;
     use evidenceos_tlog::tile::TileId;
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
 
     const SEED: [u8; 32] = [7; 32];
@@ -416,7 +435,12 @@ mod tests {
             std::io::Write::write_all(&mut file, &bytes).unwrap();
         }
         fn publisher(&self) -> Publisher {
-            Publisher::new(self.out(), self.etl(), default_origin(&key_id_for_seed(&SEED)), keyring())
+            Publisher::new(
+                Box::new(DirStore::new(self.out())),
+                self.etl(),
+                default_origin(&key_id_for_seed(&SEED)),
+                keyring(),
+            )
         }
         fn checkpoint(&self) -> Checkpoint {
             let origin = default_origin(&key_id_for_seed(&SEED));
@@ -509,7 +533,8 @@ mod tests {
         fs::remove_file(f.out().join("tile/entries/000")).unwrap();
         f.publisher().publish(256).unwrap();
         let other = KeyName::new("example.org/other").unwrap();
-        let error = Publisher::new(f.out(), f.etl(), other, keyring()).publish(256).unwrap_err();
+        let error =
+            Publisher::new(Box::new(DirStore::new(f.out())), f.etl(), other, keyring()).publish(256).unwrap_err();
         assert!(error.to_string().contains("--log-origin"), "{error}");
     }
 }

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use evidenceos_tlog::checkpoint::Checkpoint;
@@ -16,7 +16,13 @@ use evidenceos_tlog::proof::{TileProofError, consistency_proof};
 use evidenceos_tlog::tile::{TileId, TileReader};
 use evidenceos_tlog::witness::{AddCheckpoint, AddCheckpointResponse, WitnessError};
 
+use crate::data_dir::write_atomically;
 use crate::http_client::{self, HttpError, HttpLimits, HttpUrl};
+use crate::publish_store::PublishStore;
+
+/// The data directory's file keeping each witness's last cosigned size across restarts: one
+/// `<witness vkey> <size>` line per witness that cosigned.
+pub const STATE_FILE: &str = "witness_sizes";
 
 /// Each witness answers within this long, or this checkpoint goes without its cosignature.
 pub const WITNESS_LIMITS: HttpLimits = HttpLimits { timeout: std::time::Duration::from_secs(5), ..HttpLimits::DEFAULT };
@@ -88,7 +94,8 @@ impl std::fmt::Display for CosignError {
 
 impl std::error::Error for CosignError {}
 
-/// One witness and the size it last cosigned (in memory: after a restart the 409 recovers it).
+/// One witness and the size it last cosigned (kept in [`STATE_FILE`] when configured; without
+/// it, or when the witness lost its own state, a 409 recovers it).
 #[derive(Debug)]
 struct WitnessState {
     target: WitnessTarget,
@@ -109,6 +116,7 @@ pub struct Witnesses {
     states: Vec<WitnessState>,
     quorum: usize,
     limits: HttpLimits,
+    state_file: Option<PathBuf>,
 }
 
 impl Witnesses {
@@ -116,20 +124,59 @@ impl Witnesses {
     pub fn new(targets: Vec<WitnessTarget>, quorum: usize, limits: HttpLimits) -> Self {
         assert!(quorum <= targets.len(), "witnessing: a quorum above the witness count can never be met");
         let states = targets.into_iter().map(|target| WitnessState { target, cosigned_size: None }).collect();
-        Self { states, quorum, limits }
+        Self { states, quorum, limits, state_file: None }
+    }
+
+    /// Starts from the sizes kept in `path` and keeps them there after each round that changed
+    /// one. A missing file is a first start; lines that do not parse, or name a witness no longer
+    /// configured, are ignored (the 409 recovers a size): only a read error fails.
+    pub fn with_state_file(mut self, path: PathBuf) -> io::Result<Self> {
+        let text = match fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        for (vkey, size) in text.lines().filter_map(|line| line.split_once(' ')) {
+            let Ok(size) = size.parse::<u64>() else { continue };
+            let known = self.states.iter_mut().find(|state| state.target.vkey.to_string() == vkey);
+            if let Some(state) = known {
+                state.cosigned_size = Some(size);
+            }
+        }
+        self.state_file = Some(path);
+        Ok(self)
+    }
+
+    /// Replaces the state file with the current sizes; a failure costs only a 409 after a restart.
+    fn save_state(&self) {
+        let Some(path) = &self.state_file else { return };
+        let mut text = String::new();
+        for state in &self.states {
+            if let Some(size) = state.cosigned_size {
+                text.push_str(&state.target.vkey.to_string());
+                text.push(' ');
+                text.push_str(&size.to_string());
+                text.push('\n');
+            }
+        }
+        // Crash boundary: the file is replaced whole or not at all; an older size only costs a 409.
+        if let Err(error) = write_atomically(path, text.as_bytes()) {
+            tracing::warn!(event = "witness_state_not_saved", reason = %error, "the witnesses' sizes were not saved");
+        }
     }
 
     /// Asks every witness at once to cosign `note` (the checkpoint `checkpoint`, whose tiles are
-    /// already under `tiles_root`) and appends each valid cosignature to `note`. Failures are
+    /// already in `tiles`) and appends each valid cosignature to `note`. Failures are
     /// logged (`event=witness_failed`) and cost only that witness's cosignature.
-    pub fn cosign(&mut self, note: &mut SignedNote, checkpoint: &Checkpoint, tiles_root: &Path) -> CosignRound {
+    pub fn cosign(&mut self, note: &mut SignedNote, checkpoint: &Checkpoint, tiles: &dyn PublishStore) -> CosignRound {
         let limits = self.limits;
+        let before: Vec<Option<u64>> = self.states.iter().map(|state| state.cosigned_size).collect();
         let results: Vec<Result<Vec<NoteSignature>, CosignError>> = std::thread::scope(|scope| {
             let note = &*note;
             let handles: Vec<_> = self
                 .states
                 .iter_mut()
-                .map(|state| scope.spawn(move || state.submit(note, checkpoint, tiles_root, limits)))
+                .map(|state| scope.spawn(move || state.submit(note, checkpoint, tiles, limits)))
                 .collect();
             handles.into_iter().map(|h| h.join().expect("witnessing: a submission thread panicked")).collect()
         });
@@ -146,6 +193,9 @@ impl Witnesses {
                 }
             }
         }
+        if self.states.iter().map(|state| state.cosigned_size).ne(before) {
+            self.save_state();
+        }
         CosignRound { cosigned, witnesses: self.states.len(), quorum: self.quorum }
     }
 }
@@ -155,13 +205,13 @@ impl WitnessState {
         &mut self,
         note: &SignedNote,
         checkpoint: &Checkpoint,
-        tiles_root: &Path,
+        tiles: &dyn PublishStore,
         limits: HttpLimits,
     ) -> Result<Vec<NoteSignature>, CosignError> {
         let mut old_size = self.cosigned_size.unwrap_or(0);
         let mut conflicts = 0;
         loop {
-            let body = request(note, checkpoint, old_size, tiles_root)?.to_body();
+            let body = request(note, checkpoint, old_size, tiles)?.to_body();
             let url = self.target.url.join("add-checkpoint");
             let reply =
                 http_client::post(&url, "text/plain; charset=utf-8", &body, limits).map_err(CosignError::Http)?;
@@ -202,7 +252,7 @@ fn request(
     note: &SignedNote,
     checkpoint: &Checkpoint,
     old_size: u64,
-    tiles_root: &Path,
+    tiles: &dyn PublishStore,
 ) -> Result<AddCheckpoint, CosignError> {
     let size = checkpoint.size();
     if old_size > size {
@@ -211,26 +261,28 @@ fn request(
     let proof = if old_size == 0 || old_size == size {
         Vec::new()
     } else {
-        let mut reader = DirTiles(tiles_root.to_path_buf());
+        let mut reader = StoredTiles(tiles);
         consistency_proof(&mut reader, old_size, size).map_err(CosignError::Proof)?
     };
     AddCheckpoint::new(old_size, proof, note.clone()).map_err(CosignError::Response)
 }
 
-/// The publish directory's tiles, written before any checkpoint that needs them.
-struct DirTiles(PathBuf);
+/// The published tiles, written before any checkpoint that needs them.
+struct StoredTiles<'a>(&'a dyn PublishStore);
 
-impl TileReader for DirTiles {
+impl TileReader for StoredTiles<'_> {
     type Error = io::Error;
 
     fn read_tile(&mut self, tile: TileId) -> io::Result<Vec<u8>> {
-        fs::read(self.0.join(tile.path()))
+        let key = tile.path();
+        self.0.read(&key)?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, key))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish_store::DirStore;
     use evidenceos_tlog::cosignature::Cosigner;
     use evidenceos_tlog::note::{KeyName, NoteSigner};
     use evidenceos_tlog::witness::cosignatures_body;
@@ -280,7 +332,7 @@ mod tests {
             [both, only_forged, garbled].map(|url| WitnessTarget { url, vkey: witness.verifier_key() }).to_vec();
         let mut witnesses = Witnesses::new(targets, 2, WITNESS_LIMITS);
         let mut published = note.clone();
-        let round = witnesses.cosign(&mut published, &checkpoint, Path::new("/nonexistent"));
+        let round = witnesses.cosign(&mut published, &checkpoint, &DirStore::new("/nonexistent".into()));
         assert_eq!(round, CosignRound { cosigned: 1, witnesses: 3, quorum: 2 });
         assert_eq!(published.signatures(), &[note.signatures()[0].clone(), genuine][..]);
     }
@@ -293,7 +345,8 @@ mod tests {
         for (status, body) in answers {
             let target = WitnessTarget { url: fixed_witness(status, body.clone()), vkey: vkey.clone() };
             let mut state = WitnessState { target, cosigned_size: None };
-            let error = state.submit(&note, &checkpoint, Path::new("/nonexistent"), WITNESS_LIMITS).unwrap_err();
+            let error =
+                state.submit(&note, &checkpoint, &DirStore::new("/nonexistent".into()), WITNESS_LIMITS).unwrap_err();
             let expected = match status {
                 409 if body == b"9\n" => matches!(error, CosignError::WitnessAhead { witness_size: 9, size: 3 }),
                 409 => matches!(error, CosignError::Response(WitnessError::BadConflictBody)),
@@ -301,6 +354,55 @@ mod tests {
             };
             assert!(expected, "{status}: {error}");
         }
+    }
+
+    /// A witness that answers every request 409 with `size`, sending each request body's first
+    /// line (`old N`) to the receiver.
+    fn recording_witness(size: u64) -> (HttpUrl, std::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = HttpUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+                let length = head.split("content-length:").nth(1).and_then(|v| v.lines().next());
+                let mut body = vec![0; length.unwrap().trim().parse().unwrap()];
+                stream.read_exact(&mut body).unwrap();
+                let _ = tx.send(String::from_utf8_lossy(&body).lines().next().unwrap_or_default().to_string());
+                let answer = format!("{size}\n");
+                let reply = format!("HTTP/1.1 409 X\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn each_witness_size_survives_a_restart_in_the_state_file() {
+        let (checkpoint, note) = checkpoint();
+        let witness = cosigner("w.example", 5);
+        let genuine = witness.cosign(note.text(), 7).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(STATE_FILE);
+        let tiles = DirStore::new("/nonexistent".into());
+        let url = fixed_witness(200, cosignatures_body(&[genuine]));
+        let targets = vec![WitnessTarget { url, vkey: witness.verifier_key() }];
+        let mut witnesses = Witnesses::new(targets, 1, WITNESS_LIMITS).with_state_file(path.clone()).unwrap();
+        assert_eq!(witnesses.cosign(&mut note.clone(), &checkpoint, &tiles).cosigned, 1);
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{} 3\n", witness.verifier_key()));
+
+        // Restarted: the first request already proves from the size kept, not from 0.
+        let (url, requests) = recording_witness(3);
+        let targets = vec![WitnessTarget { url, vkey: witness.verifier_key() }];
+        let mut restarted = Witnesses::new(targets, 1, WITNESS_LIMITS).with_state_file(path).unwrap();
+        restarted.cosign(&mut note.clone(), &checkpoint, &tiles);
+        assert_eq!(requests.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), "old 3");
     }
 
     #[test]

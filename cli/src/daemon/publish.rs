@@ -1,5 +1,5 @@
-//! `--log-origin`, `--checkpoint-interval-ms`, `--publish-dir`: the ETL as a C2SP log (SPEC §10),
-//! published by a thread of its own that follows the durable size of either runtime.
+//! `--log-origin`, `--checkpoint-interval-ms`, `--publish-dir`, `--publish-s3`: the ETL as a C2SP
+//! log (SPEC §10), published by a thread of its own that follows the durable size of either runtime.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,12 +8,15 @@ use std::time::Duration;
 use evidenceos_core::FileId;
 use evidenceos_core::keys::Keyring;
 use evidenceos_io_sync::publish::{Publisher, log_origin, log_vkey, spawn};
-use evidenceos_io_sync::witnessing::{WITNESS_LIMITS, WitnessTarget, Witnesses};
+use evidenceos_io_sync::publish_store::{DirStore, PublishStore, S3Url};
+use evidenceos_io_sync::witnessing::{STATE_FILE as WITNESS_STATE_FILE, WITNESS_LIMITS, WitnessTarget, Witnesses};
 use evidenceos_io_sync::{DataDir, RuntimeStats};
 use evidenceos_tlog::checkpoint::Origin;
 use evidenceos_tlog::note::KeyName;
 
 const PUBLISHING: &str = "Transparency-log publishing (C2SP checkpoints and tiles)";
+/// At most one of --publish-dir and --publish-s3.
+const DESTINATION: &str = "publish_destination";
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct PublishArgs {
@@ -29,14 +32,22 @@ pub(crate) struct PublishArgs {
 
     /// Publish the log to this directory (created if absent): tile/… objects and the signed
     /// `checkpoint`, written atomically, so any static web server can serve it. Off when not given.
-    #[arg(long, value_name = "DIR", help_heading = PUBLISHING)]
+    #[arg(long, value_name = "DIR", group = DESTINATION, help_heading = PUBLISHING)]
     pub(crate) publish_dir: Option<PathBuf>,
+
+    /// Publish the log to an S3-compatible bucket under a key prefix, s3://BUCKET[/PREFIX]:
+    /// full tiles and bundles create-only (If-None-Match: *), the checkpoint last. Endpoint,
+    /// region and credentials come from AWS_ENDPOINT_URL, AWS_REGION (or AWS_DEFAULT_REGION),
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; AWS_ALLOW_HTTP=true permits
+    /// a plain-http endpoint. Instead of --publish-dir.
+    #[arg(long, value_name = "URL", group = DESTINATION, help_heading = PUBLISHING)]
+    pub(crate) publish_s3: Option<S3Url>,
 
     /// A witness (c2sp.org/tlog-witness) that cosigns each published checkpoint: its base URL
     /// (plain http://; the daemon POSTs to URL/add-checkpoint) and its cosignature vkey, joined
-    /// by the first `=`. Repeatable; needs --publish-dir. Each witness has 5 s to answer; the
+    /// by the first `=`. Repeatable; needs --publish-dir or --publish-s3. Each witness has 5 s to answer; the
     /// checkpoint is then published with every valid cosignature received.
-    #[arg(long, value_name = "URL=VKEY", requires = "publish_dir", help_heading = PUBLISHING)]
+    #[arg(long, value_name = "URL=VKEY", requires = DESTINATION, help_heading = PUBLISHING)]
     pub(crate) witness: Vec<WitnessTarget>,
 
     /// How many witnesses must cosign each checkpoint (default: every --witness). Below it the
@@ -71,23 +82,47 @@ pub(crate) fn start(args: &PublishArgs, dir: &DataDir, stats: Arc<RuntimeStats>)
     let origin = log_origin(args.log_origin.as_ref(), &active);
     let public_key = keyring.public_key(&active).ok_or("the active signing key is not loaded")?;
     let vkey = log_vkey(&origin, &public_key);
-    let Some(publish_dir) = &args.publish_dir else {
-        tracing::info!(event = "log_identity", origin = %origin, vkey = %vkey, "checkpoints are not published (no --publish-dir)");
+    let Some(store) = store(args)? else {
+        tracing::info!(event = "log_identity", origin = %origin, vkey = %vkey, "checkpoints are not published (no --publish-dir or --publish-s3)");
         return Ok(());
     };
-    tracing::info!(event = "log_identity", origin = %origin, vkey = %vkey, publish_dir = %publish_dir.display(), "publishing checkpoints and tiles");
-    let mut publisher = Publisher::new(publish_dir.clone(), dir.path_of(FileId::Etl), origin, keyring);
+    tracing::info!(event = "log_identity", origin = %origin, vkey = %vkey, publish_to = %store.location(), "publishing checkpoints and tiles");
+    let mut publisher = Publisher::new(store, dir.path_of(FileId::Etl), origin, keyring);
     if !args.witness.is_empty() {
         for target in &args.witness {
             tracing::info!(event = "witness_configured", url = %target.url, vkey = %target.vkey, quorum, "checkpoints go to this witness");
         }
         stats.witnesses.store(args.witness.len() as u64, std::sync::atomic::Ordering::Relaxed);
         stats.witness_quorum.store(quorum as u64, std::sync::atomic::Ordering::Relaxed);
-        publisher = publisher.with_witnesses(Witnesses::new(args.witness.clone(), quorum, WITNESS_LIMITS));
+        let state_file = dir.root().join(WITNESS_STATE_FILE);
+        let witnesses = Witnesses::new(args.witness.clone(), quorum, WITNESS_LIMITS)
+            .with_state_file(state_file.clone())
+            .map_err(|e| format!("{}: {e}", state_file.display()))?;
+        publisher = publisher.with_witnesses(witnesses);
     }
     spawn(publisher, Duration::from_millis(args.checkpoint_interval_ms), stats)
         .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
     Ok(())
+}
+
+/// The store the flags name, if any; an S3 configuration that cannot work fails the start.
+fn store(args: &PublishArgs) -> Result<Option<Box<dyn PublishStore>>, String> {
+    if let Some(dir) = &args.publish_dir {
+        return Ok(Some(Box::new(DirStore::new(dir.clone()))));
+    }
+    args.publish_s3.as_ref().map(s3_store).transpose()
+}
+
+#[cfg(feature = "publish-s3")]
+fn s3_store(url: &S3Url) -> Result<Box<dyn PublishStore>, String> {
+    let store = evidenceos_io_sync::publish_store::S3Store::from_env(url.clone())
+        .map_err(|e| format!("--publish-s3 {url}: {e}"))?;
+    Ok(Box::new(store))
+}
+
+#[cfg(not(feature = "publish-s3"))]
+fn s3_store(url: &S3Url) -> Result<Box<dyn PublishStore>, String> {
+    Err(format!("--publish-s3 {url}: this evidenceosd was built without the publish-s3 feature"))
 }
 
 #[cfg(test)]

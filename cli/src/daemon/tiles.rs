@@ -35,12 +35,7 @@ const LIMITS: Limits = Limits {
     max_trailer_bytes: 0,
 };
 
-/// Full tiles and bundles never change once written.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// The checkpoint and partial tiles are replaced as the log grows: caches revalidate.
-const MUTABLE: &str = "no-cache";
-const CHECKPOINT_TYPE: &str = "text/plain; charset=utf-8";
-const TILE_TYPE: &str = "application/octet-stream";
+use evidenceos_io_sync::publish_store::{CHECKPOINT_TYPE, CacheControl, TILE_TYPE};
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct TilesArgs {
@@ -267,7 +262,7 @@ impl Object {
             Object::Tile(TilePath::Hashes(tile)) => tile.is_full(),
             Object::Tile(TilePath::Entries(bundle)) => bundle.is_full(),
         };
-        if full { IMMUTABLE } else { MUTABLE }
+        if full { CacheControl::Immutable } else { CacheControl::Revalidate }.header_value()
     }
 }
 
@@ -280,9 +275,12 @@ mod tests {
         assert_eq!(Object::parse("/checkpoint"), Some(Object::Checkpoint));
         let full = Object::parse("/tile/0/x001/234").unwrap();
         assert_eq!(full.relative(), PathBuf::from("tile/0/x001/234"));
-        assert_eq!(full.cache_control(), IMMUTABLE);
-        assert_eq!(Object::parse("/tile/entries/000.p/7").unwrap().cache_control(), MUTABLE);
-        assert_eq!(Object::Checkpoint.cache_control(), MUTABLE);
+        assert_eq!(full.cache_control(), CacheControl::Immutable.header_value());
+        assert_eq!(
+            Object::parse("/tile/entries/000.p/7").unwrap().cache_control(),
+            CacheControl::Revalidate.header_value()
+        );
+        assert_eq!(Object::Checkpoint.cache_control(), CacheControl::Revalidate.header_value());
         for refused in
             ["checkpoint", "/checkpoint/", "/tile/0/1", "/tile/0/001.p/256", "/tile/../checkpoint", "/etl.log", "/"]
         {

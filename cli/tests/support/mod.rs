@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub(crate) mod ctl;
+pub(crate) mod moto;
 pub(crate) mod pki;
 pub(crate) mod rpc;
 
@@ -130,6 +131,24 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// RevokeClaim over the sync runtime's Connect protocol (JSON), on a connection of its own.
+pub(crate) fn revoke_over_connect(daemon: &Daemon, token: &str, claim_id_hex: &str) {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let host = daemon.addr.trim_start_matches("http://");
+    let body = serde_json::json!({"claimId": base64::engine::general_purpose::STANDARD.encode(hex::decode(claim_id_hex).unwrap()), "reason": "withdrawn"}).to_string();
+    let request = format!(
+        "POST /evidenceos.v2.EvidenceOS/RevokeClaim HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nx-request-id: revoke-1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(STOP_TIMEOUT)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 /// Copies the shipped example holdout into a data directory.
