@@ -6,7 +6,8 @@
 # not installed: pip install "moto[server]"). Modes alternate within a round so drift in the
 # machine's speed hits all of them alike. Prints one line per run and the medians.
 # Extra arguments go to evidenceos-bench (default: --lifecycles 4000 --concurrency 64).
-# DAEMON_CPUS / BENCH_CPUS pin the daemon and the load generator, as in daemon-run.sh.
+# DAEMON_CPUS / BENCH_CPUS pin the daemon and the load generator, as in daemon-run.sh;
+# EXTRA_DAEMON_FLAGS go to every daemon (e.g. "--runtime sync", with --protocol connect for the bench).
 # Build first: cargo build --release -p evidenceos-cli -p evidenceos-bench
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -40,7 +41,7 @@ for round in $(seq "$rounds"); do
     esac
     lag=""
     [ "$mode" = off ] || lag=1
-    out="$(DAEMON_FLAGS="$flags" PUBLISH_LAG="$lag" bash "$repo/bench/scripts/daemon-run.sh" "$@" 2>"$root/run.err" | tail -1)"
+    out="$(DAEMON_FLAGS="$flags ${EXTRA_DAEMON_FLAGS:-}" PUBLISH_LAG="$lag" bash "$repo/bench/scripts/daemon-run.sh" "$@" 2>"$root/run.err" | tail -1)"
     rate="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["lifecycles_per_s"])' "$out")"
     p99="$(grep -o '"checkpoint_delay_ms_p99": [0-9.]*' "$root/run.err" | cut -d' ' -f2 || true)"
     echo "round $round mode $mode lifecycles/s $rate checkpoint_delay_p99_ms ${p99:--}" | tee -a "$results"
