@@ -20,8 +20,8 @@ const TOKENS: [(&str, &str); 2] = [("EVIDENCEOS_AGENT_TOKENS", AGENT), ("EVIDENC
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Create → commit → freeze → execute, then the capsule read back by an auditor; then an agent's
-/// proof request (PERMISSION_DENIED, 7) and a CreateClaimV2 without `x-request-id`
-/// (INVALID_ARGUMENT, 3).
+/// proof request (PERMISSION_DENIED, 7), a CreateClaimV2 without `x-request-id`
+/// (INVALID_ARGUMENT, 3) and a method neither service has (UNIMPLEMENTED, 12, labelled `other`).
 async fn calls(agent: &Rpc, auditor: &Rpc) {
     let module = wat::parse_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/claim_mod3.wat")).unwrap();
     let create = support::claim_request("metered", "fast", "demo");
@@ -43,6 +43,8 @@ async fn calls(agent: &Rpc, auditor: &Rpc) {
     let unkeyed = support::claim_request("unkeyed", "fast", "demo");
     let error = agent.call::<_, v2::CreateClaimV2Response>("CreateClaimV2", unkeyed, None).await.unwrap_err();
     assert!(code_is(&error, "invalid_argument"), "{error}");
+    let unknown = agent.call::<_, v2::HealthResponse>("NoSuchMethod", v2::HealthRequest {}, None).await.unwrap_err();
+    assert!(code_is(&unknown, "unimplemented"), "{unknown}");
 }
 
 /// Whether a client error (`CODE: message`) has `code`, however the client spells it.
@@ -112,14 +114,16 @@ async fn both_runtimes_count_the_same_rpcs_under_the_same_labels() {
     assert_eq!(requests("CreateClaimV2", "0"), "1");
     assert_eq!(requests("CreateClaimV2", "3"), "1", "the call without a request id");
     assert_eq!(requests("GetInclusionProof", "7"), "1", "the agent's proof request");
+    let other = "evidenceos_rpc_requests_total{method=\"other\",code=\"12\"}";
+    assert_eq!(sync.get(other).map(String::as_str), Some("1"), "the unknown method: {sync:#?}");
     let counted: Vec<&String> = sync.keys().filter(|k| k.starts_with("evidenceos_rpc_requests_total")).collect();
-    assert_eq!(counted.len(), 7, "nothing else was called: {counted:#?}");
+    assert_eq!(counted.len(), 8, "nothing else was called: {counted:#?}");
     let count =
         |method: &str| sync[&format!("evidenceos_rpc_duration_seconds_count{{method=\"{}\"}}", path(method))].clone();
     assert_eq!(count("CreateClaimV2"), "2");
     assert_eq!(count("GetInclusionProof"), "1");
     let histograms = sync.keys().filter(|k| k.starts_with("evidenceos_rpc_duration_seconds_count")).count();
-    assert_eq!(histograms, 6, "one histogram per method called");
+    assert_eq!(histograms, 7, "one histogram per method called, and one for `other`");
     assert!(sync.contains_key("# TYPE evidenceos_rpc_duration_seconds histogram"), "{sync:#?}");
     assert!(sync.contains_key("# TYPE evidenceos_rpc_requests counter"), "{sync:#?}");
     let le = format!("evidenceos_rpc_duration_seconds_bucket{{method=\"{}\",le=\"+Inf\"}}", path("GetCapsule"));

@@ -735,7 +735,7 @@ fn respond(
         Err(Refusal::Kernel(error)) => mapping::grpc_code(error.code).to_string(),
         // gRPC's DEADLINE_EXCEEDED.
         Err(Refusal::DeadlineExceeded { .. }) => "4".to_string(),
-        Err(Refusal::Http { .. }) => "-".to_string(),
+        Err(Refusal::Http { grpc_code, .. }) => grpc_code.to_string(),
     };
     let elapsed = started.elapsed();
     log_rpc(path, principal, &code, elapsed);
@@ -764,7 +764,7 @@ fn respond(
             let (status, body) = codec::deadline_exceeded(timeout_ms);
             HttpResponse::new(status, Codec::Json.content_type(), body)
         }
-        Err(Refusal::Http { status, body, extra_headers }) => {
+        Err(Refusal::Http { status, body, extra_headers, .. }) => {
             HttpResponse { status, content_type: Codec::Json.content_type(), body, keep_alive: true, extra_headers }
         }
     }
@@ -798,10 +798,15 @@ enum Refusal {
     /// Refused before it was a Connect call (wrong HTTP method, unknown path, content type).
     Http {
         status: u16,
+        /// The gRPC status the same mistake gets over gRPC, so both runtimes count it alike.
+        grpc_code: i32,
         body: Vec<u8>,
         extra_headers: Vec<(&'static str, String)>,
     },
 }
+
+/// gRPC's UNIMPLEMENTED: what tonic answers for a path it does not serve.
+const GRPC_UNIMPLEMENTED: i32 = 12;
 
 /// What [`execute`] did with a call.
 enum Executed {
@@ -827,16 +832,17 @@ fn execute(
     let request = call.request;
     let Some((package, method)) = Method::from_path(&request.path) else {
         let (status, body) = codec::unknown_procedure(&request.path);
-        return Err(Refusal::Http { status, body, extra_headers: Vec::new() });
+        return Err(Refusal::Http { status, grpc_code: GRPC_UNIMPLEMENTED, body, extra_headers: Vec::new() });
     };
     if request.method != "POST" {
         let error = KernelError::invalid_argument(format!("{} needs POST (Connect unary)", request.path));
         let (_, body) = codec::error_response(&error);
-        return Err(Refusal::Http { status: 405, body, extra_headers: vec![("Allow", "POST".to_string())] });
+        let grpc_code = mapping::grpc_code(error.code);
+        return Err(Refusal::Http { status: 405, grpc_code, body, extra_headers: vec![("Allow", "POST".to_string())] });
     }
     let codec = codec::codec_for(request.header("content-type")).map_err(|error| {
         let (_, body) = codec::error_response(&error);
-        Refusal::Http { status: 415, body, extra_headers: Vec::new() }
+        Refusal::Http { status: 415, grpc_code: mapping::grpc_code(error.code), body, extra_headers: Vec::new() }
     })?;
     if request.header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
         return Err(KernelError::new(ErrorCode::InvalidArgument, "compressed request bodies are not supported").into());
