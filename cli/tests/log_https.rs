@@ -4,9 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,10 +16,9 @@ mod support;
 
 use support::ctl::ctl;
 use support::pki::Pki;
-use support::{install_demo_holdout, start_with};
+use support::{install_demo_holdout, start_with, wait_published};
 
 const AGENT: &str = "agent-secret";
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Serves GET requests for files under `root` over TLS, one connection at a time, until the
 /// test process ends; returns the port.
@@ -62,18 +61,6 @@ fn serve_dir_over_tls(root: PathBuf, pki: &Pki) -> u16 {
         }
     });
     port
-}
-
-fn wait_published(publish: &Path, size: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(publish.join("checkpoint")).unwrap_or_default();
-        if text.lines().nth(1).and_then(|l| l.parse::<u64>().ok()).is_some_and(|p| p >= size) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "checkpoint never reached size {size}: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

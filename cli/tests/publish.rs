@@ -3,18 +3,16 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod support;
 
 use support::ctl::{Ran, ctl};
-use support::{Daemon, install_demo_holdout};
+use support::{Daemon, install_demo_holdout, wait_published};
 
 const AGENT: &str = "agent-secret";
 const TOKENS: [(&str, &str); 1] = [("EVIDENCEOS_AGENT_TOKENS", AGENT)];
-const WAIT: Duration = Duration::from_secs(30);
 
 fn json_of(ran: &Ran) -> Value {
     assert_eq!(ran.code, Some(0), "{ran:?}");
@@ -41,20 +39,6 @@ fn run_claim(daemon: &Daemon, name: &str) -> (u64, String, String) {
         line[prefix.len()..].trim().to_string()
     };
     (value("etl_index").parse().unwrap(), value("claim_id"), value("capsule_hash"))
-}
-
-/// Waits until the published checkpoint covers `size` leaves; returns its size.
-fn wait_published(publish: &Path, size: u64) -> u64 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(publish.join("checkpoint")).unwrap_or_default();
-        let published = text.lines().nth(1).and_then(|l| l.parse::<u64>().ok());
-        if published.is_some_and(|p| p >= size) {
-            return published.unwrap();
-        }
-        assert!(Instant::now() < deadline, "checkpoint never reached size {size}: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn verify(publish: &Path, vkey: &str, selector: &[&str]) -> Value {

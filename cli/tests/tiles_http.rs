@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{Daemon, install_demo_holdout};
+use support::{Daemon, install_demo_holdout, wait_published};
 
 const AGENT: &str = "agent-secret";
 const WAIT: Duration = Duration::from_secs(30);
@@ -81,19 +81,6 @@ fn run_claim(daemon: &Daemon, name: &str) {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-}
-
-/// Waits until the published checkpoint covers `size` leaves.
-fn wait_published(publish: &Path, size: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(publish.join("checkpoint")).unwrap_or_default();
-        if text.lines().nth(1).and_then(|l| l.parse::<u64>().ok()).is_some_and(|p| p >= size) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "checkpoint never reached size {size}: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Every file under `root/tile`, relative to `root`.

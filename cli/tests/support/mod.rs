@@ -151,6 +151,21 @@ pub(crate) fn revoke_over_connect(daemon: &Daemon, token: &str, claim_id_hex: &s
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// Waits (at most 30 s) until the checkpoint published in `publish` covers `size` leaves;
+/// returns its size.
+pub(crate) fn wait_published(publish: &Path, size: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(publish.join("checkpoint")).unwrap_or_default();
+        let published = text.lines().nth(1).and_then(|l| l.parse::<u64>().ok());
+        if let Some(published) = published.filter(|p| *p >= size) {
+            return published;
+        }
+        assert!(Instant::now() < deadline, "checkpoint never reached size {size}: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Copies the shipped example holdout into a data directory.
 pub(crate) fn install_demo_holdout(data_dir: &Path) {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/holdouts/demo");
