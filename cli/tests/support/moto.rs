@@ -21,16 +21,27 @@ pub(crate) struct Moto {
     log: PathBuf,
 }
 
-/// Whether the S3 tests run: always under CI; elsewhere unless EVIDENCEOS_SKIP_S3_TESTS=1. A
-/// missing `moto_server` fails them, with how to install it.
+/// Whether the S3 tests run: always under CI (where `.ci/run` installs moto, and a missing
+/// `moto_server` fails them); elsewhere unless EVIDENCEOS_SKIP_S3_TESTS=1 or `moto_server` is not on
+/// PATH, so `cargo test --workspace` passes on a machine with only a Rust toolchain. A skip says
+/// so loudly.
 pub(crate) fn s3_tests_enabled(test: &str) -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let skip = std::env::var("EVIDENCEOS_SKIP_S3_TESTS").is_ok_and(|v| v == "1");
-    if skip && !ci {
+    if ci {
+        return true;
+    }
+    if std::env::var("EVIDENCEOS_SKIP_S3_TESTS").is_ok_and(|v| v == "1") {
         eprintln!("\n!!!!! SKIPPED {test}: EVIDENCEOS_SKIP_S3_TESTS=1, publishing to S3 was NOT checked. !!!!!\n");
         return false;
     }
-    true
+    let installed = Command::new("moto_server").arg("--help").output().is_ok_and(|output| output.status.success());
+    if !installed {
+        eprintln!(
+            "\n!!!!! SKIPPED {test}: `moto_server` is not on PATH, so publishing to S3 was NOT checked. \
+             Install it with {PIP_INSTALL} (CI always runs these tests). !!!!!\n"
+        );
+    }
+    installed
 }
 
 /// A loopback port nothing listens on (bound, then released).
