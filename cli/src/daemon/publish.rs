@@ -163,7 +163,9 @@ mod tests {
                 .verifier_key();
         let not_a_cosigner = format!("http://w.example={log_key}");
         let https = format!("https://w.example={vkey}");
-        for bad in ["http://127.0.0.1:9000", &https, &not_a_cosigner, &flag[..flag.len() - 2]] {
+        let args = parse(&["--witness", &https]).unwrap();
+        assert_eq!(args.witness[0].url.to_string(), "https://w.example/", "https witnesses are accepted");
+        for bad in ["http://127.0.0.1:9000", &not_a_cosigner, &flag[..flag.len() - 2]] {
             assert!(parse(&["--witness", bad]).is_err(), "{bad}");
         }
         // Everything after the first `=` is the vkey, `=` included (base64 padding of other key
