@@ -23,15 +23,6 @@ pub fn status(error: KernelError) -> Status {
 /// Messages a WatchRevocations stream may hold before its subscriber reads them.
 const WATCH_BUFFER: usize = 64;
 
-/// Static facts for GetServerInfo, fixed at start-up.
-#[derive(Debug, Clone, Default)]
-pub struct ServerFacts {
-    pub daemon_version: String,
-    pub build_git_commit: String,
-    pub build_time_utc: String,
-    pub feature_flags: v2::FeatureFlags,
-}
-
 #[derive(Debug, Clone)]
 pub struct EvidenceService {
     kernel: KernelHandle,
@@ -41,15 +32,14 @@ pub struct EvidenceService {
 }
 
 impl EvidenceService {
-    /// `availability` turns `NotServing` when the daemon drains or its kernel fails storage.
+    /// `info` answers GetServerInfo (see [`rpc::server_info`]); `availability` turns
+    /// `NotServing` when the daemon drains or its kernel fails storage.
     pub fn new(
         kernel: KernelHandle,
-        facts: ServerFacts,
+        info: v2::GetServerInfoResponse,
         auth: Authenticator,
         availability: tokio::sync::watch::Receiver<rpc::Availability>,
     ) -> Self {
-        let info =
-            rpc::server_info(facts.daemon_version, facts.build_git_commit, facts.build_time_utc, facts.feature_flags);
         Self { kernel, info: Arc::new(info), auth: Arc::new(auth), availability }
     }
 

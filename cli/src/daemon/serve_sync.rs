@@ -44,12 +44,7 @@ pub(crate) fn serve(
     let config = ServeConfig {
         tls,
         authenticator: auth,
-        server_info: evidenceos_grpc::rpc::server_info(
-            env!("CARGO_PKG_VERSION").to_string(),
-            env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
-            env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
-            crate::feature_flags(&args),
-        ),
+        server_info: crate::serving::server_info(&args),
         limits: Limits { max_body_bytes: args.max_request_bytes, ..Limits::default() },
         metrics: args.metrics_listen.map(|_| Arc::new(evidenceos_grpc::metrics::Metrics::new())),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),

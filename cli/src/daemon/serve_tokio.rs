@@ -7,7 +7,7 @@ use std::sync::Arc;
 use evidenceos_core::Kernel;
 use evidenceos_core::environment::Settings;
 use evidenceos_grpc::rpc::Availability;
-use evidenceos_grpc::service::{EvidenceService, ServerFacts};
+use evidenceos_grpc::service::EvidenceService;
 use evidenceos_io_sync::{DataDir, FileExecutor};
 use evidenceos_io_tokio::{KernelHandle, Stopped};
 use tokio::signal::unix::{SignalKind, signal};
@@ -50,12 +50,6 @@ pub(crate) async fn serve(
     let (handle, kernel_task) = evidenceos_io_tokio::spawn(kernel, executor, evidenceos_io_tokio::wall_clock());
     crate::publish::start(&args.publish, &dir, handle.shared_stats())?;
     crate::tiles::start(&args.tiles, args.publish.publish_dir.as_deref())?;
-    let facts = ServerFacts {
-        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
-        build_git_commit: env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
-        build_time_utc: env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
-        feature_flags: crate::feature_flags(&args),
-    };
     let metrics = Arc::new(evidenceos_grpc::metrics::Metrics::new());
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -67,7 +61,7 @@ pub(crate) async fn serve(
     }
     let Security { tls, auth } = security;
     let (availability_tx, availability) = tokio::sync::watch::channel(Availability::Serving);
-    let service = EvidenceService::new(handle.clone(), facts, auth, availability);
+    let service = EvidenceService::new(handle.clone(), crate::serving::server_info(&args), auth, availability);
 
     // The kernel task ends early only on a storage failure; that also stops the server.
     let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(None::<Stopped>);

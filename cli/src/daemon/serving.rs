@@ -1,4 +1,5 @@
-//! What both serve loops say and do the same way: the start-up announcement and the exit code.
+//! What both serve loops say and do the same way: the GetServerInfo answer, the start-up
+//! announcement and the exit code.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,6 +8,16 @@ use evidenceos_core::keys::KeyId;
 use evidenceos_io_sync::{DataDir, Stopped};
 
 use crate::RuntimeKind;
+
+/// GetServerInfo's answer: this build and the features `args` turn on.
+pub(crate) fn server_info(args: &crate::Args) -> evidenceos_grpc::v2::GetServerInfoResponse {
+    evidenceos_grpc::rpc::server_info(
+        env!("CARGO_PKG_VERSION").to_string(),
+        env!("EVIDENCEOS_BUILD_GIT_COMMIT").to_string(),
+        env!("EVIDENCEOS_BUILD_TIME_UTC").to_string(),
+        crate::feature_flags(args),
+    )
+}
 
 /// Logs `event=listening` and prints the line scripts and tests wait for on stdout.
 pub(crate) fn announce(local: SocketAddr, key_id: &KeyId, tree_size: u64, dir: &DataDir, runtime: RuntimeKind) {
