@@ -109,6 +109,25 @@ fn files(root: &Path) -> Vec<String> {
     found
 }
 
+/// A temporary directory with `data/`, a data directory holding the demo holdout.
+fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    install_demo_holdout(&data);
+    (tmp, data)
+}
+
+/// moto on a free port with the test bucket: the server (stopped when dropped), the daemon's
+/// environment for it, and a store on the bucket.
+fn moto_with_bucket(logs: &Path) -> (Moto, Vec<(String, String)>, S3Store) {
+    let moto = Moto::start(free_port(), logs);
+    moto.create_bucket(BUCKET);
+    let env = moto.env();
+    let store = bucket(&env);
+    (moto, env, store)
+}
+
 fn json_of(ran: &Ran) -> Value {
     assert_eq!(ran.code, Some(0), "{ran:?}");
     serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {ran:?}"))
@@ -119,13 +138,8 @@ fn s3_publishing_resumes_matches_the_directory_and_verifies() {
     if !s3_tests_enabled("s3_publishing_resumes_matches_the_directory_and_verifies") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    install_demo_holdout(&data);
-    let moto = Moto::start(free_port(), tmp.path());
-    moto.create_bucket(BUCKET);
-    let (env, store) = (moto.env(), bucket(&moto.env()));
+    let (tmp, data) = data_dir();
+    let (moto, env, store) = moto_with_bucket(tmp.path());
 
     let daemon = start(&data, tmp.path(), &["--publish-s3", URL], "tokio", &env);
     let claims = [run_claim(&daemon, "first"), run_claim(&daemon, "second")];
@@ -184,10 +198,7 @@ fn an_s3_outage_fails_no_rpc_and_publishing_catches_up() {
     if !s3_tests_enabled("an_s3_outage_fails_no_rpc_and_publishing_catches_up") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    install_demo_holdout(&data);
+    let (tmp, data) = data_dir();
     // Nothing listens on the endpoint yet: the daemon starts, serves, and logs the failures.
     let port = free_port();
     let env = env_for_port(port);
@@ -211,13 +222,8 @@ fn an_object_already_in_the_bucket_with_other_bytes_is_refused() {
     if !s3_tests_enabled("an_object_already_in_the_bucket_with_other_bytes_is_refused") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    install_demo_holdout(&data);
-    let moto = Moto::start(free_port(), tmp.path());
-    moto.create_bucket(BUCKET);
-    let (env, store) = (moto.env(), bucket(&moto.env()));
+    let (tmp, data) = data_dir();
+    let (_moto, env, store) = moto_with_bucket(tmp.path());
     // Another history's first tiles, already in the bucket.
     let planted: Vec<PathBuf> = (1..=8)
         .flat_map(|w| [format!("tile/0/000.p/{w}"), format!("tile/entries/000.p/{w}")])
@@ -259,13 +265,8 @@ fn after_a_key_rotation_publishing_resumes_under_the_same_origin_and_old_checkpo
         return;
     }
     const ORIGIN: &str = "example.org/evidenceos/etl";
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    install_demo_holdout(&data);
-    let moto = Moto::start(free_port(), tmp.path());
-    moto.create_bucket(BUCKET);
-    let (env, store) = (moto.env(), bucket(&moto.env()));
+    let (tmp, data) = data_dir();
+    let (_moto, env, store) = moto_with_bucket(tmp.path());
     let flags = ["--publish-s3", URL, "--log-origin", ORIGIN];
 
     let daemon = start(&data, tmp.path(), &flags, "tokio", &env);
