@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use evidenceos_core::request::CreateClaimV2;
+use evidenceos_grpc::rpc::create_claim_v2_request;
 use evidenceos_grpc::v2;
 
 use crate::stats::Latencies;
@@ -156,24 +158,7 @@ async fn client_loop(
 
 /// One complete lifecycle; returns the final claim state.
 async fn lifecycle(connection: &mut Connection, plan: &Plan, name: &str, tally: &mut Tally) -> Result<i32, RpcError> {
-    let create = v2::CreateClaimV2Request {
-        claim_name: name.to_string(),
-        metadata: Some(v2::ClaimMetadataV2 {
-            lane: "fast".into(),
-            alpha_micros: 50_000,
-            epoch_config_ref: String::new(),
-            output_schema_id: "legacy/v1".into(),
-        }),
-        signals: None,
-        holdout_ref: plan.holdout_ref.clone(),
-        epoch_size: 1,
-        oracle_num_symbols: 4,
-        access_credit: 64,
-        oracle_id: String::new(),
-        nullspec_id: String::new(),
-        dp_epsilon_budget: None,
-        dp_delta_budget: None,
-    };
+    let create = create_claim_v2_request(&CreateClaimV2::fast_legacy(name, plan.holdout_ref.as_str()));
     let t = Instant::now();
     let created = connection.create_claim_v2(create, &format!("{name}-create")).await?;
     tally.latencies[0].record(t.elapsed());

@@ -50,21 +50,13 @@ fn monitor(publish: &Path, vkey: &str, state: &Path) -> Ran {
     ctl(&["log", "monitor", "--url", publish.to_str().unwrap(), "--vkey", vkey, "--state", state.to_str().unwrap()])
 }
 
+/// Every published tile with its inode: a rewritten file gets a new one.
 fn inodes(root: &Path) -> Vec<(PathBuf, u64)> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.join("tile")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push((path.clone(), std::fs::metadata(&path).unwrap().ino()));
-            }
-        }
-    }
-    found.sort();
-    found
+    let with_inode = |path: PathBuf| {
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        (path, inode)
+    };
+    support::files_under(&root.join("tile")).into_iter().map(with_inode).collect()
 }
 
 #[test]

@@ -93,20 +93,8 @@ fn wait_log(daemon: &Daemon, needle: &str) {
 
 /// Every file under `root`, as its path relative to `root`.
 fn files(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path.strip_prefix(root).unwrap().to_str().unwrap().to_string());
-            }
-        }
-    }
-    found.sort();
-    found
+    let relative = |path: PathBuf| path.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+    support::files_under(root).into_iter().map(relative).collect()
 }
 
 /// A temporary directory with `data/`, a data directory holding the demo holdout.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 mod support;
 
+use support::http::Answer;
 use support::{Daemon, install_demo_holdout};
 
 const AGENT: &str = "agent-secret";
@@ -33,19 +34,7 @@ fn start_tokio(data_dir: &Path, log_dir: &Path) -> Daemon {
     support::start_with(data_dir, log_dir, &["--runtime", "tokio"], &TOKENS)
 }
 
-/// One HTTP/1.1 response.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
     /// The JSON body of a 200 answer; panics on anything else.
     fn ok_json(&self, method: &str) -> Value {
         assert_eq!(self.status, 200, "{method}: {}", String::from_utf8_lossy(&self.body));
@@ -86,24 +75,11 @@ impl Http {
             assert_eq!(self.stream.read(&mut byte).unwrap(), 1, "connection closed mid-response: {head:?}");
             head.push(byte[0]);
         }
-        let head = String::from_utf8(head).unwrap();
-        let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (name, value) = l.split_once(':').unwrap();
-                (name.trim().to_string(), value.trim().to_string())
-            })
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.parse().unwrap())
-            .expect("content-length");
-        let mut body = vec![0u8; length];
-        self.stream.read_exact(&mut body).unwrap();
-        Answer { status, headers, body }
+        let mut answer = Answer::from_head(&String::from_utf8(head).unwrap(), Vec::new());
+        let length: usize = answer.header("content-length").expect("content-length").parse().unwrap();
+        answer.body = vec![0u8; length];
+        self.stream.read_exact(&mut answer.body).unwrap();
+        answer
     }
 
     fn post(&mut self, method: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {

@@ -10,24 +10,12 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+use support::http::Answer;
 use support::{Daemon, install_demo_holdout, wait_published};
 
 const AGENT: &str = "agent-secret";
 const WAIT: Duration = Duration::from_secs(30);
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
 
 /// One request on a connection of its own (`Connection: close`); the raw answer, split.
 fn request(addr: &str, method: &str, path: &str) -> Answer {
@@ -42,11 +30,7 @@ fn try_request(addr: &str, method: &str, path: &str) -> std::io::Result<Answer> 
     stream.read_to_end(&mut raw)?;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head");
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers =
-        lines.map(|l| l.split_once(':').unwrap()).map(|(n, v)| (n.to_string(), v.trim().to_string())).collect();
-    Ok(Answer { status, headers, body: raw[split + 4..].to_vec() })
+    Ok(Answer::from_head(&head, raw[split + 4..].to_vec()))
 }
 
 fn start(data: &Path, logs: &Path, publish: &Path, runtime: &str) -> Daemon {
@@ -85,19 +69,9 @@ fn run_claim(daemon: &Daemon, name: &str) {
 
 /// Every file under `root/tile`, relative to `root`.
 fn tile_files(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.join("tile")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !path.file_name().unwrap().to_str().unwrap().starts_with('.') {
-                found.push(path.strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    found
+    let is_temporary = |path: &PathBuf| path.file_name().unwrap().to_str().unwrap().starts_with('.');
+    let files = support::files_under(&root.join("tile")).into_iter().filter(|path| !is_temporary(path));
+    files.map(|path| path.strip_prefix(root).unwrap().to_path_buf()).collect()
 }
 
 /// The checkpoint and every published tile and bundle, fetched over HTTP, equal the files.

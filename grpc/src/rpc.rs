@@ -354,6 +354,37 @@ fn create_claim_v2(r: v2::CreateClaimV2Request) -> Command {
     }))
 }
 
+/// The wire request for a kernel `CreateClaimV2`: what clients (evidenceos-bench, tests) send.
+/// The inverse of the mapping above, so a client builds its request from
+/// [`CreateClaimV2::fast_legacy`] and the field list lives here once.
+pub fn create_claim_v2_request(claim: &CreateClaimV2) -> v2::CreateClaimV2Request {
+    let has_signals = !(claim.semantic_hash.is_empty()
+        && claim.phys_hir_signature_hash.is_empty()
+        && claim.dependency_merkle_root.is_empty());
+    v2::CreateClaimV2Request {
+        claim_name: claim.claim_name.clone(),
+        metadata: Some(v2::ClaimMetadataV2 {
+            lane: claim.lane.clone(),
+            alpha_micros: claim.alpha_micros,
+            epoch_config_ref: claim.epoch_config_ref.clone(),
+            output_schema_id: claim.output_schema_id.clone(),
+        }),
+        signals: has_signals.then(|| v2::TopicSignalsV2 {
+            semantic_hash: claim.semantic_hash.clone(),
+            phys_hir_signature_hash: claim.phys_hir_signature_hash.clone(),
+            dependency_merkle_root: claim.dependency_merkle_root.clone(),
+        }),
+        holdout_ref: claim.holdout_ref.clone(),
+        epoch_size: claim.epoch_size,
+        oracle_num_symbols: claim.oracle_num_symbols,
+        access_credit: claim.access_credit,
+        oracle_id: claim.oracle_id.clone(),
+        nullspec_id: claim.nullspec_id.clone(),
+        dp_epsilon_budget: claim.dp_epsilon_budget,
+        dp_delta_budget: claim.dp_delta_budget,
+    }
+}
+
 fn create_claim_v2_reply(answer: KernelResponse) -> Result<v2::CreateClaimV2Response, KernelError> {
     mapping::claim_created(answer).map(|(claim_id, topic_id, state)| v2::CreateClaimV2Response {
         claim_id,
@@ -527,6 +558,25 @@ fn plan_with<Q: Message + Default, R: Message + 'static>(
 mod tests {
     use super::*;
     use evidenceos_core::ErrorCode;
+
+    #[test]
+    fn a_client_request_maps_back_to_the_same_kernel_claim() {
+        let plain = CreateClaimV2::fast_legacy("c", "demo");
+        let signed = CreateClaimV2 {
+            semantic_hash: vec![1; 32],
+            dependency_merkle_root: vec![2; 32],
+            oracle_id: "oracle-a".into(),
+            dp_epsilon_budget: Some(0.5),
+            ..CreateClaimV2::fast_legacy("d", "demo")
+        };
+        for claim in [plain, signed] {
+            let Command::CreateClaimV2(back) = create_claim_v2(create_claim_v2_request(&claim)) else {
+                panic!("CreateClaimV2 maps to its command");
+            };
+            assert_eq!(*back, claim);
+        }
+        assert_eq!(create_claim_v2_request(&CreateClaimV2::fast_legacy("c", "demo")).signals, None);
+    }
 
     #[test]
     fn paths_resolve_per_package_and_v1_lacks_the_pool_rpcs() {

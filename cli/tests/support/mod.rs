@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub(crate) mod ctl;
+pub(crate) mod http;
 pub(crate) mod moto;
 pub(crate) mod pki;
 pub(crate) mod rpc;
@@ -151,6 +152,24 @@ pub(crate) fn revoke_over_connect(daemon: &Daemon, token: &str, claim_id_hex: &s
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// Every file below `root` (recursively), sorted.
+pub(crate) fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Waits (at most 30 s) until the checkpoint published in `publish` covers `size` leaves;
 /// returns its size.
 pub(crate) fn wait_published(publish: &Path, size: u64) -> u64 {
@@ -179,24 +198,11 @@ pub(crate) fn install_demo_holdout(data_dir: &Path) {
 /// A CreateClaimV2 request with the tests' usual settings: 4 symbols, alpha 0.05, 64 credits,
 /// the legacy single-symbol output schema.
 pub(crate) fn claim_request(name: &str, lane: &str, holdout: &str) -> evidenceos_grpc::v2::CreateClaimV2Request {
-    evidenceos_grpc::v2::CreateClaimV2Request {
-        claim_name: name.into(),
-        metadata: Some(evidenceos_grpc::v2::ClaimMetadataV2 {
-            lane: lane.into(),
-            alpha_micros: 50_000,
-            epoch_config_ref: String::new(),
-            output_schema_id: "legacy/v1".into(),
-        }),
-        signals: None,
-        holdout_ref: holdout.into(),
-        epoch_size: 1,
-        oracle_num_symbols: 4,
-        access_credit: 64,
-        oracle_id: String::new(),
-        nullspec_id: String::new(),
-        dp_epsilon_budget: None,
-        dp_delta_budget: None,
-    }
+    let claim = evidenceos_core::request::CreateClaimV2 {
+        lane: lane.into(),
+        ..evidenceos_core::request::CreateClaimV2::fast_legacy(name, holdout)
+    };
+    evidenceos_grpc::rpc::create_claim_v2_request(&claim)
 }
 
 /// A CommitArtifacts request (same fields in v1 and v2) whose encoding is exactly `size` bytes,
