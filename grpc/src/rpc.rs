@@ -564,9 +564,13 @@ mod tests {
         let plain = CreateClaimV2::fast_legacy("c", "demo");
         let signed = CreateClaimV2 {
             semantic_hash: vec![1; 32],
+            phys_hir_signature_hash: vec![3; 32],
             dependency_merkle_root: vec![2; 32],
+            epoch_config_ref: "epoch/v1".into(),
             oracle_id: "oracle-a".into(),
+            nullspec_id: "ns-1".into(),
             dp_epsilon_budget: Some(0.5),
+            dp_delta_budget: Some(1e-6),
             ..CreateClaimV2::fast_legacy("d", "demo")
         };
         for claim in [plain, signed] {
