@@ -48,6 +48,7 @@ pub struct GrowReport {
     pub tree_size: u64,
     pub etl_bytes: u64,
     pub state_bytes: u64,
+    pub state_log_bytes: u64,
     pub journal_bytes: u64,
     pub elapsed: Duration,
 }
@@ -57,7 +58,7 @@ impl GrowReport {
         let secs = self.elapsed.as_secs_f64();
         let per_claim = |bytes: u64| bytes as f64 / self.claims.max(1) as f64;
         format!(
-            "grew {} claims in {secs:.1} s ({:.0} claims/s), outcomes {:?}\nleaves {}\netl.log {} bytes ({:.0} per claim)\nstate.json {} bytes ({:.0} per claim)\njournal.log {} bytes\n",
+            "grew {} claims in {secs:.1} s ({:.0} claims/s), outcomes {:?}\nleaves {}\netl.log {} bytes ({:.0} per claim)\nstate.json {} bytes\nstate.log {} bytes ({:.0} per claim)\njournal.log {} bytes\n",
             self.claims,
             self.claims as f64 / secs.max(1e-9),
             self.outcomes,
@@ -65,7 +66,8 @@ impl GrowReport {
             self.etl_bytes,
             per_claim(self.etl_bytes),
             self.state_bytes,
-            per_claim(self.state_bytes),
+            self.state_log_bytes,
+            per_claim(self.state_log_bytes),
             self.journal_bytes,
         )
     }
@@ -116,6 +118,7 @@ pub fn grow(plan: &GrowPlan, progress_every: Duration, progress: &mut dyn FnMut(
     let size = |file: evidenceos_core::FileId| std::fs::metadata(dir.path_of(file)).map_or(0, |m| m.len());
     report.etl_bytes = size(evidenceos_core::FileId::Etl);
     report.state_bytes = size(evidenceos_core::FileId::Checkpoint);
+    report.state_log_bytes = size(evidenceos_core::FileId::StateLog);
     report.journal_bytes = size(evidenceos_core::FileId::Journal);
     report.elapsed = started.elapsed();
     Ok(report)

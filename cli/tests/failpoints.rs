@@ -21,7 +21,7 @@ use evidenceos_grpc::v2;
 use support::rpc::{Rpc, Runtime};
 use tokio::task::block_in_place;
 
-const FAILPOINTS: [&str; 15] = [
+const FAILPOINTS: [&str; 19] = [
     "before_journal_append",
     "after_journal_append",
     "before_journal_sync",
@@ -30,6 +30,10 @@ const FAILPOINTS: [&str; 15] = [
     "after_etl_append",
     "before_etl_sync",
     "after_etl_sync",
+    "before_state_log_append",
+    "after_state_log_append",
+    "before_state_log_sync",
+    "after_state_log_sync",
     "before_checkpoint_replace",
     "after_checkpoint_replace",
     "before_journal_compaction",

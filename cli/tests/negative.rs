@@ -102,11 +102,26 @@ async fn fixtures(client: &mut EvidenceOsClient<Channel>) -> Fixtures {
     Fixtures { uncommitted, committed, sealed, certified }
 }
 
-/// What must not change, as the daemon leaves it on disk after a clean stop: `state.json` (the
-/// whole kernel state, the journal position it covers and the log head) and `etl.log`.
+/// What must not change, as the daemon leaves it on disk after a clean stop: the checkpoint
+/// (`state.json`, with the journal position it covers and the log head, and under `tables` the
+/// rows of `state.log` folded as recovery folds them, the latest record of a key winning) and
+/// `etl.log`.
 fn durable_state(data: &Path) -> (serde_json::Value, Vec<u8>) {
     let checkpoint = std::fs::read(data.join("state.json")).expect("a clean stop writes state.json");
-    (serde_json::from_slice(&checkpoint).unwrap(), std::fs::read(data.join("etl.log")).unwrap())
+    let mut state: serde_json::Value = serde_json::from_slice(&checkpoint).unwrap();
+    let rows = std::fs::read(data.join("state.log")).unwrap();
+    let mut tables = serde_json::Map::new();
+    for record in evidenceos_core::frame::scan(&rows, 0).unwrap().records {
+        let row: (String, String, serde_json::Value) = serde_json::from_slice(record.payload).unwrap();
+        let table = tables.entry(row.0).or_insert_with(|| serde_json::json!({}));
+        let table = table.as_object_mut().unwrap();
+        match row.2 {
+            serde_json::Value::Null => drop(table.remove(&row.1)),
+            value => drop(table.insert(row.1, value)),
+        }
+    }
+    state["tables"] = serde_json::Value::Object(tables);
+    (state, std::fs::read(data.join("etl.log")).unwrap())
 }
 
 /// JSON paths where `a` and `b` differ (the leaves, not every enclosing object).
@@ -144,7 +159,7 @@ async fn every_rpc_refuses_bad_input_without_changing_anything() {
     drop(c);
     daemon.stop();
     let before = durable_state(&data);
-    let credits = &before.0["state"]["credits"];
+    let credits = &before.0["tables"]["credits"];
     assert!(credits.as_object().is_some_and(|accounts| !accounts.is_empty()), "credit accounts: {credits}");
     let daemon = support::start_with(&data, tmp.path(), &flags, &env);
     let mut c = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();

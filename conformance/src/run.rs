@@ -13,7 +13,9 @@ use evidenceos_core::{FileId, Input, Kernel, KernelError, Output, Response};
 
 use crate::data_dir::{ACTIVE_KEY_FILE, DataDirContents, KEYS_DIR};
 use crate::error::HarnessError;
-use crate::transcript::{render_hex_block, render_output, render_quoted_or_hex, render_reply, render_text_or_hex};
+use crate::transcript::{
+    render_hex_block, render_output, render_quoted_or_hex, render_reply, render_state_log, render_text_or_hex,
+};
 use crate::vector::{Vector, request_id};
 
 pub type Reply = Result<Response, KernelError>;
@@ -184,6 +186,10 @@ impl ReferenceRun {
         let checkpoint = self.disk.contents(FileId::Checkpoint);
         let _ = writeln!(out, "{} {} bytes:", FileId::Checkpoint.file_name(), checkpoint.len());
         let _ = writeln!(out, "  {}", render_text_or_hex(checkpoint));
+        // Rows as text, one record a line: claim states such as TAINTED show here.
+        let rows = self.disk.contents(FileId::StateLog);
+        let _ = writeln!(out, "{} {} bytes:", FileId::StateLog.file_name(), rows.len());
+        out.push_str(&render_state_log(rows));
         out
     }
 

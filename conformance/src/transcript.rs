@@ -168,20 +168,34 @@ fn render_path(path: &[Hash]) -> String {
 /// Logs as records, the checkpoint as text.
 fn render_file_bytes(file: FileId, bytes: &[u8]) -> String {
     match file {
-        FileId::Etl | FileId::Journal => render_records(bytes),
+        FileId::Etl | FileId::Journal | FileId::StateLog => render_records(bytes),
         FileId::Checkpoint => render_text_or_hex(bytes),
     }
 }
 
 /// Each record as `[len payload crc]`, or the whole buffer as hex if it is not whole records.
 pub fn render_records(bytes: &[u8]) -> String {
-    let Ok(scan) = frame::scan(bytes, 0) else {
-        return format!("hex:{}", hex::encode(bytes));
-    };
-    if scan.torn_bytes > 0 || scan.valid_len != bytes.len() as u64 {
-        return format!("hex:{}", hex::encode(bytes));
+    match rendered_records(bytes) {
+        Some(records) => records.join(" "),
+        None => format!("hex:{}", hex::encode(bytes)),
     }
-    let records: Vec<String> = scan
+}
+
+/// `state.log` for a files snapshot: one indented `[len payload crc]` line per row, or the whole
+/// file as hex lines if it is not whole records.
+pub fn render_state_log(bytes: &[u8]) -> String {
+    match rendered_records(bytes) {
+        Some(records) => records.iter().map(|record| format!("  {record}\n")).collect(),
+        None => render_hex_block(bytes),
+    }
+}
+
+fn rendered_records(bytes: &[u8]) -> Option<Vec<String>> {
+    let scan = frame::scan(bytes, 0).ok()?;
+    if scan.torn_bytes > 0 || scan.valid_len != bytes.len() as u64 {
+        return None;
+    }
+    let records = scan
         .records
         .iter()
         .map(|record| {
@@ -196,7 +210,7 @@ pub fn render_records(bytes: &[u8]) -> String {
             )
         })
         .collect();
-    records.join(" ")
+    Some(records)
 }
 
 /// Printable UTF-8 as is; anything else (or text that could be mistaken for hex) as `hex:...`.

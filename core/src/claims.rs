@@ -21,6 +21,7 @@ use crate::ledger::Ledger;
 use crate::oracle::{AccuracyOracle, OracleResolution};
 use crate::pool::{Holder, Pool, PoolKey};
 use crate::request::{ArtifactInput, CreateClaimV2, Execution, Principal, Response};
+use crate::table::Table;
 use crate::totals::LedgerTotals;
 use crate::validate::{parse_id, validate_artifact_count, validate_name, validate_reason};
 
@@ -135,12 +136,14 @@ pub struct RevocationRecord {
 /// Everything the claim lifecycle keeps (part of the checkpoint).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
-    pub claims: BTreeMap<ClaimId, Claim>,
-    pub topic_pools: BTreeMap<TopicId, Pool>,
-    pub holdout_pools: BTreeMap<PoolKey, Pool>,
-    pub canaries: BTreeMap<String, Canary>,
+    pub claims: Table<ClaimId, Claim>,
+    pub topic_pools: Table<TopicId, Pool>,
+    pub holdout_pools: Table<PoolKey, Pool>,
+    pub canaries: Table<String, Canary>,
     pub revocations: Vec<RevocationRecord>,
-    /// Capsule hash hex → claim id hex, for dependencies and revocation.
+    /// Capsule hash → claim id, for dependencies and revocation. Derived from `claims` at
+    /// recovery; checkpoints of format v3 do not carry it.
+    #[serde(default, skip_serializing)]
     pub capsule_claims: BTreeMap<CapsuleHash, ClaimId>,
     /// Claims with a capsule; counted as they settle, recounted when a checkpoint is loaded.
     #[serde(skip)]
@@ -288,18 +291,21 @@ impl Claims {
     }
 
     /// Gives each settled claim loaded from a checkpoint its capsule bytes from `leaf` (the
-    /// payload at an ETL index of the covered prefix), checking them against the capsule hash.
-    /// A format v1 checkpoint carries the bytes and the code of settled claims: the bytes must be
-    /// the leaf's, and the code is dropped. Walks every claim: recovery only.
+    /// payload at an ETL index of the covered prefix), checking them against the capsule hash,
+    /// and rebuilds the capsule index. A format v1 checkpoint carries the bytes and the code of
+    /// settled claims: the bytes must be the leaf's, and the code is dropped (the v1 rows are
+    /// all rewritten by the next checkpoint anyway). Walks every claim: recovery only.
     pub fn attach_capsule_bytes<'a>(
         &mut self,
         leaf: impl Fn(u64) -> Option<&'a [u8]>,
     ) -> Result<SettledMigration, String> {
         let mut migration = SettledMigration::default();
         self.settled_claims = 0;
-        for claim in self.claims.values_mut() {
+        self.capsule_claims.clear();
+        for claim in self.claims.values_mut_unrecorded() {
             let Some(record) = claim.capsule.as_mut() else { continue };
             self.settled_claims += 1;
+            self.capsule_claims.insert(record.hash, claim.claim_id);
             let index = record.etl_index;
             let payload = leaf(index).ok_or_else(|| format!("capsule leaf {index} is beyond the checkpoint"))?;
             if capsule_hash(payload) != record.hash.0 {
@@ -566,11 +572,10 @@ impl Claims {
             pool.check_reserve(&holder, bits, now)?;
             holders.push((key, holder));
         }
-        self.topic_pools.entry(*topic).or_insert_with(default_pool).reserve(&topic_holder, bits, now, ttl);
+        self.topic_pools.get_or_insert_with(*topic, default_pool).reserve(&topic_holder, bits, now, ttl);
         for (key, holder) in holders {
             self.holdout_pools
-                .entry(key.clone())
-                .or_insert_with(|| holdout_pool(holdout))
+                .get_or_insert_with(key.clone(), || holdout_pool(holdout))
                 .reserve(&holder, bits, now, ttl);
         }
         Ok(())
@@ -1046,12 +1051,18 @@ impl Claims {
             if !seen.insert(capsule) {
                 continue;
             }
-            for claim in self.claims.values_mut() {
-                if claim.dependencies.contains(&capsule) && claim.state != ClaimState::Revoked {
-                    claim.state = ClaimState::Tainted;
-                    if let Some(record) = &claim.capsule {
-                        frontier.push(record.hash);
-                    }
+            // Found first, then changed: only the claims that change are written again.
+            let dependants: Vec<ClaimId> = self
+                .claims
+                .iter()
+                .filter(|(_, claim)| claim.dependencies.contains(&capsule) && claim.state != ClaimState::Revoked)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in dependants {
+                let claim = self.claims.get_mut(&id).expect("found above");
+                claim.state = ClaimState::Tainted;
+                if let Some(record) = &claim.capsule {
+                    frontier.push(record.hash);
                 }
             }
         }
@@ -1072,7 +1083,7 @@ impl Claims {
             }
         }
         let holdout = &env.holdouts[holdout_id];
-        let pool = self.holdout_pools.entry(key).or_insert_with(|| holdout_pool(holdout));
+        let pool = self.holdout_pools.get_or_insert_with(key, || holdout_pool(holdout));
         if let Some(k) = k_bits_budget {
             pool.k_bits_budget = k;
         }

@@ -21,12 +21,14 @@ pub enum FileId {
     Etl,
     /// `journal.log`: accepted commands since the last checkpoint.
     Journal,
-    /// `state.json`: the checkpoint.
+    /// `state.json`: the checkpoint (where the journal and `state.log` stand).
     Checkpoint,
+    /// `state.log`: the checkpointed rows, appended by each checkpoint (only what changed).
+    StateLog,
 }
 
 impl FileId {
-    pub const ALL: [FileId; 3] = [FileId::Etl, FileId::Journal, FileId::Checkpoint];
+    pub const ALL: [FileId; 4] = [FileId::Etl, FileId::Journal, FileId::Checkpoint, FileId::StateLog];
 
     /// The file's name inside the data directory.
     pub fn file_name(self) -> &'static str {
@@ -34,6 +36,7 @@ impl FileId {
             Self::Etl => "etl.log",
             Self::Journal => "journal.log",
             Self::Checkpoint => "state.json",
+            Self::StateLog => "state.log",
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 
+use crate::checkpoint::LoadError;
 use crate::error::KernelError;
 use crate::etl::Etl;
 use crate::frame;
@@ -14,7 +15,7 @@ use crate::io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, Re
 use crate::journal::JournalRecord;
 use crate::keys::{KeyId, Keyring};
 use crate::request::{Command, IdempotencyKey, Principal, Query, Request, Response};
-use crate::state::{Checkpoint, Policy, State};
+use crate::state::{Policy, State};
 
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -72,6 +73,8 @@ pub struct RecoveryFiles {
     pub etl: Vec<u8>,
     pub journal: Vec<u8>,
     pub checkpoint: Option<Vec<u8>>,
+    /// `state.log` (empty when absent).
+    pub state_log: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub enum RecoveryError {
     EtlCorrupt(frame::ScanError),
     JournalCorrupt(frame::ScanError),
     BadCheckpoint(String),
+    /// `state.log` lacks or damages rows `state.json` covers.
+    BadStateLog(String),
     /// A journal record that cannot be decoded or does not follow its predecessor.
     BadJournal {
         record: usize,
@@ -116,6 +121,7 @@ impl std::fmt::Display for RecoveryError {
             Self::EtlCorrupt(e) => write!(f, "etl.log: {e}"),
             Self::JournalCorrupt(e) => write!(f, "journal.log: {e}"),
             Self::BadCheckpoint(reason) => write!(f, "state.json: {reason}"),
+            Self::BadStateLog(reason) => write!(f, "state.log: {reason}"),
             Self::BadJournal { record, reason } => {
                 write!(f, "journal.log record {record}: {reason}")
             }
@@ -132,7 +138,7 @@ impl std::fmt::Display for RecoveryError {
             ),
             Self::UnexplainedLeaves { explained, on_disk } => write!(
                 f,
-                "etl.log holds {on_disk} leaves but state.json and journal.log explain only {explained}: {} unexplained leaves may be signed history, so they are not deleted; restore journal.log and state.json from the same backup as etl.log, or move etl.log, state.json and journal.log out of the data directory to start an empty log",
+                "etl.log holds {on_disk} leaves but state.json and journal.log explain only {explained}: {} unexplained leaves may be signed history, so they are not deleted; restore journal.log, state.json and state.log from the same backup as etl.log, or move etl.log, state.json, state.log and journal.log out of the data directory to start an empty log",
                 on_disk - explained
             ),
         }
@@ -151,12 +157,14 @@ struct Staged {
     leaves: u64,
 }
 
-/// State serialized at a moment when memory equals the durable journal.
+/// A checkpoint taken at a moment when memory equals the durable journal: the rows changed
+/// since the previous one (appended to `state.log`) and the `state.json` that covers them.
 #[derive(Debug)]
 struct Snapshot {
     journal_seq: u64,
     tree_size: u64,
-    bytes: Vec<u8>,
+    rows: Vec<u8>,
+    checkpoint: Vec<u8>,
 }
 
 /// What to do when every effect of the in-flight phase has completed.
@@ -202,8 +210,10 @@ pub struct Kernel {
     uncovered_records: u64,
     /// Their framed bytes.
     uncovered_journal_bytes: u64,
-    /// Size of the last checkpoint written (or being written).
+    /// Bytes the last checkpoint wrote (or is writing): its rows and `state.json`.
     checkpoint_bytes: u64,
+    /// Length of `state.log` once the last checkpoint started is durable.
+    state_log_len: u64,
     staged: VecDeque<Staged>,
     in_flight: Option<InFlight>,
     next_effect: u64,
@@ -227,20 +237,28 @@ impl Kernel {
         let mut outputs = VecDeque::new();
         let max_tail = config.max_torn_tail();
 
-        let checkpoint = match &files.checkpoint {
-            Some(bytes) => {
-                let checkpoint: Checkpoint =
-                    serde_json::from_slice(bytes).map_err(|e| RecoveryError::BadCheckpoint(e.to_string()))?;
-                if ![crate::state::CHECKPOINT_FORMAT, crate::state::CHECKPOINT_FORMAT_V1]
-                    .contains(&checkpoint.format.as_str())
-                {
-                    return Err(RecoveryError::BadCheckpoint(format!("unknown format {:?}", checkpoint.format)));
-                }
-                Some(checkpoint)
-            }
+        if files.checkpoint.is_none() && !files.state_log.is_empty() {
+            return Err(RecoveryError::BadStateLog(format!(
+                "holds {} bytes of checkpointed rows but state.json is missing; restore state.json, state.log and journal.log from the same backup as etl.log",
+                files.state_log.len()
+            )));
+        }
+        let loaded = match &files.checkpoint {
+            Some(bytes) => Some(crate::checkpoint::load(bytes, &files.state_log).map_err(|e| match e {
+                LoadError::Checkpoint(reason) => RecoveryError::BadCheckpoint(reason),
+                LoadError::StateLog(reason) => RecoveryError::BadStateLog(reason),
+            })?),
             None => None,
         };
-        let (mut state, mut seq, covered_leaves, format) = match checkpoint {
+        // Rows past the covered length belong to a checkpoint a crash interrupted; the journal
+        // still holds their commands.
+        let state_log_len = loaded.as_ref().map_or(0, |c| c.state_log_len);
+        let mut repair = Vec::new();
+        if files.state_log.len() as u64 != state_log_len {
+            repair.push(Effect::Truncate { file: FileId::StateLog, len: state_log_len });
+            repair.push(Effect::Sync { file: FileId::StateLog });
+        }
+        let (mut state, mut seq, covered_leaves, format) = match loaded {
             Some(c) => (c.state, c.journal_seq, Some((c.tree_size, c.root_hash_hex)), Some(c.format)),
             None => (State::default(), 0, None, None),
         };
@@ -275,7 +293,7 @@ impl Kernel {
             .claims
             .attach_capsule_bytes(|index| covered.get(index as usize).map(|record| record.payload))
             .map_err(|reason| RecoveryError::CheckpointDisagreesWithLog { reason })?;
-        if let Some(from) = format.filter(|f| f != crate::state::CHECKPOINT_FORMAT) {
+        if let Some(from) = format.filter(|f| f != crate::checkpoint::CHECKPOINT_FORMAT) {
             outputs.push_back(Output::Event(LogEvent::CheckpointMigrated {
                 from_format: from,
                 capsule_copies_dropped: migration.capsule_copies_dropped,
@@ -363,7 +381,6 @@ impl Kernel {
                 on_disk,
             });
         }
-        let mut repair = Vec::new();
         for (i, payload) in regenerated.iter().enumerate() {
             if let Some(record) = beyond_checkpoint.get(i)
                 && record.payload != payload.as_slice()
@@ -397,6 +414,7 @@ impl Kernel {
             uncovered_records: 0,
             uncovered_journal_bytes: 0,
             checkpoint_bytes: 0,
+            state_log_len,
             staged: VecDeque::new(),
             in_flight: None,
             next_effect: 0,
@@ -871,9 +889,18 @@ impl Kernel {
     }
 
     fn start_checkpoint(&mut self, snapshot: Snapshot) {
-        self.checkpoint_bytes = snapshot.bytes.len() as u64;
+        self.checkpoint_bytes = (snapshot.rows.len() + snapshot.checkpoint.len()) as u64;
         let then = Completion::Checkpoint { snapshot_seq: snapshot.journal_seq, tree_size: snapshot.tree_size };
-        self.start(vec![Effect::Replace { file: FileId::Checkpoint, bytes: snapshot.bytes }], then);
+        let mut effects = Vec::with_capacity(3);
+        // Crash boundary: the rows are durable before `state.json` names them. A crash before
+        // the replace leaves rows past the covered length, which recovery cuts (the journal
+        // still holds their commands).
+        if !snapshot.rows.is_empty() {
+            effects.push(Effect::Append { file: FileId::StateLog, bytes: snapshot.rows });
+            effects.push(Effect::Sync { file: FileId::StateLog });
+        }
+        effects.push(Effect::Replace { file: FileId::Checkpoint, bytes: snapshot.checkpoint });
+        self.start(effects, then);
     }
 
     /// Emits `effects` and waits for all of them before running `then`.
@@ -891,18 +918,23 @@ impl Kernel {
     }
 
     /// State as of the last admitted command. Callers ensure that equals the durable journal.
-    fn snapshot(&self) -> Snapshot {
+    /// Takes the changed rows: the checkpoint this starts must be written (or the kernel fails).
+    fn snapshot(&mut self) -> Snapshot {
         let tree_size = self.etl.len();
-        let checkpoint = crate::state::CheckpointRef {
-            format: crate::state::CHECKPOINT_FORMAT,
+        let mut rows = Vec::new();
+        crate::checkpoint::take_changes(&mut self.state, &mut rows);
+        self.state_log_len += rows.len() as u64;
+        let checkpoint = crate::checkpoint::CheckpointRef {
+            format: crate::checkpoint::CHECKPOINT_FORMAT,
             kernel_version: crate::KERNEL_VERSION,
             journal_seq: self.last_seq,
             tree_size,
             root_hash_hex: hex::encode(self.etl.root_at(tree_size).expect("whole tree")),
-            state: &self.state,
+            state_log_len: self.state_log_len,
+            untabled: crate::checkpoint::UntabledRef::of(&self.state),
         };
-        let bytes = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
-        Snapshot { journal_seq: self.last_seq, tree_size, bytes }
+        let checkpoint = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
+        Snapshot { journal_seq: self.last_seq, tree_size, rows, checkpoint }
     }
 
     fn fail_storage(&mut self, file: FileId, reason: String) {
@@ -1218,29 +1250,94 @@ mod tests {
         assert_eq!(again.durable_journal_seq(), 15);
     }
 
-    #[test]
-    fn checkpoints_space_out_as_the_state_grows() {
-        let mut disk = MemDisk::new();
-        let mut kernel = boot(&mut disk, KernelConfig { checkpoint_every: 1, ..config() });
-        let mut checkpoints = Vec::new();
-        for id in 0..400 {
-            let grant = Command::GrantCredit { principal_id: format!("agent-{id}"), amount: 1, reason: "r".into() };
-            send(&mut kernel, id, Request::Command(grant));
-            let written = disk
-                .drive(&mut kernel, NOW)
-                .iter()
-                .any(|o| matches!(o, Output::Event(LogEvent::CheckpointWritten { .. })));
-            if written {
-                checkpoints.push(id);
+    /// What each checkpoint appends to `state.log` and the `state.json` it writes, in order.
+    fn checkpoint_writes(outputs: &[Output]) -> Vec<(usize, usize)> {
+        let mut writes = Vec::new();
+        let mut rows = 0;
+        for output in outputs {
+            match output {
+                Output::Effect(_, Effect::Append { file: FileId::StateLog, bytes }) => rows = bytes.len(),
+                Output::Effect(_, Effect::Replace { file: FileId::Checkpoint, bytes }) => {
+                    writes.push((rows, bytes.len()));
+                    rows = 0;
+                }
+                _ => {}
             }
         }
-        // While the state is small every record is due; later ones wait for 1/8 of a checkpoint.
-        assert!(checkpoints.starts_with(&[0, 1]), "{checkpoints:?}");
-        let last_gaps: Vec<u64> = checkpoints.windows(2).map(|w| w[1] - w[0]).rev().take(3).collect();
-        assert!(last_gaps.iter().all(|gap| *gap >= 5), "gaps near the end: {last_gaps:?}");
+        writes
+    }
+
+    #[test]
+    fn checkpoints_write_only_what_changed_and_never_rewrite_history() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, KernelConfig { checkpoint_every: 1, ..config() });
+        let mut writes = Vec::new();
+        let mut log_before = Vec::new();
+        for id in 0..400 {
+            let grant = Command::GrantCredit { principal_id: format!("agent-{id:03}"), amount: 1, reason: "r".into() };
+            send(&mut kernel, id, Request::Command(grant));
+            writes.extend(checkpoint_writes(&disk.drive(&mut kernel, NOW)));
+            let log = disk.contents(FileId::StateLog).to_vec();
+            assert!(log.starts_with(&log_before), "state.log is only appended to");
+            log_before = log;
+        }
+        // Each record is due (checkpoint_every 1) and each checkpoint costs one account's row and
+        // a state.json of constant size, however many accounts came before.
+        assert_eq!(writes.len(), 400, "{writes:?}");
+        let ((first_rows, first_json), (last_rows, last_json)) = (writes[0], writes[399]);
+        assert_eq!(first_rows, last_rows, "the 400th checkpoint appends what the first did");
+        assert!(last_json <= first_json + 8, "state.json grew only by digits: {first_json} → {last_json}");
         let journal = frame::scan(disk.contents(FileId::Journal), 0).unwrap();
-        assert!((journal.records.len() as u64) < 400 - checkpoints.last().unwrap() + 2, "compacted at each");
+        assert_eq!(journal.records.len(), 1, "compacted at each: only the header is left");
         let state = kernel.state().clone();
+        disk.crash();
+        assert_eq!(boot(&mut disk, config()).state(), &state);
+    }
+
+    #[test]
+    fn rows_without_their_state_json_refuse_to_start() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, grant(3));
+        disk.drive(&mut kernel, NOW);
+        kernel.handle(NOW, Input::Checkpoint);
+        disk.drive(&mut kernel, NOW);
+        let files = disk.recovery_files(keys().0, keys().1);
+        assert!(!files.state_log.is_empty());
+        let refused = Kernel::recover(config(), RecoveryFiles { checkpoint: None, ..files }).unwrap_err();
+        assert!(matches!(refused, RecoveryError::BadStateLog(_)), "{refused}");
+        assert!(refused.to_string().contains("state.json is missing"), "{refused}");
+    }
+
+    #[test]
+    fn a_crash_between_the_rows_and_state_json_cuts_the_rows_and_replays_the_journal() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        send(&mut kernel, 1, grant(3));
+        disk.drive(&mut kernel, NOW);
+        let covered = disk.contents(FileId::StateLog).len();
+        kernel.handle(NOW, Input::Checkpoint);
+        // Carry out the checkpoint's row append and sync, then crash before its state.json.
+        while let Some(output) = kernel.poll() {
+            if let Output::Effect(id, effect) = output {
+                if matches!(effect, Effect::Replace { file: FileId::Checkpoint, .. }) {
+                    break;
+                }
+                let outcome = disk.apply(&effect);
+                kernel.handle(NOW, Input::Done { effect: id, outcome });
+            }
+        }
+        assert!(disk.contents(FileId::StateLog).len() > covered, "the rows reached the disk");
+        let state = kernel.state().clone();
+        disk.crash();
+        let mut again = boot(&mut disk, config());
+        assert_eq!(again.state(), &state, "the journal still held the command");
+        assert_eq!(again.durable_journal_seq(), 1);
+        // Recovery cut the uncovered rows, then checkpointed the replayed ones after them.
+        let log = frame::scan(disk.contents(FileId::StateLog), 0).unwrap();
+        assert_eq!(log.torn_bytes, 0);
+        again.handle(NOW, Input::Checkpoint);
+        disk.drive(&mut again, NOW);
         disk.crash();
         assert_eq!(boot(&mut disk, config()).state(), &state);
     }
@@ -1396,7 +1493,9 @@ mod tests {
         kernel.handle(NOW, Input::Checkpoint);
         disk.drive(&mut kernel, NOW);
         let checkpoint = String::from_utf8(disk.contents(FileId::Checkpoint).to_vec()).unwrap();
-        assert!(checkpoint.contains("evidenceos.checkpoint.v2") && !checkpoint.contains("\"bytes\""), "{checkpoint}");
+        assert!(checkpoint.contains("evidenceos.checkpoint.v3"), "{checkpoint}");
+        let rows = String::from_utf8_lossy(disk.contents(FileId::StateLog)).into_owned();
+        assert!(rows.contains("\"capsule\":{") && !rows.contains("\"bytes\""), "no capsule copy: {rows}");
         disk.crash();
         let mut again = boot(&mut disk, config());
         assert_eq!(again.state(), kernel.state());

@@ -7,6 +7,7 @@
 pub mod canary;
 pub mod canonical;
 pub mod capsule;
+pub mod checkpoint;
 pub mod claim;
 pub mod claims;
 pub mod environment;
@@ -33,6 +34,7 @@ pub mod oracle;
 pub mod pool;
 pub mod request;
 pub mod state;
+pub mod table;
 pub mod totals;
 pub mod validate;
 

@@ -1,8 +1,6 @@
 //! The kernel's durable state machine: what a checkpoint holds and what replaying the journal
 //! rebuilds. `apply` is the single place a command changes state; it is all-or-nothing.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::claims::Applied;
@@ -10,6 +8,7 @@ use crate::error::KernelError;
 use crate::ids::{ClaimId, TopicId};
 use crate::io::Timestamp;
 use crate::request::{Command, IdempotencyKey, Principal, Response};
+use crate::table::Table;
 
 fn idempotency_slot(principal: &Principal, key: &IdempotencyKey) -> String {
     format!("{}\n{}\n{}", principal.id, key.method, key.request_id)
@@ -118,13 +117,13 @@ pub struct IdempotencyRecord {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
-    pub credits: BTreeMap<String, CreditAccount>,
+    pub credits: Table<String, CreditAccount>,
     // Defaults let checkpoints from before claims existed load unchanged.
     #[serde(default)]
     pub claims: crate::claims::Claims,
     /// "principal\nmethod\nrequest id" → recorded success.
     #[serde(default)]
-    pub idempotency: BTreeMap<String, IdempotencyRecord>,
+    pub idempotency: Table<String, IdempotencyRecord>,
     /// Keys of `idempotency` in admission order, for bounded eviction.
     #[serde(default)]
     pub idempotency_order: std::collections::VecDeque<String>,
@@ -296,37 +295,6 @@ impl State {
     }
 }
 
-pub const CHECKPOINT_FORMAT: &str = "evidenceos.checkpoint.v2";
-/// The format before settled claims were compacted: each capsule's bytes copied from `etl.log`,
-/// and the code of claims that can no longer execute. Still loaded; the first checkpoint after
-/// it is written in the current format.
-pub const CHECKPOINT_FORMAT_V1: &str = "evidenceos.checkpoint.v1";
-
-/// `state.json`: the state after journal record `journal_seq`, and the ETL prefix it covers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checkpoint {
-    pub format: String,
-    pub kernel_version: String,
-    pub journal_seq: u64,
-    pub tree_size: u64,
-    /// Root of the first `tree_size` leaves, so recovery detects a log that changed under it.
-    pub root_hash_hex: String,
-    pub state: State,
-}
-
-/// The same JSON as [`Checkpoint`], borrowing the state: writing a checkpoint must not copy a
-/// state that grows with every claim.
-#[derive(Debug, Serialize)]
-pub struct CheckpointRef<'a> {
-    pub format: &'a str,
-    pub kernel_version: &'a str,
-    pub journal_seq: u64,
-    pub tree_size: u64,
-    pub root_hash_hex: String,
-    pub state: &'a State,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,31 +312,6 @@ mod tests {
         assert_eq!((claim_id, topic_id), ([0xab; 32], [0x0c; 32]));
     }
 
-    #[test]
-    fn a_borrowed_checkpoint_writes_the_same_bytes() {
-        let mut state = State::default();
-        state.credits.insert(
-            "agent".into(),
-            CreditAccount::opened_under(&Policy { default_credit_limit: Some(7), ..Policy::default() }),
-        );
-        let owned = Checkpoint {
-            format: CHECKPOINT_FORMAT.into(),
-            kernel_version: "0.1.0".into(),
-            journal_seq: 3,
-            tree_size: 5,
-            root_hash_hex: "ab".repeat(32),
-            state: state.clone(),
-        };
-        let borrowed = CheckpointRef {
-            format: CHECKPOINT_FORMAT,
-            kernel_version: "0.1.0",
-            journal_seq: 3,
-            tree_size: 5,
-            root_hash_hex: "ab".repeat(32),
-            state: &state,
-        };
-        assert_eq!(crate::canonical::to_vec(&borrowed).unwrap(), crate::canonical::to_vec(&owned).unwrap());
-    }
     use crate::environment::Environment;
     use crate::error::ErrorCode;
     use crate::request::Role;

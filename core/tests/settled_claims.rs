@@ -1,9 +1,12 @@
 //! Settled claims keep neither their code nor a copy of their capsule in the checkpoint, and a
-//! data directory whose `state.json` has the previous format still starts.
+//! data directory whose `state.json` has an older format still starts.
 //!
-//! `fixtures/checkpoint_v1/` is the data directory the kernel wrote, before this format change,
-//! for conformance vector `claims_revocation_taint` (copied from its files snapshot): a revoked
-//! parent claim and its tainted child, both settled, the journal compacted into `state.json`.
+//! `fixtures/checkpoint_v1/` and `fixtures/checkpoint_v2/` are the data directories the kernel
+//! wrote, before each format change, for conformance vector `claims_revocation_taint` (copied
+//! from its files snapshot): a revoked parent claim and its tainted child, both settled, the
+//! journal compacted into `state.json`. v1 copies each capsule and keeps settled claims' code;
+//! v2 keeps neither; both hold the whole state in `state.json`. The current format, v3, keeps
+//! the rows in `state.log` and only what changed is appended by each checkpoint.
 
 use evidenceos_core::environment::Environment;
 use evidenceos_core::holdout::holdout_files;
@@ -20,8 +23,23 @@ use serde_json::Value;
 const SEED: [u8; 32] = [0x66; 32];
 const NOW: Timestamp = Timestamp(1_765_000_000_000);
 
+fn fixture_of(version: &str, name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/checkpoint_{version}/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/checkpoint_v1/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    fixture_of("v1", name)
+}
+
+/// The `state.log` records, as `[table, key, row]` values.
+fn state_log_rows(bytes: &[u8]) -> Vec<Value> {
+    let scan = evidenceos_core::frame::scan(bytes, 0).unwrap();
+    scan.records.iter().map(|r| serde_json::from_slice(r.payload).unwrap()).collect()
+}
+
+/// The payload of leaf `index` of an `etl.log`.
+fn leaf(etl: &[u8], index: u64) -> Vec<u8> {
+    evidenceos_core::frame::scan(etl, 0).unwrap().records[index as usize].payload.to_vec()
 }
 
 fn config() -> KernelConfig {
@@ -66,37 +84,45 @@ fn assert_serves_capsule(disk: &mut MemDisk, kernel: &mut Kernel, claim_id: &[u8
     verify_inclusion(&leaf, etl_index, sth.tree_size, &inclusion_path, &sth.root_hash).unwrap();
 }
 
-#[test]
-fn a_v1_checkpoint_is_migrated_on_first_start_and_serves_every_capsule_from_the_log() {
-    let old_bytes = fixture("state.json");
+/// Starts on the fixture of checkpoint format `version`, checks the migration event and the
+/// v3 files written at start, that every capsule is served from the log, that a migrated
+/// settled claim can be revoked, and that a restart loads the new files as they are.
+fn migrates(version: &str, capsule_copies_dropped: u64, code_dropped: u64) {
+    let old_bytes = fixture_of(version, "state.json");
     let old: Value = serde_json::from_slice(&old_bytes).unwrap();
-    assert_eq!(old["format"], "evidenceos.checkpoint.v1");
+    let from_format = format!("evidenceos.checkpoint.{version}");
+    assert_eq!(old["format"], from_format.as_str());
+    let etl = fixture_of(version, "etl.log");
     let mut disk = MemDisk::with_durable_files([
-        (FileId::Etl, fixture("etl.log")),
-        (FileId::Journal, fixture("journal.log")),
+        (FileId::Etl, etl.clone()),
+        (FileId::Journal, fixture_of(version, "journal.log")),
         (FileId::Checkpoint, old_bytes.clone()),
     ]);
     let (mut kernel, outputs) = boot(&mut disk);
-    let migrated = LogEvent::CheckpointMigrated {
-        from_format: "evidenceos.checkpoint.v1".into(),
-        capsule_copies_dropped: 2,
-        code_dropped: 2,
-    };
+    let migrated = LogEvent::CheckpointMigrated { from_format, capsule_copies_dropped, code_dropped };
     assert!(outputs.contains(&Output::Event(migrated)), "{outputs:?}");
 
-    // The checkpoint written at start is the new format: no capsule copy, no code, half the size.
+    // Written at start in the current format: state.json without tables, every row in state.log,
+    // settled claims without a capsule copy or code.
     let written: Value = serde_json::from_slice(disk.contents(FileId::Checkpoint)).unwrap();
-    assert_eq!(written["format"], "evidenceos.checkpoint.v2");
-    assert_eq!(settled_claims(&written).len(), 2);
-    for (id, claim) in settled_claims(&written) {
-        assert!(claim["capsule"].get("bytes").is_none(), "claim {id} still copies its capsule");
+    assert_eq!(written["format"], "evidenceos.checkpoint.v3");
+    assert!(written.get("state").is_none() && disk.contents(FileId::Checkpoint).len() < 1024);
+    let rows = state_log_rows(disk.contents(FileId::StateLog));
+    let claims: Vec<&Value> = rows.iter().filter(|r| r[0] == "claims").map(|r| &r[2]).collect();
+    assert_eq!(claims.len(), 2);
+    for claim in claims {
+        assert!(claim["capsule"].get("bytes").is_none(), "{claim} still copies its capsule");
         assert_eq!((claim["wasm"].as_str(), claim["artifacts"].as_array().map(Vec::len)), (Some(""), Some(0)));
     }
-    assert!(disk.contents(FileId::Checkpoint).len() * 2 < old_bytes.len());
+    assert_eq!(written["state_log_len"], disk.contents(FileId::StateLog).len());
 
-    // Every capsule the old checkpoint copied is served, byte for byte, from the log.
+    // Every settled claim's capsule is served, byte for byte, from the log (and equals the
+    // copy a v1 checkpoint carried).
     for (id, claim) in settled_claims(&old) {
-        let expected = claim["capsule"]["bytes"].as_str().unwrap().as_bytes().to_vec();
+        let expected = leaf(&etl, claim["capsule"]["etl_index"].as_u64().unwrap());
+        if let Some(copy) = claim["capsule"].get("bytes") {
+            assert_eq!(copy.as_str().unwrap().as_bytes(), expected.as_slice());
+        }
         assert_serves_capsule(&mut disk, &mut kernel, &hex::decode(&id).unwrap(), &expected);
     }
     // Revocation still works on a migrated settled claim: the tainted child can be revoked.
@@ -111,9 +137,19 @@ fn a_v1_checkpoint_is_migrated_on_first_start_and_serves_every_capsule_from_the_
     assert!(!outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::CheckpointMigrated { .. }))));
     assert_eq!(again.state(), &state);
     for (id, claim) in settled_claims(&old) {
-        let expected = claim["capsule"]["bytes"].as_str().unwrap().as_bytes().to_vec();
+        let expected = leaf(&etl, claim["capsule"]["etl_index"].as_u64().unwrap());
         assert_serves_capsule(&mut disk, &mut again, &hex::decode(&id).unwrap(), &expected);
     }
+}
+
+#[test]
+fn a_v1_checkpoint_is_migrated_on_first_start_and_serves_every_capsule_from_the_log() {
+    migrates("v1", 2, 2);
+}
+
+#[test]
+fn a_v2_checkpoint_is_migrated_on_first_start_into_state_log() {
+    migrates("v2", 0, 0);
 }
 
 #[test]

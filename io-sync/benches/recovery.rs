@@ -11,12 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use evidenceos_core::checkpoint::{CHECKPOINT_FORMAT, Checkpoint, Untabled};
 use evidenceos_core::environment::Environment;
 use evidenceos_core::hash::sha256;
 use evidenceos_core::holdout::HoldoutFiles;
 use evidenceos_core::merkle::{MerkleTree, leaf_hash};
 use evidenceos_core::request::{ArtifactInput, CreateClaimV2};
-use evidenceos_core::state::{CHECKPOINT_FORMAT, Checkpoint, State};
 use evidenceos_core::{
     Command, Input, Kernel, KernelConfig, Output, Principal, Request, RequestId, Response, Role, Timestamp, frame,
 };
@@ -92,7 +92,8 @@ fn build(root: &Path, leaves: u64, records: u64) {
         journal_seq: 0,
         tree_size: leaves,
         root_hash_hex: hex::encode(tree.root()),
-        state: State::default(),
+        state_log_len: 0,
+        untabled: Untabled::default(),
     };
     std::fs::write(root.join("state.json"), evidenceos_core::canonical::to_vec(&checkpoint).unwrap()).unwrap();
 

@@ -188,6 +188,7 @@ impl DataDir {
             etl: read_or_empty(&self.path_of(FileId::Etl))?,
             journal: read_or_empty(&self.path_of(FileId::Journal))?,
             checkpoint: read_optional(&self.path_of(FileId::Checkpoint))?,
+            state_log: read_or_empty(&self.path_of(FileId::StateLog))?,
         })
     }
 }

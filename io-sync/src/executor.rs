@@ -17,14 +17,16 @@ pub fn now() -> Timestamp {
     Timestamp(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Open append handles for the two logs; the checkpoint is only ever replaced whole.
+/// Open append handles for the three logs; `state.json` is only ever replaced whole.
 #[derive(Debug)]
 pub struct FileExecutor {
     etl_path: PathBuf,
     journal_path: PathBuf,
     checkpoint_path: PathBuf,
+    state_log_path: PathBuf,
     etl: File,
     journal: File,
+    state_log: File,
     /// The first effect that failed. Later effects were emitted on the assumption that it had
     /// succeeded (a batch's leaves follow its journal sync), so none of them may touch the disk.
     failed: Option<IoFailure>,
@@ -44,13 +46,16 @@ impl FileExecutor {
         }
         let etl_path = dir.path_of(FileId::Etl);
         let journal_path = dir.path_of(FileId::Journal);
+        let state_log_path = dir.path_of(FileId::StateLog);
         let open = |path: &PathBuf| open_log(path).map_err(|source| DataDirError::Io { path: path.clone(), source });
         Ok(Self {
             etl: open(&etl_path)?,
             journal: open(&journal_path)?,
+            state_log: open(&state_log_path)?,
             checkpoint_path: dir.path_of(FileId::Checkpoint),
             etl_path,
             journal_path,
+            state_log_path,
             failed: None,
         })
     }
@@ -59,6 +64,7 @@ impl FileExecutor {
         match file {
             FileId::Etl => &mut self.etl,
             FileId::Journal => &mut self.journal,
+            FileId::StateLog => &mut self.state_log,
             FileId::Checkpoint => {
                 unreachable!("the checkpoint is never appended, synced or truncated")
             }
@@ -70,6 +76,7 @@ impl FileExecutor {
             FileId::Etl => &self.etl_path,
             FileId::Journal => &self.journal_path,
             FileId::Checkpoint => &self.checkpoint_path,
+            FileId::StateLog => &self.state_log_path,
         }
     }
 

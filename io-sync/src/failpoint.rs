@@ -63,12 +63,14 @@ fn hit(name: &str) {
     }
 }
 
-/// `journal_append`, `etl_sync`, `checkpoint_replace`, `journal_compaction`, ...
+/// `journal_append`, `etl_sync`, `state_log_append`, `checkpoint_replace`, `journal_compaction`, ...
 fn effect_name(effect: &Effect) -> &'static str {
     match (effect, effect.file()) {
         (Effect::Append { .. }, FileId::Journal) => "journal_append",
+        (Effect::Append { .. }, FileId::StateLog) => "state_log_append",
         (Effect::Append { .. }, _) => "etl_append",
         (Effect::Sync { .. }, FileId::Journal) => "journal_sync",
+        (Effect::Sync { .. }, FileId::StateLog) => "state_log_sync",
         (Effect::Sync { .. }, _) => "etl_sync",
         (Effect::Replace { .. }, FileId::Checkpoint) => "checkpoint_replace",
         (Effect::Replace { .. }, _) => "journal_compaction",

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use evidenceos_core::checkpoint::CheckpointHead;
 use evidenceos_core::environment::Environment;
 use evidenceos_core::governance::{EventType, GovernanceEvent, GovernanceLog};
 use evidenceos_core::hash::sha256;
 use evidenceos_core::merkle::{MerkleTree, leaf_hash};
-use evidenceos_core::state::Checkpoint;
 use evidenceos_core::{FileId, KernelConfig, LogEvent, frame};
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ pub(crate) fn audit(args: &AuditArgs) -> Outcome<String> {
     // 3. The checkpoint covers a prefix of that tree, with the root it recorded.
     let checkpoint = match &files.checkpoint {
         Some(bytes) => {
-            let checkpoint: Checkpoint =
+            let checkpoint: CheckpointHead =
                 serde_json::from_slice(bytes).map_err(|e| fail(FileId::Checkpoint.file_name(), e.to_string()))?;
             let root_at = tree.root_at(checkpoint.tree_size).ok_or_else(|| {
                 fail(
