@@ -7,8 +7,6 @@
 //! Formats v1 and v2 kept every table inside `state.json`. They still load: their rows are all
 //! marked changed, so the first checkpoint after them writes the whole state to `state.log`.
 
-use std::collections::VecDeque;
-
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -50,11 +48,10 @@ pub struct Checkpoint {
     pub untabled: Untabled,
 }
 
-/// The state kept in `state.json` itself: bounded (idempotency order) or rare (revocations).
+/// The state kept in `state.json` itself: revocations, which are rare.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Untabled {
-    pub idempotency_order: VecDeque<String>,
     pub revocations: Vec<RevocationRecord>,
 }
 
@@ -72,13 +69,12 @@ pub struct CheckpointRef<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct UntabledRef<'a> {
-    pub idempotency_order: &'a VecDeque<String>,
     pub revocations: &'a [RevocationRecord],
 }
 
 impl<'a> UntabledRef<'a> {
     pub fn of(state: &'a State) -> Self {
-        Self { idempotency_order: &state.idempotency_order, revocations: &state.claims.revocations }
+        Self { revocations: &state.claims.revocations }
     }
 }
 
@@ -156,11 +152,8 @@ fn load_v3(checkpoint: &[u8], state_log: &[u8]) -> Result<Loaded, LoadError> {
     if scan.valid_len != head.state_log_len {
         return Err(LoadError::StateLog(format!("record damaged at offset {} of state.log", scan.valid_len)));
     }
-    let mut state = State {
-        idempotency_order: head.untabled.idempotency_order,
-        claims: Claims { revocations: head.untabled.revocations, ..Claims::default() },
-        ..State::default()
-    };
+    let mut state =
+        State { claims: Claims { revocations: head.untabled.revocations, ..Claims::default() }, ..State::default() };
     for record in &scan.records {
         let change: RowChange = serde_json::from_slice(record.payload)
             .map_err(|e| LoadError::StateLog(format!("record at offset {}: {e}", record.offset)))?;
@@ -185,18 +178,21 @@ enum TableName {
     HoldoutPools,
     Canaries,
     Idempotency,
+    IdempotencyOrder,
 }
 
 impl TableName {
-    const ALL: [TableName; 6] = [
+    const ALL: [TableName; 7] = [
         TableName::Credits,
         TableName::Claims,
         TableName::TopicPools,
         TableName::HoldoutPools,
         TableName::Canaries,
         TableName::Idempotency,
+        TableName::IdempotencyOrder,
     ];
-    const NAMES: [&'static str; 6] = ["credits", "claims", "topic_pools", "holdout_pools", "canaries", "idempotency"];
+    const NAMES: [&'static str; 7] =
+        ["credits", "claims", "topic_pools", "holdout_pools", "canaries", "idempotency", "idempotency_order"];
 
     fn name(self) -> &'static str {
         Self::NAMES[self as usize]
@@ -216,6 +212,7 @@ enum RowChange {
     HoldoutPool(PoolKey, Option<Pool>),
     Canary(String, Option<Canary>),
     Idempotency(String, Option<IdempotencyRecord>),
+    IdempotencyOrder(u64, Option<String>),
 }
 
 impl RowChange {
@@ -227,6 +224,7 @@ impl RowChange {
             Self::HoldoutPool(key, row) => state.claims.holdout_pools.restore(key, row),
             Self::Canary(key, row) => state.claims.canaries.restore(key, row),
             Self::Idempotency(key, row) => state.idempotency.restore(key, row),
+            Self::IdempotencyOrder(key, row) => state.idempotency_order.restore(key, row),
         }
     }
 }
@@ -271,6 +269,7 @@ impl<'de> Visitor<'de> for RowChangeVisitor {
             TableName::HoldoutPools => key_and_row(&mut seq).map(|(k, v)| RowChange::HoldoutPool(k, v))?,
             TableName::Canaries => key_and_row(&mut seq).map(|(k, v)| RowChange::Canary(k, v))?,
             TableName::Idempotency => key_and_row(&mut seq).map(|(k, v)| RowChange::Idempotency(k, v))?,
+            TableName::IdempotencyOrder => key_and_row(&mut seq).map(|(k, v)| RowChange::IdempotencyOrder(k, v))?,
         })
     }
 }
@@ -285,6 +284,7 @@ pub fn take_changes(state: &mut State, out: &mut Vec<u8>) -> u64 {
     records += append_table(TableName::HoldoutPools, &mut state.claims.holdout_pools, out);
     records += append_table(TableName::Canaries, &mut state.claims.canaries, out);
     records += append_table(TableName::Idempotency, &mut state.idempotency, out);
+    records += append_table(TableName::IdempotencyOrder, &mut state.idempotency_order, out);
     records
 }
 
@@ -322,7 +322,7 @@ mod tests {
         let mut state = State::default();
         state.credits.insert("agent".into(), CreditAccount { balance: 4, limit: Some(7) });
         state.claims.canaries.insert("name/demo".into(), Canary::default());
-        state.idempotency_order.push_back("agent\nm\n1".into());
+        state.idempotency_order.insert(0, "agent\nm\n1".into());
         state.idempotency.insert(
             "agent\nm\n1".into(),
             IdempotencyRecord {
@@ -340,7 +340,7 @@ mod tests {
     fn a_checkpoint_and_its_rows_load_back_to_the_same_state() {
         let mut state = sample_state();
         let mut log = Vec::new();
-        assert_eq!(take_changes(&mut state, &mut log), 3);
+        assert_eq!(take_changes(&mut state, &mut log), 4);
         let json = checkpoint_bytes(&state, log.len() as u64);
         let owned: Checkpoint = serde_json::from_slice(&json).unwrap();
         assert_eq!(crate::canonical::to_vec(&owned).unwrap(), json, "borrowed and owned forms agree");
@@ -405,7 +405,7 @@ mod tests {
         let mut loaded = load(&serde_json::to_vec(&whole).unwrap(), b"ignored").unwrap();
         assert_eq!((loaded.format.as_str(), loaded.state_log_len), (CHECKPOINT_FORMAT_V2, 0));
         assert_eq!(loaded.state, state);
-        assert_eq!(take_changes(&mut loaded.state, &mut Vec::new()), 3);
+        assert_eq!(take_changes(&mut loaded.state, &mut Vec::new()), 4);
         let unknown = br#"{"format":"evidenceos.checkpoint.v9"}"#;
         assert!(matches!(load(unknown, b""), Err(LoadError::Checkpoint(_))));
     }

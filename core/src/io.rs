@@ -123,6 +123,11 @@ pub enum LogEvent {
     CheckpointWritten {
         journal_seq: u64,
         tree_size: u64,
+        /// Rows appended to `state.log` (changed since the previous checkpoint) and their bytes.
+        rows: u64,
+        row_bytes: u64,
+        /// Size of the `state.json` written.
+        checkpoint_bytes: u64,
     },
     /// A group of commands became durable with one sync (group commit at work).
     BatchDurable {

@@ -164,6 +164,7 @@ struct Snapshot {
     journal_seq: u64,
     tree_size: u64,
     rows: Vec<u8>,
+    row_count: u64,
     checkpoint: Vec<u8>,
 }
 
@@ -185,6 +186,9 @@ enum Completion {
     Checkpoint {
         snapshot_seq: u64,
         tree_size: u64,
+        rows: u64,
+        row_bytes: u64,
+        checkpoint_bytes: u64,
     },
     Compaction,
 }
@@ -776,9 +780,14 @@ impl Kernel {
                 self.outputs.push_back(Output::Event(LogEvent::Recovered { tree_size, journal_seq: self.durable_seq }));
                 self.start_checkpoint(snapshot);
             }
-            Completion::Checkpoint { snapshot_seq, tree_size } => {
-                self.outputs
-                    .push_back(Output::Event(LogEvent::CheckpointWritten { journal_seq: snapshot_seq, tree_size }));
+            Completion::Checkpoint { snapshot_seq, tree_size, rows, row_bytes, checkpoint_bytes } => {
+                self.outputs.push_back(Output::Event(LogEvent::CheckpointWritten {
+                    journal_seq: snapshot_seq,
+                    tree_size,
+                    rows,
+                    row_bytes,
+                    checkpoint_bytes,
+                }));
                 // The journal holds nothing past the snapshot: later commands are still staged.
                 debug_assert_eq!(self.durable_seq, snapshot_seq);
                 let header =
@@ -890,7 +899,13 @@ impl Kernel {
 
     fn start_checkpoint(&mut self, snapshot: Snapshot) {
         self.checkpoint_bytes = (snapshot.rows.len() + snapshot.checkpoint.len()) as u64;
-        let then = Completion::Checkpoint { snapshot_seq: snapshot.journal_seq, tree_size: snapshot.tree_size };
+        let then = Completion::Checkpoint {
+            snapshot_seq: snapshot.journal_seq,
+            tree_size: snapshot.tree_size,
+            rows: snapshot.row_count,
+            row_bytes: snapshot.rows.len() as u64,
+            checkpoint_bytes: snapshot.checkpoint.len() as u64,
+        };
         let mut effects = Vec::with_capacity(3);
         // Crash boundary: the rows are durable before `state.json` names them. A crash before
         // the replace leaves rows past the covered length, which recovery cuts (the journal
@@ -922,7 +937,7 @@ impl Kernel {
     fn snapshot(&mut self) -> Snapshot {
         let tree_size = self.etl.len();
         let mut rows = Vec::new();
-        crate::checkpoint::take_changes(&mut self.state, &mut rows);
+        let row_count = crate::checkpoint::take_changes(&mut self.state, &mut rows);
         self.state_log_len += rows.len() as u64;
         let checkpoint = crate::checkpoint::CheckpointRef {
             format: crate::checkpoint::CHECKPOINT_FORMAT,
@@ -934,7 +949,7 @@ impl Kernel {
             untabled: crate::checkpoint::UntabledRef::of(&self.state),
         };
         let checkpoint = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
-        Snapshot { journal_seq: self.last_seq, tree_size, rows, checkpoint }
+        Snapshot { journal_seq: self.last_seq, tree_size, rows, row_count, checkpoint }
     }
 
     fn fail_storage(&mut self, file: FileId, reason: String) {

@@ -124,9 +124,10 @@ pub struct State {
     /// "principal\nmethod\nrequest id" → recorded success.
     #[serde(default)]
     pub idempotency: Table<String, IdempotencyRecord>,
-    /// Keys of `idempotency` in admission order, for bounded eviction.
-    #[serde(default)]
-    pub idempotency_order: std::collections::VecDeque<String>,
+    /// Keys of `idempotency` by admission number, for bounded eviction (oldest first). Whole-state
+    /// checkpoints (v1, v2) kept it as a list in admission order.
+    #[serde(default, with = "admission_list")]
+    pub idempotency_order: Table<u64, String>,
 }
 
 impl State {
@@ -135,7 +136,10 @@ impl State {
         assert!(self.credits.len() <= MAX_CREDIT_ACCOUNTS, "more than {MAX_CREDIT_ACCOUNTS} credit accounts");
         assert!(self.idempotency.len() <= MAX_IDEMPOTENCY_RECORDS, "idempotency records over their limit");
         assert_eq!(self.idempotency.len(), self.idempotency_order.len(), "idempotency order out of step");
-        assert!(self.idempotency_order.iter().all(|slot| self.idempotency.contains_key(slot)), "unknown slot in order");
+        assert!(
+            self.idempotency_order.values().all(|slot| self.idempotency.contains_key(slot)),
+            "unknown slot in order"
+        );
         self.claims.check_invariants();
     }
 
@@ -172,15 +176,22 @@ impl State {
         {
             let slot = idempotency_slot(principal, key);
             let record = IdempotencyRecord { body_hash_hex: hex::encode(&key.body_hash), reply };
-            if self.idempotency.insert(slot.clone(), record).is_none() {
-                self.idempotency_order.push_back(slot);
-            }
-            while self.idempotency_order.len() > MAX_IDEMPOTENCY_RECORDS {
-                let oldest = self.idempotency_order.pop_front().expect("non-empty");
-                self.idempotency.remove(&oldest);
-            }
+            self.remember(slot, record, MAX_IDEMPOTENCY_RECORDS);
         }
         Ok(applied)
+    }
+
+    /// Records a reply under `slot`, forgetting the oldest records beyond `limit`.
+    fn remember(&mut self, slot: String, record: IdempotencyRecord, limit: usize) {
+        if self.idempotency.insert(slot.clone(), record).is_none() {
+            let admission = self.idempotency_order.last_key().map_or(0, |last| last + 1);
+            self.idempotency_order.insert(admission, slot);
+        }
+        while self.idempotency_order.len() > limit {
+            let oldest = *self.idempotency_order.first_key().expect("non-empty");
+            let slot = self.idempotency_order.remove(&oldest).expect("present");
+            self.idempotency.remove(&slot);
+        }
     }
 
     /// Applies `command` or leaves the state untouched and says why not.
@@ -295,6 +306,28 @@ impl State {
     }
 }
 
+/// `idempotency_order` as whole-state checkpoints (v1, v2) wrote it: the slots in admission
+/// order, numbered from 0 when read back.
+mod admission_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::table::Table;
+
+    pub fn serialize<S: Serializer>(order: &Table<u64, String>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(order.values())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Table<u64, String>, D::Error> {
+        let slots = Vec::<String>::deserialize(deserializer)?;
+        let mut order = Table::default();
+        for (admission, slot) in slots.into_iter().enumerate() {
+            // Inserted, so marked changed: the first v3 checkpoint writes every entry.
+            order.insert(admission as u64, slot);
+        }
+        Ok(order)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +405,34 @@ mod tests {
         let old: Policy = serde_json::from_str(r#"{"default_credit_limit":null}"#).unwrap();
         assert_eq!(old.max_principal_reservation_share_percent, 100);
         assert_eq!(Policy::default().max_principal_reservation_share_percent, 25);
+    }
+
+    #[test]
+    fn the_oldest_idempotency_records_are_forgotten_first_and_a_repeat_keeps_its_place() {
+        let mut state = State::default();
+        let record = |n| IdempotencyRecord {
+            body_hash_hex: format!("{n:064x}"),
+            reply: RecordedReply::Revoked { state: crate::claim::ClaimState::Revoked, timestamp_unix: n },
+        };
+        state.remember("a".into(), record(1), 2);
+        state.remember("b".into(), record(2), 2);
+        state.remember("a".into(), record(3), 2);
+        state.remember("c".into(), record(4), 2);
+        assert!(state.idempotency.get("a").is_none(), "the oldest admission goes first");
+        assert_eq!(state.idempotency_order.values().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(state.idempotency_order.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        state.check_invariants();
+    }
+
+    #[test]
+    fn whole_state_checkpoints_list_the_idempotency_order() {
+        let mut state = State::default();
+        state.idempotency_order.insert(7, "x".into());
+        state.idempotency_order.insert(9, "y".into());
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["idempotency_order"], serde_json::json!(["x", "y"]));
+        let back: State = serde_json::from_value(json).unwrap();
+        assert_eq!(back.idempotency_order.iter().collect::<Vec<_>>(), [(&0, &"x".to_string()), (&1, &"y".to_string())]);
     }
 
     #[test]

@@ -65,6 +65,14 @@ impl<K: Ord + Clone, V> Table<K, V> {
         self.rows.keys()
     }
 
+    pub fn first_key(&self) -> Option<&K> {
+        self.rows.keys().next()
+    }
+
+    pub fn last_key(&self) -> Option<&K> {
+        self.rows.keys().next_back()
+    }
+
     /// The row, marked changed: the caller may modify it.
     pub fn get_mut<Q: Ord + ?Sized + ToOwned<Owned = K>>(&mut self, key: &Q) -> Option<&mut V>
     where

@@ -32,9 +32,15 @@ pub fn log_event(event: &LogEvent) {
             code_dropped,
             "loaded a checkpoint of an older format; the next checkpoint is written in the current one"
         ),
-        LogEvent::CheckpointWritten { journal_seq, tree_size } => {
-            tracing::debug!(event = "checkpoint_written", journal_seq, tree_size, "checkpoint written")
-        }
+        LogEvent::CheckpointWritten { journal_seq, tree_size, rows, row_bytes, checkpoint_bytes } => tracing::debug!(
+            event = "checkpoint_written",
+            journal_seq,
+            tree_size,
+            rows,
+            row_bytes,
+            checkpoint_bytes,
+            "checkpoint written"
+        ),
         LogEvent::BatchDurable { commands, leaves } => {
             tracing::trace!(event = "batch_durable", commands, leaves, "batch durable")
         }
