@@ -313,11 +313,11 @@ mod admission_list {
 
     use crate::table::Table;
 
-    pub fn serialize<S: Serializer>(order: &Table<u64, String>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(order: &Table<u64, String>, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(order.values())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Table<u64, String>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Table<u64, String>, D::Error> {
         let slots = Vec::<String>::deserialize(deserializer)?;
         let mut order = Table::default();
         for (admission, slot) in slots.into_iter().enumerate() {
