@@ -112,12 +112,15 @@ fn durable_state(data: &Path) -> (serde_json::Value, Vec<u8>) {
     let rows = std::fs::read(data.join("state.log")).unwrap();
     let mut tables = serde_json::Map::new();
     for record in evidenceos_core::frame::scan(&rows, 0).unwrap().records {
-        let row: (String, String, serde_json::Value) = serde_json::from_slice(record.payload).unwrap();
-        let table = tables.entry(row.0).or_insert_with(|| serde_json::json!({}));
+        let (name, key, row): (String, serde_json::Value, serde_json::Value) =
+            serde_json::from_slice(record.payload).unwrap();
+        let table = tables.entry(name).or_insert_with(|| serde_json::json!({}));
         let table = table.as_object_mut().unwrap();
-        match row.2 {
-            serde_json::Value::Null => drop(table.remove(&row.1)),
-            value => drop(table.insert(row.1, value)),
+        // Keys are strings, or admission numbers in idempotency_order.
+        let key = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+        match row {
+            serde_json::Value::Null => drop(table.remove(&key)),
+            row => drop(table.insert(key, row)),
         }
     }
     state["tables"] = serde_json::Value::Object(tables);

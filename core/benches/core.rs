@@ -232,9 +232,8 @@ fn journal_replay(bencher: Bencher) {
         harness.execute(claim_id);
     }
     let (keys, active) = key_files();
-    let files: RecoveryFiles = harness.disk.recovery_files(keys, active);
     bencher
         .counter(ItemsCount::new(LIFECYCLES * 5))
-        .with_inputs(|| files.clone())
+        .with_inputs(|| -> RecoveryFiles { harness.disk.recovery_files(keys.clone(), active.clone()) })
         .bench_local_values(|files| Kernel::recover(config(), files).unwrap());
 }

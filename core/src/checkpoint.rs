@@ -111,8 +111,55 @@ pub enum LoadError {
     StateLog(String),
 }
 
+/// `state.log` as recovery reads it.
+pub enum StateLogInput {
+    /// The whole file (tests and in-memory disks).
+    Bytes(Vec<u8>),
+    /// A reader at the start of the file, and the file's length: recovery reads only the rows
+    /// the checkpoint covers, one at a time, and never holds the file (gigabytes at 10^6 claims).
+    Stream { len: u64, reader: Box<dyn std::io::Read + Send> },
+}
+
+impl StateLogInput {
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(bytes) => bytes.len() as u64,
+            Self::Stream { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn into_reader(self) -> Box<dyn std::io::Read + Send> {
+        match self {
+            Self::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
+            Self::Stream { reader, .. } => reader,
+        }
+    }
+}
+
+impl Default for StateLogInput {
+    fn default() -> Self {
+        Self::Bytes(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for StateLogInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(bytes) => write!(f, "StateLogInput::Bytes({} bytes)", bytes.len()),
+            Self::Stream { len, .. } => write!(f, "StateLogInput::Stream({len} bytes)"),
+        }
+    }
+}
+
+/// Buffer for reading `state.log` rows: large reads, small memory.
+const STATE_LOG_READ_BUFFER: usize = 1 << 20;
+
 /// Reads `state.json` and the part of `state.log` it covers.
-pub fn load(checkpoint: &[u8], state_log: &[u8]) -> Result<Loaded, LoadError> {
+pub fn load(checkpoint: &[u8], state_log: StateLogInput) -> Result<Loaded, LoadError> {
     #[derive(Deserialize)]
     struct Format {
         format: String,
@@ -137,28 +184,31 @@ pub fn load(checkpoint: &[u8], state_log: &[u8]) -> Result<Loaded, LoadError> {
     }
 }
 
-fn load_v3(checkpoint: &[u8], state_log: &[u8]) -> Result<Loaded, LoadError> {
+fn load_v3(checkpoint: &[u8], state_log: StateLogInput) -> Result<Loaded, LoadError> {
     let head: Checkpoint = serde_json::from_slice(checkpoint).map_err(|e| LoadError::Checkpoint(e.to_string()))?;
-    let covered = usize::try_from(head.state_log_len).unwrap_or(usize::MAX);
-    let Some(covered_bytes) = state_log.get(..covered) else {
+    if state_log.len() < head.state_log_len {
         return Err(LoadError::StateLog(format!(
             "state.json covers {} bytes of state.log, which holds {}",
             head.state_log_len,
             state_log.len()
         )));
-    };
-    // The covered bytes were synced before state.json named them: no torn tail is allowed.
-    let scan = crate::frame::scan(covered_bytes, 0).map_err(|e| LoadError::StateLog(e.to_string()))?;
-    if scan.valid_len != head.state_log_len {
-        return Err(LoadError::StateLog(format!("record damaged at offset {} of state.log", scan.valid_len)));
     }
     let mut state =
         State { claims: Claims { revocations: head.untabled.revocations, ..Claims::default() }, ..State::default() };
-    for record in &scan.records {
-        let change: RowChange = serde_json::from_slice(record.payload)
-            .map_err(|e| LoadError::StateLog(format!("record at offset {}: {e}", record.offset)))?;
+    // Rows past the covered length belong to an interrupted checkpoint: never read.
+    let covered = std::io::Read::take(state_log.into_reader(), head.state_log_len);
+    let mut reader = std::io::BufReader::with_capacity(STATE_LOG_READ_BUFFER, covered);
+    let (mut payload, mut offset) = (Vec::new(), 0u64);
+    // The covered bytes were synced before state.json named them: no torn tail is allowed.
+    while crate::frame::read_record(&mut reader, &mut payload)
+        .map_err(|e| LoadError::StateLog(format!("record at offset {offset}: {e}")))?
+    {
+        let change: RowChange = serde_json::from_slice(&payload)
+            .map_err(|e| LoadError::StateLog(format!("record at offset {offset}: {e}")))?;
         change.restore_into(&mut state);
+        offset += (payload.len() + crate::frame::FRAME_OVERHEAD) as u64;
     }
+    debug_assert_eq!(offset, head.state_log_len, "take() ends reading at the covered length");
     Ok(Loaded {
         format: head.format,
         journal_seq: head.journal_seq,
@@ -344,7 +394,7 @@ mod tests {
         let json = checkpoint_bytes(&state, log.len() as u64);
         let owned: Checkpoint = serde_json::from_slice(&json).unwrap();
         assert_eq!(crate::canonical::to_vec(&owned).unwrap(), json, "borrowed and owned forms agree");
-        let loaded = load(&json, &log).unwrap();
+        let loaded = load(&json, StateLogInput::Bytes(log.clone())).unwrap();
         assert_eq!(loaded.state, state);
         assert_eq!(loaded.state.claims.canaries.changed_len(), 0, "loaded rows are not changes");
     }
@@ -358,7 +408,7 @@ mod tests {
         state.claims.canaries.remove("name/demo");
         assert_eq!(take_changes(&mut state, &mut log), 2, "only what changed is written again");
         assert_eq!(take_changes(&mut state, &mut Vec::new()), 0);
-        let loaded = load(&checkpoint_bytes(&state, log.len() as u64), &log).unwrap();
+        let loaded = load(&checkpoint_bytes(&state, log.len() as u64), StateLogInput::Bytes(log)).unwrap();
         assert_eq!(loaded.state.credits.get("agent").unwrap().balance, 1);
         assert!(loaded.state.claims.canaries.is_empty());
     }
@@ -372,11 +422,14 @@ mod tests {
         let json = checkpoint_bytes(&state, covered);
         let mut longer = log.clone();
         longer.extend_from_slice(b"rows of an interrupted checkpoint");
-        assert_eq!(load(&json, &longer).unwrap().state, state);
-        assert!(matches!(load(&json, &log[..log.len() - 1]), Err(LoadError::StateLog(_))));
+        assert_eq!(load(&json, StateLogInput::Bytes(longer)).unwrap().state, state);
+        assert!(matches!(
+            load(&json, StateLogInput::Bytes(log[..log.len() - 1].to_vec())),
+            Err(LoadError::StateLog(_))
+        ));
         let mut damaged = log.clone();
         damaged[6] ^= 1;
-        assert!(matches!(load(&json, &damaged), Err(LoadError::StateLog(_))));
+        assert!(matches!(load(&json, StateLogInput::Bytes(damaged)), Err(LoadError::StateLog(_))));
     }
 
     #[test]
@@ -402,11 +455,11 @@ mod tests {
             "format": CHECKPOINT_FORMAT_V2, "kernel_version": "0.1.0", "journal_seq": 3, "tree_size": 5,
             "root_hash_hex": "ab".repeat(32), "state": serde_json::to_value(&state).unwrap(),
         });
-        let mut loaded = load(&serde_json::to_vec(&whole).unwrap(), b"ignored").unwrap();
+        let mut loaded = load(&serde_json::to_vec(&whole).unwrap(), StateLogInput::Bytes(b"ignored".to_vec())).unwrap();
         assert_eq!((loaded.format.as_str(), loaded.state_log_len), (CHECKPOINT_FORMAT_V2, 0));
         assert_eq!(loaded.state, state);
         assert_eq!(take_changes(&mut loaded.state, &mut Vec::new()), 4);
         let unknown = br#"{"format":"evidenceos.checkpoint.v9"}"#;
-        assert!(matches!(load(unknown, b""), Err(LoadError::Checkpoint(_))));
+        assert!(matches!(load(unknown, StateLogInput::default()), Err(LoadError::Checkpoint(_))));
     }
 }

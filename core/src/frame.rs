@@ -111,6 +111,63 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<&[u8], DamageReason> {
     Ok(payload)
 }
 
+/// Reads one record from `reader` into `payload` (replacing its contents): the streaming
+/// counterpart of [`scan`] for a prefix known to be whole (nothing there may be torn).
+/// `Ok(false)` at a clean end of input.
+pub fn read_record(reader: &mut impl std::io::Read, payload: &mut Vec<u8>) -> Result<bool, ReadError> {
+    let mut len_bytes = [0u8; 4];
+    // The first byte tells a clean end (nothing more) from a record.
+    loop {
+        match reader.read(&mut len_bytes[..1]) {
+            Ok(0) => return Ok(false),
+            Ok(_) => break,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(ReadError::Io(error)),
+        }
+    }
+    reader.read_exact(&mut len_bytes[1..]).map_err(ReadError::from_read)?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len > MAX_PAYLOAD_BYTES {
+        return Err(ReadError::Damaged(DamageReason::LengthOverLimit));
+    }
+    payload.resize(len, 0);
+    reader.read_exact(payload).map_err(ReadError::from_read)?;
+    let mut stored = [0u8; 4];
+    reader.read_exact(&mut stored).map_err(ReadError::from_read)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len_bytes);
+    crc.update(payload);
+    if crc.finalize() != u32::from_le_bytes(stored) {
+        return Err(ReadError::Damaged(DamageReason::BadChecksum));
+    }
+    Ok(true)
+}
+
+/// Why [`read_record`] found no record where one had to be.
+#[derive(Debug)]
+pub enum ReadError {
+    Damaged(DamageReason),
+    Io(std::io::Error),
+}
+
+impl ReadError {
+    fn from_read(error: std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::UnexpectedEof => Self::Damaged(DamageReason::Truncated),
+            _ => Self::Io(error),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Damaged(reason) => write!(f, "{reason}"),
+            Self::Io(error) => write!(f, "read failed: {error}"),
+        }
+    }
+}
+
 /// True if an intact record starts anywhere in `bytes[from..]`. Used only on a damaged tail,
 /// which a crash leaves at most one batch long, so the quadratic worst case stays small.
 fn intact_record_after(bytes: &[u8], from: usize) -> bool {
@@ -146,6 +203,36 @@ pub fn scan(bytes: &[u8], max_torn_tail: usize) -> Result<Scan<'_>, ScanError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn read_all(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, ReadError> {
+        let mut records = Vec::new();
+        let mut payload = Vec::new();
+        while read_record(&mut bytes, &mut payload)? {
+            records.push(payload.clone());
+        }
+        Ok(records)
+    }
+
+    proptest! {
+        #[test]
+        fn streamed_records_read_back_and_any_cut_or_flip_is_damage(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),
+            cut in any::<proptest::sample::Index>(),
+            flip in any::<proptest::sample::Index>(),
+        ) {
+            let mut bytes = Vec::new();
+            for payload in &payloads {
+                encode_into(payload, &mut bytes);
+            }
+            prop_assert_eq!(read_all(&bytes).unwrap(), payloads);
+            let cut = cut.index(bytes.len() - 1) + 1;
+            let whole_records = scan(&bytes[..cut], usize::MAX).unwrap().torn_bytes == 0;
+            prop_assert_eq!(read_all(&bytes[..cut]).is_ok(), whole_records);
+            let mut flipped = bytes.clone();
+            flipped[flip.index(bytes.len())] ^= 0x01;
+            prop_assert!(read_all(&flipped).is_err());
+        }
+    }
 
     const VECTOR_LOG_HEX: &str = "180000007b226b696e64223a226578616d706c65222c226e223a307d055fa6db180000007b226b696e64223a226578616d706c65222c226e223a317d446ebdc2180000007b226b696e64223a226578616d706c65222c226e223a327d873d90e9";
 

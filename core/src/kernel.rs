@@ -65,8 +65,9 @@ impl KernelConfig {
     }
 }
 
-/// The data directory as bytes, read by the runtime before the kernel starts.
-#[derive(Debug, Clone, Default)]
+/// The data directory as bytes (and `state.log` as a reader), read by the runtime before the
+/// kernel starts.
+#[derive(Debug, Default)]
 pub struct RecoveryFiles {
     pub keys: Vec<crate::keys::KeyFile>,
     pub active_key_id: Vec<u8>,
@@ -74,7 +75,7 @@ pub struct RecoveryFiles {
     pub journal: Vec<u8>,
     pub checkpoint: Option<Vec<u8>>,
     /// `state.log` (empty when absent).
-    pub state_log: Vec<u8>,
+    pub state_log: crate::checkpoint::StateLogInput,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +236,7 @@ impl Kernel {
     /// Validates and replays the data directory, returning a kernel whose first outputs are the
     /// effects that repair the disk (torn tails, leaves missing from `etl.log`) followed by a
     /// checkpoint and a fresh journal. Run them before serving.
-    pub fn recover(config: KernelConfig, files: RecoveryFiles) -> Result<Self, RecoveryError> {
+    pub fn recover(config: KernelConfig, mut files: RecoveryFiles) -> Result<Self, RecoveryError> {
         let keyring =
             crate::keys::Keyring::from_files(&files.keys, &files.active_key_id).map_err(RecoveryError::Keys)?;
         let mut outputs = VecDeque::new();
@@ -247,8 +248,10 @@ impl Kernel {
                 files.state_log.len()
             )));
         }
+        let state_log_on_disk = files.state_log.len();
+        let state_log = std::mem::take(&mut files.state_log);
         let loaded = match &files.checkpoint {
-            Some(bytes) => Some(crate::checkpoint::load(bytes, &files.state_log).map_err(|e| match e {
+            Some(bytes) => Some(crate::checkpoint::load(bytes, state_log).map_err(|e| match e {
                 LoadError::Checkpoint(reason) => RecoveryError::BadCheckpoint(reason),
                 LoadError::StateLog(reason) => RecoveryError::BadStateLog(reason),
             })?),
@@ -258,7 +261,7 @@ impl Kernel {
         // still holds their commands.
         let state_log_len = loaded.as_ref().map_or(0, |c| c.state_log_len);
         let mut repair = Vec::new();
-        if files.state_log.len() as u64 != state_log_len {
+        if state_log_on_disk != state_log_len {
             repair.push(Effect::Truncate { file: FileId::StateLog, len: state_log_len });
             repair.push(Effect::Sync { file: FileId::StateLog });
         }

@@ -106,7 +106,7 @@ impl MemDisk {
             etl: self.contents(FileId::Etl).to_vec(),
             journal: self.contents(FileId::Journal).to_vec(),
             checkpoint,
-            state_log: self.contents(FileId::StateLog).to_vec(),
+            state_log: crate::checkpoint::StateLogInput::Bytes(self.contents(FileId::StateLog).to_vec()),
         }
     }
 

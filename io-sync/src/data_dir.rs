@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use evidenceos_core::checkpoint::StateLogInput;
 use evidenceos_core::environment::{Environment, OperatorFiles, Settings};
 use evidenceos_core::holdout::HoldoutFiles;
 use evidenceos_core::keys::{KeyFile, KeyId, key_file_name, key_id_for_seed};
@@ -162,6 +163,33 @@ impl DataDir {
 
     /// Reads everything `Kernel::recover` needs. Key files must be mode 0600 or stricter.
     pub fn read_recovery_files(&self) -> Result<RecoveryFiles, DataDirError> {
+        let SigningKeys { keys, active_key_id } = self.read_signing_keys()?;
+        Ok(RecoveryFiles {
+            keys,
+            active_key_id,
+            etl: read_or_empty(&self.path_of(FileId::Etl))?,
+            journal: read_or_empty(&self.path_of(FileId::Journal))?,
+            checkpoint: read_optional(&self.path_of(FileId::Checkpoint))?,
+            state_log: self.open_state_log()?,
+        })
+    }
+
+    /// `state.log` as a reader: recovery streams the rows it needs instead of reading the file.
+    fn open_state_log(&self) -> Result<StateLogInput, DataDirError> {
+        let path = self.path_of(FileId::StateLog);
+        match fs::File::open(&path) {
+            Ok(file) => {
+                let len = file.metadata().map_err(io_error(&path))?.len();
+                Ok(StateLogInput::Stream { len, reader: Box::new(file) })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateLogInput::default()),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
+    /// Only the signing keys of `keys/` (what the publisher and `evidenceosctl keys` need),
+    /// without reading the logs. Key files must be mode 0600 or stricter.
+    pub fn read_signing_keys(&self) -> Result<SigningKeys, DataDirError> {
         let keys_dir = self.root.join(KEYS_DIR);
         let mut keys = Vec::new();
         let entries = fs::read_dir(&keys_dir).map_err(io_error(&keys_dir))?;
@@ -182,15 +210,15 @@ impl DataDir {
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         let active_path = keys_dir.join(ACTIVE_KEY_FILE);
         let active_key_id = fs::read(&active_path).map_err(io_error(&active_path))?;
-        Ok(RecoveryFiles {
-            keys,
-            active_key_id,
-            etl: read_or_empty(&self.path_of(FileId::Etl))?,
-            journal: read_or_empty(&self.path_of(FileId::Journal))?,
-            checkpoint: read_optional(&self.path_of(FileId::Checkpoint))?,
-            state_log: read_or_empty(&self.path_of(FileId::StateLog))?,
-        })
+        Ok(SigningKeys { keys, active_key_id })
     }
+}
+
+/// The key files of `keys/` (sorted by name) and the `active_key_id` file, as bytes.
+#[derive(Debug, Clone)]
+pub struct SigningKeys {
+    pub keys: Vec<KeyFile>,
+    pub active_key_id: Vec<u8>,
 }
 
 impl DataDir {

@@ -20,7 +20,7 @@ pub mod witnessing;
 pub use failpoint::arm as arm_failpoints;
 
 pub use data_dir::{
-    DataDir, DataDirError, SigningKeyStatus, sync_parent, write_atomically, write_atomically_with_mode,
+    DataDir, DataDirError, SigningKeyStatus, SigningKeys, sync_parent, write_atomically, write_atomically_with_mode,
 };
 pub use events::log_event;
 pub use executor::{FileExecutor, apply_pending_governance, drive, now};

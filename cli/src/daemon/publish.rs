@@ -76,7 +76,7 @@ fn parse_origin(text: &str) -> Result<Origin, String> {
 /// Logs the log's origin and vkey and, with --publish-dir, starts the publisher following `stats`.
 pub(crate) fn start(args: &PublishArgs, dir: &DataDir, stats: Arc<RuntimeStats>) -> Result<(), String> {
     let quorum = args.witness_quorum()?;
-    let files = dir.read_recovery_files().map_err(|e| e.to_string())?;
+    let files = dir.read_signing_keys().map_err(|e| e.to_string())?;
     let keyring = Keyring::from_files(&files.keys, &files.active_key_id).map_err(|e| e.to_string())?;
     let active = keyring.active_key_id();
     let origin = log_origin(args.log_origin.as_ref(), &active);

@@ -35,7 +35,7 @@ pub(crate) fn generate(args: &KeysGenerateArgs) -> Outcome<String> {
 pub(crate) fn list(args: &KeysListArgs) -> Outcome<String> {
     let root = &args.dir.data_dir;
     let reader = evidenceos_io_sync::DataDir::open_read_only(root).map_err(|e| e.to_string())?;
-    let files = reader.read_recovery_files().map_err(|e| e.to_string())?;
+    let files = reader.read_signing_keys().map_err(|e| e.to_string())?;
     let active = String::from_utf8_lossy(&files.active_key_id).trim_end().to_string();
     let keyring = evidenceos_core::keys::Keyring::from_files(&files.keys, &files.active_key_id)
         .map_err(|e| format!("the daemon would not load these keys: {e}"))?;
@@ -74,7 +74,7 @@ pub(crate) fn activate(args: &KeysActivateArgs) -> Outcome<String> {
     let operator = Operator::open(root)?;
     let signer = operator.signer(&args.signer)?;
     let reader = evidenceos_io_sync::DataDir::open_read_only(root).map_err(|e| e.to_string())?;
-    let files = reader.read_recovery_files().map_err(|e| e.to_string())?;
+    let files = reader.read_signing_keys().map_err(|e| e.to_string())?;
     let previous = String::from_utf8_lossy(&files.active_key_id).trim_end().to_string();
 
     let (key_id, seed, install) = match (&args.key_file, &args.etl_key_id) {

@@ -29,9 +29,18 @@ pub(crate) fn recover(root: &Path) -> Outcome<Recovered> {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let environment = reader.read_environment(Settings::default()).map_err(|e| e.to_string())?;
-        let files = reader.read_recovery_files().map_err(|e| e.to_string())?;
+        let mut files = reader.read_recovery_files().map_err(|e| e.to_string())?;
         let config = KernelConfig { environment, ..KernelConfig::default() };
-        match Kernel::recover(config, files.clone()) {
+        // The kernel streams state.log; the audit keeps its own copy of the other files.
+        let for_kernel = RecoveryFiles {
+            keys: files.keys.clone(),
+            active_key_id: files.active_key_id.clone(),
+            etl: files.etl.clone(),
+            journal: files.journal.clone(),
+            checkpoint: files.checkpoint.clone(),
+            state_log: std::mem::take(&mut files.state_log),
+        };
+        match Kernel::recover(config, for_kernel) {
             Ok(mut kernel) => {
                 let mut events = Vec::new();
                 // Only the outputs queued by recovery itself: effects are not carried out.
