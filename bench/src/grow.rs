@@ -58,7 +58,7 @@ impl GrowReport {
         let secs = self.elapsed.as_secs_f64();
         let per_claim = |bytes: u64| bytes as f64 / self.claims.max(1) as f64;
         format!(
-            "grew {} claims in {secs:.1} s ({:.0} claims/s), outcomes {:?}\nleaves {}\netl.log {} bytes ({:.0} per claim)\nstate.json {} bytes\nstate.log {} bytes ({:.0} per claim)\njournal.log {} bytes\n",
+            "grew {} claims in {secs:.1} s ({:.0} claims/s), outcomes {:?}\nleaves {}\netl.log {} bytes ({:.0} per claim)\nstate.json {} bytes\nrow files (state.0.log, state.1.log) {} bytes ({:.0} per claim)\njournal.log {} bytes\n",
             self.claims,
             self.claims as f64 / secs.max(1e-9),
             self.outcomes,
@@ -118,7 +118,8 @@ pub fn grow(plan: &GrowPlan, progress_every: Duration, progress: &mut dyn FnMut(
     let size = |file: evidenceos_core::FileId| std::fs::metadata(dir.path_of(file)).map_or(0, |m| m.len());
     report.etl_bytes = size(evidenceos_core::FileId::Etl);
     report.state_bytes = size(evidenceos_core::FileId::Checkpoint);
-    report.state_log_bytes = size(evidenceos_core::FileId::StateLog);
+    report.state_log_bytes =
+        evidenceos_core::RowFile::ALL.into_iter().map(|slot| size(evidenceos_core::FileId::StateLog(slot))).sum();
     report.journal_bytes = size(evidenceos_core::FileId::Journal);
     report.elapsed = started.elapsed();
     Ok(report)

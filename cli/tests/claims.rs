@@ -320,7 +320,7 @@ async fn a_signed_nullspec_activated_by_sighup_judges_the_next_claim() {
     daemon.stop();
 }
 
-/// Restoring `etl.log` (and keys) without `journal.log`, `state.json` and `state.log` must not cost the signed
+/// Restoring `etl.log` (and keys) without `journal.log`, `state.json` and the row files must not cost the signed
 /// history: the daemon refuses to start, says why and what to do, and leaves the log untouched.
 #[tokio::test]
 async fn a_log_restored_without_its_journal_refuses_to_start_and_stays_untouched() {
@@ -340,23 +340,23 @@ async fn a_log_restored_without_its_journal_refuses_to_start_and_stays_untouched
     // A backup made without journal.log: the journal and the checkpoint are gone.
     let journal = std::fs::read(data.join("journal.log")).unwrap();
     let checkpoint = std::fs::read(data.join("state.json")).unwrap();
-    let rows = std::fs::read(data.join("state.log")).unwrap();
+    let rows = std::fs::read(data.join("state.0.log")).unwrap();
     std::fs::remove_file(data.join("journal.log")).unwrap();
     std::fs::remove_file(data.join("state.json")).unwrap();
-    std::fs::remove_file(data.join("state.log")).unwrap();
+    std::fs::remove_file(data.join("state.0.log")).unwrap();
     let etl_before = std::fs::read(data.join("etl.log")).unwrap();
     let (status, stderr) = start_expecting_refusal(&data, tmp.path());
     assert!(!status.success(), "refused with a success status; stderr:\n{stderr}");
     assert!(stderr.contains(&format!("etl.log holds {leaves} leaves")), "{stderr}");
     assert!(stderr.contains(&format!("{leaves} unexplained leaves")), "{stderr}");
-    assert!(stderr.contains("restore journal.log, state.json and state.log"), "{stderr}");
+    assert!(stderr.contains("restore journal.log, state.json and the row files"), "{stderr}");
     assert_eq!(std::fs::read(data.join("etl.log")).unwrap(), etl_before, "etl.log must stay byte for byte");
 
     // With the whole backup back the daemon starts, and a leftover intent record of the
     // compatible implementation is named in the log rather than silently ignored.
     std::fs::write(data.join("journal.log"), journal).unwrap();
     std::fs::write(data.join("state.json"), checkpoint).unwrap();
-    std::fs::write(data.join("state.log"), rows).unwrap();
+    std::fs::write(data.join("state.0.log"), rows).unwrap();
     std::fs::write(data.join("pending_mutation.json"), b"{}").unwrap();
     let daemon = start(&data, tmp.path());
     let mut client = EvidenceOsClient::connect(daemon.addr.clone()).await.unwrap();

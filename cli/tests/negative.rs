@@ -104,23 +104,28 @@ async fn fixtures(client: &mut EvidenceOsClient<Channel>) -> Fixtures {
 
 /// What must not change, as the daemon leaves it on disk after a clean stop: the checkpoint
 /// (`state.json`, with the journal position it covers and the log head, and under `tables` the
-/// rows of `state.log` folded as recovery folds them, the latest record of a key winning) and
-/// `etl.log`.
+/// rows of the row files it names folded as recovery folds them, the latest record of a key
+/// winning) and `etl.log`.
 fn durable_state(data: &Path) -> (serde_json::Value, Vec<u8>) {
     let checkpoint = std::fs::read(data.join("state.json")).expect("a clean stop writes state.json");
     let mut state: serde_json::Value = serde_json::from_slice(&checkpoint).unwrap();
-    let rows = std::fs::read(data.join("state.log")).unwrap();
     let mut tables = serde_json::Map::new();
-    for record in evidenceos_core::frame::scan(&rows, 0).unwrap().records {
-        let (name, key, row): (String, serde_json::Value, serde_json::Value) =
-            serde_json::from_slice(record.payload).unwrap();
-        let table = tables.entry(name).or_insert_with(|| serde_json::json!({}));
-        let table = table.as_object_mut().unwrap();
-        // Keys are strings, or admission numbers in idempotency_order.
-        let key = key.as_str().map_or_else(|| key.to_string(), str::to_string);
-        match row {
-            serde_json::Value::Null => drop(table.remove(&key)),
-            row => drop(table.insert(key, row)),
+    let named = [&state["rows"], &state["compacting"]];
+    for at in named.into_iter().filter(|at| !at.is_null()) {
+        let generation = at["generation"].as_u64().unwrap();
+        let len = at["len"].as_u64().unwrap() as usize;
+        let rows = std::fs::read(data.join(format!("state.{}.log", generation % 2))).unwrap();
+        for record in evidenceos_core::frame::scan(&rows[..len], 0).unwrap().records {
+            let (name, key, row): (String, serde_json::Value, serde_json::Value) =
+                serde_json::from_slice(record.payload).unwrap();
+            let table = tables.entry(name).or_insert_with(|| serde_json::json!({}));
+            let table = table.as_object_mut().unwrap();
+            // Keys are strings, or admission numbers in idempotency_order.
+            let key = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+            match row {
+                serde_json::Value::Null => drop(table.remove(&key)),
+                row => drop(table.insert(key, row)),
+            }
         }
     }
     state["tables"] = serde_json::Value::Object(tables);

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use evidenceos_core::hash::sha256;
 use evidenceos_core::memdisk::MemDisk;
-use evidenceos_core::{FileId, Input, Kernel, KernelError, Output, Response};
+use evidenceos_core::{FileId, Input, Kernel, KernelError, Output, Response, RowFile};
 
 use crate::data_dir::{ACTIVE_KEY_FILE, DataDirContents, KEYS_DIR};
 use crate::error::HarnessError;
@@ -187,9 +187,11 @@ impl ReferenceRun {
         let _ = writeln!(out, "{} {} bytes:", FileId::Checkpoint.file_name(), checkpoint.len());
         let _ = writeln!(out, "  {}", render_text_or_hex(checkpoint));
         // Rows as text, one record a line: claim states such as TAINTED show here.
-        let rows = self.disk.contents(FileId::StateLog);
-        let _ = writeln!(out, "{} {} bytes:", FileId::StateLog.file_name(), rows.len());
-        out.push_str(&render_state_log(rows));
+        for slot in RowFile::ALL {
+            let rows = self.disk.contents(FileId::StateLog(slot));
+            let _ = writeln!(out, "{} {} bytes:", FileId::StateLog(slot).file_name(), rows.len());
+            out.push_str(&render_state_log(rows));
+        }
         out
     }
 

@@ -168,7 +168,7 @@ fn render_path(path: &[Hash]) -> String {
 /// Logs as records, the checkpoint as text.
 fn render_file_bytes(file: FileId, bytes: &[u8]) -> String {
     match file {
-        FileId::Etl | FileId::Journal | FileId::StateLog => render_records(bytes),
+        FileId::Etl | FileId::Journal | FileId::StateLog(_) => render_records(bytes),
         FileId::Checkpoint => render_text_or_hex(bytes),
     }
 }

@@ -1,21 +1,17 @@
-//! Checkpoints (format v3): `state.json` says where the journal and the log stand and holds the
-//! little state kept outside tables; `state.log` is append-only, and each checkpoint appends
-//! the table rows changed since the previous one (the latest record of a key wins). A
-//! checkpoint therefore costs what changed since the last one, never what history holds, and
-//! no checkpoint rewrites the rows of settled claims.
+//! Checkpoints (format v3): `state.json` says where the journal and the log stand, which row file
+//! (`state.<n>.log`, see [`crate::state_log`]) holds the state's rows and how much of it, and
+//! holds the little state kept outside tables. Each checkpoint appends the rows changed since
+//! the previous one: it costs what changed, never what history holds, and no checkpoint
+//! rewrites the rows of settled claims.
 //!
 //! Formats v1 and v2 kept every table inside `state.json`. They still load: their rows are all
 //! marked changed, so the first checkpoint after them writes the whole state to `state.log`.
 
-use serde::de::{self, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::canary::Canary;
-use crate::claims::{Claim, Claims, RevocationRecord};
-use crate::ids::{ClaimId, TopicId};
-use crate::pool::{Pool, PoolKey};
-use crate::state::{CreditAccount, IdempotencyRecord, State};
-use crate::table::Table;
+use crate::claims::{Claims, RevocationRecord};
+use crate::state::State;
+use crate::state_log::StateLogInput;
 
 pub const CHECKPOINT_FORMAT: &str = "evidenceos.checkpoint.v3";
 /// Whole state in `state.json`, settled claims without their capsule copies and code.
@@ -42,10 +38,27 @@ pub struct Checkpoint {
     pub journal_seq: u64,
     pub tree_size: u64,
     pub root_hash_hex: String,
-    /// Bytes of `state.log` this checkpoint covers; recovery cuts anything after them (rows of
-    /// a checkpoint that a crash interrupted, which the journal still holds).
-    pub state_log_len: u64,
+    /// The row file holding the state, and how many of its bytes this checkpoint covers;
+    /// recovery cuts anything after them (rows of a checkpoint a crash interrupted, which the
+    /// journal still holds).
+    pub rows: RowsAt,
+    /// While compaction runs: the next row file, read on top of `rows`.
+    pub compacting: Option<RowsAt>,
     pub untabled: Untabled,
+}
+
+/// A row file by generation (`state.<generation mod 2>.log`), and the bytes of it covered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowsAt {
+    pub generation: u64,
+    pub len: u64,
+}
+
+impl RowsAt {
+    pub fn file(self) -> crate::io::FileId {
+        crate::io::FileId::StateLog(crate::io::RowFile::of_generation(self.generation))
+    }
 }
 
 /// The state kept in `state.json` itself: revocations, which are rare.
@@ -63,7 +76,8 @@ pub struct CheckpointRef<'a> {
     pub journal_seq: u64,
     pub tree_size: u64,
     pub root_hash_hex: String,
-    pub state_log_len: u64,
+    pub rows: RowsAt,
+    pub compacting: Option<RowsAt>,
     pub untabled: UntabledRef<'a>,
 }
 
@@ -99,7 +113,10 @@ pub struct Loaded {
     pub journal_seq: u64,
     pub tree_size: u64,
     pub root_hash_hex: String,
-    pub state_log_len: u64,
+    pub rows: RowsAt,
+    pub compacting: Option<RowsAt>,
+    /// Records read from `rows` and from `compacting` (superseded ones included).
+    pub row_records: [u64; 2],
     pub state: State,
 }
 
@@ -107,66 +124,22 @@ pub struct Loaded {
 pub enum LoadError {
     /// `state.json` is unreadable or of an unknown format.
     Checkpoint(String),
-    /// `state.log` lacks or damages rows the checkpoint covers.
-    StateLog(String),
+    /// A row file lacks or damages rows the checkpoint covers.
+    Rows { file: crate::io::FileId, reason: String },
 }
 
-/// `state.log` as recovery reads it.
-pub enum StateLogInput {
-    /// The whole file (tests and in-memory disks).
-    Bytes(Vec<u8>),
-    /// A reader at the start of the file, and the file's length: recovery reads only the rows
-    /// the checkpoint covers, one at a time, and never holds the file (gigabytes at 10^6 claims).
-    Stream { len: u64, reader: Box<dyn std::io::Read + Send> },
-}
-
-impl StateLogInput {
-    pub fn len(&self) -> u64 {
-        match self {
-            Self::Bytes(bytes) => bytes.len() as u64,
-            Self::Stream { len, .. } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn into_reader(self) -> Box<dyn std::io::Read + Send> {
-        match self {
-            Self::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
-            Self::Stream { reader, .. } => reader,
-        }
-    }
-}
-
-impl Default for StateLogInput {
-    fn default() -> Self {
-        Self::Bytes(Vec::new())
-    }
-}
-
-impl std::fmt::Debug for StateLogInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Bytes(bytes) => write!(f, "StateLogInput::Bytes({} bytes)", bytes.len()),
-            Self::Stream { len, .. } => write!(f, "StateLogInput::Stream({len} bytes)"),
-        }
-    }
-}
-
-/// Buffer for reading `state.log` rows: large reads, small memory.
-const STATE_LOG_READ_BUFFER: usize = 1 << 20;
-
-/// Reads `state.json` and the part of `state.log` it covers.
-pub fn load(checkpoint: &[u8], state_log: StateLogInput) -> Result<Loaded, LoadError> {
+/// Reads `state.json` and the parts of the row files it covers (`row_files`, by [`RowFile`]
+/// index).
+///
+/// [`RowFile`]: crate::io::RowFile
+pub fn load(checkpoint: &[u8], row_files: [StateLogInput; 2]) -> Result<Loaded, LoadError> {
     #[derive(Deserialize)]
     struct Format {
         format: String,
     }
     let format = serde_json::from_slice::<Format>(checkpoint).map_err(|e| LoadError::Checkpoint(e.to_string()))?;
     match format.format.as_str() {
-        CHECKPOINT_FORMAT => load_v3(checkpoint, state_log),
+        CHECKPOINT_FORMAT => load_v3(checkpoint, row_files),
         CHECKPOINT_FORMAT_V2 | CHECKPOINT_FORMAT_V1 => {
             let whole: WholeCheckpoint =
                 serde_json::from_slice(checkpoint).map_err(|e| LoadError::Checkpoint(e.to_string()))?;
@@ -175,8 +148,10 @@ pub fn load(checkpoint: &[u8], state_log: StateLogInput) -> Result<Loaded, LoadE
                 journal_seq: whole.journal_seq,
                 tree_size: whole.tree_size,
                 root_hash_hex: whole.root_hash_hex,
-                // Nothing of `state.log` is covered: the first checkpoint writes every row.
-                state_log_len: 0,
+                // No row file is covered: the first checkpoint writes every row to generation 0.
+                rows: RowsAt::default(),
+                compacting: None,
+                row_records: [0, 0],
                 state: whole.state,
             })
         }
@@ -184,176 +159,45 @@ pub fn load(checkpoint: &[u8], state_log: StateLogInput) -> Result<Loaded, LoadE
     }
 }
 
-fn load_v3(checkpoint: &[u8], state_log: StateLogInput) -> Result<Loaded, LoadError> {
+fn load_v3(checkpoint: &[u8], row_files: [StateLogInput; 2]) -> Result<Loaded, LoadError> {
     let head: Checkpoint = serde_json::from_slice(checkpoint).map_err(|e| LoadError::Checkpoint(e.to_string()))?;
-    if state_log.len() < head.state_log_len {
-        return Err(LoadError::StateLog(format!(
-            "state.json covers {} bytes of state.log, which holds {}",
-            head.state_log_len,
-            state_log.len()
-        )));
+    if head.compacting.is_some_and(|next| next.generation != head.rows.generation + 1) {
+        return Err(LoadError::Checkpoint("the compacting row file is not the next generation".into()));
     }
     let mut state =
         State { claims: Claims { revocations: head.untabled.revocations, ..Claims::default() }, ..State::default() };
-    // Rows past the covered length belong to an interrupted checkpoint: never read.
-    let covered = std::io::Read::take(state_log.into_reader(), head.state_log_len);
-    let mut reader = std::io::BufReader::with_capacity(STATE_LOG_READ_BUFFER, covered);
-    let (mut payload, mut offset) = (Vec::new(), 0u64);
-    // The covered bytes were synced before state.json named them: no torn tail is allowed.
-    while crate::frame::read_record(&mut reader, &mut payload)
-        .map_err(|e| LoadError::StateLog(format!("record at offset {offset}: {e}")))?
-    {
-        let change: RowChange = serde_json::from_slice(&payload)
-            .map_err(|e| LoadError::StateLog(format!("record at offset {offset}: {e}")))?;
-        change.restore_into(&mut state);
-        offset += (payload.len() + crate::frame::FRAME_OVERHEAD) as u64;
+    let mut files = row_files.map(Some);
+    let mut row_records = [0, 0];
+    // The current file first, then the one being compacted into: later rows win.
+    for (n, at) in std::iter::once(head.rows).chain(head.compacting).enumerate() {
+        let slot = crate::io::RowFile::of_generation(at.generation);
+        let input = files[slot.index()].take().expect("two generations in a row use both files");
+        row_records[n] = crate::state_log::read_rows(input, at.len, &mut state)
+            .map_err(|reason| LoadError::Rows { file: at.file(), reason })?;
     }
-    debug_assert_eq!(offset, head.state_log_len, "take() ends reading at the covered length");
     Ok(Loaded {
         format: head.format,
         journal_seq: head.journal_seq,
         tree_size: head.tree_size,
         root_hash_hex: head.root_hash_hex,
-        state_log_len: head.state_log_len,
+        rows: head.rows,
+        compacting: head.compacting,
+        row_records,
         state,
     })
-}
-
-/// The tables of the state, named as `state.log` records (and v1/v2 `state.json`) name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TableName {
-    Credits,
-    Claims,
-    TopicPools,
-    HoldoutPools,
-    Canaries,
-    Idempotency,
-    IdempotencyOrder,
-}
-
-impl TableName {
-    const ALL: [TableName; 7] = [
-        TableName::Credits,
-        TableName::Claims,
-        TableName::TopicPools,
-        TableName::HoldoutPools,
-        TableName::Canaries,
-        TableName::Idempotency,
-        TableName::IdempotencyOrder,
-    ];
-    const NAMES: [&'static str; 7] =
-        ["credits", "claims", "topic_pools", "holdout_pools", "canaries", "idempotency", "idempotency_order"];
-
-    fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-
-    fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|table| table.name() == name)
-    }
-}
-
-/// One `state.log` record: `[table, key, row]`, the row `null` when the key was removed.
-#[derive(Debug, Clone, PartialEq)]
-enum RowChange {
-    Credit(String, Option<CreditAccount>),
-    Claim(ClaimId, Option<Box<Claim>>),
-    TopicPool(TopicId, Option<Pool>),
-    HoldoutPool(PoolKey, Option<Pool>),
-    Canary(String, Option<Canary>),
-    Idempotency(String, Option<IdempotencyRecord>),
-    IdempotencyOrder(u64, Option<String>),
-}
-
-impl RowChange {
-    fn restore_into(self, state: &mut State) {
-        match self {
-            Self::Credit(key, row) => state.credits.restore(key, row),
-            Self::Claim(key, row) => state.claims.claims.restore(key, row.map(|claim| *claim)),
-            Self::TopicPool(key, row) => state.claims.topic_pools.restore(key, row),
-            Self::HoldoutPool(key, row) => state.claims.holdout_pools.restore(key, row),
-            Self::Canary(key, row) => state.claims.canaries.restore(key, row),
-            Self::Idempotency(key, row) => state.idempotency.restore(key, row),
-            Self::IdempotencyOrder(key, row) => state.idempotency_order.restore(key, row),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for RowChange {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(RowChangeVisitor)
-    }
-}
-
-struct RowChangeVisitor;
-
-/// The key and row after the table name.
-fn key_and_row<'de, A, K, V>(seq: &mut A) -> Result<(K, Option<V>), A::Error>
-where
-    A: SeqAccess<'de>,
-    K: Deserialize<'de>,
-    V: Deserialize<'de>,
-{
-    let key = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &"[table, key, row]"))?;
-    let row = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(2, &"[table, key, row]"))?;
-    if seq.next_element::<de::IgnoredAny>()?.is_some() {
-        return Err(de::Error::invalid_length(4, &"[table, key, row]"));
-    }
-    Ok((key, row))
-}
-
-impl<'de> Visitor<'de> for RowChangeVisitor {
-    type Value = RowChange;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a state.log record [table, key, row]")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RowChange, A::Error> {
-        let name: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-        let table = TableName::parse(&name).ok_or_else(|| de::Error::unknown_variant(&name, &TableName::NAMES))?;
-        Ok(match table {
-            TableName::Credits => key_and_row(&mut seq).map(|(k, v)| RowChange::Credit(k, v))?,
-            TableName::Claims => key_and_row(&mut seq).map(|(k, v)| RowChange::Claim(k, v))?,
-            TableName::TopicPools => key_and_row(&mut seq).map(|(k, v)| RowChange::TopicPool(k, v))?,
-            TableName::HoldoutPools => key_and_row(&mut seq).map(|(k, v)| RowChange::HoldoutPool(k, v))?,
-            TableName::Canaries => key_and_row(&mut seq).map(|(k, v)| RowChange::Canary(k, v))?,
-            TableName::Idempotency => key_and_row(&mut seq).map(|(k, v)| RowChange::Idempotency(k, v))?,
-            TableName::IdempotencyOrder => key_and_row(&mut seq).map(|(k, v)| RowChange::IdempotencyOrder(k, v))?,
-        })
-    }
-}
-
-/// Appends to `out` one framed record per row changed since the last call, table by table in
-/// key order (the same bytes on every runtime). Returns how many records it appended.
-pub fn take_changes(state: &mut State, out: &mut Vec<u8>) -> u64 {
-    let mut records = 0;
-    records += append_table(TableName::Credits, &mut state.credits, out);
-    records += append_table(TableName::Claims, &mut state.claims.claims, out);
-    records += append_table(TableName::TopicPools, &mut state.claims.topic_pools, out);
-    records += append_table(TableName::HoldoutPools, &mut state.claims.holdout_pools, out);
-    records += append_table(TableName::Canaries, &mut state.claims.canaries, out);
-    records += append_table(TableName::Idempotency, &mut state.idempotency, out);
-    records += append_table(TableName::IdempotencyOrder, &mut state.idempotency_order, out);
-    records
-}
-
-fn append_table<K: Ord + Clone + Serialize, V: Serialize>(
-    table: TableName,
-    rows: &mut Table<K, V>,
-    out: &mut Vec<u8>,
-) -> u64 {
-    let changed = rows.take_changed();
-    for (key, row) in &changed {
-        let payload = crate::canonical::to_vec(&(table.name(), key, row)).expect("state rows are plain JSON");
-        crate::frame::encode_into(&payload, out);
-    }
-    changed.len() as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canary::Canary;
+    use crate::state::{CreditAccount, IdempotencyRecord};
+    use crate::state_log::take_changes;
+
+    /// Generation 0 as the only row file.
+    fn rows(bytes: Vec<u8>) -> [StateLogInput; 2] {
+        [StateLogInput::Bytes(bytes), StateLogInput::default()]
+    }
 
     fn checkpoint_bytes(state: &State, state_log_len: u64) -> Vec<u8> {
         crate::canonical::to_vec(&CheckpointRef {
@@ -362,7 +206,8 @@ mod tests {
             journal_seq: 3,
             tree_size: 5,
             root_hash_hex: "ab".repeat(32),
-            state_log_len,
+            rows: RowsAt { generation: 0, len: state_log_len },
+            compacting: None,
             untabled: UntabledRef::of(state),
         })
         .unwrap()
@@ -394,7 +239,7 @@ mod tests {
         let json = checkpoint_bytes(&state, log.len() as u64);
         let owned: Checkpoint = serde_json::from_slice(&json).unwrap();
         assert_eq!(crate::canonical::to_vec(&owned).unwrap(), json, "borrowed and owned forms agree");
-        let loaded = load(&json, StateLogInput::Bytes(log.clone())).unwrap();
+        let loaded = load(&json, rows(log.clone())).unwrap();
         assert_eq!(loaded.state, state);
         assert_eq!(loaded.state.claims.canaries.changed_len(), 0, "loaded rows are not changes");
     }
@@ -408,7 +253,7 @@ mod tests {
         state.claims.canaries.remove("name/demo");
         assert_eq!(take_changes(&mut state, &mut log), 2, "only what changed is written again");
         assert_eq!(take_changes(&mut state, &mut Vec::new()), 0);
-        let loaded = load(&checkpoint_bytes(&state, log.len() as u64), StateLogInput::Bytes(log)).unwrap();
+        let loaded = load(&checkpoint_bytes(&state, log.len() as u64), rows(log)).unwrap();
         assert_eq!(loaded.state.credits.get("agent").unwrap().balance, 1);
         assert!(loaded.state.claims.canaries.is_empty());
     }
@@ -422,30 +267,11 @@ mod tests {
         let json = checkpoint_bytes(&state, covered);
         let mut longer = log.clone();
         longer.extend_from_slice(b"rows of an interrupted checkpoint");
-        assert_eq!(load(&json, StateLogInput::Bytes(longer)).unwrap().state, state);
-        assert!(matches!(
-            load(&json, StateLogInput::Bytes(log[..log.len() - 1].to_vec())),
-            Err(LoadError::StateLog(_))
-        ));
+        assert_eq!(load(&json, rows(longer)).unwrap().state, state);
+        assert!(matches!(load(&json, rows(log[..log.len() - 1].to_vec())), Err(LoadError::Rows { .. })));
         let mut damaged = log.clone();
         damaged[6] ^= 1;
-        assert!(matches!(load(&json, StateLogInput::Bytes(damaged)), Err(LoadError::StateLog(_))));
-    }
-
-    #[test]
-    fn records_name_their_table_key_and_row() {
-        let mut state = State::default();
-        state.credits.insert("agent".into(), CreditAccount { balance: 4, limit: None });
-        state.credits.insert("gone".into(), CreditAccount::default());
-        state.credits.take_changed();
-        state.credits.remove("gone");
-        let mut log = Vec::new();
-        take_changes(&mut state, &mut log);
-        let scan = crate::frame::scan(&log, 0).unwrap();
-        assert_eq!(scan.records[0].payload, br#"["credits","gone",null]"#);
-        let unknown = br#"["ledgers","x",null]"#;
-        assert!(serde_json::from_slice::<RowChange>(unknown).unwrap_err().to_string().contains("unknown variant"));
-        assert!(serde_json::from_slice::<RowChange>(br#"["credits","x",null,1]"#).is_err());
+        assert!(matches!(load(&json, rows(damaged)), Err(LoadError::Rows { .. })));
     }
 
     #[test]
@@ -455,11 +281,11 @@ mod tests {
             "format": CHECKPOINT_FORMAT_V2, "kernel_version": "0.1.0", "journal_seq": 3, "tree_size": 5,
             "root_hash_hex": "ab".repeat(32), "state": serde_json::to_value(&state).unwrap(),
         });
-        let mut loaded = load(&serde_json::to_vec(&whole).unwrap(), StateLogInput::Bytes(b"ignored".to_vec())).unwrap();
-        assert_eq!((loaded.format.as_str(), loaded.state_log_len), (CHECKPOINT_FORMAT_V2, 0));
+        let mut loaded = load(&serde_json::to_vec(&whole).unwrap(), rows(b"ignored".to_vec())).unwrap();
+        assert_eq!((loaded.format.as_str(), loaded.rows), (CHECKPOINT_FORMAT_V2, RowsAt::default()));
         assert_eq!(loaded.state, state);
         assert_eq!(take_changes(&mut loaded.state, &mut Vec::new()), 4);
         let unknown = br#"{"format":"evidenceos.checkpoint.v9"}"#;
-        assert!(matches!(load(unknown, StateLogInput::default()), Err(LoadError::Checkpoint(_))));
+        assert!(matches!(load(unknown, rows(Vec::new())), Err(LoadError::Checkpoint(_))));
     }
 }

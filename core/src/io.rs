@@ -23,12 +23,38 @@ pub enum FileId {
     Journal,
     /// `state.json`: the checkpoint (where the journal and `state.log` stand).
     Checkpoint,
-    /// `state.log`: the checkpointed rows, appended by each checkpoint (only what changed).
-    StateLog,
+    /// `state.0.log` and `state.1.log`: the checkpointed rows (see `state_log`), appended by
+    /// each checkpoint (only what changed); compaction moves from one to the other.
+    StateLog(RowFile),
+}
+
+/// Which of the two row files: generation `g` of the rows lives in `state.<g mod 2>.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RowFile {
+    Zero,
+    One,
+}
+
+impl RowFile {
+    pub const ALL: [RowFile; 2] = [RowFile::Zero, RowFile::One];
+
+    pub fn of_generation(generation: u64) -> Self {
+        if generation.is_multiple_of(2) { Self::Zero } else { Self::One }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl FileId {
-    pub const ALL: [FileId; 4] = [FileId::Etl, FileId::Journal, FileId::Checkpoint, FileId::StateLog];
+    pub const ALL: [FileId; 5] = [
+        FileId::Etl,
+        FileId::Journal,
+        FileId::Checkpoint,
+        FileId::StateLog(RowFile::Zero),
+        FileId::StateLog(RowFile::One),
+    ];
 
     /// The file's name inside the data directory.
     pub fn file_name(self) -> &'static str {
@@ -36,7 +62,8 @@ impl FileId {
             Self::Etl => "etl.log",
             Self::Journal => "journal.log",
             Self::Checkpoint => "state.json",
-            Self::StateLog => "state.log",
+            Self::StateLog(RowFile::Zero) => "state.0.log",
+            Self::StateLog(RowFile::One) => "state.1.log",
         }
     }
 }
@@ -128,6 +155,13 @@ pub enum LogEvent {
         row_bytes: u64,
         /// Size of the `state.json` written.
         checkpoint_bytes: u64,
+    },
+    /// Compaction finished: `state.json` names row-file generation `generation` alone, which
+    /// holds every live row once; the previous file was emptied.
+    RowsCompacted {
+        generation: u64,
+        records: u64,
+        bytes: u64,
     },
     /// A group of commands became durable with one sync (group commit at work).
     BatchDurable {

@@ -7,15 +7,17 @@
 
 use std::collections::VecDeque;
 
-use crate::checkpoint::LoadError;
+use crate::checkpoint::{LoadError, Loaded, RowsAt};
 use crate::error::KernelError;
 use crate::etl::Etl;
 use crate::frame;
+use crate::io::RowFile;
 use crate::io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp};
 use crate::journal::JournalRecord;
 use crate::keys::{KeyId, Keyring};
 use crate::request::{Command, IdempotencyKey, Principal, Query, Request, Response};
 use crate::state::{Policy, State};
+use crate::state_log::StateLogInput;
 
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -34,6 +36,11 @@ pub struct KernelConfig {
     pub max_batch_bytes: usize,
     /// Most commands waiting for a batch; beyond it new commands are refused at once.
     pub max_staged_commands: usize,
+    /// Compaction starts once the row files hold at least this many records and more than
+    /// twice the live rows (superseded rows are then over half of what recovery reads).
+    pub compaction_min_records: u64,
+    /// Unchanged rows each checkpoint copies while compaction runs (bounds its added cost).
+    pub compaction_rows_per_checkpoint: u64,
 }
 
 impl Default for KernelConfig {
@@ -46,6 +53,8 @@ impl Default for KernelConfig {
             max_batch_commands: 1024,
             max_batch_bytes: 8 * 1024 * 1024,
             max_staged_commands: 16 * 1024,
+            compaction_min_records: 100_000,
+            compaction_rows_per_checkpoint: 20_000,
         }
     }
 }
@@ -74,8 +83,8 @@ pub struct RecoveryFiles {
     pub etl: Vec<u8>,
     pub journal: Vec<u8>,
     pub checkpoint: Option<Vec<u8>>,
-    /// `state.log` (empty when absent).
-    pub state_log: crate::checkpoint::StateLogInput,
+    /// `state.0.log` and `state.1.log`, by [`crate::io::RowFile`] index (empty when absent).
+    pub row_files: [StateLogInput; 2],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +93,11 @@ pub enum RecoveryError {
     EtlCorrupt(frame::ScanError),
     JournalCorrupt(frame::ScanError),
     BadCheckpoint(String),
-    /// `state.log` lacks or damages rows `state.json` covers.
-    BadStateLog(String),
+    /// A row file lacks or damages rows `state.json` covers, or has rows without it.
+    BadRowFile {
+        file: FileId,
+        reason: String,
+    },
     /// A journal record that cannot be decoded or does not follow its predecessor.
     BadJournal {
         record: usize,
@@ -122,7 +134,7 @@ impl std::fmt::Display for RecoveryError {
             Self::EtlCorrupt(e) => write!(f, "etl.log: {e}"),
             Self::JournalCorrupt(e) => write!(f, "journal.log: {e}"),
             Self::BadCheckpoint(reason) => write!(f, "state.json: {reason}"),
-            Self::BadStateLog(reason) => write!(f, "state.log: {reason}"),
+            Self::BadRowFile { file, reason } => write!(f, "{}: {reason}", file.file_name()),
             Self::BadJournal { record, reason } => {
                 write!(f, "journal.log record {record}: {reason}")
             }
@@ -139,7 +151,7 @@ impl std::fmt::Display for RecoveryError {
             ),
             Self::UnexplainedLeaves { explained, on_disk } => write!(
                 f,
-                "etl.log holds {on_disk} leaves but state.json and journal.log explain only {explained}: {} unexplained leaves may be signed history, so they are not deleted; restore journal.log, state.json and state.log from the same backup as etl.log, or move etl.log, state.json, state.log and journal.log out of the data directory to start an empty log",
+                "etl.log holds {on_disk} leaves but state.json and journal.log explain only {explained}: {} unexplained leaves may be signed history, so they are not deleted; restore journal.log, state.json and the row files state.0.log and state.1.log from the same backup as etl.log, or move etl.log, state.json, the row files and journal.log out of the data directory to start an empty log",
                 on_disk - explained
             ),
         }
@@ -147,6 +159,74 @@ impl std::fmt::Display for RecoveryError {
 }
 
 impl std::error::Error for RecoveryError {}
+
+/// Reads `state.json` and the row files it covers. Returns the checkpoint (none on a fresh
+/// directory) and the effects that cut each row file to what it covers: rows past that belong
+/// to a checkpoint a crash interrupted (the journal still holds their commands), and a file
+/// `state.json` does not name is empty (compaction retired it).
+fn load_checkpoint(files: &mut RecoveryFiles) -> Result<(Option<Loaded>, Vec<Effect>), RecoveryError> {
+    let on_disk = files.row_files.each_ref().map(StateLogInput::len);
+    let Some(checkpoint) = &files.checkpoint else {
+        if let Some(slot) = RowFile::ALL.into_iter().find(|slot| on_disk[slot.index()] > 0) {
+            return Err(RecoveryError::BadRowFile {
+                file: FileId::StateLog(slot),
+                reason: format!(
+                    "holds {} bytes of checkpointed rows but state.json is missing; restore state.json, the row files and journal.log from the same backup as etl.log",
+                    on_disk[slot.index()]
+                ),
+            });
+        }
+        return Ok((None, Vec::new()));
+    };
+    let loaded = crate::checkpoint::load(checkpoint, std::mem::take(&mut files.row_files)).map_err(|e| match e {
+        LoadError::Checkpoint(reason) => RecoveryError::BadCheckpoint(reason),
+        LoadError::Rows { file, reason } => RecoveryError::BadRowFile { file, reason },
+    })?;
+    let mut covered = [0u64; 2];
+    for at in std::iter::once(loaded.rows).chain(loaded.compacting) {
+        covered[RowFile::of_generation(at.generation).index()] = at.len;
+    }
+    let mut repair = Vec::new();
+    for slot in RowFile::ALL {
+        if on_disk[slot.index()] != covered[slot.index()] {
+            repair.push(Effect::Truncate { file: FileId::StateLog(slot), len: covered[slot.index()] });
+            repair.push(Effect::Sync { file: FileId::StateLog(slot) });
+        }
+    }
+    Ok((Some(loaded), repair))
+}
+
+/// Where the state's rows stand: the current row file, the compaction in progress if any, and
+/// how many records both hold (what recovery would read).
+#[derive(Debug, Default)]
+struct RowsFiles {
+    /// Covered length includes the checkpoint in flight, if any.
+    current: RowsAt,
+    compaction: Option<Compaction>,
+    records: u64,
+}
+
+#[derive(Debug)]
+struct Compaction {
+    into: RowsAt,
+    cursor: crate::state_log::Cursor,
+    /// Records in `into`.
+    records: u64,
+}
+
+impl RowsFiles {
+    /// As a checkpoint left them; a compaction in progress restarts its walk from the first
+    /// row (rows it copied before are simply copied again).
+    fn of(loaded: &Loaded) -> Self {
+        let [current_records, compacting_records] = loaded.row_records;
+        let compaction = loaded.compacting.map(|into| Compaction {
+            into,
+            cursor: crate::state_log::Cursor::default(),
+            records: compacting_records,
+        });
+        Self { current: loaded.rows, compaction, records: current_records + compacting_records }
+    }
+}
 
 /// A reply waiting for everything before it to become durable, with the bytes its command adds.
 #[derive(Debug)]
@@ -164,9 +244,15 @@ struct Staged {
 struct Snapshot {
     journal_seq: u64,
     tree_size: u64,
+    /// The row file the rows are appended to.
+    file: FileId,
     rows: Vec<u8>,
     row_count: u64,
     checkpoint: Vec<u8>,
+    /// The row file a finished compaction retired: emptied once `state.json` no longer names it.
+    retired: Option<FileId>,
+    /// The event announcing that compaction, logged once the checkpoint is durable.
+    compacted: Option<LogEvent>,
 }
 
 /// What to do when every effect of the in-flight phase has completed.
@@ -190,6 +276,8 @@ enum Completion {
         rows: u64,
         row_bytes: u64,
         checkpoint_bytes: u64,
+        /// The row file this checkpoint made the only one, when it finished a compaction.
+        compacted: Option<LogEvent>,
     },
     Compaction,
 }
@@ -217,8 +305,8 @@ pub struct Kernel {
     uncovered_journal_bytes: u64,
     /// Bytes the last checkpoint wrote (or is writing): its rows and `state.json`.
     checkpoint_bytes: u64,
-    /// Length of `state.log` once the last checkpoint started is durable.
-    state_log_len: u64,
+    /// The row files, as they stand once the last checkpoint started is durable.
+    rows: RowsFiles,
     staged: VecDeque<Staged>,
     in_flight: Option<InFlight>,
     next_effect: u64,
@@ -242,29 +330,8 @@ impl Kernel {
         let mut outputs = VecDeque::new();
         let max_tail = config.max_torn_tail();
 
-        if files.checkpoint.is_none() && !files.state_log.is_empty() {
-            return Err(RecoveryError::BadStateLog(format!(
-                "holds {} bytes of checkpointed rows but state.json is missing; restore state.json, state.log and journal.log from the same backup as etl.log",
-                files.state_log.len()
-            )));
-        }
-        let state_log_on_disk = files.state_log.len();
-        let state_log = std::mem::take(&mut files.state_log);
-        let loaded = match &files.checkpoint {
-            Some(bytes) => Some(crate::checkpoint::load(bytes, state_log).map_err(|e| match e {
-                LoadError::Checkpoint(reason) => RecoveryError::BadCheckpoint(reason),
-                LoadError::StateLog(reason) => RecoveryError::BadStateLog(reason),
-            })?),
-            None => None,
-        };
-        // Rows past the covered length belong to a checkpoint a crash interrupted; the journal
-        // still holds their commands.
-        let state_log_len = loaded.as_ref().map_or(0, |c| c.state_log_len);
-        let mut repair = Vec::new();
-        if state_log_on_disk != state_log_len {
-            repair.push(Effect::Truncate { file: FileId::StateLog, len: state_log_len });
-            repair.push(Effect::Sync { file: FileId::StateLog });
-        }
+        let (loaded, mut repair) = load_checkpoint(&mut files)?;
+        let rows = loaded.as_ref().map_or(RowsFiles::default(), RowsFiles::of);
         let (mut state, mut seq, covered_leaves, format) = match loaded {
             Some(c) => (c.state, c.journal_seq, Some((c.tree_size, c.root_hash_hex)), Some(c.format)),
             None => (State::default(), 0, None, None),
@@ -421,7 +488,7 @@ impl Kernel {
             uncovered_records: 0,
             uncovered_journal_bytes: 0,
             checkpoint_bytes: 0,
-            state_log_len,
+            rows,
             staged: VecDeque::new(),
             in_flight: None,
             next_effect: 0,
@@ -783,7 +850,7 @@ impl Kernel {
                 self.outputs.push_back(Output::Event(LogEvent::Recovered { tree_size, journal_seq: self.durable_seq }));
                 self.start_checkpoint(snapshot);
             }
-            Completion::Checkpoint { snapshot_seq, tree_size, rows, row_bytes, checkpoint_bytes } => {
+            Completion::Checkpoint { snapshot_seq, tree_size, rows, row_bytes, checkpoint_bytes, compacted } => {
                 self.outputs.push_back(Output::Event(LogEvent::CheckpointWritten {
                     journal_seq: snapshot_seq,
                     tree_size,
@@ -791,6 +858,7 @@ impl Kernel {
                     row_bytes,
                     checkpoint_bytes,
                 }));
+                self.outputs.extend(compacted.map(Output::Event));
                 // The journal holds nothing past the snapshot: later commands are still staged.
                 debug_assert_eq!(self.durable_seq, snapshot_seq);
                 let header =
@@ -908,16 +976,23 @@ impl Kernel {
             rows: snapshot.row_count,
             row_bytes: snapshot.rows.len() as u64,
             checkpoint_bytes: snapshot.checkpoint.len() as u64,
+            compacted: snapshot.compacted,
         };
         let mut effects = Vec::with_capacity(3);
         // Crash boundary: the rows are durable before `state.json` names them. A crash before
         // the replace leaves rows past the covered length, which recovery cuts (the journal
         // still holds their commands).
         if !snapshot.rows.is_empty() {
-            effects.push(Effect::Append { file: FileId::StateLog, bytes: snapshot.rows });
-            effects.push(Effect::Sync { file: FileId::StateLog });
+            effects.push(Effect::Append { file: snapshot.file, bytes: snapshot.rows });
+            effects.push(Effect::Sync { file: snapshot.file });
         }
         effects.push(Effect::Replace { file: FileId::Checkpoint, bytes: snapshot.checkpoint });
+        // Crash boundary: only once `state.json` names the compacted file alone may the old one
+        // be emptied (a crash before leaves it whole and unnamed; recovery empties it).
+        if let Some(retired) = snapshot.retired {
+            effects.push(Effect::Truncate { file: retired, len: 0 });
+            effects.push(Effect::Sync { file: retired });
+        }
         self.start(effects, then);
     }
 
@@ -936,23 +1011,62 @@ impl Kernel {
     }
 
     /// State as of the last admitted command. Callers ensure that equals the durable journal.
-    /// Takes the changed rows: the checkpoint this starts must be written (or the kernel fails).
+    /// Takes the changed rows (and, while compacting, a slice of the unchanged ones): the
+    /// checkpoint this starts must be written (or the kernel fails).
     fn snapshot(&mut self) -> Snapshot {
         let tree_size = self.etl.len();
+        self.start_compaction_if_due();
         let mut rows = Vec::new();
-        let row_count = crate::checkpoint::take_changes(&mut self.state, &mut rows);
-        self.state_log_len += rows.len() as u64;
+        let mut row_count = crate::state_log::take_changes(&mut self.state, &mut rows);
+        let budget = self.config.compaction_rows_per_checkpoint;
+        let (file, mut retired) = match self.rows.compaction.as_mut() {
+            Some(compaction) => {
+                row_count += crate::state_log::copy_rows(&mut self.state, &mut compaction.cursor, budget, &mut rows);
+                compaction.into.len += rows.len() as u64;
+                compaction.records += row_count;
+                (compaction.into.file(), None)
+            }
+            None => {
+                self.rows.current.len += rows.len() as u64;
+                (self.rows.current.file(), None)
+            }
+        };
+        self.rows.records += row_count;
+        let mut compacted = None;
+        if self.rows.compaction.as_ref().is_some_and(|c| c.cursor.is_done()) {
+            let done = self.rows.compaction.take().expect("checked");
+            retired = Some(self.rows.current.file());
+            self.rows = RowsFiles { current: done.into, compaction: None, records: done.records };
+            compacted = Some(LogEvent::RowsCompacted {
+                generation: done.into.generation,
+                records: done.records,
+                bytes: done.into.len,
+            });
+        }
         let checkpoint = crate::checkpoint::CheckpointRef {
             format: crate::checkpoint::CHECKPOINT_FORMAT,
             kernel_version: crate::KERNEL_VERSION,
             journal_seq: self.last_seq,
             tree_size,
             root_hash_hex: hex::encode(self.etl.root_at(tree_size).expect("whole tree")),
-            state_log_len: self.state_log_len,
+            rows: self.rows.current,
+            compacting: self.rows.compaction.as_ref().map(|c| c.into),
             untabled: crate::checkpoint::UntabledRef::of(&self.state),
         };
         let checkpoint = crate::canonical::to_vec(&checkpoint).expect("checkpoint is plain JSON");
-        Snapshot { journal_seq: self.last_seq, tree_size, rows, row_count, checkpoint }
+        Snapshot { journal_seq: self.last_seq, tree_size, file, rows, row_count, checkpoint, retired, compacted }
+    }
+
+    /// Starts compacting into the next row file once superseded rows are most of what the
+    /// files hold (and there are enough of them to be worth it).
+    fn start_compaction_if_due(&mut self) {
+        if self.rows.compaction.is_some() || self.rows.records < self.config.compaction_min_records {
+            return;
+        }
+        if self.rows.records > 2 * crate::state_log::live_rows(&mut self.state) {
+            let into = RowsAt { generation: self.rows.current.generation + 1, len: 0 };
+            self.rows.compaction = Some(Compaction { into, cursor: crate::state_log::Cursor::default(), records: 0 });
+        }
     }
 
     fn fail_storage(&mut self, file: FileId, reason: String) {
@@ -994,6 +1108,8 @@ mod tests {
     use crate::keys::{KeyFile, key_file_name, key_id_for_seed, public_key_for_seed};
     use crate::memdisk::MemDisk;
     use crate::request::{Role, SignedTreeHead};
+
+    const ROWS_0: FileId = FileId::StateLog(RowFile::Zero);
 
     const SEED: [u8; 32] = [7; 32];
     const NOW: Timestamp = Timestamp(1_750_000_000_000);
@@ -1274,7 +1390,7 @@ mod tests {
         let mut rows = 0;
         for output in outputs {
             match output {
-                Output::Effect(_, Effect::Append { file: FileId::StateLog, bytes }) => rows = bytes.len(),
+                Output::Effect(_, Effect::Append { file: FileId::StateLog(_), bytes }) => rows = bytes.len(),
                 Output::Effect(_, Effect::Replace { file: FileId::Checkpoint, bytes }) => {
                     writes.push((rows, bytes.len()));
                     rows = 0;
@@ -1295,7 +1411,7 @@ mod tests {
             let grant = Command::GrantCredit { principal_id: format!("agent-{id:03}"), amount: 1, reason: "r".into() };
             send(&mut kernel, id, Request::Command(grant));
             writes.extend(checkpoint_writes(&disk.drive(&mut kernel, NOW)));
-            let log = disk.contents(FileId::StateLog).to_vec();
+            let log = disk.contents(ROWS_0).to_vec();
             assert!(log.starts_with(&log_before), "state.log is only appended to");
             log_before = log;
         }
@@ -1312,6 +1428,48 @@ mod tests {
         assert_eq!(boot(&mut disk, config()).state(), &state);
     }
 
+    /// Records in both row files.
+    fn row_records(disk: &MemDisk) -> usize {
+        RowFile::ALL
+            .iter()
+            .map(|slot| frame::scan(disk.contents(FileId::StateLog(*slot)), 0).unwrap().records.len())
+            .sum()
+    }
+
+    #[test]
+    fn compaction_keeps_the_row_files_near_the_live_rows_and_recovers_the_same_state() {
+        let mut disk = MemDisk::new();
+        let config = KernelConfig {
+            checkpoint_every: 1,
+            compaction_min_records: 20,
+            compaction_rows_per_checkpoint: 3,
+            ..config()
+        };
+        let mut kernel = boot(&mut disk, config.clone());
+        let mut compacted = Vec::new();
+        for id in 0..300 {
+            // Ten accounts, each rewritten every tenth command: superseded rows pile up.
+            let principal_id = format!("agent-{}", id % 10);
+            send(
+                &mut kernel,
+                id,
+                Request::Command(Command::GrantCredit { principal_id, amount: 1, reason: "r".into() }),
+            );
+            for output in disk.drive(&mut kernel, NOW) {
+                if let Output::Event(LogEvent::RowsCompacted { generation, .. }) = output {
+                    compacted.push(generation);
+                }
+            }
+            // Without compaction the files would hold one record per command.
+            assert!(row_records(&disk) <= 60, "{} records after command {id}", row_records(&disk));
+        }
+        assert!(compacted.len() >= 5, "{compacted:?}");
+        assert!(compacted.windows(2).all(|pair| pair[1] == pair[0] + 1), "{compacted:?}");
+        let state = kernel.state().clone();
+        disk.crash();
+        assert_eq!(boot(&mut disk, config).state(), &state);
+    }
+
     #[test]
     fn rows_without_their_state_json_refuse_to_start() {
         let mut disk = MemDisk::new();
@@ -1321,9 +1479,9 @@ mod tests {
         kernel.handle(NOW, Input::Checkpoint);
         disk.drive(&mut kernel, NOW);
         let files = disk.recovery_files(keys().0, keys().1);
-        assert!(!files.state_log.is_empty());
+        assert!(!files.row_files[0].is_empty());
         let refused = Kernel::recover(config(), RecoveryFiles { checkpoint: None, ..files }).unwrap_err();
-        assert!(matches!(refused, RecoveryError::BadStateLog(_)), "{refused}");
+        assert!(matches!(refused, RecoveryError::BadRowFile { file: ROWS_0, .. }), "{refused}");
         assert!(refused.to_string().contains("state.json is missing"), "{refused}");
     }
 
@@ -1333,7 +1491,7 @@ mod tests {
         let mut kernel = boot(&mut disk, config());
         send(&mut kernel, 1, grant(3));
         disk.drive(&mut kernel, NOW);
-        let covered = disk.contents(FileId::StateLog).len();
+        let covered = disk.contents(ROWS_0).len();
         kernel.handle(NOW, Input::Checkpoint);
         // Carry out the checkpoint's row append and sync, then crash before its state.json.
         while let Some(output) = kernel.poll() {
@@ -1345,14 +1503,14 @@ mod tests {
                 kernel.handle(NOW, Input::Done { effect: id, outcome });
             }
         }
-        assert!(disk.contents(FileId::StateLog).len() > covered, "the rows reached the disk");
+        assert!(disk.contents(ROWS_0).len() > covered, "the rows reached the disk");
         let state = kernel.state().clone();
         disk.crash();
         let mut again = boot(&mut disk, config());
         assert_eq!(again.state(), &state, "the journal still held the command");
         assert_eq!(again.durable_journal_seq(), 1);
         // Recovery cut the uncovered rows, then checkpointed the replayed ones after them.
-        let log = frame::scan(disk.contents(FileId::StateLog), 0).unwrap();
+        let log = frame::scan(disk.contents(ROWS_0), 0).unwrap();
         assert_eq!(log.torn_bytes, 0);
         again.handle(NOW, Input::Checkpoint);
         disk.drive(&mut again, NOW);
@@ -1512,7 +1670,7 @@ mod tests {
         disk.drive(&mut kernel, NOW);
         let checkpoint = String::from_utf8(disk.contents(FileId::Checkpoint).to_vec()).unwrap();
         assert!(checkpoint.contains("evidenceos.checkpoint.v3"), "{checkpoint}");
-        let rows = String::from_utf8_lossy(disk.contents(FileId::StateLog)).into_owned();
+        let rows = String::from_utf8_lossy(disk.contents(ROWS_0)).into_owned();
         assert!(rows.contains("\"capsule\":{") && !rows.contains("\"bytes\""), "no capsule copy: {rows}");
         disk.crash();
         let mut again = boot(&mut disk, config());

@@ -34,12 +34,15 @@ pub mod oracle;
 pub mod pool;
 pub mod request;
 pub mod state;
+pub mod state_log;
 pub mod table;
 pub mod totals;
 pub mod validate;
 
 pub use error::{ErrorCode, KernelError};
-pub use io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Notification, Output, RequestId, Timestamp};
+pub use io::{
+    Effect, EffectId, FileId, Input, IoFailure, LogEvent, Notification, Output, RequestId, RowFile, Timestamp,
+};
 pub use kernel::{Kernel, KernelConfig, RecoveryError, RecoveryFiles};
 pub use request::{Command, Principal, Query, Request, Response, Role, SignedTreeHead};
 

@@ -106,7 +106,8 @@ impl MemDisk {
             etl: self.contents(FileId::Etl).to_vec(),
             journal: self.contents(FileId::Journal).to_vec(),
             checkpoint,
-            state_log: crate::checkpoint::StateLogInput::Bytes(self.contents(FileId::StateLog).to_vec()),
+            row_files: crate::io::RowFile::ALL
+                .map(|slot| crate::state_log::StateLogInput::Bytes(self.contents(FileId::StateLog(slot)).to_vec())),
         }
     }
 

@@ -65,6 +65,13 @@ impl<K: Ord + Clone, V> Table<K, V> {
         self.rows.keys()
     }
 
+    /// Rows with keys after `after` (all rows when `None`), in key order.
+    pub fn rows_after(&self, after: Option<&K>) -> impl Iterator<Item = (&K, &V)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, Excluded);
+        self.rows.range((start, Unbounded))
+    }
+
     pub fn first_key(&self) -> Option<&K> {
         self.rows.keys().next()
     }

@@ -28,8 +28,15 @@ fn config() -> KernelConfig {
     let labels: Vec<u8> = (0..64).map(|i| u8::from(i % 3 == 0)).collect();
     let environment =
         Environment::default().with_holdouts(&[holdout_files("demo", [0xd0; 32], &labels, 1_700_000_000)]).unwrap();
-    // A small interval so the workload also crosses checkpoints and journal compactions.
-    KernelConfig { environment, checkpoint_every: 4, ..KernelConfig::default() }
+    // A small interval so the workload also crosses checkpoints and journal compactions, and
+    // row-file compactions that copy two unchanged rows per checkpoint, so one spans several.
+    KernelConfig {
+        environment,
+        checkpoint_every: 4,
+        compaction_min_records: 1,
+        compaction_rows_per_checkpoint: 2,
+        ..KernelConfig::default()
+    }
 }
 
 fn boot(disk: &MemDisk) -> Kernel {
@@ -42,7 +49,8 @@ fn module(path: &str) -> Vec<u8> {
     wat::parse_file(format!("{}/../examples/{path}.wat", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-/// The workload: two claims through their whole lifecycle, credit commands, a revocation.
+/// The workload: two claims through their whole lifecycle, credit commands, a revocation, then
+/// enough grants to compact the row files.
 fn workload(ids: &[Vec<u8>]) -> Vec<(Principal, Request)> {
     let agent = Principal::new("agent-a", Role::Agent);
     let operator = Principal::new("op", Role::Operator);
@@ -69,6 +77,12 @@ fn workload(ids: &[Vec<u8>]) -> Vec<(Principal, Request)> {
             agent,
             Request::Command(Command::RevokeClaim { claim_id: first.clone(), reason: "withdrawn".into() }),
         ));
+    }
+    // Grants rewrite one account's row at every checkpoint: superseded rows pile up until the
+    // row files are compacted (the workload crosses a whole compaction, then its retirement).
+    for _ in 0..48 {
+        let grant = Command::GrantCredit { principal_id: "agent-a".into(), amount: 1, reason: "top-up".into() };
+        steps.push((operator.clone(), Request::Command(grant)));
     }
     steps
 }

@@ -6,7 +6,7 @@
 //! from its files snapshot): a revoked parent claim and its tainted child, both settled, the
 //! journal compacted into `state.json`. v1 copies each capsule and keeps settled claims' code;
 //! v2 keeps neither; both hold the whole state in `state.json`. The current format, v3, keeps
-//! the rows in `state.log` and only what changed is appended by each checkpoint.
+//! the rows in row files (`state.0.log`) and only what changed is appended by each checkpoint.
 
 use evidenceos_core::environment::Environment;
 use evidenceos_core::holdout::holdout_files;
@@ -16,7 +16,7 @@ use evidenceos_core::merkle::{leaf_hash, verify_inclusion};
 use evidenceos_core::request::FetchedCapsule;
 use evidenceos_core::{
     Command, FileId, Input, Kernel, KernelConfig, LogEvent, Output, Principal, Query, Request, RequestId, Response,
-    Role, Timestamp,
+    Role, RowFile, Timestamp,
 };
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ fn fixture(name: &str) -> Vec<u8> {
     fixture_of("v1", name)
 }
 
-/// The `state.log` records, as `[table, key, row]` values.
+/// The row-file records, as `[table, key, row]` values.
 fn state_log_rows(bytes: &[u8]) -> Vec<Value> {
     let scan = evidenceos_core::frame::scan(bytes, 0).unwrap();
     scan.records.iter().map(|r| serde_json::from_slice(r.payload).unwrap()).collect()
@@ -102,19 +102,22 @@ fn migrates(version: &str, capsule_copies_dropped: u64, code_dropped: u64) {
     let migrated = LogEvent::CheckpointMigrated { from_format, capsule_copies_dropped, code_dropped };
     assert!(outputs.contains(&Output::Event(migrated)), "{outputs:?}");
 
-    // Written at start in the current format: state.json without tables, every row in state.log,
+    // Written at start in the current format: state.json without tables, every row in state.0.log,
     // settled claims without a capsule copy or code.
     let written: Value = serde_json::from_slice(disk.contents(FileId::Checkpoint)).unwrap();
     assert_eq!(written["format"], "evidenceos.checkpoint.v3");
     assert!(written.get("state").is_none() && disk.contents(FileId::Checkpoint).len() < 1024);
-    let rows = state_log_rows(disk.contents(FileId::StateLog));
+    let rows = state_log_rows(disk.contents(FileId::StateLog(RowFile::Zero)));
     let claims: Vec<&Value> = rows.iter().filter(|r| r[0] == "claims").map(|r| &r[2]).collect();
     assert_eq!(claims.len(), 2);
     for claim in claims {
         assert!(claim["capsule"].get("bytes").is_none(), "{claim} still copies its capsule");
         assert_eq!((claim["wasm"].as_str(), claim["artifacts"].as_array().map(Vec::len)), (Some(""), Some(0)));
     }
-    assert_eq!(written["state_log_len"], disk.contents(FileId::StateLog).len());
+    assert_eq!(
+        written["rows"],
+        serde_json::json!({"generation": 0, "len": disk.contents(FileId::StateLog(RowFile::Zero)).len()})
+    );
 
     // Every settled claim's capsule is served, byte for byte, from the log (and equals the
     // copy a v1 checkpoint carried).
@@ -148,7 +151,7 @@ fn a_v1_checkpoint_is_migrated_on_first_start_and_serves_every_capsule_from_the_
 }
 
 #[test]
-fn a_v2_checkpoint_is_migrated_on_first_start_into_state_log() {
+fn a_v2_checkpoint_is_migrated_on_first_start_into_a_row_file() {
     migrates("v2", 0, 0);
 }
 

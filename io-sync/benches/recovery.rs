@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use evidenceos_core::checkpoint::{CHECKPOINT_FORMAT, Checkpoint, Untabled};
+use evidenceos_core::checkpoint::{CHECKPOINT_FORMAT, Checkpoint, RowsAt, Untabled};
 use evidenceos_core::environment::Environment;
 use evidenceos_core::hash::sha256;
 use evidenceos_core::holdout::HoldoutFiles;
@@ -92,7 +92,8 @@ fn build(root: &Path, leaves: u64, records: u64) {
         journal_seq: 0,
         tree_size: leaves,
         root_hash_hex: hex::encode(tree.root()),
-        state_log_len: 0,
+        rows: RowsAt::default(),
+        compacting: None,
         untabled: Untabled::default(),
     };
     std::fs::write(root.join("state.json"), evidenceos_core::canonical::to_vec(&checkpoint).unwrap()).unwrap();

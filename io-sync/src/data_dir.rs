@@ -6,10 +6,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use evidenceos_core::checkpoint::StateLogInput;
+use evidenceos_core::RowFile;
 use evidenceos_core::environment::{Environment, OperatorFiles, Settings};
 use evidenceos_core::holdout::HoldoutFiles;
 use evidenceos_core::keys::{KeyFile, KeyId, key_file_name, key_id_for_seed};
+use evidenceos_core::state_log::StateLogInput;
 use evidenceos_core::{FileId, RecoveryFiles};
 
 pub(crate) const LOCK_FILE: &str = "kernel.lock";
@@ -170,13 +171,13 @@ impl DataDir {
             etl: read_or_empty(&self.path_of(FileId::Etl))?,
             journal: read_or_empty(&self.path_of(FileId::Journal))?,
             checkpoint: read_optional(&self.path_of(FileId::Checkpoint))?,
-            state_log: self.open_state_log()?,
+            row_files: [self.open_row_file(RowFile::Zero)?, self.open_row_file(RowFile::One)?],
         })
     }
 
-    /// `state.log` as a reader: recovery streams the rows it needs instead of reading the file.
-    fn open_state_log(&self) -> Result<StateLogInput, DataDirError> {
-        let path = self.path_of(FileId::StateLog);
+    /// A row file as a reader: recovery streams the rows it needs instead of reading the file.
+    fn open_row_file(&self, slot: RowFile) -> Result<StateLogInput, DataDirError> {
+        let path = self.path_of(FileId::StateLog(slot));
         match fs::File::open(&path) {
             Ok(file) => {
                 let len = file.metadata().map_err(io_error(&path))?.len();

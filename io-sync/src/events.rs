@@ -41,6 +41,13 @@ pub fn log_event(event: &LogEvent) {
             checkpoint_bytes,
             "checkpoint written"
         ),
+        LogEvent::RowsCompacted { generation, records, bytes } => tracing::info!(
+            event = "rows_compacted",
+            generation,
+            records,
+            bytes,
+            "row files compacted: state.json names one file holding every live row once"
+        ),
         LogEvent::BatchDurable { commands, leaves } => {
             tracing::trace!(event = "batch_durable", commands, leaves, "batch durable")
         }

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use evidenceos_core::{Effect, FileId, Input, IoFailure, Kernel, Output, Timestamp};
+use evidenceos_core::{Effect, FileId, Input, IoFailure, Kernel, Output, RowFile, Timestamp};
 
 use crate::data_dir::{DataDir, DataDirError, write_atomically};
 use crate::stats::RuntimeStats;
@@ -17,16 +17,17 @@ pub fn now() -> Timestamp {
     Timestamp(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Open append handles for the three logs; `state.json` is only ever replaced whole.
+/// Open append handles for the logs and the two row files; `state.json` is only ever replaced
+/// whole.
 #[derive(Debug)]
 pub struct FileExecutor {
     etl_path: PathBuf,
     journal_path: PathBuf,
     checkpoint_path: PathBuf,
-    state_log_path: PathBuf,
+    row_paths: [PathBuf; 2],
     etl: File,
     journal: File,
-    state_log: File,
+    row_files: [File; 2],
     /// The first effect that failed. Later effects were emitted on the assumption that it had
     /// succeeded (a batch's leaves follow its journal sync), so none of them may touch the disk.
     failed: Option<IoFailure>,
@@ -46,16 +47,16 @@ impl FileExecutor {
         }
         let etl_path = dir.path_of(FileId::Etl);
         let journal_path = dir.path_of(FileId::Journal);
-        let state_log_path = dir.path_of(FileId::StateLog);
+        let row_paths = RowFile::ALL.map(|slot| dir.path_of(FileId::StateLog(slot)));
         let open = |path: &PathBuf| open_log(path).map_err(|source| DataDirError::Io { path: path.clone(), source });
         Ok(Self {
             etl: open(&etl_path)?,
             journal: open(&journal_path)?,
-            state_log: open(&state_log_path)?,
+            row_files: [open(&row_paths[0])?, open(&row_paths[1])?],
             checkpoint_path: dir.path_of(FileId::Checkpoint),
             etl_path,
             journal_path,
-            state_log_path,
+            row_paths,
             failed: None,
         })
     }
@@ -64,7 +65,7 @@ impl FileExecutor {
         match file {
             FileId::Etl => &mut self.etl,
             FileId::Journal => &mut self.journal,
-            FileId::StateLog => &mut self.state_log,
+            FileId::StateLog(slot) => &mut self.row_files[slot.index()],
             FileId::Checkpoint => {
                 unreachable!("the checkpoint is never appended, synced or truncated")
             }
@@ -76,7 +77,7 @@ impl FileExecutor {
             FileId::Etl => &self.etl_path,
             FileId::Journal => &self.journal_path,
             FileId::Checkpoint => &self.checkpoint_path,
-            FileId::StateLog => &self.state_log_path,
+            FileId::StateLog(slot) => &self.row_paths[slot.index()],
         }
     }
 

@@ -67,10 +67,10 @@ fn hit(name: &str) {
 fn effect_name(effect: &Effect) -> &'static str {
     match (effect, effect.file()) {
         (Effect::Append { .. }, FileId::Journal) => "journal_append",
-        (Effect::Append { .. }, FileId::StateLog) => "state_log_append",
+        (Effect::Append { .. }, FileId::StateLog(_)) => "state_log_append",
         (Effect::Append { .. }, _) => "etl_append",
         (Effect::Sync { .. }, FileId::Journal) => "journal_sync",
-        (Effect::Sync { .. }, FileId::StateLog) => "state_log_sync",
+        (Effect::Sync { .. }, FileId::StateLog(_)) => "state_log_sync",
         (Effect::Sync { .. }, _) => "etl_sync",
         (Effect::Replace { .. }, FileId::Checkpoint) => "checkpoint_replace",
         (Effect::Replace { .. }, _) => "journal_compaction",

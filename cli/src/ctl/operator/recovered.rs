@@ -31,14 +31,14 @@ pub(crate) fn recover(root: &Path) -> Outcome<Recovered> {
         let environment = reader.read_environment(Settings::default()).map_err(|e| e.to_string())?;
         let mut files = reader.read_recovery_files().map_err(|e| e.to_string())?;
         let config = KernelConfig { environment, ..KernelConfig::default() };
-        // The kernel streams state.log; the audit keeps its own copy of the other files.
+        // The kernel streams the row files; the audit keeps its own copy of the other files.
         let for_kernel = RecoveryFiles {
             keys: files.keys.clone(),
             active_key_id: files.active_key_id.clone(),
             etl: files.etl.clone(),
             journal: files.journal.clone(),
             checkpoint: files.checkpoint.clone(),
-            state_log: std::mem::take(&mut files.state_log),
+            row_files: std::mem::take(&mut files.row_files),
         };
         match Kernel::recover(config, for_kernel) {
             Ok(mut kernel) => {
