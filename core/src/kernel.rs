@@ -39,8 +39,10 @@ pub struct KernelConfig {
     /// Compaction starts once the row files hold at least this many records and more than
     /// twice the live rows (superseded rows are then over half of what recovery reads).
     pub compaction_min_records: u64,
-    /// Unchanged rows each checkpoint copies while compaction runs (bounds its added cost).
-    pub compaction_rows_per_checkpoint: u64,
+    /// While compaction runs, each checkpoint copies unchanged rows worth at least this many
+    /// bytes, and at least twice its changed rows' bytes (so a pass outruns the rows that change
+    /// meanwhile), and no more (bounding what compaction adds to a checkpoint).
+    pub compaction_copy_bytes: u64,
 }
 
 impl Default for KernelConfig {
@@ -54,7 +56,7 @@ impl Default for KernelConfig {
             max_batch_bytes: 8 * 1024 * 1024,
             max_staged_commands: 16 * 1024,
             compaction_min_records: 100_000,
-            compaction_rows_per_checkpoint: 20_000,
+            compaction_copy_bytes: 1 << 20,
         }
     }
 }
@@ -1018,7 +1020,7 @@ impl Kernel {
         self.start_compaction_if_due();
         let mut rows = Vec::new();
         let mut row_count = crate::state_log::take_changes(&mut self.state, &mut rows);
-        let budget = self.config.compaction_rows_per_checkpoint;
+        let budget = self.config.compaction_copy_bytes.max(2 * rows.len() as u64);
         let (file, mut retired) = match self.rows.compaction.as_mut() {
             Some(compaction) => {
                 row_count += crate::state_log::copy_rows(&mut self.state, &mut compaction.cursor, budget, &mut rows);
@@ -1439,12 +1441,8 @@ mod tests {
     #[test]
     fn compaction_keeps_the_row_files_near_the_live_rows_and_recovers_the_same_state() {
         let mut disk = MemDisk::new();
-        let config = KernelConfig {
-            checkpoint_every: 1,
-            compaction_min_records: 20,
-            compaction_rows_per_checkpoint: 3,
-            ..config()
-        };
+        let config =
+            KernelConfig { checkpoint_every: 1, compaction_min_records: 20, compaction_copy_bytes: 1, ..config() };
         let mut kernel = boot(&mut disk, config.clone());
         let mut compacted = Vec::new();
         for id in 0..300 {

@@ -273,12 +273,13 @@ impl Cursor {
     }
 }
 
-/// Appends up to `budget` live rows after `cursor` to `out`, moving the cursor. Returns how
-/// many it appended.
+/// Appends live rows after `cursor` to `out`, moving the cursor, until they take at least
+/// `budget` bytes or every table has been walked. Returns how many it appended.
 pub fn copy_rows(state: &mut State, cursor: &mut Cursor, budget: u64, out: &mut Vec<u8>) -> u64 {
     struct Copy<'a> {
         cursor: &'a mut Cursor,
-        budget: u64,
+        /// `out.len()` at which the budget is spent.
+        stop_at: usize,
         records: u64,
         out: &'a mut Vec<u8>,
         index: usize,
@@ -291,14 +292,14 @@ pub fn copy_rows(state: &mut State, cursor: &mut Cursor, budget: u64, out: &mut 
         {
             let index = self.index;
             self.index += 1;
-            if index != self.cursor.table || self.records == self.budget {
+            if index != self.cursor.table || self.out.len() >= self.stop_at {
                 return;
             }
             let after: Option<K> =
                 self.cursor.after.as_ref().map(|key| serde_json::from_slice(key).expect("written by this cursor"));
             let mut last = None;
             for (key, row) in rows.rows_after(after.as_ref()) {
-                if self.records == self.budget {
+                if self.out.len() >= self.stop_at {
                     break;
                 }
                 encode_row(table, key, Some(row), self.out);
@@ -306,7 +307,7 @@ pub fn copy_rows(state: &mut State, cursor: &mut Cursor, budget: u64, out: &mut 
                 last = Some(key);
             }
             match last {
-                Some(key) if self.records == self.budget => {
+                Some(key) if self.out.len() >= self.stop_at => {
                     self.cursor.after = Some(crate::canonical::to_vec(key).expect("keys are plain JSON"));
                 }
                 // The table is exhausted: the next one starts from its first key.
@@ -314,10 +315,11 @@ pub fn copy_rows(state: &mut State, cursor: &mut Cursor, budget: u64, out: &mut 
             }
         }
     }
-    let mut copy = Copy { cursor, budget, records: 0, out, index: 0 };
+    let stop_at = out.len().saturating_add(usize::try_from(budget).unwrap_or(usize::MAX));
+    let mut copy = Copy { cursor, stop_at, records: 0, out, index: 0 };
     // Tables are visited in cursor order, so one pass either spends the budget or walks to the end.
     visit_tables(state, &mut copy);
-    debug_assert!(copy.cursor.is_done() || copy.records == budget);
+    debug_assert!(copy.cursor.is_done() || copy.out.len() >= stop_at);
     copy.records
 }
 
@@ -349,16 +351,20 @@ mod tests {
         let mut slices = Vec::new();
         while !cursor.is_done() {
             let before = out.len();
-            slices.push(copy_rows(&mut state, &mut cursor, 2, &mut out));
+            // A budget of one byte is spent by the first row: one row per call.
+            slices.push(copy_rows(&mut state, &mut cursor, 1, &mut out));
             assert!(out.len() > before || cursor.is_done(), "every call makes progress");
         }
-        assert_eq!(slices, [2, 2, 1]);
+        assert_eq!(slices, [1, 1, 1, 1, 1, 0], "the last call finds the walk at its end");
         assert_eq!(
             keys_of(&out),
             [r#"credits:"a""#, r#"credits:"b""#, r#"credits:"c""#, r#"canaries:"x/demo""#, "idempotency_order:4"]
         );
         assert_eq!(live_rows(&mut state), 5);
-        assert_eq!(copy_rows(&mut state, &mut cursor, 2, &mut out), 0, "a finished walk copies nothing");
+        assert_eq!(copy_rows(&mut state, &mut cursor, 1, &mut out), 0, "a finished walk copies nothing");
+        let mut whole = Vec::new();
+        assert_eq!(copy_rows(&mut state, &mut Cursor::default(), u64::MAX, &mut whole), 5);
+        assert_eq!(whole, out, "the same rows in one call");
     }
 
     #[test]
@@ -370,7 +376,7 @@ mod tests {
         // The cursor sits after "a": removing it must not shift the walk past "b".
         state.credits.remove("a");
         state.credits.remove("c");
-        copy_rows(&mut state, &mut cursor, 10, &mut out);
+        copy_rows(&mut state, &mut cursor, u64::MAX, &mut out);
         assert_eq!(keys_of(&out), [r#"credits:"a""#, r#"credits:"b""#, r#"canaries:"x/demo""#, "idempotency_order:4"]);
     }
 

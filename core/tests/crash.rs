@@ -29,12 +29,13 @@ fn config() -> KernelConfig {
     let environment =
         Environment::default().with_holdouts(&[holdout_files("demo", [0xd0; 32], &labels, 1_700_000_000)]).unwrap();
     // A small interval so the workload also crosses checkpoints and journal compactions, and
-    // row-file compactions that copy two unchanged rows per checkpoint, so one spans several.
+    // row-file compactions (a one-byte minimum copy: a pass copies little beyond twice each
+    // checkpoint's changed rows, so it spans several checkpoints).
     KernelConfig {
         environment,
         checkpoint_every: 4,
         compaction_min_records: 1,
-        compaction_rows_per_checkpoint: 2,
+        compaction_copy_bytes: 1,
         ..KernelConfig::default()
     }
 }
