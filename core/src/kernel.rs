@@ -1468,13 +1468,19 @@ mod tests {
         assert_eq!(boot(&mut disk, config).state(), &state);
     }
 
-    #[test]
-    fn rows_without_their_state_json_refuse_to_start() {
-        let mut disk = MemDisk::new();
-        let mut kernel = boot(&mut disk, config());
+    /// A kernel that accepted one grant, durable, with its checkpoint asked for (not yet run).
+    fn one_grant_then_checkpoint(disk: &mut MemDisk) -> Kernel {
+        let mut kernel = boot(disk, config());
         send(&mut kernel, 1, grant(3));
         disk.drive(&mut kernel, NOW);
         kernel.handle(NOW, Input::Checkpoint);
+        kernel
+    }
+
+    #[test]
+    fn rows_without_their_state_json_refuse_to_start() {
+        let mut disk = MemDisk::new();
+        let mut kernel = one_grant_then_checkpoint(&mut disk);
         disk.drive(&mut kernel, NOW);
         let files = disk.recovery_files(keys().0, keys().1);
         assert!(!files.row_files[0].is_empty());
@@ -1486,11 +1492,8 @@ mod tests {
     #[test]
     fn a_crash_between_the_rows_and_state_json_cuts_the_rows_and_replays_the_journal() {
         let mut disk = MemDisk::new();
-        let mut kernel = boot(&mut disk, config());
-        send(&mut kernel, 1, grant(3));
-        disk.drive(&mut kernel, NOW);
+        let mut kernel = one_grant_then_checkpoint(&mut disk);
         let covered = disk.contents(ROWS_0).len();
-        kernel.handle(NOW, Input::Checkpoint);
         // Carry out the checkpoint's row append and sync, then crash before its state.json.
         while let Some(output) = kernel.poll() {
             if let Output::Effect(id, effect) = output {

@@ -193,13 +193,15 @@ impl<'de> Visitor<'de> for RowChangeVisitor {
     }
 }
 
+/// What a table's keys are: ordered, and written to and read from rows.
+trait RowKey: Ord + Clone + Serialize + serde::de::DeserializeOwned {}
+
+impl<K: Ord + Clone + Serialize + serde::de::DeserializeOwned> RowKey for K {}
+
 /// Something done to every table of the state, in [`TableName::ALL`] order: the one list of which
 /// field each table is.
 trait TableVisitor {
-    fn visit<K, V>(&mut self, table: TableName, rows: &mut Table<K, V>)
-    where
-        K: Ord + Clone + Serialize + for<'de> Deserialize<'de>,
-        V: Serialize;
+    fn visit<K: RowKey, V: Serialize>(&mut self, table: TableName, rows: &mut Table<K, V>);
 }
 
 fn visit_tables(state: &mut State, visitor: &mut impl TableVisitor) {
@@ -225,11 +227,7 @@ pub fn take_changes(state: &mut State, out: &mut Vec<u8>) -> u64 {
         records: u64,
     }
     impl TableVisitor for Changes<'_> {
-        fn visit<K, V>(&mut self, table: TableName, rows: &mut Table<K, V>)
-        where
-            K: Ord + Clone + Serialize + for<'de> Deserialize<'de>,
-            V: Serialize,
-        {
+        fn visit<K: RowKey, V: Serialize>(&mut self, table: TableName, rows: &mut Table<K, V>) {
             for (key, row) in rows.take_changed() {
                 encode_row(table, &key, row, self.out);
                 self.records += 1;
@@ -245,11 +243,7 @@ pub fn take_changes(state: &mut State, out: &mut Vec<u8>) -> u64 {
 pub fn live_rows(state: &mut State) -> u64 {
     struct Count(u64);
     impl TableVisitor for Count {
-        fn visit<K, V>(&mut self, _: TableName, rows: &mut Table<K, V>)
-        where
-            K: Ord + Clone + Serialize + for<'de> Deserialize<'de>,
-            V: Serialize,
-        {
+        fn visit<K: RowKey, V: Serialize>(&mut self, _: TableName, rows: &mut Table<K, V>) {
             self.0 += rows.len() as u64;
         }
     }
@@ -285,11 +279,7 @@ pub fn copy_rows(state: &mut State, cursor: &mut Cursor, budget: u64, out: &mut 
         index: usize,
     }
     impl TableVisitor for Copy<'_> {
-        fn visit<K, V>(&mut self, table: TableName, rows: &mut Table<K, V>)
-        where
-            K: Ord + Clone + Serialize + for<'de> Deserialize<'de>,
-            V: Serialize,
-        {
+        fn visit<K: RowKey, V: Serialize>(&mut self, table: TableName, rows: &mut Table<K, V>) {
             let index = self.index;
             self.index += 1;
             if index != self.cursor.table || self.out.len() >= self.stop_at {
