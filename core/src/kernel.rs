@@ -555,6 +555,11 @@ impl Kernel {
         assert!(self.durable_seq <= self.last_seq, "durable journal seq beyond the last admitted command");
         assert!(self.staged.len() <= self.config.max_staged_commands, "staged queue over its limit");
         assert!(self.in_flight.as_ref().is_none_or(|f| !f.outstanding.is_empty()), "a phase that can never complete");
+        if let Some(compaction) = &self.rows.compaction {
+            let next = self.rows.current.generation + 1;
+            assert_eq!(compaction.into.generation, next, "compacting into a generation other than the next");
+            assert!(compaction.records <= self.rows.records, "the compacting file counted beyond both files");
+        }
         if cfg!(debug_assertions) {
             self.check_pipeline();
             self.state.check_invariants();
@@ -1654,6 +1659,16 @@ mod tests {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
         kernel.last_seq += 1;
+        kernel.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "compacting into a generation other than the next")]
+    fn invariants_catch_a_compaction_into_the_current_row_file() {
+        let mut disk = MemDisk::new();
+        let mut kernel = boot(&mut disk, config());
+        let into = kernel.rows.current;
+        kernel.rows.compaction = Some(Compaction { into, cursor: crate::state_log::Cursor::default(), records: 0 });
         kernel.check_invariants();
     }
 
