@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{Claims, RevocationRecord};
+use crate::io::FileInput;
 use crate::state::State;
-use crate::state_log::StateLogInput;
 
 pub const CHECKPOINT_FORMAT: &str = "evidenceos.checkpoint.v3";
 /// Whole state in `state.json`, settled claims without their capsule copies and code.
@@ -132,7 +132,7 @@ pub enum LoadError {
 /// index).
 ///
 /// [`RowFile`]: crate::io::RowFile
-pub fn load(checkpoint: &[u8], row_files: [StateLogInput; 2]) -> Result<Loaded, LoadError> {
+pub fn load(checkpoint: &[u8], row_files: [FileInput; 2]) -> Result<Loaded, LoadError> {
     #[derive(Deserialize)]
     struct Format {
         format: String,
@@ -159,7 +159,7 @@ pub fn load(checkpoint: &[u8], row_files: [StateLogInput; 2]) -> Result<Loaded, 
     }
 }
 
-fn load_v3(checkpoint: &[u8], row_files: [StateLogInput; 2]) -> Result<Loaded, LoadError> {
+fn load_v3(checkpoint: &[u8], row_files: [FileInput; 2]) -> Result<Loaded, LoadError> {
     let head: Checkpoint = serde_json::from_slice(checkpoint).map_err(|e| LoadError::Checkpoint(e.to_string()))?;
     if head.compacting.is_some_and(|next| next.generation != head.rows.generation + 1) {
         return Err(LoadError::Checkpoint("the compacting row file is not the next generation".into()));
@@ -195,8 +195,8 @@ mod tests {
     use crate::state_log::take_changes;
 
     /// Generation 0 as the only row file.
-    fn rows(bytes: Vec<u8>) -> [StateLogInput; 2] {
-        [StateLogInput::Bytes(bytes), StateLogInput::default()]
+    fn rows(bytes: Vec<u8>) -> [FileInput; 2] {
+        [FileInput::Bytes(bytes), FileInput::default()]
     }
 
     fn checkpoint_bytes(state: &State, state_log_len: u64) -> Vec<u8> {

@@ -290,37 +290,51 @@ impl Claims {
         }
     }
 
-    /// Gives each settled claim loaded from a checkpoint its capsule bytes from `leaf` (the
-    /// payload at an ETL index of the covered prefix), checking them against the capsule hash,
-    /// and rebuilds the capsule index. A format v1 checkpoint carries the bytes and the code of
-    /// settled claims: the bytes must be the leaf's, and the code is dropped (the v1 rows are
-    /// all rewritten by the next checkpoint anyway). Walks every claim: recovery only.
-    pub fn attach_capsule_bytes<'a>(
+    /// The ETL index of every settled claim's capsule, in index order: what recovery attaches
+    /// as it streams `etl.log` ([`Claims::attach_capsule`]).
+    pub fn capsule_leaves(&self) -> Vec<(u64, ClaimId)> {
+        let mut leaves: Vec<(u64, ClaimId)> =
+            self.claims.iter().filter_map(|(id, claim)| Some((claim.capsule.as_ref()?.etl_index, *id))).collect();
+        leaves.sort_unstable();
+        leaves
+    }
+
+    /// Gives a settled claim loaded from a checkpoint its capsule bytes, `payload` being the
+    /// leaf at its ETL index, checked against the capsule hash. A format v1 checkpoint carries
+    /// the bytes and the code of settled claims: the bytes must be the leaf's, and the code is
+    /// dropped (v1 rows are all rewritten by the next checkpoint anyway). Recovery only.
+    pub fn attach_capsule(
         &mut self,
-        leaf: impl Fn(u64) -> Option<&'a [u8]>,
-    ) -> Result<SettledMigration, String> {
-        let mut migration = SettledMigration::default();
-        self.settled_claims = 0;
-        self.capsule_claims.clear();
-        for claim in self.claims.values_mut_unrecorded() {
-            let Some(record) = claim.capsule.as_mut() else { continue };
-            self.settled_claims += 1;
-            self.capsule_claims.insert(record.hash, claim.claim_id);
-            let index = record.etl_index;
-            let payload = leaf(index).ok_or_else(|| format!("capsule leaf {index} is beyond the checkpoint"))?;
-            if capsule_hash(payload) != record.hash.0 {
-                return Err(format!("leaf {index} is not the capsule {}", record.hash));
-            }
-            if record.bytes.is_empty() {
-                record.bytes = std::str::from_utf8(payload).map_err(|_| format!("leaf {index} is not UTF-8"))?.into();
-            } else if record.bytes.as_bytes() == payload {
-                migration.capsule_copies_dropped += 1;
-            } else {
-                return Err(format!("the checkpoint's copy of capsule {} differs from leaf {index}", record.hash));
-            }
-            migration.code_dropped += u64::from(claim.settle());
+        id: &ClaimId,
+        payload: &[u8],
+        migration: &mut SettledMigration,
+    ) -> Result<(), String> {
+        let claim = self.claims.values_mut_unrecorded_of(id).expect("listed by capsule_leaves");
+        let record = claim.capsule.as_mut().expect("listed by capsule_leaves");
+        let index = record.etl_index;
+        if capsule_hash(payload) != record.hash.0 {
+            return Err(format!("leaf {index} is not the capsule {}", record.hash));
         }
-        Ok(migration)
+        if record.bytes.is_empty() {
+            record.bytes = std::str::from_utf8(payload).map_err(|_| format!("leaf {index} is not UTF-8"))?.into();
+        } else if record.bytes.as_bytes() == payload {
+            migration.capsule_copies_dropped += 1;
+        } else {
+            return Err(format!("the checkpoint's copy of capsule {} differs from leaf {index}", record.hash));
+        }
+        migration.code_dropped += u64::from(claim.settle());
+        Ok(())
+    }
+
+    /// After every capsule is attached: counts the settled claims and indexes their capsules.
+    pub fn index_settled(&mut self) {
+        self.capsule_claims.clear();
+        for (id, claim) in &self.claims {
+            if let Some(record) = &claim.capsule {
+                self.capsule_claims.insert(record.hash, *id);
+            }
+        }
+        self.settled_claims = self.capsule_claims.len();
     }
 
     pub fn totals(&self, now: Timestamp) -> LedgerTotals {

@@ -168,6 +168,66 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// What [`scan_stream`] found: as [`Scan`], the records having gone to the visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamScan {
+    pub records: u64,
+    pub valid_len: u64,
+    pub torn_bytes: u64,
+}
+
+#[derive(Debug)]
+pub enum StreamScanError<E> {
+    Scan(ScanError),
+    Io(std::io::Error),
+    /// The visitor refused a record.
+    Visit(E),
+}
+
+/// Buffer for streaming a log: large reads, small memory.
+const STREAM_BUFFER: usize = 1 << 20;
+
+/// [`scan`] over a log read from `input` record by record, handing each intact record to
+/// `visit` (its index and payload) instead of holding the log. The same rule for the end: a
+/// damaged tail of at most `max_torn_tail` bytes with no intact record after it is torn; any other
+/// damage is corruption.
+pub fn scan_stream<E>(
+    input: crate::io::FileInput,
+    max_torn_tail: usize,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<StreamScan, StreamScanError<E>> {
+    use std::io::{Read, Seek};
+    let len = input.len();
+    let mut reader = std::io::BufReader::with_capacity(STREAM_BUFFER, input.into_reader());
+    let (mut payload, mut offset, mut records) = (Vec::new(), 0u64, 0u64);
+    let damage = loop {
+        match read_record(&mut reader, &mut payload) {
+            Ok(false) => return Ok(StreamScan { records, valid_len: offset, torn_bytes: 0 }),
+            Ok(true) => {
+                visit(records, &payload).map_err(StreamScanError::Visit)?;
+                records += 1;
+                offset += (payload.len() + FRAME_OVERHEAD) as u64;
+            }
+            Err(ReadError::Io(error)) => return Err(StreamScanError::Io(error)),
+            Err(ReadError::Damaged(reason)) => break reason,
+        }
+    };
+    // Damage at `offset`: judge the rest as `scan` judges a tail (it is small, or corruption).
+    // Fewer bytes than a frame's overhead read as truncated, whatever the length field says.
+    let damage = if len - offset < FRAME_OVERHEAD as u64 { DamageReason::Truncated } else { damage };
+    if len - offset > max_torn_tail as u64 {
+        return Err(StreamScanError::Scan(ScanError::Corrupt { offset, reason: damage }));
+    }
+    let mut tail = Vec::new();
+    reader.seek(std::io::SeekFrom::Start(offset)).map_err(StreamScanError::Io)?;
+    reader.read_to_end(&mut tail).map_err(StreamScanError::Io)?;
+    let judged = scan(&tail, max_torn_tail).map_err(|ScanError::Corrupt { offset: at, reason }| {
+        StreamScanError::Scan(ScanError::Corrupt { offset: offset + at, reason })
+    })?;
+    debug_assert!(judged.records.is_empty(), "the tail starts with the damaged record");
+    Ok(StreamScan { records, valid_len: offset + judged.valid_len, torn_bytes: judged.torn_bytes })
+}
+
 /// True if an intact record starts anywhere in `bytes[from..]`. Used only on a damaged tail,
 /// which a crash leaves at most one batch long, so the quadratic worst case stays small.
 fn intact_record_after(bytes: &[u8], from: usize) -> bool {
@@ -214,6 +274,40 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_streamed_scan_agrees_with_scan_on_any_damage(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),
+            cut in any::<proptest::sample::Index>(),
+            flip in any::<proptest::sample::Index>(),
+            max_tail in 0usize..120,
+        ) {
+            let mut bytes = Vec::new();
+            for payload in &payloads {
+                encode_into(payload, &mut bytes);
+            }
+            let mut damaged = bytes[..cut.index(bytes.len()) + 1].to_vec();
+            let at = flip.index(damaged.len());
+            damaged[at] ^= 0x10;
+            for input in [bytes, damaged] {
+                let whole = scan(&input, max_tail);
+                let mut seen = Vec::new();
+                let streamed = scan_stream(crate::io::FileInput::Bytes(input.clone()), max_tail, |index, payload| {
+                    seen.push((index, payload.to_vec()));
+                    Ok::<(), ()>(())
+                });
+                match (whole, streamed) {
+                    (Ok(whole), Ok(streamed)) => {
+                        prop_assert_eq!((whole.valid_len, whole.torn_bytes), (streamed.valid_len, streamed.torn_bytes));
+                        let expected: Vec<(u64, Vec<u8>)> =
+                            whole.records.iter().enumerate().map(|(i, r)| (i as u64, r.payload.to_vec())).collect();
+                        prop_assert_eq!(seen, expected);
+                    }
+                    (Err(whole), Err(StreamScanError::Scan(streamed))) => prop_assert_eq!(whole, streamed),
+                    (whole, streamed) => prop_assert!(false, "scan {:?} but streamed {:?}", whole, streamed),
+                }
+            }
+        }
+
         #[test]
         fn streamed_records_read_back_and_any_cut_or_flip_is_damage(
             payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),

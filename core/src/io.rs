@@ -68,6 +68,66 @@ impl FileId {
     }
 }
 
+/// A file recovery reads from start to end: the bytes (tests and in-memory disks), or a reader
+/// and the file's length, so recovery never holds a file of the whole history in memory
+/// (`etl.log` and the row files reach gigabytes at 10^6 claims).
+pub enum FileInput {
+    Bytes(Vec<u8>),
+    Stream { len: u64, reader: Box<dyn ReadSeek> },
+}
+
+/// What a streamed [`FileInput`] reads through: a file, in practice.
+pub trait ReadSeek: std::io::Read + std::io::Seek + Send {}
+
+impl<T: std::io::Read + std::io::Seek + Send> ReadSeek for T {}
+
+impl FileInput {
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(bytes) => bytes.len() as u64,
+            Self::Stream { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole file in memory (offline tools that need it all anyway).
+    pub fn read_all(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Self::Bytes(bytes) => Ok(bytes),
+            Self::Stream { len, mut reader } => {
+                let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                reader.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
+    }
+
+    pub fn into_reader(self) -> Box<dyn ReadSeek> {
+        match self {
+            Self::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
+            Self::Stream { reader, .. } => reader,
+        }
+    }
+}
+
+impl Default for FileInput {
+    fn default() -> Self {
+        Self::Bytes(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for FileInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(bytes) => write!(f, "FileInput::Bytes({} bytes)", bytes.len()),
+            Self::Stream { len, .. } => write!(f, "FileInput::Stream({len} bytes)"),
+        }
+    }
+}
+
 /// Opaque id the kernel gives each effect; the runtime echoes it back in `Input::Done`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EffectId(pub u64);

@@ -11,13 +11,13 @@ use crate::checkpoint::{LoadError, Loaded, RowsAt};
 use crate::error::KernelError;
 use crate::etl::Etl;
 use crate::frame;
+use crate::io::FileInput;
 use crate::io::RowFile;
 use crate::io::{Effect, EffectId, FileId, Input, IoFailure, LogEvent, Output, RequestId, Timestamp};
 use crate::journal::JournalRecord;
 use crate::keys::{KeyId, Keyring};
 use crate::request::{Command, IdempotencyKey, Principal, Query, Request, Response};
 use crate::state::{Policy, State};
-use crate::state_log::StateLogInput;
 
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -82,17 +82,19 @@ impl KernelConfig {
 pub struct RecoveryFiles {
     pub keys: Vec<crate::keys::KeyFile>,
     pub active_key_id: Vec<u8>,
-    pub etl: Vec<u8>,
+    pub etl: FileInput,
     pub journal: Vec<u8>,
     pub checkpoint: Option<Vec<u8>>,
     /// `state.0.log` and `state.1.log`, by [`crate::io::RowFile`] index (empty when absent).
-    pub row_files: [StateLogInput; 2],
+    pub row_files: [FileInput; 2],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecoveryError {
     Keys(crate::keys::KeyError),
     EtlCorrupt(frame::ScanError),
+    /// Reading `etl.log` failed.
+    EtlUnreadable(String),
     JournalCorrupt(frame::ScanError),
     BadCheckpoint(String),
     /// A row file lacks or damages rows `state.json` covers, or has rows without it.
@@ -134,6 +136,7 @@ impl std::fmt::Display for RecoveryError {
         match self {
             Self::Keys(e) => write!(f, "signing keys: {e}"),
             Self::EtlCorrupt(e) => write!(f, "etl.log: {e}"),
+            Self::EtlUnreadable(reason) => write!(f, "etl.log: {reason}"),
             Self::JournalCorrupt(e) => write!(f, "journal.log: {e}"),
             Self::BadCheckpoint(reason) => write!(f, "state.json: {reason}"),
             Self::BadRowFile { file, reason } => write!(f, "{}: {reason}", file.file_name()),
@@ -167,7 +170,7 @@ impl std::error::Error for RecoveryError {}
 /// to a checkpoint a crash interrupted (the journal still holds their commands), and a file
 /// `state.json` does not name is empty (compaction retired it).
 fn load_checkpoint(files: &mut RecoveryFiles) -> Result<(Option<Loaded>, Vec<Effect>), RecoveryError> {
-    let on_disk = files.row_files.each_ref().map(StateLogInput::len);
+    let on_disk = files.row_files.each_ref().map(FileInput::len);
     let Some(checkpoint) = &files.checkpoint else {
         if let Some(slot) = RowFile::ALL.into_iter().find(|slot| on_disk[slot.index()] > 0) {
             return Err(RecoveryError::BadRowFile {
@@ -196,6 +199,53 @@ fn load_checkpoint(files: &mut RecoveryFiles) -> Result<(Option<Loaded>, Vec<Eff
         }
     }
     Ok((Some(loaded), repair))
+}
+
+/// What streaming `etl.log` at recovery found.
+struct EtlScanned {
+    scan: frame::StreamScan,
+    /// The tree of the leaves the checkpoint covers.
+    tree: crate::merkle::MerkleTree,
+    /// Leaves past those, to compare with the journal's replay.
+    beyond: Vec<Vec<u8>>,
+    migration: crate::claims::SettledMigration,
+}
+
+/// Streams `etl.log`: hashes the first `covered` leaves into a tree and gives each settled
+/// claim its capsule bytes from them; keeps the leaves after them (one journal's worth at most).
+fn scan_etl(
+    etl: crate::io::FileInput,
+    max_tail: usize,
+    covered: u64,
+    claims: &mut crate::claims::Claims,
+) -> Result<EtlScanned, RecoveryError> {
+    let wanted = claims.capsule_leaves();
+    let mut next_wanted = wanted.iter().peekable();
+    let mut tree = crate::merkle::MerkleTree::new();
+    let mut beyond = Vec::new();
+    let mut migration = crate::claims::SettledMigration::default();
+    let scan = frame::scan_stream(etl, max_tail, |index, payload| {
+        if index >= covered {
+            beyond.push(payload.to_vec());
+            return Ok(());
+        }
+        tree.push(crate::merkle::leaf_hash(payload));
+        while let Some((_, claim)) = next_wanted.next_if(|(at, _)| *at == index) {
+            claims.attach_capsule(claim, payload, &mut migration)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        frame::StreamScanError::Scan(e) => RecoveryError::EtlCorrupt(e),
+        frame::StreamScanError::Io(e) => RecoveryError::EtlUnreadable(e.to_string()),
+        frame::StreamScanError::Visit(reason) => RecoveryError::CheckpointDisagreesWithLog { reason },
+    })?;
+    if let Some((index, _)) = next_wanted.next() {
+        let reason = format!("capsule leaf {index} is beyond the checkpoint");
+        return Err(RecoveryError::CheckpointDisagreesWithLog { reason });
+    }
+    claims.index_settled();
+    Ok(EtlScanned { scan, tree, beyond, migration })
 }
 
 /// Where the state's rows stand: the current row file, the compaction in progress if any, and
@@ -339,36 +389,29 @@ impl Kernel {
             None => (State::default(), 0, None, None),
         };
 
-        let etl_scan = frame::scan(&files.etl, max_tail).map_err(RecoveryError::EtlCorrupt)?;
-        if etl_scan.torn_bytes > 0 {
-            outputs.push_back(Output::Event(LogEvent::TornTailTruncated {
-                file: FileId::Etl,
-                valid_len: etl_scan.valid_len,
-                dropped_bytes: etl_scan.torn_bytes,
-            }));
-        }
-        let mut tree = crate::merkle::MerkleTree::new();
         let (checkpoint_leaves, checkpoint_root) =
             covered_leaves.unwrap_or((0, hex::encode(crate::merkle::empty_root())));
-        let on_disk = etl_scan.records.len() as u64;
+        let etl = scan_etl(std::mem::take(&mut files.etl), max_tail, checkpoint_leaves, &mut state.claims)?;
+        if etl.scan.torn_bytes > 0 {
+            outputs.push_back(Output::Event(LogEvent::TornTailTruncated {
+                file: FileId::Etl,
+                valid_len: etl.scan.valid_len,
+                dropped_bytes: etl.scan.torn_bytes,
+            }));
+        }
+        let on_disk = etl.scan.records;
         if on_disk < checkpoint_leaves {
             return Err(RecoveryError::CheckpointDisagreesWithLog {
                 reason: format!("checkpoint covers {checkpoint_leaves} leaves, log holds {on_disk}"),
             });
         }
-        for record in &etl_scan.records[..checkpoint_leaves as usize] {
-            tree.push(crate::merkle::leaf_hash(record.payload));
-        }
+        let mut tree = etl.tree;
         if hex::encode(tree.root()) != checkpoint_root {
             return Err(RecoveryError::CheckpointDisagreesWithLog {
                 reason: format!("root of the first {checkpoint_leaves} leaves does not match the checkpoint"),
             });
         }
-        let covered = &etl_scan.records[..checkpoint_leaves as usize];
-        let migration = state
-            .claims
-            .attach_capsule_bytes(|index| covered.get(index as usize).map(|record| record.payload))
-            .map_err(|reason| RecoveryError::CheckpointDisagreesWithLog { reason })?;
+        let migration = etl.migration;
         if let Some(from) = format.filter(|f| f != crate::checkpoint::CHECKPOINT_FORMAT) {
             outputs.push_back(Output::Event(LogEvent::CheckpointMigrated {
                 from_format: from,
@@ -450,7 +493,7 @@ impl Kernel {
 
         // Compare regenerated leaves with the log and re-append missing ones. Leaves past the
         // journal are never dropped: no crash leaves them, so only lost files can explain them.
-        let beyond_checkpoint = &etl_scan.records[checkpoint_leaves as usize..];
+        let beyond_checkpoint = etl.beyond;
         if beyond_checkpoint.len() > regenerated.len() {
             return Err(RecoveryError::UnexplainedLeaves {
                 explained: checkpoint_leaves + regenerated.len() as u64,
@@ -458,16 +501,16 @@ impl Kernel {
             });
         }
         for (i, payload) in regenerated.iter().enumerate() {
-            if let Some(record) = beyond_checkpoint.get(i)
-                && record.payload != payload.as_slice()
+            if let Some(on_disk) = beyond_checkpoint.get(i)
+                && on_disk != payload
             {
                 return Err(RecoveryError::LeafMismatch { index: checkpoint_leaves + i as u64 });
             }
             tree.push(crate::merkle::leaf_hash(payload));
         }
         let keep = beyond_checkpoint.len();
-        if etl_scan.valid_len != files.etl.len() as u64 {
-            repair.push(Effect::Truncate { file: FileId::Etl, len: etl_scan.valid_len });
+        if etl.scan.torn_bytes > 0 {
+            repair.push(Effect::Truncate { file: FileId::Etl, len: etl.scan.valid_len });
         }
         let missing = &regenerated[keep..];
         if !missing.is_empty() {
@@ -1550,14 +1593,14 @@ mod tests {
         frame::encode_into(b"orphan", &mut etl);
         let (keys, active) = keys();
         let mut files = disk.recovery_files(keys.clone(), active.clone());
-        files.etl = etl;
+        files.etl = FileInput::Bytes(etl);
         let refused = Kernel::recover(config(), files).unwrap_err();
         assert_eq!(refused, RecoveryError::UnexplainedLeaves { explained: 1, on_disk: 2 });
         let message = refused.to_string();
         assert!(message.contains("etl.log holds 2 leaves") && message.contains("1 unexplained"), "{message}");
         // A journaled leaf missing from the log is regenerated byte for byte.
         let mut files = disk.recovery_files(keys, active);
-        files.etl.clear();
+        files.etl = FileInput::default();
         let mut again = Kernel::recover(config(), files).unwrap();
         let outputs = disk.drive(&mut again, NOW);
         assert!(outputs.iter().any(|o| matches!(o, Output::Event(LogEvent::MissingLeavesReappended { count: 1 }))));
@@ -1604,7 +1647,7 @@ mod tests {
         executed_claim(&mut disk, &mut kernel, 0);
         let (keys, active) = keys();
         let mut files = disk.recovery_files(keys, active);
-        files.etl = frame::encode(b"tampered");
+        files.etl = FileInput::Bytes(frame::encode(b"tampered"));
         assert_eq!(Kernel::recover(config(), files).unwrap_err(), RecoveryError::LeafMismatch { index: 0 });
     }
 

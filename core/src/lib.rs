@@ -41,7 +41,8 @@ pub mod validate;
 
 pub use error::{ErrorCode, KernelError};
 pub use io::{
-    Effect, EffectId, FileId, Input, IoFailure, LogEvent, Notification, Output, RequestId, RowFile, Timestamp,
+    Effect, EffectId, FileId, FileInput, Input, IoFailure, LogEvent, Notification, Output, RequestId, RowFile,
+    Timestamp,
 };
 pub use kernel::{Kernel, KernelConfig, RecoveryError, RecoveryFiles};
 pub use request::{Command, Principal, Query, Request, Response, Role, SignedTreeHead};

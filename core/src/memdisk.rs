@@ -103,11 +103,11 @@ impl MemDisk {
         RecoveryFiles {
             keys,
             active_key_id,
-            etl: self.contents(FileId::Etl).to_vec(),
+            etl: crate::io::FileInput::Bytes(self.contents(FileId::Etl).to_vec()),
             journal: self.contents(FileId::Journal).to_vec(),
             checkpoint,
             row_files: crate::io::RowFile::ALL
-                .map(|slot| crate::state_log::StateLogInput::Bytes(self.contents(FileId::StateLog(slot)).to_vec())),
+                .map(|slot| crate::io::FileInput::Bytes(self.contents(FileId::StateLog(slot)).to_vec())),
         }
     }
 

@@ -16,60 +16,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::canary::Canary;
 use crate::claims::Claim;
 use crate::ids::{ClaimId, TopicId};
+use crate::io::FileInput;
 use crate::pool::{Pool, PoolKey};
 use crate::state::{CreditAccount, IdempotencyRecord, State};
 use crate::table::Table;
-
-/// One `state.<n>.log` as recovery reads it.
-pub enum StateLogInput {
-    /// The whole file (tests and in-memory disks).
-    Bytes(Vec<u8>),
-    /// A reader at the start of the file, and the file's length: recovery reads only the rows
-    /// the checkpoint covers, one at a time, and never holds the file (gigabytes at 10^6 claims).
-    Stream { len: u64, reader: Box<dyn std::io::Read + Send> },
-}
-
-impl StateLogInput {
-    pub fn len(&self) -> u64 {
-        match self {
-            Self::Bytes(bytes) => bytes.len() as u64,
-            Self::Stream { len, .. } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn into_reader(self) -> Box<dyn std::io::Read + Send> {
-        match self {
-            Self::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
-            Self::Stream { reader, .. } => reader,
-        }
-    }
-}
-
-impl Default for StateLogInput {
-    fn default() -> Self {
-        Self::Bytes(Vec::new())
-    }
-}
-
-impl std::fmt::Debug for StateLogInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Bytes(bytes) => write!(f, "StateLogInput::Bytes({} bytes)", bytes.len()),
-            Self::Stream { len, .. } => write!(f, "StateLogInput::Stream({len} bytes)"),
-        }
-    }
-}
 
 /// Buffer for reading rows: large reads, small memory.
 const READ_BUFFER: usize = 1 << 20;
 
 /// Reads the first `covered` bytes of `input` (synced before `state.json` named them, so no torn
 /// tail is allowed) into `state`, in order. Returns how many records they hold.
-pub fn read_rows(input: StateLogInput, covered: u64, state: &mut State) -> Result<u64, String> {
+pub fn read_rows(input: FileInput, covered: u64, state: &mut State) -> Result<u64, String> {
     if input.len() < covered {
         return Err(format!("state.json covers {covered} bytes of it, and it holds {}", input.len()));
     }

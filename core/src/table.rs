@@ -134,10 +134,10 @@ impl<K: Ord + Clone, V> Table<K, V> {
         self.changed = self.rows.keys().cloned().collect();
     }
 
-    /// Every row, mutably and *not* marked changed: only for fields a checkpoint never writes
+    /// A row, mutably and *not* marked changed: only for fields a checkpoint never writes
     /// (recovery attaching what it reads from `etl.log`).
-    pub fn values_mut_unrecorded(&mut self) -> impl Iterator<Item = &mut V> {
-        self.rows.values_mut()
+    pub fn values_mut_unrecorded_of(&mut self, key: &K) -> Option<&mut V> {
+        self.rows.get_mut(key)
     }
 
     /// Sets a row as a checkpoint recorded it, without marking it changed (recovery).

@@ -6,11 +6,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use evidenceos_core::FileInput;
 use evidenceos_core::RowFile;
 use evidenceos_core::environment::{Environment, OperatorFiles, Settings};
 use evidenceos_core::holdout::HoldoutFiles;
 use evidenceos_core::keys::{KeyFile, KeyId, key_file_name, key_id_for_seed};
-use evidenceos_core::state_log::StateLogInput;
 use evidenceos_core::{FileId, RecoveryFiles};
 
 pub(crate) const LOCK_FILE: &str = "kernel.lock";
@@ -168,22 +168,26 @@ impl DataDir {
         Ok(RecoveryFiles {
             keys,
             active_key_id,
-            etl: read_or_empty(&self.path_of(FileId::Etl))?,
+            etl: self.open_streamed(FileId::Etl)?,
             journal: read_or_empty(&self.path_of(FileId::Journal))?,
             checkpoint: read_optional(&self.path_of(FileId::Checkpoint))?,
-            row_files: [self.open_row_file(RowFile::Zero)?, self.open_row_file(RowFile::One)?],
+            row_files: [
+                self.open_streamed(FileId::StateLog(RowFile::Zero))?,
+                self.open_streamed(FileId::StateLog(RowFile::One))?,
+            ],
         })
     }
 
-    /// A row file as a reader: recovery streams the rows it needs instead of reading the file.
-    fn open_row_file(&self, slot: RowFile) -> Result<StateLogInput, DataDirError> {
-        let path = self.path_of(FileId::StateLog(slot));
+    /// A kernel file as a reader (empty when absent): recovery streams `etl.log` and the row
+    /// files instead of holding them.
+    fn open_streamed(&self, file: FileId) -> Result<FileInput, DataDirError> {
+        let path = self.path_of(file);
         match fs::File::open(&path) {
             Ok(file) => {
                 let len = file.metadata().map_err(io_error(&path))?.len();
-                Ok(StateLogInput::Stream { len, reader: Box::new(file) })
+                Ok(FileInput::Stream { len, reader: Box::new(file) })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateLogInput::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileInput::default()),
             Err(e) => Err(io_error(&path)(e)),
         }
     }

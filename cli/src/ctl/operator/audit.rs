@@ -25,7 +25,7 @@ pub(crate) fn audit(args: &AuditArgs) -> Outcome<String> {
     let files = &recovered.files;
 
     // 2. Every ETL record framed and hashed; the tree rebuilt.
-    let scan = frame::scan(&files.etl, KernelConfig::default().max_torn_tail())
+    let scan = frame::scan(&recovered.etl, KernelConfig::default().max_torn_tail())
         .map_err(|e| fail(FileId::Etl.file_name(), e.to_string()))?;
     let mut tree = MerkleTree::new();
     for record in &scan.records {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use evidenceos_core::environment::Settings;
-use evidenceos_core::{Kernel, KernelConfig, LogEvent, Output, RecoveryFiles};
+use evidenceos_core::{FileInput, Kernel, KernelConfig, LogEvent, Output, RecoveryFiles};
 use evidenceos_io_sync::DataDir;
 
 use super::Outcome;
@@ -16,7 +16,10 @@ const ATTEMPTS: usize = 5;
 
 pub(crate) struct Recovered {
     pub(crate) kernel: Kernel,
+    /// The files recovery read (`etl` emptied: see `etl`, and the row files streamed away).
     pub(crate) files: RecoveryFiles,
+    /// `etl.log` as recovery read it, whole: the audit scans it again itself.
+    pub(crate) etl: Vec<u8>,
     /// What recovery would report or repair (torn tails, replayed records, dropped leaves).
     pub(crate) events: Vec<LogEvent>,
 }
@@ -32,10 +35,11 @@ pub(crate) fn recover(root: &Path) -> Outcome<Recovered> {
         let mut files = reader.read_recovery_files().map_err(|e| e.to_string())?;
         let config = KernelConfig { environment, ..KernelConfig::default() };
         // The kernel streams the row files; the audit keeps its own copy of the other files.
+        let etl = std::mem::take(&mut files.etl).read_all().map_err(|e| format!("etl.log: {e}"))?;
         let for_kernel = RecoveryFiles {
             keys: files.keys.clone(),
             active_key_id: files.active_key_id.clone(),
-            etl: files.etl.clone(),
+            etl: FileInput::Bytes(etl.clone()),
             journal: files.journal.clone(),
             checkpoint: files.checkpoint.clone(),
             row_files: std::mem::take(&mut files.row_files),
@@ -49,7 +53,7 @@ pub(crate) fn recover(root: &Path) -> Outcome<Recovered> {
                         events.push(event);
                     }
                 }
-                return Ok(Recovered { kernel, files, events });
+                return Ok(Recovered { kernel, files, etl, events });
             }
             Err(error) => last_error = error.to_string(),
         }
