@@ -299,31 +299,37 @@ impl Claims {
         leaves
     }
 
-    /// Gives a settled claim loaded from a checkpoint its capsule bytes, `payload` being the
-    /// leaf at its ETL index, checked against the capsule hash. A format v1 checkpoint carries
-    /// the bytes and the code of settled claims: the bytes must be the leaf's, and the code is
-    /// dropped (v1 rows are all rewritten by the next checkpoint anyway). Recovery only.
-    pub fn attach_capsule(
-        &mut self,
-        id: &ClaimId,
-        payload: &[u8],
-        migration: &mut SettledMigration,
-    ) -> Result<(), String> {
-        let claim = self.claims.values_mut_unrecorded_of(id).expect("listed by capsule_leaves");
-        let record = claim.capsule.as_mut().expect("listed by capsule_leaves");
-        let index = record.etl_index;
-        if capsule_hash(payload) != record.hash.0 {
-            return Err(format!("leaf {index} is not the capsule {}", record.hash));
+    /// Gives the settled claims loaded from a checkpoint their capsule bytes: `leaves` holds,
+    /// for each, its id and the leaf at its ETL index, sorted by id (so the claims are walked in
+    /// order, not looked up one by one). Each is checked against the capsule hash. A format v1
+    /// checkpoint carries the bytes and the code of settled claims: the bytes must be the
+    /// leaf's, and the code is dropped (v1 rows are all rewritten by the next checkpoint
+    /// anyway). Recovery only.
+    pub fn attach_capsules(&mut self, leaves: Vec<(ClaimId, Box<[u8]>)>) -> Result<SettledMigration, String> {
+        let mut migration = SettledMigration::default();
+        let mut leaves = leaves.into_iter().peekable();
+        for (id, claim) in self.claims.iter_mut_unrecorded() {
+            let Some(record) = claim.capsule.as_mut() else { continue };
+            let index = record.etl_index;
+            let payload = leaves
+                .next_if(|(leaf_claim, _)| leaf_claim == id)
+                .map(|(_, payload)| payload)
+                .ok_or_else(|| format!("capsule leaf {index} is beyond the checkpoint"))?;
+            if capsule_hash(&payload) != record.hash.0 {
+                return Err(format!("leaf {index} is not the capsule {}", record.hash));
+            }
+            if record.bytes.is_empty() {
+                let text = String::from_utf8(payload.into_vec()).map_err(|_| format!("leaf {index} is not UTF-8"))?;
+                record.bytes = text.into_boxed_str();
+            } else if *record.bytes.as_bytes() == *payload {
+                migration.capsule_copies_dropped += 1;
+            } else {
+                return Err(format!("the checkpoint's copy of capsule {} differs from leaf {index}", record.hash));
+            }
+            migration.code_dropped += u64::from(claim.settle());
         }
-        if record.bytes.is_empty() {
-            record.bytes = std::str::from_utf8(payload).map_err(|_| format!("leaf {index} is not UTF-8"))?.into();
-        } else if record.bytes.as_bytes() == payload {
-            migration.capsule_copies_dropped += 1;
-        } else {
-            return Err(format!("the checkpoint's copy of capsule {} differs from leaf {index}", record.hash));
-        }
-        migration.code_dropped += u64::from(claim.settle());
-        Ok(())
+        debug_assert!(leaves.next().is_none(), "a leaf for every settled claim, and no other");
+        Ok(migration)
     }
 
     /// After every capsule is attached: counts the settled claims and indexes their capsules.

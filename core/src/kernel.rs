@@ -221,9 +221,9 @@ fn scan_etl(
 ) -> Result<EtlScanned, RecoveryError> {
     let wanted = claims.capsule_leaves();
     let mut next_wanted = wanted.iter().peekable();
+    let mut leaves = Vec::with_capacity(wanted.len());
     let mut tree = crate::merkle::MerkleTree::new();
     let mut beyond = Vec::new();
-    let mut migration = crate::claims::SettledMigration::default();
     let scan = frame::scan_stream(etl, max_tail, |index, payload| {
         if index >= covered {
             beyond.push(payload.to_vec());
@@ -231,19 +231,23 @@ fn scan_etl(
         }
         tree.push(crate::merkle::leaf_hash(payload));
         while let Some((_, claim)) = next_wanted.next_if(|(at, _)| *at == index) {
-            claims.attach_capsule(claim, payload, &mut migration)?;
+            leaves.push((*claim, Box::<[u8]>::from(payload)));
         }
-        Ok(())
+        Ok::<(), std::convert::Infallible>(())
     })
     .map_err(|e| match e {
         frame::StreamScanError::Scan(e) => RecoveryError::EtlCorrupt(e),
         frame::StreamScanError::Io(e) => RecoveryError::EtlUnreadable(e.to_string()),
-        frame::StreamScanError::Visit(reason) => RecoveryError::CheckpointDisagreesWithLog { reason },
+        frame::StreamScanError::Visit(never) => match never {},
     })?;
     if let Some((index, _)) = next_wanted.next() {
         let reason = format!("capsule leaf {index} is beyond the checkpoint");
         return Err(RecoveryError::CheckpointDisagreesWithLog { reason });
     }
+    // By claim id, so attaching walks the claims in order instead of looking each one up.
+    leaves.sort_unstable_by_key(|leaf| leaf.0);
+    let migration =
+        claims.attach_capsules(leaves).map_err(|reason| RecoveryError::CheckpointDisagreesWithLog { reason })?;
     claims.index_settled();
     Ok(EtlScanned { scan, tree, beyond, migration })
 }

@@ -134,10 +134,10 @@ impl<K: Ord + Clone, V> Table<K, V> {
         self.changed = self.rows.keys().cloned().collect();
     }
 
-    /// A row, mutably and *not* marked changed: only for fields a checkpoint never writes
-    /// (recovery attaching what it reads from `etl.log`).
-    pub fn values_mut_unrecorded_of(&mut self, key: &K) -> Option<&mut V> {
-        self.rows.get_mut(key)
+    /// Every row in key order, mutably and *not* marked changed: only for fields a checkpoint
+    /// never writes (recovery attaching what it reads from `etl.log`).
+    pub fn iter_mut_unrecorded(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.rows.iter_mut()
     }
 
     /// Sets a row as a checkpoint recorded it, without marking it changed (recovery).
