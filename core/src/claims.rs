@@ -148,6 +148,10 @@ pub struct Claims {
     /// Claims with a capsule; counted as they settle, recounted when a checkpoint is loaded.
     #[serde(skip)]
     pub settled_claims: usize,
+    /// Capsule hash → the claims that committed it as a dependency, so a revocation taints
+    /// them without walking every claim. Derived from `claims`, like `capsule_claims`.
+    #[serde(skip)]
+    pub dependants: BTreeMap<CapsuleHash, BTreeSet<ClaimId>>,
 }
 
 /// What loading a checkpoint of an older format dropped from settled claims.
@@ -279,6 +283,14 @@ impl Claims {
             let capsule = self.claims.get(id).and_then(|claim| claim.capsule.as_ref());
             assert!(capsule.is_some_and(|c| &c.hash == hash), "capsule {hash} indexed to {id}, which lacks it");
         }
+        let mut dependencies = 0;
+        for (id, claim) in &self.claims {
+            for hash in &claim.dependencies {
+                assert!(self.dependants.get(hash).is_some_and(|ids| ids.contains(id)), "{id} not indexed under {hash}");
+                dependencies += 1;
+            }
+        }
+        assert_eq!(self.dependants.values().map(BTreeSet::len).sum::<usize>(), dependencies, "stale dependants");
         for record in &self.revocations {
             let claim = self.claims.get(&record.claim_id);
             assert!(claim.is_some_and(|c| c.revoked), "revocation of {} names no revoked claim", record.claim_id);
@@ -291,7 +303,7 @@ impl Claims {
     }
 
     /// The ETL index of every settled claim's capsule, in index order: what recovery attaches
-    /// as it streams `etl.log` ([`Claims::attach_capsule`]).
+    /// as it streams `etl.log` ([`Claims::attach_capsules`]).
     pub fn capsule_leaves(&self) -> Vec<(u64, ClaimId)> {
         let mut leaves: Vec<(u64, ClaimId)> =
             self.claims.iter().filter_map(|(id, claim)| Some((claim.capsule.as_ref()?.etl_index, *id))).collect();
@@ -332,12 +344,17 @@ impl Claims {
         Ok(migration)
     }
 
-    /// After every capsule is attached: counts the settled claims and indexes their capsules.
+    /// After every capsule is attached: counts the settled claims and rebuilds the indexes
+    /// derived from the claims (capsules, dependants).
     pub fn index_settled(&mut self) {
         self.capsule_claims.clear();
+        self.dependants.clear();
         for (id, claim) in &self.claims {
             if let Some(record) = &claim.capsule {
                 self.capsule_claims.insert(record.hash, *id);
+            }
+            for hash in &claim.dependencies {
+                self.dependants.entry(*hash).or_default().insert(*id);
             }
         }
         self.settled_claims = self.capsule_claims.len();
@@ -639,9 +656,13 @@ impl Claims {
         records.sort();
         records.dedup();
         claim.artifacts = records;
-        claim.dependencies = dependencies.into_iter().collect();
+        claim.dependencies = dependencies.iter().copied().collect();
         claim.wasm = wasm_module.to_vec();
         claim.state = ClaimState::Committed;
+        let id = claim.claim_id;
+        for hash in dependencies {
+            self.dependants.entry(hash).or_default().insert(id);
+        }
         Ok(Applied::reply(Response::ClaimState { state: ClaimState::Committed }))
     }
 
@@ -1071,15 +1092,13 @@ impl Claims {
             if !seen.insert(capsule) {
                 continue;
             }
-            // Found first, then changed: only the claims that change are written again.
-            let dependants: Vec<ClaimId> = self
-                .claims
-                .iter()
-                .filter(|(_, claim)| claim.dependencies.contains(&capsule) && claim.state != ClaimState::Revoked)
-                .map(|(id, _)| *id)
-                .collect();
+            let dependants: Vec<ClaimId> = self.dependants.get(&capsule).into_iter().flatten().copied().collect();
             for id in dependants {
-                let claim = self.claims.get_mut(&id).expect("found above");
+                // Revoked claims stay revoked; only the claims that change are written again.
+                if self.claims.get(&id).is_none_or(|claim| claim.state == ClaimState::Revoked) {
+                    continue;
+                }
+                let claim = self.claims.get_mut(&id).expect("checked above");
                 claim.state = ClaimState::Tainted;
                 if let Some(record) = &claim.capsule {
                     frontier.push(record.hash);
