@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use evidenceos_core::SignedTreeHead;
 use evidenceos_core::etl::verify_tree_head;
-use evidenceos_core::keys::{KeyId, key_file_name, key_id_for_seed};
+use evidenceos_core::keys::KeyId;
 use evidenceos_grpc::{v1, v2};
 use tonic::Code;
 
@@ -125,13 +125,7 @@ async fn rotated_out_keys_stay_available_after_activating_a_new_one() {
     let old_public = public_key(&daemon, &[]).await.unwrap();
     daemon.stop();
 
-    // Operator guide, "Daemon ETL signing keys": new seed, key file named by key id, active_key_id.
-    let seed = [0x5a; 32];
-    let new_id = key_id_for_seed(&seed);
-    let key_path = data.join("keys").join(key_file_name(&new_id));
-    std::fs::write(&key_path, seed).unwrap();
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(data.join("keys/active_key_id"), format!("{new_id}\n")).unwrap();
+    let new_id = support::activate_new_signing_key(&data, [0x5a; 32]);
 
     let daemon = start(&data, tmp.path());
     assert_eq!(daemon.key_id, new_id.to_hex());

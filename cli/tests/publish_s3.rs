@@ -8,9 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use std::os::unix::fs::PermissionsExt;
-
-use evidenceos_core::keys::{key_file_name, key_id_for_seed};
 use evidenceos_io_sync::publish_store::{CacheControl, Created, PublishStore, S3Store};
 use evidenceos_tlog::checkpoint::CheckpointPolicy;
 use evidenceos_tlog::note::{KeyName, NoteLimits, VerifierKey};
@@ -264,13 +261,7 @@ fn after_a_key_rotation_publishing_resumes_under_the_same_origin_and_old_checkpo
     let old_checkpoint = store.read("checkpoint").unwrap().unwrap();
     let old_vkey = vkeys(&data, ORIGIN)[0].1.clone();
 
-    // Operator guide, "Daemon ETL signing keys": a new seed, its file named by key id, activated.
-    let seed = [0x5a; 32];
-    let new_id = key_id_for_seed(&seed);
-    let key_path = data.join("keys").join(key_file_name(&new_id));
-    std::fs::write(&key_path, seed).unwrap();
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(data.join("keys/active_key_id"), format!("{new_id}\n")).unwrap();
+    let new_id = support::activate_new_signing_key(&data, [0x5a; 32]);
 
     let daemon = start(&data, tmp.path(), &flags, "tokio", &env);
     assert_eq!(daemon.key_id, new_id.to_hex());

@@ -221,3 +221,15 @@ pub(crate) fn commit_of_size(size: usize) -> evidenceos_grpc::v2::CommitArtifact
         }
     }
 }
+
+/// Rotates the signing key as the operator guide's "Daemon ETL signing keys" says: a new seed in
+/// a 0600 key file named by its key id, then `keys/active_key_id`. Returns the new key id.
+pub(crate) fn activate_new_signing_key(data: &Path, seed: [u8; 32]) -> evidenceos_core::keys::KeyId {
+    use std::os::unix::fs::PermissionsExt;
+    let id = evidenceos_core::keys::key_id_for_seed(&seed);
+    let key_path = data.join("keys").join(evidenceos_core::keys::key_file_name(&id));
+    std::fs::write(&key_path, seed).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(data.join("keys/active_key_id"), format!("{id}\n")).unwrap();
+    id
+}
