@@ -181,7 +181,7 @@ pub fn render_records(bytes: &[u8]) -> String {
     }
 }
 
-/// `state.log` for a files snapshot: one indented `[len payload crc]` line per row, or the whole
+/// A row file for a files snapshot: one indented `[len payload crc]` line per row, or the whole
 /// file as hex lines if it is not whole records.
 pub fn render_state_log(bytes: &[u8]) -> String {
     match rendered_records(bytes) {

@@ -5,7 +5,7 @@
 //! rewrites the rows of settled claims.
 //!
 //! Formats v1 and v2 kept every table inside `state.json`. They still load: their rows are all
-//! marked changed, so the first checkpoint after them writes the whole state to `state.log`.
+//! marked changed, so the first checkpoint after them writes the whole state to `state.0.log`.
 
 use serde::{Deserialize, Serialize};
 

@@ -21,7 +21,7 @@ pub enum FileId {
     Etl,
     /// `journal.log`: accepted commands since the last checkpoint.
     Journal,
-    /// `state.json`: the checkpoint (where the journal and `state.log` stand).
+    /// `state.json`: the checkpoint (where the journal, `etl.log` and the row files stand).
     Checkpoint,
     /// `state.0.log` and `state.1.log`: the checkpointed rows (see `state_log`), appended by
     /// each checkpoint (only what changed); compaction moves from one to the other.
@@ -210,7 +210,8 @@ pub enum LogEvent {
     CheckpointWritten {
         journal_seq: u64,
         tree_size: u64,
-        /// Rows appended to `state.log` (changed since the previous checkpoint) and their bytes.
+        /// Rows appended to a row file (changed since the previous checkpoint, or copied by
+        /// compaction) and their bytes.
         rows: u64,
         row_bytes: u64,
         /// Size of the `state.json` written.

@@ -76,7 +76,7 @@ impl KernelConfig {
     }
 }
 
-/// The data directory as bytes (and `state.log` as a reader), read by the runtime before the
+/// The data directory as bytes (`etl.log` and the row files as readers), read by the runtime before the
 /// kernel starts.
 #[derive(Debug, Default)]
 pub struct RecoveryFiles {
@@ -295,7 +295,7 @@ struct Staged {
 }
 
 /// A checkpoint taken at a moment when memory equals the durable journal: the rows changed
-/// since the previous one (appended to `state.log`) and the `state.json` that covers them.
+/// since the previous one (appended to a row file) and the `state.json` that covers them.
 #[derive(Debug)]
 struct Snapshot {
     journal_seq: u64,
@@ -1438,7 +1438,7 @@ mod tests {
         assert_eq!(again.durable_journal_seq(), 15);
     }
 
-    /// What each checkpoint appends to `state.log` and the `state.json` it writes, in order.
+    /// What each checkpoint appends to a row file and the `state.json` it writes, in order.
     fn checkpoint_writes(outputs: &[Output]) -> Vec<(usize, usize)> {
         let mut writes = Vec::new();
         let mut rows = 0;
@@ -1466,7 +1466,7 @@ mod tests {
             send(&mut kernel, id, Request::Command(grant));
             writes.extend(checkpoint_writes(&disk.drive(&mut kernel, NOW)));
             let log = disk.contents(ROWS_0).to_vec();
-            assert!(log.starts_with(&log_before), "state.log is only appended to");
+            assert!(log.starts_with(&log_before), "the row file is only appended to");
             log_before = log;
         }
         // Each record is due (checkpoint_every 1) and each checkpoint costs one account's row and

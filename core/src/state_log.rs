@@ -45,7 +45,7 @@ pub fn read_rows(input: FileInput, covered: u64, state: &mut State) -> Result<u6
     Ok(records)
 }
 
-/// The tables of the state, named as `state.log` records (and v1/v2 `state.json`) name them.
+/// The tables of the state, named as row-file records (and v1/v2 `state.json`) name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableName {
     Credits,
@@ -79,7 +79,7 @@ impl TableName {
     }
 }
 
-/// One `state.log` record: `[table, key, row]`, the row `null` when the key was removed.
+/// One row-file record: `[table, key, row]`, the row `null` when the key was removed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowChange {
     Credit(String, Option<CreditAccount>),
@@ -132,7 +132,7 @@ impl<'de> Visitor<'de> for RowChangeVisitor {
     type Value = RowChange;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a state.log record [table, key, row]")
+        f.write_str("a row-file record [table, key, row]")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RowChange, A::Error> {

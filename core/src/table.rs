@@ -1,5 +1,5 @@
 //! A keyed table of the checkpointed state that remembers which rows changed since the last
-//! checkpoint took them, so a checkpoint writes only those rows (to `state.log`) and never the
+//! checkpoint took them, so a checkpoint writes only those rows (to a row file) and never the
 //! history that did not change.
 //!
 //! Every way to change a row goes through [`Table`]'s methods, which record the key; a row read
@@ -180,7 +180,7 @@ impl<K: Ord + Serialize, V: Serialize> Serialize for Table<K, V> {
     }
 }
 
-/// Read from a whole-state checkpoint (formats v1 and v2): every row is new to `state.log`, so
+/// Read from a whole-state checkpoint (formats v1 and v2): every row is new to the row files, so
 /// all are marked changed and the next checkpoint writes them.
 impl<'de, K: Ord + Clone + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Table<K, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(table.iter().collect::<Vec<_>>(), vec![(&2, &20)]);
         assert_eq!(table.changed_len(), 0);
         let loaded: Table<u8, u8> = serde_json::from_str(r#"{"5":50,"6":60}"#).unwrap();
-        assert_eq!(loaded.changed_len(), 2, "a whole-state checkpoint's rows go to state.log next");
+        assert_eq!(loaded.changed_len(), 2, "a whole-state checkpoint's rows go to a row file next");
         assert_eq!(serde_json::to_string(&loaded).unwrap(), r#"{"5":50,"6":60}"#);
     }
 
