@@ -128,13 +128,13 @@ pub fn render_response(response: &Response) -> String {
         ),
         Response::Capsule { capsule, capsule_hash, etl_index } => format!(
             "Capsule {{ capsule: {}, capsule_hash: {}, etl_index: {etl_index} }}",
-            render_text_or_hex(capsule),
+            render_capsule(capsule),
             hex::encode(capsule_hash)
         ),
         Response::FetchedCapsule(f) => format!(
             "FetchedCapsule {{ capsule: {}, capsule_hash: {}, etl_index: {}, tree_size: {}, root_hash: {}, key_id: {}, \
              signature: {}, leaf_hash: {}, inclusion_path: {}, consistency_path: {} }}",
-            render_text_or_hex(&f.capsule),
+            render_capsule(&f.capsule),
             hex::encode(f.capsule_hash),
             f.etl_index,
             f.sth.tree_size,
@@ -211,6 +211,17 @@ fn rendered_records(bytes: &[u8]) -> Option<Vec<String>> {
         })
         .collect();
     Some(records)
+}
+
+/// A capsule as read from `etl.log`; one still unread shows where the kernel located it (the
+/// harness reads every capsule, so a transcript showing that is a harness bug made visible).
+fn render_capsule(capsule: &evidenceos_core::request::CapsuleBytes) -> String {
+    match capsule {
+        evidenceos_core::request::CapsuleBytes::Read(bytes) => render_text_or_hex(bytes),
+        evidenceos_core::request::CapsuleBytes::InLog(at) => {
+            format!("unread(etl.log offset {}, {} bytes)", at.offset, at.len)
+        }
+    }
 }
 
 /// Printable UTF-8 as is; anything else (or text that could be mistaken for hex) as `hex:...`.

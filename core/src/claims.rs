@@ -13,7 +13,7 @@ use crate::claim::{
 use crate::environment::{Environment, ResolvedNullSpec};
 use crate::error::{ErrorCode, KernelError};
 use crate::guest::{GuestError, GuestLimits};
-use crate::hash::{Hash, sha256};
+use crate::hash::sha256;
 use crate::holdout::{Holdout, PoolScope};
 use crate::ids::{CapsuleHash, ClaimId, TopicId};
 use crate::io::Timestamp;
@@ -51,11 +51,11 @@ pub struct CapsuleRecord {
     #[serde(rename = "hash_hex")]
     pub hash: CapsuleHash,
     pub etl_index: u64,
-    /// Canonical capsule JSON (the ETL payload at `etl_index`). Never written to a checkpoint:
-    /// `etl.log` holds it, and recovery takes it from there ([`Claims::attach_capsule_bytes`]).
-    /// Checkpoints of format v1 carry it; it is read, checked against the log, and dropped.
-    #[serde(default, skip_serializing)]
-    pub bytes: Box<str>,
+    /// The copy of the capsule that checkpoints of format v1 carry. `etl.log` holds the capsule
+    /// and replies read it from there, so the copy is checked against the hash and dropped at
+    /// recovery ([`Claims::settle_loaded`]); it is never written.
+    #[serde(rename = "bytes", default, skip_serializing)]
+    pub v1_copy: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,7 +275,7 @@ impl Claims {
             assert_eq!(id, &claim.claim_id, "claim stored under another claim's id");
             if let Some(capsule) = &claim.capsule {
                 assert_eq!(self.capsule_claims.get(&capsule.hash), Some(id), "capsule of {id} not indexed");
-                assert!(!capsule.bytes.is_empty(), "settled claim {id} without its capsule bytes");
+                assert!(capsule.v1_copy.is_none(), "settled claim {id} keeps a copy of its capsule");
                 assert!(claim.wasm.is_empty() && claim.artifacts.is_empty(), "settled claim {id} keeps its code");
             }
         }
@@ -302,45 +302,33 @@ impl Claims {
         }
     }
 
-    /// The ETL index of every settled claim's capsule, in index order: what recovery attaches
-    /// as it streams `etl.log` ([`Claims::attach_capsules`]).
-    pub fn capsule_leaves(&self) -> Vec<(u64, ClaimId)> {
-        let mut leaves: Vec<(u64, ClaimId)> =
-            self.claims.iter().filter_map(|(id, claim)| Some((claim.capsule.as_ref()?.etl_index, *id))).collect();
+    /// The ETL index and hash of every settled claim's capsule, in index order: what recovery
+    /// checks the leaves of `etl.log` against as it streams it.
+    pub fn capsule_leaves(&self) -> Vec<(u64, CapsuleHash)> {
+        let mut leaves: Vec<(u64, CapsuleHash)> =
+            self.claims.values().filter_map(|claim| claim.capsule.as_ref().map(|c| (c.etl_index, c.hash))).collect();
         leaves.sort_unstable();
         leaves
     }
 
-    /// Gives the settled claims loaded from a checkpoint their capsule bytes: `leaves` holds,
-    /// for each, its id and the leaf at its ETL index, sorted by id (so the claims are walked in
-    /// order, not looked up one by one). Each is checked against the capsule hash. A format v1
-    /// checkpoint carries the bytes and the code of settled claims: the bytes must be the
-    /// leaf's, and the code is dropped (v1 rows are all rewritten by the next checkpoint
-    /// anyway). Recovery only.
-    pub fn attach_capsules(&mut self, leaves: Vec<(ClaimId, Box<[u8]>)>) -> Result<SettledMigration, String> {
+    /// Drops from the settled claims a checkpoint loaded what older formats kept: the v1 copy of
+    /// the capsule (it must hash to the capsule hash, which the leaf was checked against) and
+    /// the code. Recovery only.
+    pub fn settle_loaded(&mut self) -> Result<SettledMigration, String> {
         let mut migration = SettledMigration::default();
-        let mut leaves = leaves.into_iter().peekable();
         for (id, claim) in self.claims.iter_mut_unrecorded() {
             let Some(record) = claim.capsule.as_mut() else { continue };
-            let index = record.etl_index;
-            let payload = leaves
-                .next_if(|(leaf_claim, _)| leaf_claim == id)
-                .map(|(_, payload)| payload)
-                .ok_or_else(|| format!("capsule leaf {index} is beyond the checkpoint"))?;
-            if capsule_hash(&payload) != record.hash.0 {
-                return Err(format!("leaf {index} is not the capsule {}", record.hash));
-            }
-            if record.bytes.is_empty() {
-                let text = String::from_utf8(payload.into_vec()).map_err(|_| format!("leaf {index} is not UTF-8"))?;
-                record.bytes = text.into_boxed_str();
-            } else if *record.bytes.as_bytes() == *payload {
+            if let Some(copy) = record.v1_copy.take() {
+                if capsule_hash(copy.as_bytes()) != record.hash.0 {
+                    return Err(format!(
+                        "the checkpoint's copy of the capsule of {id} differs from capsule {} in the log",
+                        record.hash
+                    ));
+                }
                 migration.capsule_copies_dropped += 1;
-            } else {
-                return Err(format!("the checkpoint's copy of capsule {} differs from leaf {index}", record.hash));
             }
             migration.code_dropped += u64::from(claim.settle());
         }
-        debug_assert!(leaves.next().is_none(), "a leaf for every settled claim, and no other");
         Ok(migration)
     }
 
@@ -933,16 +921,12 @@ impl Claims {
         let bytes = capsule.to_bytes();
         let hash = capsule_hash(&bytes);
         let capsule_hash = CapsuleHash(hash);
-        leaves.push(bytes.clone());
+        leaves.push(bytes);
         self.capsule_claims.insert(capsule_hash, claim.claim_id);
         let stored = self.claims.get_mut(&claim.claim_id).expect("claim exists");
         stored.ledger = ledger;
         stored.state = new_state;
-        stored.capsule = Some(CapsuleRecord {
-            hash: capsule_hash,
-            etl_index: capsule_index,
-            bytes: String::from_utf8(bytes).expect("canonical JSON is UTF-8").into_boxed_str(),
-        });
+        stored.capsule = Some(CapsuleRecord { hash: capsule_hash, etl_index: capsule_index, v1_copy: None });
         // A claim with a capsule never executes again: its code is history (the capsule names it).
         stored.settle();
         self.settled_claims += 1;
@@ -1178,7 +1162,7 @@ impl Claims {
         principal: &Principal,
         claim_id: &[u8],
         durable_size: u64,
-    ) -> Result<(Hash, &CapsuleRecord), KernelError> {
+    ) -> Result<&CapsuleRecord, KernelError> {
         let claim = self.claim(claim_id)?;
         let owner_auditor = claim.owner == principal.id && principal.role == crate::request::Role::Auditor;
         if !(owner_auditor || principal.is_auditor_or_operator()) {
@@ -1189,7 +1173,7 @@ impl Claims {
             .as_ref()
             .filter(|c| c.etl_index < durable_size)
             .ok_or_else(|| KernelError::not_found("claim has no capsule yet"))?;
-        Ok((record.hash.0, record))
+        Ok(record)
     }
 }
 

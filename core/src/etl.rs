@@ -4,8 +4,9 @@
 use crate::error::KernelError;
 use crate::hash::{Hash, domain_hash};
 use crate::keys::{KeyId, Keyring, verify_signature};
+pub use crate::leaf::LeafLocation;
 use crate::merkle::MerkleTree;
-use crate::request::{Response, SignedTreeHead};
+use crate::request::{CapsuleBytes, Response, SignedTreeHead};
 
 /// The 32-byte digest an STH signature covers: H("evidenceos:sth:v1", be64 size ‖ root).
 /// Largest ETL leaf: what a C2SP entry bundle can hold (a big-endian u16 length, SPEC §10). The
@@ -50,25 +51,105 @@ pub fn verify_tree_head(public_key: &[u8; 32], sth: &SignedTreeHead) -> bool {
 #[derive(Debug, Default)]
 pub struct Etl {
     tree: MerkleTree,
+    /// Byte offset in `etl.log` of each leaf's frame: replies name where a capsule is instead of
+    /// the kernel keeping its bytes (8 bytes a leaf).
+    offsets: Vec<u64>,
+    /// Length of `etl.log` once every leaf appended so far is written.
+    end: u64,
     /// Leaves known to be on stable storage; everything signed or proven stays within this.
     durable_size: u64,
     /// The last STH handed out; Ed25519 is deterministic, the cache only saves the signing cost.
     sth_cache: Option<SignedTreeHead>,
 }
 
+/// Why a leaf read for a reply is not the leaf the kernel named.
+#[derive(Debug)]
+pub enum LeafReadError {
+    Io(std::io::Error),
+    Damaged(crate::frame::DamageReason),
+    /// The frame is intact but holds another payload: `etl.log` changed under the daemon.
+    NotTheCapsule,
+}
+
+impl std::fmt::Display for LeafReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(error) => write!(f, "read failed: {error}"),
+            Self::Damaged(reason) => write!(f, "damaged frame: {reason}"),
+            Self::NotTheCapsule => f.write_str("the frame holds another payload than the capsule named"),
+        }
+    }
+}
+
+/// Reads the leaf at `at` with one positional read (`read_exact_at(offset, buffer)`), checks its
+/// frame and that it is the capsule named, and returns its payload.
+pub fn read_leaf(
+    at: &LeafLocation,
+    read_exact_at: impl FnOnce(u64, &mut [u8]) -> std::io::Result<()>,
+) -> Result<Vec<u8>, LeafReadError> {
+    let mut frame = vec![0; at.len as usize + crate::frame::FRAME_OVERHEAD];
+    read_exact_at(at.offset, &mut frame).map_err(LeafReadError::Io)?;
+    let payload = crate::frame::decode_record(&frame).map_err(LeafReadError::Damaged)?;
+    if payload.len() != at.len as usize || crate::capsule::capsule_hash(payload) != at.capsule_hash {
+        return Err(LeafReadError::NotTheCapsule);
+    }
+    Ok(payload.to_vec())
+}
+
+/// Reads the capsule `response` names in `etl.log`, if any, with [`read_leaf`]: what a runtime
+/// does to a reply before it leaves the daemon.
+pub fn read_capsule(
+    response: &mut Response,
+    read_exact_at: impl FnOnce(u64, &mut [u8]) -> std::io::Result<()>,
+) -> Result<(), LeafReadError> {
+    let capsule = match response {
+        Response::Capsule { capsule, .. } => capsule,
+        Response::FetchedCapsule(fetched) => &mut fetched.capsule,
+        _ => return Ok(()),
+    };
+    if let CapsuleBytes::InLog(at) = capsule {
+        *capsule = CapsuleBytes::Read(read_leaf(at, read_exact_at)?);
+    }
+    Ok(())
+}
+
 impl Etl {
-    /// A log whose existing leaves are already durable (recovery).
-    pub fn from_tree(tree: MerkleTree) -> Self {
-        Self { durable_size: 0, tree, sth_cache: None }
+    /// A log whose existing leaves are already durable (recovery): `offsets` holds each leaf's
+    /// frame offset in `etl.log`, which is `end` bytes long.
+    pub fn recovered(tree: MerkleTree, offsets: Vec<u64>, end: u64) -> Self {
+        assert_eq!(tree.len(), offsets.len() as u64, "an offset for every leaf");
+        assert!(offsets.last().is_none_or(|last| *last < end), "every leaf ends within the log");
+        Self { durable_size: 0, tree, offsets, end, sth_cache: None }
     }
 
-    /// Adds a leaf that is not yet durable; returns its index.
-    pub fn append(&mut self, payload: &[u8]) -> u64 {
+    /// Adds a leaf that is not yet durable, framing it onto `frames` (the bytes the next write
+    /// of `etl.log` appends, in leaf order); returns its index.
+    pub fn append(&mut self, payload: &[u8], frames: &mut Vec<u8>) -> u64 {
         // The input limits keep every leaf under it (capsule tests); past it is a kernel bug.
         assert!(payload.len() <= MAX_LEAF_BYTES, "ETL leaf of {} bytes cannot be published", payload.len());
         let index = self.tree.len();
         self.tree.push(crate::merkle::leaf_hash(payload));
+        self.offsets.push(self.end);
+        self.end += (payload.len() + crate::frame::FRAME_OVERHEAD) as u64;
+        crate::frame::encode_into(payload, frames);
         index
+    }
+
+    /// Where the durable capsule leaf `index` is, for a reply to read it.
+    pub fn capsule_location(&self, index: u64, capsule_hash: Hash) -> Option<LeafLocation> {
+        if index >= self.durable_size {
+            return None;
+        }
+        let at = usize::try_from(index).ok()?;
+        let offset = self.offsets[at];
+        let next = self.offsets.get(at + 1).copied().unwrap_or(self.end);
+        let len = u32::try_from(next - offset).ok()? - crate::frame::FRAME_OVERHEAD as u32;
+        Some(LeafLocation { index, offset, len, capsule_hash })
+    }
+
+    /// Length of `etl.log` once every appended leaf is written.
+    pub fn end(&self) -> u64 {
+        self.end
     }
 
     /// All leaves up to `size` are now on stable storage.
@@ -185,7 +266,7 @@ mod tests {
         for tree in trees {
             let mut etl = Etl::default();
             for entry in tree["entries_utf8"].as_array().unwrap() {
-                etl.append(entry.as_str().unwrap().as_bytes());
+                etl.append(entry.as_str().unwrap().as_bytes(), &mut Vec::new());
             }
             let size = tree["tree_size"].as_u64().unwrap();
             etl.mark_durable(size);
@@ -221,7 +302,7 @@ mod tests {
         let keyring = keyring_from_hex(&"11".repeat(32));
         let mut etl = Etl::default();
         for n in 0..5 {
-            etl.append(format!("leaf {n}").as_bytes());
+            etl.append(format!("leaf {n}").as_bytes(), &mut Vec::new());
         }
         etl.mark_durable(3);
         assert_eq!(etl.signed_tree_head(&keyring).tree_size, 3);
@@ -237,7 +318,7 @@ mod tests {
         let keyring = keyring_from_hex(&hex::encode(seed));
         let mut etl = Etl::default();
         for n in 0..13 {
-            etl.append(format!("leaf {n}").as_bytes());
+            etl.append(format!("leaf {n}").as_bytes(), &mut Vec::new());
         }
         etl.mark_durable(13);
         let sth = etl.signed_tree_head(&keyring);
@@ -256,5 +337,36 @@ mod tests {
         };
         assert_eq!(second_tree_size, 13);
         verify_consistency(first_tree_size, second_tree_size, &first_root_hash, &second_root_hash, &path).unwrap();
+    }
+
+    #[test]
+    fn a_durable_capsule_is_read_back_from_its_frame_and_checked() {
+        let (mut etl, mut log) = (Etl::default(), Vec::new());
+        let leaves: Vec<Vec<u8>> = (0..4).map(|n| format!("capsule {n}").repeat(n + 1).into_bytes()).collect();
+        for leaf in &leaves {
+            etl.append(leaf, &mut log);
+        }
+        assert_eq!(etl.end(), log.len() as u64, "the offsets follow the frames written");
+        let hash = |n: usize| crate::capsule::capsule_hash(&leaves[n]);
+        assert_eq!(etl.capsule_location(2, hash(2)), None, "not durable yet");
+        etl.mark_durable(4);
+        let read = |at: &LeafLocation, log: &[u8]| {
+            read_leaf(at, |offset, buf| {
+                let start = offset as usize;
+                buf.copy_from_slice(log.get(start..start + buf.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?);
+                Ok(())
+            })
+        };
+        for (n, leaf) in leaves.iter().enumerate() {
+            let at = etl.capsule_location(n as u64, hash(n)).unwrap();
+            assert_eq!(&read(&at, &log).unwrap(), leaf, "leaf {n}");
+        }
+        let last = etl.capsule_location(3, hash(3)).unwrap();
+        let mut flipped = log.clone();
+        flipped[last.offset as usize + 5] ^= 1;
+        assert!(matches!(read(&last, &flipped), Err(LeafReadError::Damaged(_))));
+        let other = etl.capsule_location(3, hash(2)).unwrap();
+        assert!(matches!(read(&other, &log), Err(LeafReadError::NotTheCapsule)));
+        assert!(matches!(read(&last, &log[..log.len() - 1]), Err(LeafReadError::Io(_))));
     }
 }

@@ -86,6 +86,11 @@ impl std::fmt::Display for ScanError {
 
 impl std::error::Error for ScanError {}
 
+/// Decodes the record at the start of `bytes` (a leaf read back by its offset).
+pub fn decode_record(bytes: &[u8]) -> Result<&[u8], DamageReason> {
+    record_at(bytes, 0)
+}
+
 /// Decodes the record at `offset`, or says why it is damaged.
 fn record_at(bytes: &[u8], offset: usize) -> Result<&[u8], DamageReason> {
     let rest = &bytes[offset..];

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 
+use crate::capsule::capsule_hash;
 use crate::checkpoint::{LoadError, Loaded, RowsAt};
 use crate::error::KernelError;
 use crate::etl::Etl;
@@ -206,13 +207,16 @@ struct EtlScanned {
     scan: frame::StreamScan,
     /// The tree of the leaves the checkpoint covers.
     tree: crate::merkle::MerkleTree,
+    /// Each leaf's frame offset, those beyond the checkpoint included.
+    offsets: Vec<u64>,
     /// Leaves past those, to compare with the journal's replay.
     beyond: Vec<Vec<u8>>,
     migration: crate::claims::SettledMigration,
 }
 
-/// Streams `etl.log`: hashes the first `covered` leaves into a tree and gives each settled
-/// claim its capsule bytes from them; keeps the leaves after them (one journal's worth at most).
+/// Streams `etl.log`: hashes the first `covered` leaves into a tree and checks each settled
+/// claim's capsule hash against its leaf; keeps the leaves after them (one journal's worth at
+/// most). No capsule is kept: replies read it by offset.
 fn scan_etl(
     etl: crate::io::FileInput,
     max_tail: usize,
@@ -221,35 +225,37 @@ fn scan_etl(
 ) -> Result<EtlScanned, RecoveryError> {
     let wanted = claims.capsule_leaves();
     let mut next_wanted = wanted.iter().peekable();
-    let mut leaves = Vec::with_capacity(wanted.len());
     let mut tree = crate::merkle::MerkleTree::new();
+    let (mut offsets, mut end) = (Vec::with_capacity(wanted.len()), 0u64);
     let mut beyond = Vec::new();
     let scan = frame::scan_stream(etl, max_tail, |index, payload| {
+        offsets.push(end);
+        end += (payload.len() + frame::FRAME_OVERHEAD) as u64;
         if index >= covered {
             beyond.push(payload.to_vec());
             return Ok(());
         }
         tree.push(crate::merkle::leaf_hash(payload));
-        while let Some((_, claim)) = next_wanted.next_if(|(at, _)| *at == index) {
-            leaves.push((*claim, Box::<[u8]>::from(payload)));
+        if let Some((_, hash)) = next_wanted.next_if(|(at, _)| *at == index)
+            && capsule_hash(payload) != hash.0
+        {
+            return Err(format!("leaf {index} is not the capsule {hash}"));
         }
-        Ok::<(), std::convert::Infallible>(())
+        Ok(())
     })
     .map_err(|e| match e {
         frame::StreamScanError::Scan(e) => RecoveryError::EtlCorrupt(e),
         frame::StreamScanError::Io(e) => RecoveryError::EtlUnreadable(e.to_string()),
-        frame::StreamScanError::Visit(never) => match never {},
+        frame::StreamScanError::Visit(reason) => RecoveryError::CheckpointDisagreesWithLog { reason },
     })?;
     if let Some((index, _)) = next_wanted.next() {
         let reason = format!("capsule leaf {index} is beyond the checkpoint");
         return Err(RecoveryError::CheckpointDisagreesWithLog { reason });
     }
-    // By claim id, so attaching walks the claims in order instead of looking each one up.
-    leaves.sort_unstable_by_key(|leaf| leaf.0);
-    let migration =
-        claims.attach_capsules(leaves).map_err(|reason| RecoveryError::CheckpointDisagreesWithLog { reason })?;
+    debug_assert_eq!(end, scan.valid_len, "the offsets follow the frames");
+    let migration = claims.settle_loaded().map_err(|reason| RecoveryError::CheckpointDisagreesWithLog { reason })?;
     claims.index_settled();
-    Ok(EtlScanned { scan, tree, beyond, migration })
+    Ok(EtlScanned { scan, tree, offsets, beyond, migration })
 }
 
 /// Where the state's rows stand: the current row file, the compaction in progress if any, and
@@ -517,11 +523,14 @@ impl Kernel {
             repair.push(Effect::Truncate { file: FileId::Etl, len: etl.scan.valid_len });
         }
         let missing = &regenerated[keep..];
+        let (mut offsets, mut end) = (etl.offsets, etl.scan.valid_len);
         if !missing.is_empty() {
             let mut bytes = Vec::new();
             for payload in missing {
+                offsets.push(end + bytes.len() as u64);
                 frame::encode_into(payload, &mut bytes);
             }
+            end += bytes.len() as u64;
             repair.push(Effect::Append { file: FileId::Etl, bytes });
             outputs.push_back(Output::Event(LogEvent::MissingLeavesReappended { count: missing.len() as u64 }));
         }
@@ -531,7 +540,7 @@ impl Kernel {
             config,
             keyring,
             state,
-            etl: Etl::from_tree(tree),
+            etl: Etl::recovered(tree, offsets, end),
             last_seq: seq,
             durable_seq: seq,
             uncovered_records: 0,
@@ -726,18 +735,11 @@ impl Kernel {
                 self.etl.consistency_proof(first_tree_size, second_tree_size)
             }
             Query::GetCapsule { claim_id } => {
-                let durable = self.etl.durable_size();
-                let (capsule_hash, record) = self.state.claims.durable_capsule(principal, &claim_id, durable)?;
-                Ok(Response::Capsule {
-                    capsule: record.bytes.as_bytes().to_vec(),
-                    capsule_hash,
-                    etl_index: record.etl_index,
-                })
+                let (capsule, capsule_hash, etl_index) = self.durable_capsule(principal, &claim_id)?;
+                Ok(Response::Capsule { capsule, capsule_hash, etl_index })
             }
             Query::FetchCapsule { claim_id } => {
-                let durable = self.etl.durable_size();
-                let (capsule_hash, record) = self.state.claims.durable_capsule(principal, &claim_id, durable)?;
-                let (capsule, etl_index) = (record.bytes.as_bytes().to_vec(), record.etl_index);
+                let (capsule, capsule_hash, etl_index) = self.durable_capsule(principal, &claim_id)?;
                 let sth = self.etl.signed_tree_head(&self.keyring);
                 let Response::InclusionProof { path: inclusion_path, leaf_hash, .. } =
                     self.etl.inclusion_proof(etl_index)?
@@ -786,6 +788,17 @@ impl Kernel {
                 self.state.claims.pool_budgets(&self.config.environment, &holdout_id, &scope)
             }
         }
+    }
+
+    /// Where a claim's durable capsule is in `etl.log` (the runtime reads it), its hash and index.
+    fn durable_capsule(
+        &self,
+        principal: &Principal,
+        claim_id: &[u8],
+    ) -> Result<(crate::request::CapsuleBytes, crate::hash::Hash, u64), KernelError> {
+        let record = self.state.claims.durable_capsule(principal, claim_id, self.etl.durable_size())?;
+        let at = self.etl.capsule_location(record.etl_index, record.hash.0).expect("a durable leaf has an offset");
+        Ok((crate::request::CapsuleBytes::InLog(at), record.hash.0, record.etl_index))
     }
 
     fn admit(
@@ -842,8 +855,7 @@ impl Kernel {
                     JournalRecord::entry(self.last_seq, now, &principal, &command, key.as_ref()).to_frame();
                 let mut etl_bytes = Vec::new();
                 for leaf in &applied.leaves {
-                    self.etl.append(leaf);
-                    frame::encode_into(leaf, &mut etl_bytes);
+                    self.etl.append(leaf, &mut etl_bytes);
                 }
                 Staged {
                     request: id,
@@ -1696,7 +1708,7 @@ mod tests {
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
         kernel.check_invariants();
-        kernel.etl.append(b"a leaf appended behind the pipeline's back");
+        kernel.etl.append(b"a leaf appended behind the pipeline's back", &mut Vec::new());
         kernel.check_invariants();
     }
 
@@ -1721,6 +1733,7 @@ mod tests {
 
     #[test]
     fn a_settled_claim_drops_its_code_and_its_capsule_is_served_from_the_log_after_restart() {
+        use crate::request::CapsuleBytes;
         let mut disk = MemDisk::new();
         let mut kernel = boot(&mut disk, config());
         let claim_id = executed_claim(&mut disk, &mut kernel, 0);
@@ -1728,7 +1741,7 @@ mod tests {
         let claim = &kernel.state().claims.claims[&id];
         assert!(claim.wasm.is_empty() && claim.artifacts.is_empty(), "a settled claim keeps no code");
         assert_eq!(kernel.state().claims.settled_claims, 1);
-        let capsule = claim.capsule.as_ref().unwrap().bytes.as_bytes().to_vec();
+        let capsule = frame::scan(disk.contents(FileId::Etl), 0).unwrap().records.last().unwrap().payload.to_vec();
         kernel.handle(NOW, Input::Checkpoint);
         disk.drive(&mut kernel, NOW);
         let checkpoint = String::from_utf8(disk.contents(FileId::Checkpoint).to_vec()).unwrap();
@@ -1741,9 +1754,17 @@ mod tests {
         assert_eq!(again.state().claims.settled_claims, 1, "recounted from the checkpoint");
         let query = Request::Query(Query::GetCapsule { claim_id });
         again.handle(NOW, Input::Request { id: RequestId(5), principal: operator(), request: query });
-        let reply = replies(&disk.drive(&mut again, NOW)).pop().unwrap().1.unwrap();
-        let Response::Capsule { capsule: served, .. } = reply else { panic!("a capsule expected") };
-        assert_eq!(served, capsule);
+        // The kernel names the leaf; reading it is the runtime's (here MemDisk's) work.
+        let Some(Output::Reply(_, Ok(Response::Capsule { capsule: CapsuleBytes::InLog(at), capsule_hash, .. }))) =
+            again.poll()
+        else {
+            panic!("a capsule located in etl.log expected")
+        };
+        assert_eq!(capsule_hash, crate::capsule::capsule_hash(&capsule));
+        let mut read = Response::Capsule { capsule: CapsuleBytes::InLog(at), capsule_hash, etl_index: at.index };
+        crate::etl::read_capsule(&mut read, |offset, buffer| disk.read_exact_at(FileId::Etl, offset, buffer)).unwrap();
+        let Response::Capsule { capsule: served, .. } = read else { unreachable!() };
+        assert_eq!(served, CapsuleBytes::Read(capsule));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod io;
 pub mod journal;
 pub mod kernel;
 pub mod keys;
+pub mod leaf;
 pub mod ledger;
 pub mod memdisk;
 pub mod merkle;

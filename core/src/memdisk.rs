@@ -111,17 +111,35 @@ impl MemDisk {
         }
     }
 
-    /// Drains the kernel, carrying out each effect at once and reporting it done.
+    /// Drains the kernel, carrying out each effect at once and reporting it done, and reading
+    /// the capsule each reply names from `etl.log`, as a runtime does.
     /// Returns every output in order (effects included) for inspection.
     pub fn drive(&mut self, kernel: &mut Kernel, now: Timestamp) -> Vec<Output> {
         let mut seen = Vec::new();
-        while let Some(output) = kernel.poll() {
-            if let Output::Effect(id, effect) = &output {
-                let outcome = self.apply(effect);
-                kernel.handle(now, Input::Done { effect: *id, outcome });
+        while let Some(mut output) = kernel.poll() {
+            match &mut output {
+                Output::Effect(id, effect) => {
+                    let outcome = self.apply(effect);
+                    kernel.handle(now, Input::Done { effect: *id, outcome });
+                }
+                Output::Reply(_, Ok(response)) => {
+                    let read = crate::etl::read_capsule(response, |offset, buffer| {
+                        self.read_exact_at(FileId::Etl, offset, buffer)
+                    });
+                    read.expect("a capsule the kernel names is in etl.log");
+                }
+                _ => {}
             }
             seen.push(output);
         }
         seen
+    }
+
+    /// Reads `buffer.len()` bytes at `offset` of what a reader sees of `file`.
+    pub fn read_exact_at(&self, file: FileId, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let bytes = self.contents(file).get(start..start + buffer.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buffer.copy_from_slice(bytes);
+        Ok(())
     }
 }

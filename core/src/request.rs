@@ -283,7 +283,7 @@ pub enum Response {
     },
     Executed(Box<Execution>),
     Capsule {
-        capsule: Vec<u8>,
+        capsule: CapsuleBytes,
         capsule_hash: Hash,
         etl_index: u64,
     },
@@ -322,10 +322,36 @@ pub struct Execution {
     pub etl_index: u64,
 }
 
+/// A capsule in a reply. The kernel keeps no capsule bytes: it names the leaf in `etl.log`, and
+/// the runtime reads it (`etl::read_capsule`) before the reply leaves the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapsuleBytes {
+    InLog(crate::leaf::LeafLocation),
+    Read(Vec<u8>),
+}
+
+impl CapsuleBytes {
+    /// The bytes, once read.
+    pub fn as_read(&self) -> Option<&[u8]> {
+        match self {
+            Self::Read(bytes) => Some(bytes),
+            Self::InLog(_) => None,
+        }
+    }
+
+    /// The bytes, once read.
+    pub fn into_read(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Read(bytes) => Some(bytes),
+            Self::InLog(_) => None,
+        }
+    }
+}
+
 /// A capsule with everything needed to verify it against a signed head.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchedCapsule {
-    pub capsule: Vec<u8>,
+    pub capsule: CapsuleBytes,
     pub capsule_hash: Hash,
     pub etl_index: u64,
     pub sth: SignedTreeHead,

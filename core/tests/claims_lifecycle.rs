@@ -74,6 +74,14 @@ impl Harness {
             .expect("every request is answered once durable")
     }
 
+    /// The capsule of a settled claim, as `etl.log` holds it (the kernel keeps only its index).
+    fn capsule_text(&self, claim: &[u8]) -> String {
+        let id = ClaimId(claim.try_into().unwrap());
+        let index = self.kernel.state().claims.claims[&id].capsule.as_ref().expect("settled").etl_index;
+        let log = evidenceos_core::frame::scan(self.disk.contents(evidenceos_core::FileId::Etl), 0).unwrap();
+        String::from_utf8(log.records[index as usize].payload.to_vec()).unwrap()
+    }
+
     fn command(&mut self, principal: &Principal, command: Command) -> Result<Response, KernelError> {
         self.call(principal, Request::Command(command))
     }
@@ -236,9 +244,10 @@ fn fetched_capsules_verify_against_the_signed_head() {
     else {
         panic!("capsule expected")
     };
-    assert_eq!(fetched.capsule_hash, sha256(&fetched.capsule));
+    let capsule = fetched.capsule.as_read().expect("read from etl.log");
+    assert_eq!(fetched.capsule_hash, sha256(capsule));
     assert_eq!(fetched.capsule_hash, execution.capsule_hash);
-    assert_eq!(fetched.leaf_hash, leaf_hash(&fetched.capsule));
+    assert_eq!(fetched.leaf_hash, leaf_hash(capsule));
     let sth = &fetched.sth;
     // The first certification of a name only sets its canary's baseline: no incident leaf.
     assert_eq!((fetched.etl_index, sth.tree_size), (0, 4));
@@ -253,7 +262,7 @@ fn fetched_capsules_verify_against_the_signed_head() {
         panic!("consistency expected")
     };
     verify_consistency(old_size, sth.tree_size, &first_root_hash, &sth.root_hash, &fetched.consistency_path).unwrap();
-    let capsule: serde_json::Value = serde_json::from_slice(&fetched.capsule).unwrap();
+    let capsule: serde_json::Value = serde_json::from_slice(capsule).unwrap();
     assert_eq!(capsule["state"], "CERTIFIED");
     assert_eq!(capsule["holdout_commitment_hex"], hex::encode(sha256(&[0xd0; 32])));
 }
@@ -408,8 +417,7 @@ fn legacy_client_decided_execution_only_when_enabled() {
     assert_eq!(h.command(&owner, legacy(&claim, 0)).unwrap_err().code, ErrorCode::InvalidArgument);
     let Response::Executed(execution) = h.command(&owner, legacy(&claim, 1)).unwrap() else { panic!("executed") };
     assert_eq!((execution.state, execution.certified), (ClaimState::Certified, true));
-    let capsule = &h.kernel.state().claims.claims[&ClaimId(claim.as_slice().try_into().unwrap())].capsule;
-    let capsule: serde_json::Value = serde_json::from_str(&capsule.as_ref().unwrap().bytes).unwrap();
+    let capsule: serde_json::Value = serde_json::from_str(&h.capsule_text(&claim)).unwrap();
     assert_eq!(capsule["eprocess_kind"], "client_decision_v1");
     assert_eq!(capsule["ledger"]["k_bits_total"], 0.0, "nothing reached the oracle");
 }
@@ -457,8 +465,7 @@ fn capsules_for_fixed_inputs_are_pinned() {
         let claim = create(&mut h, &owner, name, lane);
         commit(&mut h, &owner, &claim, &wasm(module), &[]);
         let execution = run_to_capsule(&mut h, &owner, &claim);
-        let capsule =
-            h.kernel.state().claims.claims[&ClaimId(claim.as_slice().try_into().unwrap())].capsule.clone().unwrap();
+        let capsule = h.capsule_text(&claim);
         pinned.push_str(&format!(
             "{name}: state={:?} decision={:?} e_value={:?} etl_index={} capsule_hash={}\n{}\n\n",
             execution.state,
@@ -466,7 +473,7 @@ fn capsules_for_fixed_inputs_are_pinned() {
             execution.e_value,
             execution.etl_index,
             hex::encode(execution.capsule_hash),
-            capsule.bytes
+            capsule
         ));
     }
     insta::assert_snapshot!(pinned);

@@ -1,6 +1,6 @@
 //! Kernel types ↔ protobuf messages. Field-shape rules live in core; this is translation only.
 
-use evidenceos_core::request::{FetchedCapsule, RevocationFeed};
+use evidenceos_core::request::{CapsuleBytes, FetchedCapsule, RevocationFeed};
 use evidenceos_core::{ErrorCode, KernelError, Response, SignedTreeHead};
 
 use crate::v2;
@@ -97,11 +97,18 @@ pub fn executed(response: Response) -> Result<v2::ExecuteClaimV2Response, Kernel
     }
 }
 
+/// The capsule's bytes, which the runtime has read from `etl.log` by now.
+fn read_capsule(capsule: CapsuleBytes) -> Result<Vec<u8>, KernelError> {
+    capsule.into_read().ok_or_else(|| KernelError::new(ErrorCode::Internal, "capsule bytes were not read from etl.log"))
+}
+
 pub fn capsule(response: Response) -> Result<v2::GetCapsuleResponse, KernelError> {
     match response {
-        Response::Capsule { capsule, capsule_hash, etl_index } => {
-            Ok(v2::GetCapsuleResponse { capsule_bytes: capsule, capsule_hash: capsule_hash.to_vec(), etl_index })
-        }
+        Response::Capsule { capsule, capsule_hash, etl_index } => Ok(v2::GetCapsuleResponse {
+            capsule_bytes: read_capsule(capsule)?,
+            capsule_hash: capsule_hash.to_vec(),
+            etl_index,
+        }),
         other => Err(unexpected(&other)),
     }
 }
@@ -111,7 +118,7 @@ pub fn fetched_capsule(response: Response) -> Result<v2::FetchCapsuleResponse, K
     let FetchedCapsule { capsule, capsule_hash, etl_index, sth, inclusion_path, leaf_hash, consistency_path } =
         *fetched;
     Ok(v2::FetchCapsuleResponse {
-        capsule_bytes: capsule,
+        capsule_bytes: read_capsule(capsule)?,
         capsule_hash: capsule_hash.to_vec(),
         etl_index,
         signed_tree_head: Some(sth_message(&sth)),

@@ -28,6 +28,8 @@ pub struct FileExecutor {
     etl: File,
     journal: File,
     row_files: [File; 2],
+    /// Reads `etl.log` for replies that name a capsule.
+    capsules: crate::CapsuleReader,
     /// The first effect that failed. Later effects were emitted on the assumption that it had
     /// succeeded (a batch's leaves follow its journal sync), so none of them may touch the disk.
     failed: Option<IoFailure>,
@@ -49,8 +51,12 @@ impl FileExecutor {
         let journal_path = dir.path_of(FileId::Journal);
         let row_paths = RowFile::ALL.map(|slot| dir.path_of(FileId::StateLog(slot)));
         let open = |path: &PathBuf| open_log(path).map_err(|source| DataDirError::Io { path: path.clone(), source });
+        let etl = open(&etl_path)?;
+        let capsules = crate::CapsuleReader::open(etl_path.clone())
+            .map_err(|source| DataDirError::Io { path: etl_path.clone(), source })?;
         Ok(Self {
-            etl: open(&etl_path)?,
+            etl,
+            capsules,
             journal: open(&journal_path)?,
             row_files: [open(&row_paths[0])?, open(&row_paths[1])?],
             checkpoint_path: dir.path_of(FileId::Checkpoint),
@@ -59,6 +65,11 @@ impl FileExecutor {
             row_paths,
             failed: None,
         })
+    }
+
+    /// A reader of the capsules replies name, for the runtime that serves them.
+    pub fn capsule_reader(&self) -> crate::CapsuleReader {
+        self.capsules.clone()
     }
 
     fn log(&mut self, file: FileId) -> &mut File {

@@ -3,6 +3,7 @@
 //! operator store that governance tooling writes through.
 #![forbid(unsafe_code)]
 
+mod capsule_reader;
 mod data_dir;
 mod events;
 mod executor;
@@ -19,6 +20,7 @@ pub mod witnessing;
 #[cfg(feature = "crash-test-failpoints")]
 pub use failpoint::arm as arm_failpoints;
 
+pub use capsule_reader::CapsuleReader;
 pub use data_dir::{
     DataDir, DataDirError, SigningKeyStatus, SigningKeys, sync_parent, write_atomically, write_atomically_with_mode,
 };

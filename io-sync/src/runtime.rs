@@ -49,6 +49,7 @@ pub struct TakenNotifications {
 pub struct BlockingRuntime {
     kernel: Kernel,
     executor: FileExecutor,
+    capsules: crate::CapsuleReader,
     next_request: u64,
     wake_at: Option<Timestamp>,
     observe: Observe,
@@ -71,6 +72,7 @@ impl BlockingRuntime {
         stats.durable_journal_seq.store(kernel.durable_journal_seq(), Ordering::Relaxed);
         Self {
             kernel,
+            capsules: executor.capsule_reader(),
             executor,
             next_request: 0,
             wake_at: None,
@@ -202,7 +204,10 @@ impl BlockingRuntime {
     }
 
     /// Keeps a reply for its submitter, notes a deadline, logs an event, keeps what `observe` asks.
-    fn take_output(&mut self, output: Output) {
+    fn take_output(&mut self, mut output: Output) {
+        if let Output::Reply(_, reply) = &mut output {
+            self.capsules.read_into(reply);
+        }
         if self.observe == Observe::Keep {
             self.observed.push(output.clone());
         }

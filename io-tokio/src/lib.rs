@@ -47,6 +47,8 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct KernelHandle {
     tx: mpsc::Sender<Message>,
+    /// Capsules are read here, in the caller's task, not on the kernel task.
+    capsules: evidenceos_io_sync::CapsuleReader,
     notifications: tokio::sync::broadcast::Sender<Notification>,
     stats: std::sync::Arc<RuntimeStats>,
 }
@@ -68,7 +70,9 @@ impl KernelHandle {
             .send(Message::Request { principal, request: Box::new(request), reply })
             .await
             .map_err(|_| KernelError::unavailable("kernel is shutting down"))?;
-        rx.await.map_err(|_| KernelError::unavailable("kernel stopped before replying"))?
+        let mut reply = rx.await.map_err(|_| KernelError::unavailable("kernel stopped before replying"))?;
+        self.capsules.read_into(&mut reply);
+        reply
     }
 
     /// Durable notifications from now on. A receiver that falls more than
@@ -102,13 +106,14 @@ pub fn spawn(kernel: Kernel, executor: FileExecutor, clock: Clock) -> (KernelHan
     let stats = std::sync::Arc::new(RuntimeStats::default());
     stats.durable_tree_size.store(kernel.durable_tree_size(), std::sync::atomic::Ordering::Relaxed);
     let effect_stats = stats.clone();
+    let capsules = executor.capsule_reader();
     std::thread::Builder::new()
         .name("evidenceos-effects".into())
         .spawn(move || run_effects(executor, effect_rx, done_tx, &effect_stats))
         .expect("spawn the effect thread");
     let (notifications, _) = tokio::sync::broadcast::channel(NOTIFICATION_BACKLOG);
     let task = tokio::spawn(run_kernel(kernel, clock, rx, effect_tx, done_rx, notifications.clone(), stats.clone()));
-    (KernelHandle { tx, notifications, stats }, task)
+    (KernelHandle { tx, capsules, notifications, stats }, task)
 }
 
 /// Executes effects strictly in order, so effects on one file complete in order.
